@@ -1,0 +1,24 @@
+# `make run`: set up .venv and run the offline quickstart recipe. `make test`: set up and run the tests.
+PYTHON ?= python3
+VENV ?= .venv
+# torch/torchvision pinned to the versions this project is developed and tested with
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test clean
+
+$(STAMP): setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/da-toolkit run recipes/quickstart.yaml --overwrite
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -x -q
+
+clean:
+	rm -rf $(VENV) runs *.egg-info

@@ -1,0 +1,119 @@
+"""What adapters are, and the classifier-training parts every feature adapter shares.
+
+* A **pixel adapter** (``kind = "pixel"``): ``fit(source, target, ctx) -> Translator``; the
+  translator's ``translate(dataset)`` returns the labeled dataset in target style.
+* A **feature adapter** (``kind = "feature"``): ``fit(classifier, source, target, ctx)`` trains the
+  shared classifier in place and returns it.
+
+Each adapter class has an ``Options`` dataclass (its recipe keys, validated by the recipe
+loader) and is constructed as ``Adapter(options, recipe)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from da_toolkit.context import Context
+from da_toolkit.data import BatchStream, DomainDataset
+from da_toolkit.training.schedules import lr_factor
+
+
+@dataclass
+class NoOptions:
+    """An adapter without options of its own."""
+
+
+class Translator(Protocol):
+    def translate(self, dataset: DomainDataset) -> DomainDataset: ...
+
+
+class PixelAdapter:
+    kind = "pixel"
+    Options = NoOptions
+
+    def __init__(self, options, recipe):
+        self.options = options
+        self.recipe = recipe
+
+    def fit(self, source: DomainDataset, target: DomainDataset, ctx: Context) -> Translator:
+        raise NotImplementedError
+
+
+class FeatureAdapter:
+    kind = "feature"
+    Options = NoOptions
+
+    def __init__(self, options, recipe):
+        self.options = options
+        self.recipe = recipe
+        self.train = recipe.train
+
+    def fit(self, classifier: nn.Module, source: DomainDataset, target: DomainDataset, ctx: Context) -> nn.Module:
+        raise NotImplementedError
+
+
+def make_optimizer(params, train, lr: float | None = None) -> torch.optim.Optimizer:
+    """SGD (momentum, Nesterov off) or Adam, with the recipe's lr and weight decay."""
+    lr = train.lr if lr is None else lr
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=train.momentum, weight_decay=train.weight_decay)
+    return torch.optim.Adam(params, lr=lr, weight_decay=train.weight_decay)
+
+
+class SupervisedTraining:
+    """The parts of classifier training every feature adapter shares.
+
+    Batch streams of labeled source, of target (its labels are mostly -1) and of the labeled
+    target images (the scarce-label setting; None when k = 0); one optimiser over the
+    classifier and any extra modules (e.g. a domain discriminator) with the recipe's LR schedule.
+    """
+
+    def __init__(self, classifier: nn.Module, source: DomainDataset, target: DomainDataset, train, ctx: Context,
+                 extra_modules: tuple[nn.Module, ...] = (), iterations: int | None = None):
+        self.classifier = classifier
+        self.ctx = ctx
+        batch = train.batch_size
+        self.source = BatchStream(source, batch, ctx.seed, ctx.device)
+        self.target = BatchStream(target, batch, ctx.seed + 1, ctx.device)
+        labeled = target.labeled()
+        self.labeled_target = BatchStream(labeled, batch, ctx.seed + 2, ctx.device) if len(labeled) else None
+        params = [p for m in (classifier, *extra_modules) for p in m.parameters() if p.requires_grad]
+        self.optimizer = make_optimizer(params, train)
+        total = train.iterations if iterations is None else iterations
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(train.lr_schedule, total))
+
+    def labeled_target_loss(self) -> torch.Tensor | None:
+        """Cross-entropy on a batch of the labeled target images, or None without any."""
+        if self.labeled_target is None:
+            return None
+        images, labels = next(self.labeled_target)
+        return F.cross_entropy(self.classifier(images), labels)
+
+    def classification_loss(self, source_logits: torch.Tensor, source_labels: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """CE(source) + CE(labeled target batch, when there are labeled target images)."""
+        loss = F.cross_entropy(source_logits, source_labels)
+        scalars = {"loss/source_ce": loss.detach(),
+                   "accuracy/source_batch": (source_logits.argmax(1) == source_labels).float().mean()}
+        target_loss = self.labeled_target_loss()
+        if target_loss is not None:
+            scalars["loss/labeled_target_ce"] = target_loss.detach()
+            loss = loss + target_loss
+        return loss, scalars
+
+    def update(self, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+
+    def state(self) -> dict:
+        """The objects a checkpoint of this training holds."""
+        state = {"classifier": self.classifier, "optimizer": self.optimizer, "scheduler": self.scheduler,
+                 "source_stream": self.source, "target_stream": self.target}
+        if self.labeled_target is not None:
+            state["labeled_target_stream"] = self.labeled_target
+        return state

@@ -1,0 +1,97 @@
+"""The `da-toolkit` command: thin wrappers that parse, call the library and print."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from da_toolkit.errors import UserError
+
+
+class _Group(click.Group):
+    """Prints UserError as one line and exits with status 2; Ctrl-C exits 130 after saving."""
+
+    def invoke(self, ctx):
+        from da_toolkit.training.loop import Interrupted
+
+        try:
+            return super().invoke(ctx)
+        except UserError as error:
+            click.echo(f"error: {error}", err=True)
+            sys.exit(2)
+        except Interrupted as stop:
+            click.echo(f"\ninterrupted: {stop}", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="da-toolkit")
+def main():
+    """Domain adaptation of image classifiers: CycleGAN, DANN, ADDA on one timm classifier."""
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("overrides", nargs=-1)
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
+              help="Run directory (default: <output_dir>/<recipe name>).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Replace a finished or unfinished run in the run directory.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+def run(recipe, overrides, output, resume, overwrite, quiet):
+    """Train and evaluate RECIPE; OVERRIDES are dotted key=value pairs, e.g. train.iterations=200."""
+    from da_toolkit.pipeline import default_run_dir, run as run_recipe
+    from da_toolkit.recipe import load_recipe
+
+    loaded = load_recipe(recipe, list(overrides))
+    run_dir = output or default_run_dir(loaded)
+    metrics = run_recipe(loaded, run_dir, resume=resume, overwrite=overwrite, progress=not quiet)
+    click.echo(f"target accuracy  {100 * metrics['target_accuracy']:6.2f}%  ({metrics['target']['dataset']}, "
+               f"{metrics['target']['images']} images; chance {100 / len(metrics['target']['per_class_accuracy']):.0f}%)")
+    click.echo(f"source accuracy  {100 * metrics['source_accuracy']:6.2f}%  ({metrics['source']['dataset']})")
+    click.echo(f"run directory    {run_dir}  ({metrics['wall_time_s']:.0f} s)")
+
+
+@main.command(name="list")
+def list_components():
+    """Adapters, datasets and backbones, with one-line descriptions."""
+    from da_toolkit.adapters import ADAPTERS
+    from da_toolkit.data import DATASETS
+    from da_toolkit.models import BACKBONES
+
+    click.echo("adapters:")
+    for name, text in ADAPTERS.describe():
+        click.echo(f"  {name:<14} [{ADAPTERS.get(name).kind}] {text}")
+    click.echo("datasets:")
+    for name, text in DATASETS.describe():
+        click.echo(f"  {name:<14} {text}")
+    click.echo("backbones:")
+    for name, text in BACKBONES.describe():
+        click.echo(f"  {name:<14} {text}")
+    click.echo("  (or any timm model name, e.g. resnet18, resnet10t: see timm.list_models())")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--dataset", required=True, help="Dataset name (see `da-toolkit list`).")
+@click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True)
+@click.option("--root", help="Folder of an imagefolder dataset.")
+def evaluate(run_dir, dataset, split, root):
+    """Evaluate the trained classifier of RUN_DIR on a labeled dataset split."""
+    from da_toolkit.data import build_domain
+    from da_toolkit.evaluate import evaluate as evaluate_model
+    from da_toolkit.pipeline import load_run
+    from da_toolkit.recipe import DomainSpec
+
+    recipe, classifier = load_run(run_dir)
+    data = build_domain(DomainSpec(dataset, split, root=root), recipe.data.image_size, recipe.data.channels,
+                        recipe.seed)
+    result = evaluate_model(classifier, data)
+    click.echo(f"accuracy {100 * result['accuracy']:.2f}% on {data.name} ({result['images']} images)")
+    for cls, acc in enumerate(result["per_class_accuracy"]):
+        click.echo(f"  class {cls}: {'-' if acc is None else f'{100 * acc:.1f}%'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""`Context`: what an adapter needs from a run besides its data — device, precision, seed,
+logging (TensorBoard + log file), progress bars, checkpoint locations and the run's metrics."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from da_toolkit.errors import UserError
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> CUDA when present, else CPU; 'cuda' without a GPU is a UserError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"train.device: '{name}' is not a device (auto, cpu, cuda, cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"train.device: '{name}' asked for, but this machine has no CUDA GPU; use auto or cpu")
+    return device
+
+
+def resolve_amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype: bfloat16 on a CUDA GPU that supports it for 'auto'/'amp', else None (fp32)."""
+    if precision == "fp32" or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+
+
+@dataclass
+class Context:
+    run_dir: Path
+    device: torch.device = torch.device("cpu")
+    seed: int = 0
+    amp_dtype: torch.dtype | None = None
+    log_every: int = 50
+    checkpoint_every: int = 500
+    resume: bool = False
+    progress: bool = True
+    metrics: dict = field(default_factory=dict)  # what stages report for metrics.json
+
+    def __post_init__(self):
+        self.run_dir = Path(self.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._writer = None
+        self.logger = logging.getLogger(f"da_toolkit.run.{self.run_dir.resolve()}")
+        self.logger.setLevel(logging.INFO)
+        self.logger.propagate = False
+        if not self.logger.handlers:
+            handler = logging.FileHandler(self.run_dir / "log.txt")
+            handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+            self.logger.addHandler(handler)
+
+    # -- logging ---------------------------------------------------------------------------
+    @property
+    def writer(self):
+        """TensorBoard SummaryWriter on run_dir/tensorboard, created on first use."""
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+        return self._writer
+
+    def log_scalars(self, stage: str, step: int, scalars: dict[str, float]) -> None:
+        for name, value in scalars.items():
+            self.writer.add_scalar(f"{stage}/{name}", value, step)
+
+    def info(self, message: str) -> None:
+        """A line for the user (stderr, above any progress bar) and the run's log file."""
+        self.logger.info(message)
+        if self.progress:
+            from tqdm import tqdm
+
+            tqdm.write(message, file=sys.stderr)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        for handler in list(self.logger.handlers):
+            handler.close()
+            self.logger.removeHandler(handler)
+
+    # -- places and precision -------------------------------------------------------------------
+    def checkpoint_path(self, stage: str) -> Path:
+        return self.run_dir / "checkpoints" / f"{stage}.pt"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.run_dir / "cache"
+
+    def autocast(self):
+        """Mixed precision on CUDA (bfloat16), a no-op in fp32."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)

@@ -1,0 +1,168 @@
+"""The domain dataset contract and the helpers every loader shares.
+
+A domain is held in memory as uint8 images (N×C×H×W) and int64 labels (N); label -1 marks an
+unlabeled image. Indexing yields ``(image, label)`` with the image as a float tensor in [-1, 1],
+so a domain plugs into any torch DataLoader; training code draws batches with `BatchStream`,
+which indexes the tensors directly and never bottlenecks training.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+UNLABELED = -1
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 in [0, 255] -> float in [-1, 1]: x / 127.5 - 1."""
+    return images.float().div_(127.5).sub_(1.0)
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """float in [-1, 1] -> uint8 in [0, 255], rounding to the nearest level."""
+    return ((images.detach().float().clamp(-1, 1) + 1.0) * 127.5).round_().to(torch.uint8)
+
+
+class DomainDataset(Dataset):
+    """Images of one domain in memory: ``images`` uint8 N×C×H×W, ``labels`` int64 N (-1 = unlabeled)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, name: str, num_classes: int = 10):
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise ValueError(f"{name}: images must be uint8 N×C×H×W, got {images.dtype} {tuple(images.shape)}")
+        if labels.shape != (images.shape[0],):
+            raise ValueError(f"{name}: {images.shape[0]} images but labels of shape {tuple(labels.shape)}")
+        self.images = images.contiguous()
+        self.labels = labels.to(torch.int64)
+        self.name = name
+        self.num_classes = num_classes
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return to_float(self.images[index]), int(self.labels[index])
+
+    def __repr__(self) -> str:
+        c, h, w = self.images.shape[1:]
+        return f"DomainDataset({self.name!r}, {len(self)} images {c}×{h}×{w})"
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])
+
+    def subset(self, indices: torch.Tensor, name: str | None = None) -> "DomainDataset":
+        return DomainDataset(self.images[indices], self.labels[indices], name or self.name, self.num_classes)
+
+    def labeled(self) -> "DomainDataset":
+        """Only the images that carry a label."""
+        return self.subset(torch.nonzero(self.labels != UNLABELED).flatten(), f"{self.name}[labeled]")
+
+    def without_labels(self) -> "DomainDataset":
+        return DomainDataset(self.images, torch.full_like(self.labels, UNLABELED), self.name, self.num_classes)
+
+    def fingerprint(self) -> str:
+        """A short hash of images and labels: equal contents give equal fingerprints."""
+        digest = hashlib.sha1()
+        digest.update(str(tuple(self.images.shape)).encode())
+        digest.update(self.images.numpy().tobytes())
+        digest.update(self.labels.numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+
+def conform(images: torch.Tensor, image_size: int, channels: int) -> torch.Tensor:
+    """Resize uint8 N×C×H×W images to N×channels×image_size×image_size.
+
+    Bilinear resizing with antialiasing; grey -> colour repeats the channel, colour -> grey takes
+    the luminance 0.299 R + 0.587 G + 0.114 B.
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    out = images
+    if out.shape[1] != channels:
+        if channels == 3:
+            out = out.expand(-1, 3, -1, -1)
+        else:
+            weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+            out = (out.float() * weights).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+    if out.shape[-2:] != (image_size, image_size):
+        resized = []
+        for chunk in out.split(4096):
+            resized.append(
+                F.interpolate(chunk.float(), size=(image_size, image_size), mode="bilinear",
+                              antialias=True, align_corners=False).round().clamp(0, 255).to(torch.uint8)
+            )
+        out = torch.cat(resized)
+    return out.contiguous()
+
+
+def per_class_indices(labels: torch.Tensor, k: int, seed: int, num_classes: int = 10) -> torch.Tensor:
+    """Indices of k images of each class, drawn without replacement, deterministic given the seed.
+
+    Classes with fewer than k images contribute all they have. The result is sorted.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    chosen = []
+    for cls in range(num_classes):
+        members = torch.nonzero(labels == cls).flatten()
+        order = torch.randperm(len(members), generator=generator)
+        chosen.append(members[order[:k]])
+    return torch.cat(chosen).sort().values
+
+
+class BatchStream:
+    """Endless shuffled batches of a domain, as float tensors in [-1, 1] on a device.
+
+    Walks a fresh random permutation each epoch (the last incomplete batch of an epoch is
+    dropped when the dataset holds at least one full batch). `state_dict` / `load_state_dict`
+    make a resumed run draw exactly the batches an uninterrupted run would.
+    """
+
+    def __init__(self, dataset: DomainDataset, batch_size: int, seed: int, device: torch.device | str = "cpu"):
+        if len(dataset) == 0:
+            raise ValueError(f"{dataset.name}: cannot draw batches from an empty dataset")
+        self.device = torch.device(device)
+        self.images = dataset.images.to(self.device)
+        self.labels = dataset.labels.to(self.device)
+        self.batch_size = min(batch_size, len(dataset))
+        self.generator = torch.Generator().manual_seed(seed)
+        self._order = torch.randperm(len(dataset), generator=self.generator)
+        self._position = 0
+
+    def __iter__(self) -> "BatchStream":
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._position + self.batch_size > len(self._order):
+            self._order = torch.randperm(len(self._order), generator=self.generator)
+            self._position = 0
+        index = self._order[self._position:self._position + self.batch_size].to(self.device)
+        self._position += self.batch_size
+        return to_float(self.images[index]), self.labels[index]
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state(), "order": self._order, "position": self._position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self._order = state["order"]
+        self._position = state["position"]
+
+
+@dataclass(frozen=True)
+class Domains:
+    """Everything a run trains and evaluates on.
+
+    source:        labeled source images.
+    target:        target training images; unlabeled (-1) except the k-per-class labeled ones.
+    target_test:   labeled target test split, used only for the final evaluation.
+    source_test:   labeled source test split (source accuracy), or None.
+    """
+
+    source: DomainDataset
+    target: DomainDataset
+    target_test: DomainDataset
+    source_test: DomainDataset | None = None

@@ -1,0 +1,342 @@
+"""Recipes: YAML files loaded into a validated, typed `Recipe`.
+
+A recipe may name base recipes (`base: _base/digits.yaml`, a path relative to the recipe, or a
+list of them); bases are merged first, the recipe's own keys win. Dotted overrides such as
+``train.iterations=200`` or ``feature.adapter=dann`` are applied last; their values are read as
+YAML scalars and type-checked like the file's. Every problem is reported as a `UserError`
+naming the key, the value and what is allowed.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from da_toolkit.errors import UserError
+from da_toolkit.registry import did_you_mean
+
+
+@dataclass
+class DomainSpec:
+    """One dataset split: `name` from `da-toolkit list`, `split` train|test, `root` for imagefolder."""
+
+    name: str
+    split: Literal["train", "test"] = "train"
+    limit: int | None = None  # keep at most this many images (a seeded random subset)
+    root: str | None = None  # folder of an imagefolder domain (relative to the recipe file)
+
+
+@dataclass
+class DataConfig:
+    source: DomainSpec
+    target: DomainSpec
+    target_test: DomainSpec
+    source_test: DomainSpec | None = None
+    image_size: int = 32
+    channels: Literal[1, 3] = 3
+    target_labels_per_class: int = 0  # k labeled target images per class (scarce-label setting)
+
+
+@dataclass
+class ClassifierConfig:
+    backbone: str = "dtn"  # a digit backbone (lenet, dtn) or any timm model name
+    pretrained: bool = False  # timm pretrained weights (downloaded; fails offline)
+    bottleneck_dim: int = 256
+
+
+@dataclass
+class TrainConfig:
+    """How the shared classifier is trained in the feature stage, and on what device."""
+
+    iterations: int = 2000
+    batch_size: int = 64
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_schedule: Literal["constant", "anneal", "cosine"] = "anneal"  # anneal: lr0 / (1 + 10 p)^0.75
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: Literal["auto", "fp32", "amp"] = "auto"  # auto: mixed precision on CUDA, fp32 on CPU
+    log_every: int = 50
+    checkpoint_every: int = 500
+    eval_batch_size: int = 500
+
+
+@dataclass
+class Stage:
+    """An adapter stage: the adapter's registered name and its validated options dataclass."""
+
+    adapter: str
+    options: Any
+
+
+@dataclass
+class Recipe:
+    name: str
+    data: DataConfig
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    pixel: Stage | None = None
+    feature: Stage = field(default_factory=lambda: Stage("source_only", None))
+    seed: int = 0
+    output_dir: str = "runs"
+    source_path: str | None = None  # the YAML file this came from (set by the loader)
+
+    def to_dict(self) -> dict:
+        """Plain data for YAML: the resolved recipe a run directory records."""
+        out = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "source_path"}
+        for kind in ("pixel", "feature"):
+            stage = getattr(self, kind)
+            if stage is not None:
+                out[kind] = {"adapter": stage.adapter, **_plain(stage.options)}
+        return out
+
+
+def _plain(value):
+    if dataclasses.is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    return value
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+    """Read, merge bases, apply `key=value` overrides, validate. Raises UserError on any problem."""
+    path = Path(path)
+    raw = _read_with_bases(path, seen=())
+    for override in overrides:
+        apply_override(raw, override)
+    return recipe_from_dict(raw, source_path=path)
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise UserError(f"recipe file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise UserError(f"{path}:{where} is not valid YAML ({getattr(error, 'problem', error)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a recipe must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def _read_with_bases(path: Path, seen: tuple[Path, ...]) -> dict:
+    resolved = path.resolve()
+    if resolved in seen:
+        raise UserError(f"{path}: base recipes include each other in a cycle")
+    data = _read_yaml(path)
+    bases = data.pop("base", None) or []
+    if isinstance(bases, str):
+        bases = [bases]
+    merged: dict = {}
+    for base in bases:
+        merged = deep_merge(merged, _read_with_bases(path.parent / base, seen + (resolved,)))
+    return deep_merge(merged, data)
+
+
+def deep_merge(base: dict, top: dict) -> dict:
+    """A copy of `base` updated by `top`, recursively for nested mappings.
+
+    A stage mapping (`pixel`, `feature`) that names a different adapter replaces the base's
+    stage instead of merging with it, since the options of one adapter mean nothing to another.
+    """
+    out = copy.deepcopy(base)
+    for key, value in top.items():
+        old = out.get(key)
+        if isinstance(old, dict) and isinstance(value, dict) and not _different_adapter(old, value):
+            out[key] = deep_merge(old, value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _different_adapter(old: dict, new: dict) -> bool:
+    return "adapter" in old and "adapter" in new and old["adapter"] != new["adapter"]
+
+
+def apply_override(raw: dict, override: str) -> None:
+    """Apply one `dotted.key=value` override to the raw recipe mapping, in place."""
+    if "=" not in override:
+        raise UserError(f"override '{override}' must look like key=value, e.g. train.iterations=200")
+    key, _, text = override.partition("=")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    parts = key.strip().split(".")
+    node = raw
+    for depth, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise UserError(f"override {key}: '{'.'.join(parts[:depth + 1])}' is not a section")
+        node = child
+    if parts[-1] == "adapter" and node.get("adapter") not in (None, value):
+        node.clear()  # another adapter: the old adapter's options do not apply
+    node[parts[-1]] = value
+
+
+def recipe_from_dict(raw: dict, source_path: Path | None = None) -> Recipe:
+    # imported here: the registries import adapters and datasets, which import this module
+    from da_toolkit.adapters import ADAPTERS
+    from da_toolkit.data import DATASETS
+    from da_toolkit.models import check_backbone
+
+    raw = dict(raw)
+    stages = {kind: raw.pop(kind, None) for kind in ("pixel", "feature")}
+    if "name" not in raw and source_path is not None:
+        raw["name"] = source_path.stem
+    recipe = build_dataclass(Recipe, raw, "")
+    for kind, stage_raw in stages.items():
+        if stage_raw is None:
+            continue
+        setattr(recipe, kind, _build_stage(kind, stage_raw, ADAPTERS))
+    if recipe.feature.options is None:
+        recipe.feature = _build_stage("feature", {"adapter": recipe.feature.adapter}, ADAPTERS)
+    recipe.source_path = str(source_path) if source_path else None
+
+    for key in ("source", "target", "target_test", "source_test"):
+        spec = getattr(recipe.data, key)
+        if spec is not None and spec.name not in DATASETS:
+            raise UserError(DATASETS.unknown_message(spec.name, key=f"data.{key}.name"))
+        if spec is not None and spec.root is not None and source_path is not None:
+            spec.root = str((source_path.parent / spec.root).resolve())
+    _check_positive(recipe)
+    check_backbone(recipe.classifier.backbone, "classifier.backbone")
+    return recipe
+
+
+def _build_stage(kind: str, raw: Any, adapters) -> Stage:
+    if not isinstance(raw, dict):
+        raise UserError(f"{kind}: expected a mapping with an 'adapter' key, got {raw!r}")
+    raw = dict(raw)
+    name = raw.pop("adapter", None)
+    if name is None:
+        raise UserError(f"{kind}.adapter: missing (choices: {', '.join(adapters.names())})")
+    adapter = adapters.get(name, key=f"{kind}.adapter")
+    if adapter.kind != kind:
+        allowed = [n for n in adapters.names() if adapters.get(n).kind == kind]
+        raise UserError(
+            f"{kind}.adapter: '{name}' is a {adapter.kind}-level adapter; a {kind} stage takes one of: "
+            f"{', '.join(allowed)}"
+        )
+    return Stage(name, build_dataclass(adapter.Options, raw, f"{kind}."))
+
+
+def _check_positive(recipe: Recipe) -> None:
+    positive = {
+        "data.image_size": recipe.data.image_size,
+        "train.batch_size": recipe.train.batch_size,
+        "train.lr": recipe.train.lr,
+        "train.log_every": recipe.train.log_every,
+        "train.checkpoint_every": recipe.train.checkpoint_every,
+        "train.eval_batch_size": recipe.train.eval_batch_size,
+        "classifier.bottleneck_dim": recipe.classifier.bottleneck_dim,
+    }
+    non_negative = {
+        "train.iterations": recipe.train.iterations,
+        "data.target_labels_per_class": recipe.data.target_labels_per_class,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise UserError(f"{key}: must be positive, got {value}")
+    for key, value in non_negative.items():
+        if value < 0:
+            raise UserError(f"{key}: must be zero or more, got {value}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Typed construction of dataclasses from plain mappings
+
+
+def build_dataclass(cls, raw: Any, prefix: str):
+    """Construct dataclass `cls` from mapping `raw`, checking keys and types.
+
+    `prefix` is the dotted path of `raw` inside the recipe, used in error messages.
+    """
+    where = prefix.rstrip(".") or "recipe"
+    if not isinstance(raw, dict):
+        raise UserError(f"{where}: expected a mapping, got {_show(raw)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and f.name != "source_path"}
+    for key in raw:
+        if key not in fields:
+            raise UserError(
+                f"{prefix}{key}: unknown key{did_you_mean(str(key), list(fields))} "
+                f"(allowed in {where}: {', '.join(fields)})"
+            )
+    values = {}
+    for name, f in fields.items():
+        if name in raw:
+            values[name] = _convert(raw[name], hints[name], f"{prefix}{name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise UserError(f"{prefix}{name}: missing (required in {where})")
+    return cls(**values)
+
+
+def _convert(value: Any, hint: Any, key: str):
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            return _convert(value, inner[0], key)
+        raise TypeError(f"unsupported type {hint} for {key}")
+    if origin is Literal:
+        if value in args and type(value) is type(args[args.index(value)]):
+            return value
+        choices = ", ".join(str(a) for a in args)
+        return _fail(key, value, f"one of: {choices}", did_you_mean(str(value), [str(a) for a in args]))
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return _fail(key, value, "a list")
+        item = args[0] if args else Any
+        return origin(_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value))
+    if dataclasses.is_dataclass(hint):
+        return build_dataclass(hint, value, f"{key}.")
+    if hint is Any:
+        return value
+    if hint is bool:
+        return value if isinstance(value, bool) else _fail(key, value, "true or false")
+    if hint is int:
+        return value if isinstance(value, int) and not isinstance(value, bool) else _fail(key, value, "an integer")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        return _fail(key, value, "a number")
+    if hint is str:
+        return value if isinstance(value, str) else _fail(key, value, "a string")
+    raise TypeError(f"unsupported type {hint} for {key}")
+
+
+def _fail(key: str, value: Any, expected: str, hint: str = ""):
+    raise UserError(f"{key}: expected {expected}, got {_show(value)}{hint}")
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
