@@ -93,5 +93,37 @@ def evaluate(run_dir, dataset, split, root):
         click.echo(f"  class {cls}: {'-' if acc is None else f'{100 * acc:.1f}%'}")
 
 
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--input", "input_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder of images (searched recursively; sub-folder structure is kept).")
+@click.option("--output", "output_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the translated PNG images.")
+@click.option("--direction", type=click.Choice(["a2b", "b2a"]), default="a2b", show_default=True,
+              help="a2b: source style -> target style; b2a: the reverse.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
+def translate(run_dir, input_dir, output_dir, direction, batch_size):
+    """Translate the images in a folder with the trained CycleGAN of RUN_DIR."""
+    from da_toolkit.adapters.cyclegan import translate_folder
+
+    count = translate_folder(run_dir, input_dir, output_dir, direction, batch_size)
+    click.echo(f"translated {count} images ({direction}) into {output_dir}")
+
+
+@main.command()
+@click.argument("benchmark", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--profile", help="Profile of the benchmark file to apply (e.g. cpu, gpu).")
+@click.option("-j", "--jobs", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Cells run at the same time, each in its own process.")
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
+              help="Benchmark directory (default: <output_dir of the benchmark file>/<its name>).")
+@click.option("--dry-run", is_flag=True, help="List the cells and their state without running them.")
+def compare(benchmark, profile, jobs, output, dry_run):
+    """Run the tasks x methods x seeds grid of BENCHMARK and write results.md/csv/json and plots."""
+    from da_toolkit.benchmark import compare as run_compare
+
+    run_compare(benchmark, profile=profile, jobs=jobs, output=output, dry_run=dry_run)
+
+
 if __name__ == "__main__":
     main()

@@ -43,6 +43,7 @@ class Context:
     checkpoint_every: int = 500
     resume: bool = False
     progress: bool = True
+    pixel_from: Path | None = None  # a run directory whose pixel stage (checkpoints, cache) this run reuses
     metrics: dict = field(default_factory=dict)  # what stages report for metrics.json
 
     def __post_init__(self):
@@ -88,12 +89,21 @@ class Context:
             self.logger.removeHandler(handler)
 
     # -- places and precision -------------------------------------------------------------------
+    def _home(self, stage: str) -> Path:
+        """The run directory that owns `stage`: `pixel_from` for pixel stages when set, else this run's."""
+        return self.pixel_from if self.pixel_from is not None and stage.startswith("pixel") else self.run_dir
+
     def checkpoint_path(self, stage: str) -> Path:
-        return self.run_dir / "checkpoints" / f"{stage}.pt"
+        return self._home(stage) / "checkpoints" / f"{stage}.pt"
+
+    def restores(self, stage: str) -> bool:
+        """Whether `stage` starts from its checkpoint: on --resume, and always for a shared pixel stage."""
+        return self.resume or self._home(stage) != self.run_dir
 
     @property
     def cache_dir(self) -> Path:
-        return self.run_dir / "cache"
+        """Where the pixel stage caches translated images (shared along with the pixel stage)."""
+        return self._home("pixel") / "cache"
 
     def autocast(self):
         """Mixed precision on CUDA (bfloat16), a no-op in fp32."""

@@ -58,7 +58,10 @@ def prepare_run_dir(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool
 
 def make_context(recipe: Recipe, run_dir: Path, resume: bool, progress: bool) -> Context:
     device = resolve_device(recipe.train.device)
-    return Context(run_dir=run_dir, device=device, seed=recipe.seed,
+    pixel_from = Path(recipe.pixel_from) if recipe.pixel_from else None
+    if pixel_from is not None and not (pixel_from / "checkpoints").is_dir():
+        raise UserError(f"pixel_from: {pixel_from} holds no checkpoints/ of a pixel stage")
+    return Context(run_dir=run_dir, device=device, seed=recipe.seed, pixel_from=pixel_from,
                    amp_dtype=resolve_amp_dtype(recipe.train.precision, device),
                    log_every=recipe.train.log_every, checkpoint_every=recipe.train.checkpoint_every,
                    resume=resume, progress=progress)

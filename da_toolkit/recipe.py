@@ -86,6 +86,7 @@ class Recipe:
     feature: Stage = field(default_factory=lambda: Stage("source_only", None))
     seed: int = 0
     output_dir: str = "runs"
+    pixel_from: str | None = None  # reuse the finished pixel stage of this run directory instead of training one
     source_path: str | None = None  # the YAML file this came from (set by the loader)
 
     def to_dict(self) -> dict:

@@ -1,0 +1,54 @@
+"""Shared fixtures: tiny two-domain toy datasets, registered once, and a recipe writer."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from da_toolkit.data import DATASETS, DomainDataset
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def toy_digits(split: str, shift: int, count: int = 400) -> DomainDataset:
+    """Ten learnable classes on 8×8 grey images: class c lights row c % 8 and column 4 * (c // 8),
+    plus noise; `shift` brightens the background (the domain shift)."""
+    generator = torch.Generator().manual_seed(0 if split == "train" else 1)
+    labels = torch.arange(count) % 10
+    images = torch.rand(count, 1, 8, 8, generator=generator) * 60 + shift
+    for index, label in enumerate(labels.tolist()):
+        images[index, 0, label % 8, :] += 150
+        images[index, 0, :, 4 * (label // 8)] += 150
+    return DomainDataset(images.clamp(0, 255).to(torch.uint8), labels, f"toy{shift}/{split}")
+
+
+if "toy_source" not in DATASETS:
+    DATASETS.register("toy_source", "test-only toy domain")(lambda split, **_: toy_digits(split, 0))
+    DATASETS.register("toy_target", "test-only toy domain, brighter")(lambda split, **_: toy_digits(split, 60))
+
+
+def toy_recipe_dict(**sections) -> dict:
+    """A minimal recipe on the toy domains (16×16 grey, lenet), updated by `sections`."""
+    recipe = {
+        "name": "toy",
+        "data": {"source": {"name": "toy_source"}, "target": {"name": "toy_target"},
+                 "target_test": {"name": "toy_target", "split": "test"}, "image_size": 16, "channels": 1},
+        "classifier": {"backbone": "lenet", "bottleneck_dim": 32},
+        "train": {"iterations": 60, "batch_size": 32, "log_every": 10, "checkpoint_every": 20},
+    }
+    for key, value in sections.items():
+        recipe[key] = {**recipe.get(key, {}), **value} if isinstance(value, dict) else value
+    return recipe
+
+
+@pytest.fixture
+def write_recipe(tmp_path):
+    """write_recipe(**sections) -> path of a toy recipe YAML in tmp_path."""
+    def write(name: str = "recipe.yaml", **sections) -> Path:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(toy_recipe_dict(**sections)))
+        return path
+
+    return write

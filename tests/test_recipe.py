@@ -1,0 +1,111 @@
+"""Recipe loading: bases, dotted overrides, type checks and the one-line errors users see."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from da_toolkit.cli import main
+from da_toolkit.errors import UserError
+from da_toolkit.recipe import apply_override, deep_merge, load_recipe
+from da_toolkit.registry import Registry
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def test_registry_lookup_and_did_you_mean():
+    registry = Registry("widget")
+
+    @registry.register("sprocket")
+    class Sprocket:
+        """Turns things.
+
+        More text."""
+
+    assert registry.get("sprocket") is Sprocket
+    assert dict(registry.describe()) == {"sprocket": "Turns things."}
+    with pytest.raises(UserError, match=r"unknown widget 'sprockt'; did you mean 'sprocket'\? \(choices: sprocket\)"):
+        registry.get("sprockt")
+    with pytest.raises(ValueError, match="twice"):
+        registry.register("sprocket")(Sprocket)
+
+
+def test_bases_merge_and_overrides_are_typed(write_recipe):
+    recipe = load_recipe(write_recipe(), ["train.iterations=200", "train.lr=1e-3", "classifier.backbone=dtn"])
+    assert recipe.train.iterations == 200 and isinstance(recipe.train.iterations, int)
+    assert recipe.train.lr == pytest.approx(1e-3)
+    assert recipe.classifier.backbone == "dtn"
+    assert recipe.feature.adapter == "source_only"
+
+
+def test_every_shipped_recipe_loads():
+    names = sorted(p for p in RECIPES.glob("*.yaml"))
+    assert names, "no recipes found"
+    for path in names:
+        recipe = load_recipe(path)
+        assert recipe.name == path.stem, path
+
+
+def test_base_recipe_keys_are_overridden_by_the_recipe(tmp_path):
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({"train": {"iterations": 5, "lr": 0.5}, "seed": 3}))
+    (tmp_path / "top.yaml").write_text(yaml.safe_dump({
+        "base": "base.yaml", "train": {"iterations": 7},
+        "data": {"source": {"name": "toy_source"}, "target": {"name": "toy_target"},
+                 "target_test": {"name": "toy_target", "split": "test"}}}))
+    recipe = load_recipe(tmp_path / "top.yaml")
+    assert (recipe.train.iterations, recipe.train.lr, recipe.seed, recipe.name) == (7, 0.5, 3, "top")
+
+
+def test_a_stage_naming_another_adapter_replaces_the_base_stage():
+    merged = deep_merge({"feature": {"adapter": "dann", "trade_off": 1.0}}, {"feature": {"adapter": "source_only"}})
+    assert merged == {"feature": {"adapter": "source_only"}}
+    raw = {"feature": {"adapter": "dann", "trade_off": 1.0}}
+    apply_override(raw, "feature.adapter=source_only")
+    assert raw == {"feature": {"adapter": "source_only"}}
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.iteratons=5", r"train\.iteratons: unknown key; did you mean 'iterations'\?"),
+    ("train.iterations=many", r"train\.iterations: expected an integer, got 'many'"),
+    ("train.iterations=2.5", r"train\.iterations: expected an integer, got 2\.5"),
+    ("train.optimizer=sdg", r"train\.optimizer: expected one of: sgd, adam, got 'sdg'; did you mean 'sgd'\?"),
+    ("data.source.name=mnsit", r"data\.source\.name: unknown dataset 'mnsit'; did you mean 'mnist'\?"),
+    ("feature.adapter=source_olny", r"feature\.adapter: unknown adapter 'source_olny'; did you mean 'source_only'\?"),
+    ("classifier.backbone=lenett", r"classifier\.backbone: unknown backbone 'lenett'; did you mean 'lenet'\?"),
+    ("data.channels=2", r"data\.channels: expected one of: 1, 3, got 2"),
+    ("train.batch_size=0", r"train\.batch_size: must be positive, got 0"),
+    ("pixel.adapter=source_only", r"pixel\.adapter: 'source_only' is a feature-level adapter"),
+    ("train.iterations", r"override 'train\.iterations' must look like key=value"),
+])
+def test_bad_values_are_rejected_with_the_key_and_choices(write_recipe, override, message):
+    with pytest.raises(UserError, match=message):
+        load_recipe(write_recipe(), [override])
+
+
+def test_missing_required_key_and_missing_file(tmp_path):
+    (tmp_path / "r.yaml").write_text("data:\n  source: {name: toy_source}\n")
+    with pytest.raises(UserError, match=r"data\.target: missing \(required in data\)"):
+        load_recipe(tmp_path / "r.yaml")
+    with pytest.raises(UserError, match="recipe file not found: .*nope.yaml"):
+        load_recipe(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("train: [1, 2\n")
+    with pytest.raises(UserError, match="bad.yaml: line 2, column 1 is not valid YAML"):
+        load_recipe(tmp_path / "bad.yaml")
+
+
+def test_cli_prints_one_line_and_exits_2(write_recipe):
+    result = CliRunner().invoke(main, ["run", str(write_recipe()), "train.iteratons=5"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "error: train.iteratons: unknown key; did you mean 'iterations'? (allowed in train: iterations, batch_size, "
+        "optimizer, lr, momentum, weight_decay, lr_schedule, device, precision, log_every, checkpoint_every, "
+        "eval_batch_size)"]
+
+
+def test_cli_list_names_adapters_datasets_backbones():
+    result = CliRunner().invoke(main, ["list"])
+    assert result.exit_code == 0
+    for name in ("source_only", "target_only", "mnist", "syndigits", "ucidigits", "lenet", "dtn"):
+        assert f"  {name} " in result.output
