@@ -125,5 +125,21 @@ def compare(benchmark, profile, jobs, output, dry_run):
     run_compare(benchmark, profile=profile, jobs=jobs, output=output, dry_run=dry_run)
 
 
+@main.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
+def show(run_dirs):
+    """Print the target accuracy of finished RUN_DIRS side by side."""
+    from da_toolkit.pipeline import read_metrics
+
+    rows = [read_metrics(run_dir) for run_dir in run_dirs]
+    width = max(len(str(run_dir)) for run_dir in run_dirs)
+    click.echo(f"{'run':<{width}}  {'method':<24} {'target acc':>10} {'source acc':>10} {'wall time':>9}")
+    for run_dir, metrics in zip(run_dirs, rows):
+        method = " + ".join(a for a in (metrics["pixel_adapter"], metrics["feature_adapter"]) if a)
+        click.echo(f"{str(run_dir):<{width}}  {method:<24} {100 * metrics['target_accuracy']:9.2f}% "
+                   f"{100 * metrics['source_accuracy']:9.2f}% {metrics['wall_time_s']:8.0f}s")
+    click.echo(f"(target: {rows[0]['target']['dataset']}; {rows[0]['selection']})")
+
+
 if __name__ == "__main__":
     main()
