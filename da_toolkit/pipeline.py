@@ -6,6 +6,7 @@ classifier.pt, checkpoints/, tensorboard/, log.txt).
 """
 from __future__ import annotations
 
+import json
 import platform
 import random
 import time
@@ -17,6 +18,7 @@ import yaml
 
 import da_toolkit
 from da_toolkit.adapters import ADAPTERS
+from da_toolkit.adapters.cyclegan import label_preservation
 from da_toolkit.context import Context, resolve_amp_dtype, resolve_device
 from da_toolkit.data import build_domains
 from da_toolkit.errors import UserError
@@ -99,7 +101,10 @@ def run(recipe: Recipe, run_dir: Path | None = None, resume: bool = False, overw
         classifier = feature.fit(classifier, source, domains.target, ctx)
         save_atomic({"state_dict": classifier.state_dict(), "recipe": recipe.to_dict()}, run_dir / "classifier.pt")
 
+        preservation = label_preservation(recipe, domains.source, source, ctx) if recipe.pixel is not None else None
         metrics = _metrics(recipe, domains, classifier, ctx, time.perf_counter() - began)
+        if preservation is not None:
+            metrics["label_preservation"] = preservation
         write_json_atomic(run_dir / "metrics.json", metrics)
         ctx.info(f"target accuracy ({domains.target_test.name}): {100 * metrics['target_accuracy']:.2f}%")
         return metrics
@@ -157,6 +162,14 @@ def versions() -> dict:
 
     return {"da_toolkit": da_toolkit.__version__, "python": platform.python_version(), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "timm": timm.__version__}
+
+
+def read_metrics(run_dir: Path) -> dict:
+    """The metrics.json of a finished run directory."""
+    path = Path(run_dir) / "metrics.json"
+    if not path.exists():
+        raise UserError(f"{run_dir}: no metrics.json here; is this a finished da-toolkit run directory?")
+    return json.loads(path.read_text())
 
 
 def load_run(run_dir: Path) -> tuple[Recipe, torch.nn.Module]:

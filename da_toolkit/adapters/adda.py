@@ -1,1 +1,128 @@
-"""(being written)"""
+"""ADDA: adversarial discriminative domain adaptation (Tzeng et al. 2017), with untied weights.
+
+1. stage ``feature_pretrain``: the source encoder M_s and the head C are trained on labeled
+   source (+ any labeled target images) with CE and the recipe's `train` settings.
+2. the target encoder M_t is initialised as a copy of M_s.
+3. stage ``feature_adapt``: M_s and C are frozen (requires_grad off, M_s in eval mode so its
+   batch-norm statistics stay fixed); each iteration takes one Adam step of the discriminator D on
+
+       L_advD = −E[log D(M_s(x_s))] − E[log(1 − D(M_t(x_t)))]
+
+   then one Adam step of M_t on the GAN loss with inverted labels
+
+       L_advM = −E[log D(M_t(x_t))]   [+ CE(C(M_t(x_l)), y_l) on a batch of labeled target images]
+
+   The CE term exists only in the scarce-label setting (data.target_labels_per_class > 0): the
+   few labeled target images then supervise M_t directly through the frozen head.
+4. the returned classifier is C ∘ M_t: the target encoder with the source head, unchanged.
+
+Both stages go through `train_loop`, so a run interrupted during adaptation resumes there: the
+finished pre-training stage is restored from its checkpoint, not retrained, and M_t, D and their
+optimisers come back from the adaptation checkpoint.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from da_toolkit.adapters import ADAPTERS
+from da_toolkit.adapters.base import FeatureAdapter, SupervisedTraining
+from da_toolkit.adapters.dann import RecentMean, check_discriminator, report_domain_accuracy
+from da_toolkit.errors import UserError
+from da_toolkit.models import DomainDiscriminator
+from da_toolkit.training.domain_losses import domain_classification_loss, inverted_label_loss
+from da_toolkit.training.loop import train_loop
+
+
+@dataclass
+class ADDAOptions:
+    """The recipe's `feature:` keys for `adapter: adda`. Defaults are the paper's (Adam 2e-4, β₁ 0.5; 500-500 D)."""
+
+    pretrain_iterations: int | None = None  # source pre-training; None: train.iterations
+    adapt_iterations: int = 10000  # adversarial adaptation of the target encoder
+    encoder_lr: float = 2e-4
+    discriminator_lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    discriminator_hidden: list[int] = field(default_factory=lambda: [500, 500])
+    discriminator_batch_norm: bool = False
+    discriminator_dropout: float = 0.0
+
+    def __post_init__(self):
+        if self.pretrain_iterations is not None and self.pretrain_iterations < 0:
+            raise UserError(f"feature.pretrain_iterations: must be zero or more, got {self.pretrain_iterations}")
+        if self.adapt_iterations < 0:
+            raise UserError(f"feature.adapt_iterations: must be zero or more, got {self.adapt_iterations}")
+        for key in ("encoder_lr", "discriminator_lr"):
+            if getattr(self, key) <= 0:
+                raise UserError(f"feature.{key}: must be positive, got {getattr(self, key)}")
+        for key in ("beta1", "beta2"):
+            if not 0 <= getattr(self, key) < 1:
+                raise UserError(f"feature.{key}: must lie in [0, 1), got {getattr(self, key)}")
+        check_discriminator(self.discriminator_hidden, self.discriminator_dropout)
+
+
+@ADAPTERS.register("adda")
+class ADDA(FeatureAdapter):
+    """ADDA: a separate target encoder trained adversarially against the frozen source encoder."""
+
+    Options = ADDAOptions
+
+    def fit(self, classifier, source, target, ctx):
+        o = self.options
+        pretrain_iterations = self.train.iterations if o.pretrain_iterations is None else o.pretrain_iterations
+        training = SupervisedTraining(classifier, source, target, self.train, ctx, iterations=pretrain_iterations)
+        classifier.train()
+        train_loop(ctx, "feature_pretrain", pretrain_iterations, training.supervised_step, training.state())
+
+        classifier.eval().requires_grad_(False)  # M_s and C stay as pre-trained
+        target_encoder = classifier.copy_encoder().train().requires_grad_(True)
+        discriminator = DomainDiscriminator(classifier.feature_dim, o.discriminator_hidden,
+                                            o.discriminator_batch_norm, o.discriminator_dropout).to(ctx.device)
+        betas = (o.beta1, o.beta2)
+        encoder_optimizer = torch.optim.Adam(target_encoder.parameters(), o.encoder_lr, betas=betas)
+        discriminator_optimizer = torch.optim.Adam(discriminator.parameters(), o.discriminator_lr, betas=betas)
+        domain_accuracy = RecentMean()
+
+        def step(iteration: int) -> dict:
+            source_images, _ = next(training.source)
+            target_images, _ = next(training.target)
+            with ctx.autocast():
+                with torch.no_grad():
+                    source_features = classifier.features(source_images)
+                target_features = target_encoder(target_images)
+                logits = discriminator(torch.cat([source_features, target_features.detach()]))
+                source_logits, target_logits = logits.split([len(source_images), len(target_images)])
+                discriminator_loss, accuracy = domain_classification_loss(source_logits, target_logits)
+            discriminator_optimizer.zero_grad(set_to_none=True)
+            discriminator_loss.backward()
+            discriminator_optimizer.step()
+
+            discriminator.requires_grad_(False)
+            with ctx.autocast():
+                mapping_loss = inverted_label_loss(discriminator(target_features))
+                scalars = {"loss/discriminator": discriminator_loss.detach(), "loss/mapping": mapping_loss.detach(),
+                           "domain/accuracy": accuracy}
+                encoder_loss = mapping_loss
+                if training.labeled_target is not None:
+                    labeled_images, labels = next(training.labeled_target)
+                    labeled_loss = F.cross_entropy(classifier.head(target_encoder(labeled_images)), labels)
+                    scalars["loss/labeled_target_ce"] = labeled_loss.detach()
+                    encoder_loss = encoder_loss + labeled_loss
+            encoder_optimizer.zero_grad(set_to_none=True)
+            encoder_loss.backward()
+            encoder_optimizer.step()
+            discriminator.requires_grad_(True)
+            domain_accuracy.add(accuracy)
+            return scalars
+
+        state = {"target_encoder": target_encoder, "discriminator": discriminator,
+                 "encoder_optimizer": encoder_optimizer, "discriminator_optimizer": discriminator_optimizer,
+                 "domain_accuracy": domain_accuracy, **{k: v for k, v in training.state().items()
+                                                        if k.endswith("stream")}}
+        train_loop(ctx, "feature_adapt", o.adapt_iterations, step, state)
+        report_domain_accuracy(ctx, domain_accuracy)
+        classifier.encoder = target_encoder.eval()
+        return classifier

@@ -104,6 +104,14 @@ class SupervisedTraining:
             loss = loss + target_loss
         return loss, scalars
 
+    def supervised_step(self, iteration: int) -> dict:
+        """One source-only update (CE on a source batch [+ a labeled target batch]): a `train_loop` step."""
+        images, labels = next(self.source)
+        with self.ctx.autocast():
+            loss, scalars = self.classification_loss(self.classifier(images), labels)
+        self.update(loss)
+        return {"loss/total": loss.detach(), **scalars}
+
     def update(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -1,1 +1,383 @@
-"""(being written)"""
+"""CycleGAN pixel-level adaptation (Zhu et al., 2017), optionally with CyCADA's semantic loss.
+
+Two generators are trained without paired images, G: source (A) -> target (B) and F: B -> A,
+each against a PatchGAN discriminator, with cycle consistency F(G(a)) ≈ a, G(F(b)) ≈ b. The
+labeled source set is then translated by G into target style; labels travel with the images.
+
+One training iteration is the reference implementation's `optimize_parameters`:
+
+1. forward:  fake_b = G(a), rec_a = F(fake_b), fake_a = F(b), rec_b = G(fake_a)
+2. generator step, discriminators frozen (requires_grad off):
+   L_G = GAN(D_B(G(a)), real) + GAN(D_A(F(b)), real) + λ_A‖F(G(a)) − a‖₁ + λ_B‖G(F(b)) − b‖₁
+         + λ_idt (λ_B‖G(b) − b‖₁ + λ_A‖F(a) − a‖₁)  [+ w_sem L_sem]
+3. discriminator step on fakes drawn from the image pools:
+   L_D_B = ½ (GAN(D_B(b), real) + GAN(D_B(pool_B(fake_b)), fake)), likewise L_D_A.
+
+Adam (lr 2e-4, β = (0.5, 0.999)) for both generators together and both discriminators
+together; the LR is constant for the first `decay_start` fraction of the budget and then decays
+(linearly to zero by default).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import yaml
+from PIL import Image
+from torch import nn
+from torchvision.datasets.folder import IMG_EXTENSIONS
+from torchvision.utils import make_grid
+
+from da_toolkit.adapters import ADAPTERS
+from da_toolkit.adapters.base import PixelAdapter, SupervisedTraining
+from da_toolkit.context import Context, resolve_device
+from da_toolkit.data import BatchStream, DomainDataset, build_domain
+from da_toolkit.data.base import conform, to_float, to_uint8
+from da_toolkit.data.real import read_rgb
+from da_toolkit.errors import UserError
+from da_toolkit.evaluate import evaluate
+from da_toolkit.models import PatchDiscriminator, ResnetGenerator, create_classifier
+from da_toolkit.training import schedules
+from da_toolkit.training.checkpoint import load_checkpoint, save_atomic
+from da_toolkit.training.gan_losses import GANLoss, cycle_consistency_loss, identity_loss, semantic_consistency_loss
+from da_toolkit.training.image_pool import ImagePool
+from da_toolkit.training.loop import train_loop
+
+
+@dataclass
+class CycleGANOptions:
+    """The recipe's `pixel:` keys for `adapter: cyclegan`. Defaults suit a GPU and 28-32 px digits."""
+
+    iterations: int = 20000  # generator/discriminator updates (one source and one target batch each)
+    batch_size: int = 32  # the reference uses 1 at 256 px; small digit images train well with 16-64
+    ngf: int = 64  # generator width (first conv)
+    ndf: int = 64  # discriminator width (first conv)
+    generator_blocks: int | None = None  # residual blocks; None: 6 for images up to 128 px, else 9 (the reference)
+    discriminator_layers: int = 3  # PatchGAN stride-2 layers (70×70 patches at 3); needs image_size >= 3·2^layers
+    norm: Literal["instance", "batch"] = "instance"
+    gan_loss: Literal["lsgan", "vanilla"] = "lsgan"  # least squares, or the original log loss
+    lambda_a: float = 10.0  # cycle weight A -> B -> A
+    lambda_b: float = 10.0  # cycle weight B -> A -> B
+    lambda_identity: float = 0.5  # identity weight, relative to lambda_a/b; 0 skips the identity passes
+    semantic_weight: float = 0.0  # CyCADA semantic-consistency weight; > 0 trains a source classifier first
+    semantic_classifier_iterations: int = 2000  # training of that source classifier (stage pixel_classifier)
+    pool_size: int = 50  # history of generated images per direction; 0 disables it
+    lr: float = 2e-4
+    beta1: float = 0.5
+    lr_policy: Literal["linear", "step", "cosine"] = "linear"
+    decay_start: float = 0.5  # linear: LR constant, then -> 0; step: x0.1 every decay_start·iterations; cosine: unused
+    image_grid_every: int = 1000  # TensorBoard image grid of translations every N iterations; 0: never
+    translate_batch_size: int = 256  # batch size when translating the source set
+    label_preservation_iterations: int = 1000  # the target-label oracle of the diagnostic (stage pixel_oracle); 0: off
+
+    def __post_init__(self):
+        at_least = {"iterations": 0, "batch_size": 1, "ngf": 1, "ndf": 1, "discriminator_layers": 1,
+                    "semantic_classifier_iterations": 0, "pool_size": 0, "image_grid_every": 0,
+                    "translate_batch_size": 1, "label_preservation_iterations": 0, "lambda_a": 0, "lambda_b": 0,
+                    "lambda_identity": 0, "semantic_weight": 0}
+        if self.generator_blocks is not None:
+            at_least["generator_blocks"] = 0
+        for key, low in at_least.items():
+            if getattr(self, key) < low:
+                raise UserError(f"pixel.{key}: must be {low} or more, got {getattr(self, key)}")
+        for key in ("lr", "beta1"):
+            if not 0 < getattr(self, key) < 1:
+                raise UserError(f"pixel.{key}: must lie strictly between 0 and 1, got {getattr(self, key)}")
+        if not 0 <= self.decay_start <= 1:
+            raise UserError(f"pixel.decay_start: a fraction of pixel.iterations in [0, 1], got {self.decay_start}")
+
+    def blocks_for(self, image_size: int) -> int:
+        if self.generator_blocks is not None:
+            return self.generator_blocks
+        return 6 if image_size <= 128 else 9
+
+
+def lr_lambda(policy: str, iterations: int, decay_start: float):
+    """The LambdaLR factor of CycleGAN's LR policies over `iterations`.
+
+    linear: 1 until decay_start·T, then linearly to 0 at T (the reference's n_epochs + n_epochs_decay);
+    step:   ×0.1 every decay_start·T iterations (the reference's lr_decay_iters);
+    cosine: (1 + cos(π i / T)) / 2 over the whole budget (the reference's CosineAnnealingLR).
+    """
+    total = max(iterations, 1)
+    constant = round(decay_start * total)
+    if policy == "linear":
+        return lambda i: schedules.linear_decay(i, constant, total - constant)
+    if policy == "step":
+        return lambda i: schedules.step_decay(i, constant or total)
+    return lambda i: schedules.cosine(i / total)
+
+
+def build_generators(options: CycleGANOptions, channels: int, image_size: int) -> tuple[nn.Module, nn.Module]:
+    """(G: A -> B, F: B -> A)."""
+    blocks = options.blocks_for(image_size)
+    return tuple(ResnetGenerator(channels, channels, options.ngf, blocks, options.norm) for _ in range(2))
+
+
+def set_requires_grad(modules: tuple[nn.Module, ...], flag: bool) -> None:
+    for module in modules:
+        module.requires_grad_(flag)
+
+
+class CycleGANTraining:
+    """Networks, optimisers, schedules, pools and data streams of one CycleGAN training, and its step.
+
+    `step(iteration)` is one iteration as in the module docstring; `state()` is what a checkpoint
+    holds. D_A judges domain A (real a vs F(b)), D_B judges domain B (real b vs G(a)).
+    """
+
+    def __init__(self, options: CycleGANOptions, source: DomainDataset, target: DomainDataset, ctx: Context,
+                 semantic_classifier: nn.Module | None = None):
+        channels, size = source.image_shape[0], source.image_shape[1]
+        self.options = options
+        self.ctx = ctx
+        self.g_ab, self.g_ba = (g.to(ctx.device) for g in build_generators(options, channels, size))
+        self.d_a, self.d_b = (PatchDiscriminator(channels, options.ndf, options.discriminator_layers, options.norm)
+                              .to(ctx.device) for _ in range(2))
+        self.gan_loss = GANLoss(options.gan_loss)
+        betas = (options.beta1, 0.999)
+        self.optimizer_g = torch.optim.Adam([*self.g_ab.parameters(), *self.g_ba.parameters()], options.lr, betas=betas)
+        self.optimizer_d = torch.optim.Adam([*self.d_a.parameters(), *self.d_b.parameters()], options.lr, betas=betas)
+        factor = lr_lambda(options.lr_policy, options.iterations, options.decay_start)
+        self.scheduler_g = torch.optim.lr_scheduler.LambdaLR(self.optimizer_g, factor)
+        self.scheduler_d = torch.optim.lr_scheduler.LambdaLR(self.optimizer_d, factor)
+        self.pool_a = ImagePool(options.pool_size, ctx.seed + 3)
+        self.pool_b = ImagePool(options.pool_size, ctx.seed + 4)
+        self.source = BatchStream(source, options.batch_size, ctx.seed, ctx.device)
+        self.target = BatchStream(target, options.batch_size, ctx.seed + 1, ctx.device)
+        self.semantic_classifier = semantic_classifier
+
+    def state(self) -> dict:
+        return {"generator_ab": self.g_ab, "generator_ba": self.g_ba, "discriminator_a": self.d_a,
+                "discriminator_b": self.d_b, "optimizer_g": self.optimizer_g, "optimizer_d": self.optimizer_d,
+                "scheduler_g": self.scheduler_g, "scheduler_d": self.scheduler_d, "pool_a": self.pool_a,
+                "pool_b": self.pool_b, "source_stream": self.source, "target_stream": self.target}
+
+    def step(self, iteration: int) -> dict:
+        o, ctx, gan = self.options, self.ctx, self.gan_loss
+        real_a, labels_a = next(self.source)
+        real_b, _ = next(self.target)
+
+        # generators, with the discriminators frozen
+        set_requires_grad((self.d_a, self.d_b), False)
+        with ctx.autocast():
+            fake_b = self.g_ab(real_a)
+            rec_a = self.g_ba(fake_b)
+            fake_a = self.g_ba(real_b)
+            rec_b = self.g_ab(fake_a)
+            scalars = {
+                "loss/G_adversarial_ab": gan(self.d_b(fake_b), True),
+                "loss/G_adversarial_ba": gan(self.d_a(fake_a), True),
+                "loss/cycle_a": cycle_consistency_loss(rec_a, real_a, o.lambda_a),
+                "loss/cycle_b": cycle_consistency_loss(rec_b, real_b, o.lambda_b),
+            }
+            if o.lambda_identity > 0:
+                scalars["loss/identity_b"] = identity_loss(self.g_ab(real_b), real_b, o.lambda_b, o.lambda_identity)
+                scalars["loss/identity_a"] = identity_loss(self.g_ba(real_a), real_a, o.lambda_a, o.lambda_identity)
+            if self.semantic_classifier is not None:
+                scalars["loss/semantic"] = o.semantic_weight * semantic_consistency_loss(
+                    self.semantic_classifier, fake_b, labels_a, fake_a, real_b)
+            loss_g = sum(scalars.values())
+        self.optimizer_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.optimizer_g.step()
+        set_requires_grad((self.d_a, self.d_b), True)
+
+        # discriminators, on fakes from the history pools
+        with ctx.autocast():
+            d_real_a, d_real_b = self.d_a(real_a), self.d_b(real_b)
+            d_fake_a, d_fake_b = self.d_a(self.pool_a.query(fake_a)), self.d_b(self.pool_b.query(fake_b))
+            loss_d_a = 0.5 * (gan(d_real_a, True) + gan(d_fake_a, False))
+            loss_d_b = 0.5 * (gan(d_real_b, True) + gan(d_fake_b, False))
+        self.optimizer_d.zero_grad(set_to_none=True)
+        (loss_d_a + loss_d_b).backward()
+        self.optimizer_d.step()
+        self.scheduler_g.step()
+        self.scheduler_d.step()
+
+        if o.image_grid_every and (iteration + 1) % o.image_grid_every == 0:
+            self.add_image_grid(iteration + 1, (real_a, fake_b, rec_a), (real_b, fake_a, rec_b))
+        scalars = {name: value.detach() for name, value in scalars.items()}
+        outputs = {"real_a": d_real_a, "fake_a": d_fake_a, "real_b": d_real_b, "fake_b": d_fake_b}
+        return {**scalars, "loss/G": loss_g.detach(), "loss/D_a": loss_d_a.detach(), "loss/D_b": loss_d_b.detach(),
+                **{f"D_output/{name}": out.detach().float().mean() for name, out in outputs.items()},
+                "lr": self.scheduler_g.get_last_lr()[0]}
+
+    def add_image_grid(self, step: int, a_rows: tuple, b_rows: tuple, count: int = 8) -> None:
+        """TensorBoard images 'pixel/a2b' (real A / fake B / reconstructed A rows) and 'pixel/b2a'."""
+        for tag, rows in (("pixel/a2b", a_rows), ("pixel/b2a", b_rows)):
+            images = torch.cat([r[:count].detach().float().cpu() for r in rows])
+            grid = make_grid(images, nrow=min(count, len(rows[0])), normalize=True, value_range=(-1, 1))
+            self.ctx.writer.add_image(tag, grid, step)
+
+
+def weights_hash(module: nn.Module) -> str:
+    """sha1 of a module's state (names and values): equal weights give equal hashes."""
+    digest = hashlib.sha1()
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+@torch.inference_mode()
+def translate_images(generator: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int,
+                     ctx: Context | None = None) -> torch.Tensor:
+    """uint8 N×C×H×W -> uint8 N×C×H×W through `generator` in eval mode, batch by batch."""
+    was_training = generator.training
+    generator.eval()
+    autocast = ctx.autocast if ctx is not None else contextlib.nullcontext
+    out = []
+    for chunk in images.split(batch_size):
+        with autocast():
+            out.append(to_uint8(generator(to_float(chunk.to(device)))).cpu())
+    generator.train(was_training)
+    return torch.cat(out) if out else images[:0].clone()
+
+
+class CycleGANTranslator:
+    """Translates datasets with a trained G: A -> B; results are cached on disk by weights and data."""
+
+    def __init__(self, generator: nn.Module, ctx: Context, batch_size: int):
+        self.generator = generator
+        self.ctx = ctx
+        self.batch_size = batch_size
+
+    def translate(self, dataset: DomainDataset) -> DomainDataset:
+        """`dataset` in target style, same labels, name '<name>→cyclegan'.
+
+        Cached as ctx.cache_dir/translated_<weights hash>_<dataset fingerprint>.pt, so a second run,
+        or another run sharing this pixel stage (`pixel_from`), reuses the translation.
+        """
+        ctx = self.ctx
+        path = ctx.cache_dir / f"translated_{weights_hash(self.generator)}_{dataset.fingerprint()}.pt"
+        hit = path.exists()
+        if hit:
+            images = load_checkpoint(path)["images"]
+            ctx.info(f"pixel: translated {dataset.name} read from the cache ({path})")
+        else:
+            images = translate_images(self.generator, dataset.images, ctx.device, self.batch_size, ctx)
+            save_atomic({"images": images}, path)
+            ctx.info(f"pixel: translated {len(images)} images of {dataset.name}, cached in {path}")
+        ctx.metrics.setdefault("pixel", {}).update(translation_cache="hit" if hit else "miss",
+                                                   translation_cache_file=path.name)
+        return DomainDataset(images, dataset.labels, f"{dataset.name}→cyclegan", dataset.num_classes)
+
+
+def train_classifier(recipe, dataset: DomainDataset, ctx: Context, stage: str, iterations: int) -> nn.Module:
+    """The shared classifier architecture trained on labeled `dataset` with the recipe's `train`
+    settings for `iterations` (one train_loop stage); returned frozen, in eval mode."""
+    classifier = create_classifier(recipe.classifier.backbone, recipe.data.channels, recipe.data.image_size,
+                                   dataset.num_classes, recipe.classifier.bottleneck_dim,
+                                   recipe.classifier.pretrained).to(ctx.device)
+    training = SupervisedTraining(classifier, dataset, dataset.without_labels(), recipe.train, ctx,
+                                  iterations=iterations)
+
+    classifier.train()
+    train_loop(ctx, stage, iterations, training.supervised_step, training.state())
+    return classifier.eval().requires_grad_(False)
+
+
+@ADAPTERS.register("cyclegan")
+class CycleGAN(PixelAdapter):
+    """CycleGAN: unpaired source<->target translators; the labeled source set is translated to target style."""
+
+    Options = CycleGANOptions
+
+    def __init__(self, options: CycleGANOptions, recipe):
+        super().__init__(options, recipe)
+        size, layers = recipe.data.image_size, options.discriminator_layers
+        if PatchDiscriminator.output_size(size, layers) < 1:
+            raise UserError(f"pixel.discriminator_layers: {layers} layers need images of at least "
+                            f"{3 * 2 ** layers} px, but data.image_size is {size}; use fewer layers")
+        if size % 4:
+            raise UserError(f"data.image_size: CycleGAN's generator down-samples twice by 2, so the image size must "
+                            f"be a multiple of 4, got {size}")
+
+    def fit(self, source: DomainDataset, target: DomainDataset, ctx: Context) -> CycleGANTranslator:
+        o = self.options
+        semantic = None
+        if o.semantic_weight > 0:
+            semantic = train_classifier(self.recipe, source.labeled(), ctx, "pixel_classifier",
+                                        o.semantic_classifier_iterations)
+        training = CycleGANTraining(o, source, target, ctx, semantic)
+        train_loop(ctx, "pixel", o.iterations, training.step, training.state())
+        return CycleGANTranslator(training.g_ab, ctx, o.translate_batch_size)
+
+
+def label_preservation(recipe, source: DomainDataset, translated: DomainDataset, ctx: Context) -> dict | None:
+    """How well translation kept the digits: the accuracy, on the translated source images, of an
+    oracle classifier trained on the real *labeled target* training split (benchmark setting only).
+
+    Uses target labels, so it is a diagnostic only, never used for training or model selection.
+    None when the recipe's pixel option `label_preservation_iterations` is 0.
+    """
+    iterations = getattr(recipe.pixel.options, "label_preservation_iterations", 0)
+    if not iterations:
+        return None
+    data = recipe.data
+    target = build_domain(data.target, data.image_size, data.channels, recipe.seed).labeled()
+    if len(target) == 0:
+        ctx.info("label preservation: the target training split has no labels; skipped")
+        return None
+    ctx.info("label preservation: training an oracle classifier on the LABELED target training split "
+             "(benchmark setting only; a diagnostic, never used for training or selection)")
+    oracle = train_classifier(recipe, target, ctx, "pixel_oracle", iterations)
+    batch = recipe.train.eval_batch_size
+    rate = evaluate(oracle, translated, ctx.device, batch)["accuracy"]
+    raw = evaluate(oracle, source, ctx.device, batch)["accuracy"]
+    ctx.info(f"label preservation: target-trained oracle reads {100 * rate:.2f}% of translated source images "
+             f"correctly ({100 * raw:.2f}% of the raw source images)")
+    return {"rate": rate, "oracle_on_raw_source": raw, "oracle_iterations": iterations,
+            "note": "uses target labels; a diagnostic only, never used for training or selection"}
+
+
+GENERATOR_KEYS = {"a2b": "generator_ab", "b2a": "generator_ba"}  # checkpoint keys by direction
+
+
+def translate_folder(run_dir: Path, input_dir: Path, output_dir: Path, direction: str = "a2b",
+                     batch_size: int = 64) -> int:
+    """Translate every image under `input_dir` (recursively) with the CycleGAN of `run_dir`.
+
+    Images are conformed to the run's image size and channels; each is written as PNG to the same
+    relative path under `output_dir`. `direction` a2b is source -> target style, b2a the reverse.
+    Returns the number of images written.
+    """
+    from da_toolkit.recipe import recipe_from_dict  # the recipe module imports the adapters
+
+    run_dir, input_dir, output_dir = Path(run_dir), Path(input_dir), Path(output_dir)
+    if direction not in GENERATOR_KEYS:
+        raise UserError(f"--direction: expected a2b or b2a, got {direction!r}")
+    if not (run_dir / "recipe.yaml").exists():
+        raise UserError(f"{run_dir}: no recipe.yaml here; is this a da-toolkit run directory?")
+    recipe = recipe_from_dict(yaml.safe_load((run_dir / "recipe.yaml").read_text()))
+    if recipe.pixel is None or recipe.pixel.adapter != "cyclegan":
+        raise UserError(f"{run_dir}: this run has no cyclegan pixel stage, so there is no translator to use")
+    home = Path(recipe.pixel_from) if recipe.pixel_from else run_dir
+    checkpoint = home / "checkpoints" / "pixel.pt"
+    if not checkpoint.exists():
+        raise UserError(f"{run_dir}: no pixel-stage checkpoint ({checkpoint}); has its pixel stage started?")
+    if not input_dir.is_dir():
+        raise UserError(f"--input: {input_dir} is not a folder")
+    paths = sorted(p for p in input_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
+    if not paths:
+        raise UserError(f"--input: no images ({', '.join(IMG_EXTENSIONS)}) under {input_dir}")
+
+    size, channels = recipe.data.image_size, recipe.data.channels
+    generator = build_generators(recipe.pixel.options, channels, size)[0]
+    generator.load_state_dict(load_checkpoint(checkpoint)["state"][GENERATOR_KEYS[direction]])
+    device = resolve_device("auto")
+    generator.to(device)
+    for start in range(0, len(paths), batch_size):
+        chunk = paths[start:start + batch_size]
+        images = torch.cat([conform(read_rgb(path)[None], size, channels) for path in chunk])
+        for path, image in zip(chunk, translate_images(generator, images, device, batch_size)):
+            destination = (output_dir / path.relative_to(input_dir)).with_suffix(".png")
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            pixels = image.permute(1, 2, 0).numpy()
+            Image.fromarray(pixels[:, :, 0] if channels == 1 else pixels).save(destination)
+    return len(paths)

@@ -13,13 +13,5 @@ class SourceOnly(FeatureAdapter):
     def fit(self, classifier, source, target, ctx):
         training = SupervisedTraining(classifier, source, target, self.train, ctx)
         classifier.train()
-
-        def step(iteration: int) -> dict:
-            images, labels = next(training.source)
-            with ctx.autocast():
-                loss, scalars = training.classification_loss(classifier(images), labels)
-            training.update(loss)
-            return {"loss/total": loss.detach(), **scalars}
-
-        train_loop(ctx, "feature", self.train.iterations, step, training.state())
+        train_loop(ctx, "feature", self.train.iterations, training.supervised_step, training.state())
         return classifier

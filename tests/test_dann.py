@@ -1,0 +1,94 @@
+"""DANN: the gradient reversal layer, the λ schedule, the domain loss, and adaptation on a toy shift."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from da_toolkit.adapters.dann import DANNOptions
+from da_toolkit.errors import UserError
+from da_toolkit.models import DomainDiscriminator
+from da_toolkit.recipe import load_recipe
+from da_toolkit.training.domain_losses import (DomainAdversarialLoss, GradientReversal, domain_classification_loss,
+                                               inverted_label_loss)
+
+
+def test_gradient_reversal_is_identity_forward_and_negated_scaled_backward():
+    x = torch.tensor([[1.5, -2.0, 0.25]], requires_grad=True)
+    grl = GradientReversal(coefficient=0.3)
+    y = grl(x)
+    assert torch.equal(y, x.detach())
+    upstream = torch.tensor([[2.0, -1.0, 4.0]])
+    y.backward(upstream)
+    assert torch.allclose(x.grad, torch.tensor([[-0.6, 0.3, -1.2]]))
+    grl.coefficient = 0.0
+    x.grad = None
+    grl(x).backward(upstream)
+    assert torch.equal(x.grad, torch.zeros_like(x))
+
+
+def test_reversal_coefficient_schedule_and_fixed():
+    schedule = DANNOptions()
+    assert schedule.reversal_coefficient(0.0) == 0.0
+    assert schedule.reversal_coefficient(0.5) == pytest.approx(2 / (1 + math.exp(-5)) - 1)  # 0.98661
+    assert schedule.reversal_coefficient(0.5) == pytest.approx(0.986614, abs=1e-6)
+    assert schedule.reversal_coefficient(1.0) == pytest.approx(0.999909, abs=1e-6)
+    assert DANNOptions(grl_coefficient=0.5).reversal_coefficient(1.0) == pytest.approx(0.4999546, abs=1e-6)
+    fixed = DANNOptions(grl="fixed", grl_coefficient=0.1)
+    assert fixed.reversal_coefficient(0.0) == fixed.reversal_coefficient(0.7) == 0.1
+
+
+def test_domain_loss_on_hand_made_logits():
+    source_logits = torch.tensor([2.0, -1.0])
+    target_logits = torch.tensor([-3.0, 0.5, 1.0])
+    loss, accuracy = domain_classification_loss(source_logits, target_logits)
+
+    def log_sigmoid(z):
+        return math.log(1 / (1 + math.exp(-z)))
+
+    expected = -(sum(log_sigmoid(z) for z in (2.0, -1.0)) / 2 + sum(log_sigmoid(-z) for z in (-3.0, 0.5, 1.0)) / 3)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    assert accuracy.item() == pytest.approx(2 / 5)  # right: source 2.0, target -3.0
+    assert inverted_label_loss(target_logits).item() == pytest.approx(
+        -sum(log_sigmoid(z) for z in (-3.0, 0.5, 1.0)) / 3, rel=1e-6)
+
+
+def test_domain_adversarial_loss_reverses_the_feature_gradient_only():
+    torch.manual_seed(0)
+    discriminator = DomainDiscriminator(4, hidden=[8], batch_norm=False, dropout=0)
+    adversarial = DomainAdversarialLoss(discriminator, GradientReversal(0.5))
+    source, target = torch.randn(3, 4, requires_grad=True), torch.randn(2, 4, requires_grad=True)
+    loss, _ = adversarial(source, target)
+    loss.backward()
+    reversed_grads = [source.grad.clone(), target.grad.clone()]
+    discriminator_grads = [p.grad.clone() for p in discriminator.parameters()]
+
+    source.grad = target.grad = None
+    discriminator.zero_grad()
+    plain, _ = domain_classification_loss(discriminator(source), discriminator(target))
+    assert plain.item() == pytest.approx(loss.item())
+    plain.backward()
+    assert torch.allclose(reversed_grads[0], -0.5 * source.grad)
+    assert torch.allclose(reversed_grads[1], -0.5 * target.grad)
+    assert all(torch.allclose(a, p.grad) for a, p in zip(discriminator_grads, discriminator.parameters()))
+
+
+def test_discriminator_shapes_and_layers():
+    dann = DomainDiscriminator(256)
+    assert [m.out_features for m in dann if isinstance(m, torch.nn.Linear)] == [1024, 1024, 1]
+    assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in dann) == 2
+    assert sum(isinstance(m, torch.nn.Dropout) for m in dann) == 2
+    adda = DomainDiscriminator(256, [500, 500], batch_norm=False, dropout=0)
+    assert [type(m).__name__ for m in adda] == ["Linear", "ReLU", "Linear", "ReLU", "Linear"]
+    assert adda(torch.randn(7, 256)).shape == (7,)
+
+
+def test_dann_options_are_validated(write_recipe):
+    with pytest.raises(UserError, match="feature.grl: expected one of: schedule, fixed, got 'cosine'"):
+        load_recipe(write_recipe(feature={"adapter": "dann", "grl": "cosine"}))
+    with pytest.raises(UserError, match="feature.discriminator_dropout: must lie in"):
+        load_recipe(write_recipe(feature={"adapter": "dann", "discriminator_dropout": 1.5}))
+    recipe = load_recipe(write_recipe(feature={"adapter": "dann"}), ["feature.discriminator_hidden=[64]"])
+    assert recipe.feature.options.discriminator_hidden == [64]
