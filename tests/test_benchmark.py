@@ -1,0 +1,316 @@
+"""`da-toolkit compare`: grid expansion, cell states, scheduling, translator sharing, results writers."""
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import toy_recipe_dict
+from da_toolkit import benchmark as bench
+from da_toolkit.data import build_domains
+from da_toolkit.errors import UserError
+from da_toolkit.recipe import load_recipe
+from da_toolkit.training.loop import Interrupted
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+TINY_PIXEL = {"adapter": "cyclegan", "iterations": 4, "batch_size": 4, "ngf": 4, "ndf": 4, "generator_blocks": 1,
+              "discriminator_layers": 2, "pool_size": 2, "image_grid_every": 0, "translate_batch_size": 256,
+              "label_preservation_iterations": 0}
+
+
+def write_yaml(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def toy_recipes(tmp_path):
+    """recipes/toy_<method>.yaml for source_only, cyclegan, cyclegan_ft (same pixel stage, a longer
+    feature stage) and cyclegan_wide (another pixel stage)."""
+    folder = tmp_path / "recipes"
+    folder.mkdir()
+    write_yaml(folder / "toy_source_only.yaml", toy_recipe_dict())
+    write_yaml(folder / "toy_cyclegan.yaml", toy_recipe_dict(pixel=TINY_PIXEL))
+    write_yaml(folder / "toy_cyclegan_ft.yaml", toy_recipe_dict(pixel=TINY_PIXEL, train={"iterations": 90}))
+    write_yaml(folder / "toy_cyclegan_wide.yaml", toy_recipe_dict(pixel={**TINY_PIXEL, "ngf": 8}))
+    return folder
+
+
+def benchmark_file(tmp_path: Path, **keys) -> Path:
+    data = {"name": "toy", "recipe_dir": "recipes", "output_dir": str(tmp_path / "out"), "tasks": ["toy"],
+            "methods": ["source_only"], "seeds": [0, 1], **keys}
+    return write_yaml(tmp_path / "bench.yaml", data)
+
+
+def cells_of(path: Path, profile: str | None = None) -> list[bench.Cell]:
+    benchmark = bench.load_benchmark(path)
+    cells, _ = bench.expand(benchmark, profile, path.parent / "out" / "toy")
+    bench.share_translators(cells)
+    return cells
+
+
+def fake_launch(accuracy: dict[str, float] | None = None, fail: str | None = None, order: list | None = None):
+    """A launcher that runs a tiny Python process instead of `da-toolkit run`: it records the recipe
+    and writes metrics.json (target accuracy from `accuracy`, by cell name), or fails for `fail`."""
+    def launch(cell, env):
+        assert cell.owner is None or cell.owner.finished, "a cell started before the owner of its translator"
+        if order is not None:
+            order.append(cell.name)
+        cell.run_dir.mkdir(parents=True, exist_ok=True)
+        (cell.run_dir / "recipe.yaml").write_text(yaml.safe_dump(cell.expected_recipe))
+        if cell.name == fail:
+            script = "import sys; print('Traceback ...', file=sys.stderr); sys.exit('error: boom in ' + sys.argv[1])"
+        else:
+            metrics = {"target_accuracy": (accuracy or {}).get(cell.name, 0.5), "wall_time_s": 2.0,
+                       "hardware": "CPU: toy", "selection": "final model after the last iteration"}
+            script = ("import pathlib, sys; pathlib.Path(sys.argv[1], 'metrics.json').write_text(sys.argv[2])")
+            return bench.launch_cell(cell, env, [sys.executable, "-c", script, str(cell.run_dir),
+                                                 json.dumps(metrics)])
+        return bench.launch_cell(cell, env, [sys.executable, "-c", script, cell.name])
+    return launch
+
+
+# ---------------------------------------------------------------------------------------------- the grid
+
+
+def test_grid_expansion_with_label_axis_profile_and_target_only_skip(tmp_path, toy_recipes):
+    path = benchmark_file(tmp_path, methods=["target_only", "source_only"], target_labels_per_class=[0, 2],
+                          method_recipes={"target_only": "source_only"},
+                          method_overrides={"target_only": ["feature.adapter=target_only"]},
+                          overrides=["train.iterations=7"],
+                          profiles={"cpu": {"overrides": ["train.batch_size=8"],
+                                            "method_overrides": {"source_only": ["train.lr=0.5"]}}})
+    benchmark = bench.load_benchmark(path)
+    cells, skipped = bench.expand(benchmark, "cpu", tmp_path / "out" / "toy")
+
+    assert skipped == ["toy/target_only_k0/seed0", "toy/target_only_k0/seed1"]
+    assert [c.name for c in cells] == ["toy/source_only_k0/seed0", "toy/source_only_k0/seed1",
+                                       "toy/target_only_k2/seed0", "toy/target_only_k2/seed1",
+                                       "toy/source_only_k2/seed0", "toy/source_only_k2/seed1"]
+    target_only = cells[2]
+    assert target_only.run_dir == (tmp_path / "out" / "toy" / "runs" / "toy" / "target_only_k2" / "seed0").resolve()
+    assert target_only.recipe_path == toy_recipes / "toy_source_only.yaml"
+    assert target_only.recipe.feature.adapter == "target_only"
+    assert (target_only.recipe.data.target_labels_per_class, target_only.recipe.seed) == (2, 0)
+    assert (target_only.recipe.train.iterations, target_only.recipe.train.batch_size) == (7, 8)
+    assert target_only.recipe.train.lr != 0.5 and cells[5].recipe.train.lr == 0.5
+    assert cells[5].recipe.feature.adapter == "source_only" and cells[5].recipe.seed == 1
+    arguments = target_only.arguments()
+    assert arguments[:2] == ["run", str(toy_recipes / "toy_source_only.yaml")]
+    assert "data.target_labels_per_class=2" in arguments and "seed=0" in arguments and "--resume" not in arguments
+    # the overrides a cell is run with rebuild exactly the recipe the benchmark planned
+    assert load_recipe(target_only.recipe_path, target_only.overrides).to_dict() == target_only.expected_recipe
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"metods": ["x"]}, "metods: unknown key; did you mean 'methods'?"),
+    ({"seeds": "0"}, "seeds: expected a list of int"),
+    ({"methods": ["source_only", "dann"]}, "recipe files not found:"),
+    ({"method_overrides": {"sourceonly": ["seed=1"]}}, "method_overrides.sourceonly: not a method of this benchmark; "
+                                                       "did you mean 'source_only'?"),
+    ({"overrides": ["train.iterations=many"]}, "cell toy/source_only/seed0"),
+    ({"profiles": {"cpu": {"override": []}}}, "profiles.cpu.override: unknown key; did you mean 'overrides'?"),
+])
+def test_bad_benchmark_files_name_the_key(tmp_path, toy_recipes, change, message):
+    path = benchmark_file(tmp_path, **change)
+    with pytest.raises(UserError) as error:
+        cells_of(path)
+    assert message in str(error.value)
+    if "recipe files" in message:
+        assert str(toy_recipes / "toy_dann.yaml") in str(error.value)
+
+
+def test_unknown_profile_lists_the_allowed_ones(tmp_path, toy_recipes):
+    path = benchmark_file(tmp_path, profiles={"cpu": {}, "gpu": {"overrides": []}})
+    with pytest.raises(UserError, match=r"unknown profile 'cpux'.*did you mean 'cpu'\?.*allowed: cpu, gpu"):
+        bench.compare(path, profile="cpux")
+    assert bench.choose_profile(bench.load_benchmark(path), None) == ("gpu" if torch.cuda.is_available() else "cpu")
+
+
+def test_shipped_benchmark_files_are_valid():
+    digits = bench.load_benchmark(BENCHMARKS / "digits.yaml")
+    assert set(digits.profiles) == {"cpu", "gpu"} and digits.seeds == [0, 1]
+    assert {"mnist2usps", "usps2mnist", "syndigits2mnist", "syndigits2ucidigits"} <= set(digits.tasks)
+    cyclegan_adda = digits.profiles["cpu"].method_overrides["cyclegan_adda"]  # a YAML alias inside the list
+    assert "feature.adapt_iterations=1000" in cyclegan_adda and "pixel.iterations=1000" in cyclegan_adda
+    scarce = bench.load_benchmark(BENCHMARKS / "scarce_labels.yaml")
+    assert scarce.label_counts == [0, 1, 5, 10, 25] and scarce.methods == ["target_only", "source_only", "cyclegan"]
+    assert scarce.recipe_path("mnist2usps", "target_only").name == "mnist2usps_source_only.yaml"
+    published = bench.load_published(digits.published)
+    assert published.get("mnist2usps", "source_only", "cycada").accuracy == 82.2
+    assert published.get("svhn2mnist", "cyclegan_adda", "cycada").match == "closest"
+    assert published.get("mnist2mnistm", "dann", "dann").accuracy == 76.66
+
+
+def test_scarce_label_subsets_have_exactly_k_labels_per_class(write_recipe):
+    for k in (0, 1, 5):
+        recipe = load_recipe(write_recipe(), [f"data.target_labels_per_class={k}"])
+        target = build_domains(recipe.data, seed=3).target
+        labels = target.labels[target.labels >= 0]
+        assert torch.equal(torch.bincount(labels, minlength=10), torch.full((10,), k))
+        assert len(target) == 400  # the other images stay, unlabeled
+
+
+# ---------------------------------------------------------------------------------------------- sharing
+
+
+def test_cells_with_the_same_pixel_stage_share_one_translator(tmp_path, toy_recipes):
+    path = benchmark_file(tmp_path, methods=["cyclegan_ft", "source_only", "cyclegan", "cyclegan_wide"],
+                          target_labels_per_class=[0, 3], seeds=[0])
+    cells = {c.name: c for c in cells_of(path)}
+    owner = cells["toy/cyclegan_k0/seed0"]  # the shortest cell trains it, though cyclegan_ft comes first
+    assert owner.owner is None and cells["toy/source_only_k0/seed0"].owner is None
+    for name in ("toy/cyclegan_ft_k0/seed0", "toy/cyclegan_ft_k3/seed0", "toy/cyclegan_k3/seed0"):
+        assert cells[name].owner is owner
+        assert f"pixel_from={owner.run_dir}" in cells[name].arguments()
+    assert cells["toy/cyclegan_wide_k0/seed0"].owner is None  # another pixel stage: its own translator
+    assert cells["toy/cyclegan_wide_k3/seed0"].owner is cells["toy/cyclegan_wide_k0/seed0"]
+
+    order = []
+    outcomes = {}
+    bench.run_cells(list(cells.values()), jobs=3, outcomes=outcomes, launch=fake_launch(order=order))
+    assert all(o.status == "done" for o in outcomes.values())
+    assert order.index(owner.name) < min(order.index(n) for n in cells if cells[n].owner is owner)
+
+
+# ---------------------------------------------------------------------------------------------- states
+
+
+def test_finished_cells_are_skipped_started_ones_resumed_changed_ones_refused(tmp_path, toy_recipes):
+    path = benchmark_file(tmp_path, seeds=[0, 1, 2, 3])
+    new, started, finished, changed = cells_of(path)
+    for cell in (started, finished, changed):
+        cell.run_dir.mkdir(parents=True)
+        (cell.run_dir / "recipe.yaml").write_text(yaml.safe_dump(cell.expected_recipe))
+    (finished.run_dir / "metrics.json").write_text(json.dumps({"target_accuracy": 0.9}))
+    (changed.run_dir / "recipe.yaml").write_text(yaml.safe_dump({**changed.expected_recipe, "seed": 99}))
+
+    assert "--resume" in started.arguments() and "--resume" not in new.arguments()
+    order = []
+    outcomes = {}
+    bench.run_cells([new, started, finished, changed], jobs=2, outcomes=outcomes, launch=fake_launch(order=order))
+    assert sorted(order) == sorted([new.name, started.name])
+    assert [outcomes[c].status for c in (new, started, finished, changed)] == ["done", "done", "done", "failed"]
+    assert "differs in: seed" in outcomes[changed].error
+
+
+def test_a_failing_cell_is_reported_and_the_others_finish(tmp_path, toy_recipes, capsys):
+    path = benchmark_file(tmp_path, seeds=[0, 1, 2])
+    with pytest.raises(UserError, match="1 of 3 cells did not finish: toy/source_only/seed1: error: boom in"):
+        bench.compare(path, jobs=2, output=tmp_path / "b", launch=fake_launch(fail="toy/source_only/seed1"))
+    results = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert [c["status"] for c in results["cells"]] == ["done", "failed", "done"]
+    assert results["cells"][1]["error"].startswith("error: boom in toy/source_only/seed1 (log: ")
+    assert "## Not finished" in (tmp_path / "b" / "results.md").read_text()
+    assert "failed: toy/source_only/seed1" in capsys.readouterr().err
+    # a re-run retries only the failed cell
+    order = []
+    bench.compare(path, jobs=2, output=tmp_path / "b", launch=fake_launch(order=order))
+    assert order == ["toy/source_only/seed1"]
+
+
+def test_ctrl_c_stops_running_cells_with_sigint_and_says_how_to_continue(tmp_path, toy_recipes):
+    path = benchmark_file(tmp_path, seeds=[0, 1, 2])
+    cells = cells_of(path)
+    script = ("import pathlib, signal, sys, time\n"
+              "d = pathlib.Path(sys.argv[1])\n"
+              "signal.signal(signal.SIGINT, lambda *a: (d.joinpath('got_sigint').touch(), sys.exit(130)))\n"
+              "d.joinpath('ready').touch()\n"
+              "time.sleep(60)\n")
+
+    def launch(cell, env):
+        return bench.launch_cell(cell, env, [sys.executable, "-c", script, str(cell.run_dir)])
+
+    def press_ctrl_c():
+        while not all((c.run_dir / "ready").exists() for c in cells[:2]):
+            time.sleep(0.05)
+        signal.raise_signal(signal.SIGINT)
+
+    threading.Thread(target=press_ctrl_c, daemon=True).start()
+    outcomes = {}
+    with pytest.raises(Interrupted, match="run the same command again to continue"):
+        bench.run_cells(cells, jobs=2, outcomes=outcomes, launch=launch)
+    assert [(c.run_dir / "got_sigint").exists() for c in cells] == [True, True, False]
+    assert [outcomes[c].status for c in cells] == ["interrupted", "interrupted", "not run"]
+
+
+# ---------------------------------------------------------------------------------------------- results
+
+
+def test_summary_markdown_and_csv_from_hand_made_metrics(tmp_path, toy_recipes):
+    published = write_yaml(tmp_path / "published.yaml", {
+        "note": "other backbones", "sources": {"paper": {"column": "Paper T1", "citation": "A. Author, 2020"}},
+        "results": [{"task": "toy", "method": "source_only", "source": "paper", "accuracy": 61.5,
+                     "reported_as": "Source only", "match": "approximate"}]})
+    path = benchmark_file(tmp_path, methods=["source_only", "cyclegan"], seeds=[0, 1, 2], published=published.name)
+    accuracy = {"toy/source_only/seed0": 0.80, "toy/source_only/seed1": 0.90, "toy/source_only/seed2": 0.70,
+                "toy/cyclegan/seed0": 0.95, "toy/cyclegan/seed1": 0.85}
+    with pytest.raises(UserError):  # toy/cyclegan/seed2 fails
+        bench.compare(path, output=tmp_path / "b", jobs=2,
+                      launch=fake_launch(accuracy, fail="toy/cyclegan/seed2"))
+
+    with open(tmp_path / "b" / "results.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["method"], r["n_seeds"], r["mean_accuracy_pct"], r["std_accuracy_pct"], r["published_paper"])
+            for r in rows] == [("source_only", "3", "80.0", "10.0", "61.5"), ("cyclegan", "2", "90.0", "7.07", "")]
+    assert rows[0]["mean_wall_time_s"] == "2.0"
+
+    text = (tmp_path / "b" / "results.md").read_text()
+    table = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| toy |")]
+    assert [[cell.strip() for cell in row] for row in table] == [
+        ["toy", "source_only", "80.00 ± 10.00", "3/3", "≈61.5", "2"],
+        ["toy", "cyclegan", "90.00 ± 7.07", "2/3", "", "2"]]
+    assert "| task | method | ours (%) | n | Paper T1 | wall time / cell (s) |" in text
+    for expected in ("Hardware: CPU: toy", "final model after the last iteration", "A. Author, 2020",
+                     "source_only ↔ Paper T1: Source only (approximate match)", "tensorboard --logdir",
+                     "da-toolkit compare", "![results.png](results.png)"):
+        assert expected in text
+    assert (tmp_path / "b" / "results.png").stat().st_size > 1000
+    results = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert {"task", "method", "seed", "k", "target_accuracy", "wall_time_s", "hardware", "selection",
+            "status"} <= set(results["cells"][0])
+
+
+def test_learning_curve_for_the_label_axis(tmp_path, toy_recipes):
+    path = benchmark_file(tmp_path, methods=["source_only"], target_labels_per_class=[0, 1], seeds=[0])
+    bench.compare(path, output=tmp_path / "b", launch=fake_launch())
+    assert (tmp_path / "b" / "learning_curve.png").stat().st_size > 1000
+    rows = list(csv.DictReader(open(tmp_path / "b" / "results.csv")))
+    assert [(r["k"], r["mean_accuracy_pct"]) for r in rows] == [("0", "50.0"), ("1", "50.0")]
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+
+
+def test_real_cells_in_two_processes_train_one_translator(tmp_path):
+    """Three tiny cells through `da-toolkit run` subprocesses, two at a time; cyclegan_ft reuses the
+    translator of cyclegan, so only cyclegan trains a CycleGAN. A re-run starts nothing."""
+    folder = tmp_path / "recipes"
+    folder.mkdir()
+    data = {"source": {"name": "ucidigits", "limit": 120}, "target": {"name": "ucidigits", "limit": 120},
+            "target_test": {"name": "ucidigits", "split": "test", "limit": 100}}
+    write_yaml(folder / "uci_source_only.yaml", toy_recipe_dict(data=data, train={"iterations": 5}))
+    write_yaml(folder / "uci_cyclegan.yaml", toy_recipe_dict(data=data, pixel=TINY_PIXEL, train={"iterations": 5}))
+    write_yaml(folder / "uci_cyclegan_ft.yaml", toy_recipe_dict(data=data, pixel=TINY_PIXEL, train={"iterations": 8}))
+    path = benchmark_file(tmp_path, tasks=["uci"], methods=["source_only", "cyclegan", "cyclegan_ft"], seeds=[0])
+
+    rows = bench.compare(path, jobs=2, output=tmp_path / "b")
+    assert [r["status"] for r in rows] == ["done", "done", "done"]
+    runs = tmp_path / "b" / "runs" / "uci"
+    assert (runs / "cyclegan" / "seed0" / "checkpoints" / "pixel.pt").exists()
+    assert not (runs / "cyclegan_ft" / "seed0" / "checkpoints" / "pixel.pt").exists()
+    shared = json.loads((runs / "cyclegan_ft" / "seed0" / "metrics.json").read_text())
+    assert shared["stages"]["pixel"]["translation_cache"] == "hit"
+    assert 0 <= rows[2]["target_accuracy"] <= 1 and rows[2]["translator_from"] == str(runs.resolve() / "cyclegan" / "seed0")
+
+    logs = [(runs / m / "seed0" / "cell.log").read_text() for m in ("source_only", "cyclegan", "cyclegan_ft")]
+    bench.compare(path, jobs=2, output=tmp_path / "b")
+    assert [(runs / m / "seed0" / "cell.log").read_text() for m in ("source_only", "cyclegan", "cyclegan_ft")] == logs
