@@ -5,14 +5,20 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
+from torch import nn
 
-from da_toolkit.adapters.dann import DANNOptions
+from da_toolkit.adapters.dann import DANN, DANNOptions
+from da_toolkit.adapters.source_only import SourceOnly
+from da_toolkit.context import Context
+from da_toolkit.data import DomainDataset
+from da_toolkit.evaluate import evaluate
+from da_toolkit.models.classifier import DomainClassifier
 from da_toolkit.errors import UserError
 from da_toolkit.models import DomainDiscriminator
-from da_toolkit.recipe import load_recipe
+from da_toolkit.recipe import load_recipe, recipe_from_dict
 from da_toolkit.training.domain_losses import (DomainAdversarialLoss, GradientReversal, domain_classification_loss,
                                                inverted_label_loss)
+from conftest import toy_recipe_dict
 
 
 def test_gradient_reversal_is_identity_forward_and_negated_scaled_backward():
@@ -92,3 +98,38 @@ def test_dann_options_are_validated(write_recipe):
         load_recipe(write_recipe(feature={"adapter": "dann", "discriminator_dropout": 1.5}))
     recipe = load_recipe(write_recipe(feature={"adapter": "dann"}), ["feature.discriminator_hidden=[64]"])
     assert recipe.feature.options.discriminator_hidden == [64]
+
+
+def shifted_points(count: int, shift: float, seed: int) -> DomainDataset:
+    """Two classes of 2-D points stored as 1×1×2 images: class c at x1 = 2c − 1, noise 0.4.
+    The target domain moves both coordinates by `shift`, so a source-only classifier (which
+    reads x1) misplaces the target, while x1 − x2 separates the classes in both domains: the
+    feature that domain alignment has to find."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(count) % 2
+    points = torch.randn(count, 2, generator=generator) * 0.4
+    points[:, 0] += labels.float() * 2 - 1
+    points += shift
+    images = (127.5 + 40 * points).clamp(0, 255).round().to(torch.uint8).view(count, 1, 1, 2)
+    return DomainDataset(images, labels, f"points+{shift}", num_classes=2)
+
+
+def fit_on_shifted_points(adapter, feature: dict, tmp_path) -> tuple[float, Context]:
+    torch.manual_seed(2)
+    recipe = recipe_from_dict(toy_recipe_dict(feature=feature, train={"iterations": 400, "batch_size": 64}, seed=2))
+    classifier = DomainClassifier(nn.Flatten(), feature_dim=2, bottleneck_dim=2, num_classes=2)
+    ctx = Context(tmp_path, progress=False)
+    target = shifted_points(400, 1.0, seed=1).without_labels()
+    adapter(recipe.feature.options, recipe).fit(classifier, shifted_points(400, 0.0, seed=0), target, ctx)
+    ctx.close()
+    return evaluate(classifier, shifted_points(400, 1.0, seed=2), torch.device("cpu"))["accuracy"], ctx
+
+
+def test_dann_aligns_a_shifted_toy_domain_and_beats_source_only(tmp_path):
+    torch.set_num_threads(1)
+    source_only, _ = fit_on_shifted_points(SourceOnly, {"adapter": "source_only"}, tmp_path / "source_only")
+    dann, ctx = fit_on_shifted_points(DANN, {"adapter": "dann", "discriminator_hidden": [32],
+                                             "discriminator_dropout": 0.0}, tmp_path / "dann")
+    assert source_only < 0.85  # the shift puts half of target class 0 on the wrong side (0.775 here)
+    assert dann > max(0.9, source_only + 0.1)  # 0.955 here
+    assert ctx.metrics["feature"]["domain_accuracy"] < 0.65  # the discriminator is near chance (0.5) at the end
