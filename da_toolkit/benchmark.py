@@ -396,8 +396,9 @@ def run_cells(cells: list[Cell], jobs: int, outcomes: dict[Cell, Outcome], launc
 
     def show() -> None:
         failed = sum(o.status in ("failed", "blocked") for o in outcomes.values())
-        bar.set_postfix_str(f"done {sum(o.status == 'done' for o in outcomes.values())}, "
-                            f"running {len(running)}, failed {failed}")
+        text = f"done {sum(o.status == 'done' for o in outcomes.values())}, running {len(running)}, failed {failed}"
+        if text != bar.postfix:  # redraw on change only: a log file gets one line per change, not per poll
+            bar.set_postfix_str(text)
 
     try:
         while pending or running:
