@@ -14,8 +14,11 @@ $(STAMP): setup.py
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# the quickstart's adapted pipeline and its source-only baseline, then both accuracies side by side
 run: $(STAMP)
+	$(BIN)/da-toolkit run recipes/quickstart_source_only.yaml --overwrite
 	$(BIN)/da-toolkit run recipes/quickstart.yaml --overwrite
+	$(BIN)/da-toolkit show runs/quickstart_source_only runs/quickstart
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -x -q

@@ -22,6 +22,7 @@ learning_curve.png.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -31,6 +32,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -364,13 +366,32 @@ def last_error_line(log_path: Path) -> str:
     return lines[-1] if lines else "no output (see the cell log)"
 
 
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def stop_signals():
+    """SIGINT and SIGTERM both stop a benchmark cleanly, even when it was started in the background
+    (where the shell makes it ignore SIGINT), so `kill PID` and Ctrl-C behave the same."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _raise_keyboard_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run_cells(cells: list[Cell], jobs: int, outcomes: dict[Cell, Outcome], launch=launch_cell,
               env: dict | None = None) -> None:
     """Run the unfinished cells, `jobs` at a time; a cell sharing a translator waits for its owner.
 
     Fills `outcomes` with every cell's outcome as it becomes known (finished cells are skipped;
-    a run directory started with another recipe is a failure). Ctrl-C sends SIGINT to the
-    running cells (each saves a checkpoint and exits), waits for them and raises Interrupted.
+    a run directory started with another recipe is a failure). Ctrl-C (or SIGTERM) sends SIGINT
+    to the running cells (each saves a checkpoint and exits), waits for them and raises Interrupted.
     """
     from da_toolkit.training.loop import Interrupted
 
@@ -400,33 +421,34 @@ def run_cells(cells: list[Cell], jobs: int, outcomes: dict[Cell, Outcome], launc
         if text != bar.postfix:  # redraw on change only: a log file gets one line per change, not per poll
             bar.set_postfix_str(text)
 
-    try:
-        while pending or running:
-            for cell, process in list(running.items()):
-                if process.poll() is not None:
-                    del running[cell]
-                    finish(cell, Outcome("done") if process.returncode == 0 and cell.finished
-                           else Outcome("failed", f"{last_error_line(cell.log_path)} (log: {cell.log_path})"))
-            for cell in list(pending):
-                owner = outcomes.get(cell.owner) if cell.owner is not None else None
-                if owner is not None and owner.status != "done":
+    with stop_signals():
+        try:
+            while pending or running:
+                for cell, process in list(running.items()):
+                    if process.poll() is not None:
+                        del running[cell]
+                        finish(cell, Outcome("done") if process.returncode == 0 and cell.finished
+                               else Outcome("failed", f"{last_error_line(cell.log_path)} (log: {cell.log_path})"))
+                for cell in list(pending):
+                    owner = outcomes.get(cell.owner) if cell.owner is not None else None
+                    if owner is not None and owner.status != "done":
+                        pending.remove(cell)
+                        finish(cell, Outcome("blocked", f"not run: {cell.owner.name}, whose translator it shares, "
+                                                        f"did not finish"))
+                for cell in [c for c in pending if c.owner is None or c.owner.finished][:jobs - len(running)]:
                     pending.remove(cell)
-                    finish(cell, Outcome("blocked", f"not run: {cell.owner.name}, whose translator it shares, "
-                                                    f"did not finish"))
-            for cell in [c for c in pending if c.owner is None or c.owner.finished][:jobs - len(running)]:
-                pending.remove(cell)
-                running[cell] = launch(cell, env)
-            show()
-            time.sleep(SCHEDULER_POLL_S)
-    except KeyboardInterrupt:
-        bar.close()
-        stopped = _stop(running)
-        for cell in stopped:
-            outcomes[cell] = Outcome("interrupted", "stopped by Ctrl-C after saving a checkpoint")
-        for cell in pending:
-            outcomes[cell] = Outcome("not run", "stopped by Ctrl-C before it started")
-        raise Interrupted(f"{len(stopped)} running cell(s) saved a checkpoint and stopped; run the same command "
-                          f"again to continue (finished cells are skipped, interrupted ones resumed)") from None
+                    running[cell] = launch(cell, env)
+                show()
+                time.sleep(SCHEDULER_POLL_S)
+        except KeyboardInterrupt:
+            bar.close()
+            stopped = _stop(running)
+            for cell in stopped:
+                outcomes[cell] = Outcome("interrupted", "stopped by Ctrl-C after saving a checkpoint")
+            for cell in pending:
+                outcomes[cell] = Outcome("not run", "stopped by Ctrl-C before it started")
+            raise Interrupted(f"{len(stopped)} running cell(s) saved a checkpoint and stopped; run the same command "
+                              f"again to continue (finished cells are skipped, interrupted ones resumed)") from None
     bar.close()
 
 

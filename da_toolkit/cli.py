@@ -1,6 +1,7 @@
 """The `da-toolkit` command: thin wrappers that parse, call the library and print."""
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -44,6 +45,7 @@ def run(recipe, overrides, output, resume, overwrite, quiet):
     from da_toolkit.pipeline import default_run_dir, run as run_recipe
     from da_toolkit.recipe import load_recipe
 
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # a run started in the background stops on SIGINT too
     loaded = load_recipe(recipe, list(overrides))
     run_dir = output or default_run_dir(loaded)
     metrics = run_recipe(loaded, run_dir, resume=resume, overwrite=overwrite, progress=not quiet)

@@ -218,7 +218,8 @@ def test_a_failing_cell_is_reported_and_the_others_finish(tmp_path, toy_recipes,
     assert order == ["toy/source_only/seed1"]
 
 
-def test_ctrl_c_stops_running_cells_with_sigint_and_says_how_to_continue(tmp_path, toy_recipes):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_kill_stops_running_cells_with_sigint_and_says_how_to_continue(stop, tmp_path, toy_recipes):
     path = benchmark_file(tmp_path, seeds=[0, 1, 2])
     cells = cells_of(path)
     script = ("import pathlib, signal, sys, time\n"
@@ -233,7 +234,7 @@ def test_ctrl_c_stops_running_cells_with_sigint_and_says_how_to_continue(tmp_pat
     def press_ctrl_c():
         while not all((c.run_dir / "ready").exists() for c in cells[:2]):
             time.sleep(0.05)
-        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(stop)
 
     threading.Thread(target=press_ctrl_c, daemon=True).start()
     outcomes = {}
