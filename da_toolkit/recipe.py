@@ -226,11 +226,14 @@ def _build_stage(kind: str, raw: Any, adapters) -> Stage:
         raise UserError(f"{kind}: expected a mapping with an 'adapter' key, got {raw!r}")
     raw = dict(raw)
     name = raw.pop("adapter", None)
+    allowed = [n for n in adapters.names() if adapters.get(n).kind == kind]
     if name is None:
-        raise UserError(f"{kind}.adapter: missing (choices: {', '.join(adapters.names())})")
-    adapter = adapters.get(name, key=f"{kind}.adapter")
+        raise UserError(f"{kind}.adapter: missing (choices: {', '.join(allowed)})")
+    if name not in adapters.names():
+        raise UserError(f"{kind}.adapter: unknown adapter '{name}'{did_you_mean(str(name), allowed)} "
+                        f"(choices for a {kind} stage: {', '.join(allowed)})")
+    adapter = adapters.get(name)
     if adapter.kind != kind:
-        allowed = [n for n in adapters.names() if adapters.get(n).kind == kind]
         raise UserError(
             f"{kind}.adapter: '{name}' is a {adapter.kind}-level adapter; a {kind} stage takes one of: "
             f"{', '.join(allowed)}"
