@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -30,6 +31,7 @@ class _Group(click.Group):
 @click.version_option(package_name="da-toolkit")
 def main():
     """Domain adaptation of image classifiers: CycleGAN, DANN, ADDA on one timm classifier."""
+    warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
 
 
 @main.command()

@@ -45,6 +45,7 @@ class Context:
     progress: bool = True
     pixel_from: Path | None = None  # a run directory whose pixel stage (checkpoints, cache) this run reuses
     metrics: dict = field(default_factory=dict)  # what stages report for metrics.json
+    earlier_wall_time: float = 0.0  # seconds this run's stages trained before the process that resumed them
 
     def __post_init__(self):
         self.run_dir = Path(self.run_dir)
@@ -96,9 +97,13 @@ class Context:
     def checkpoint_path(self, stage: str) -> Path:
         return self._home(stage) / "checkpoints" / f"{stage}.pt"
 
+    def is_shared(self, stage: str) -> bool:
+        """Whether `stage` belongs to another run directory (a pixel stage shared through `pixel_from`)."""
+        return self._home(stage) != self.run_dir
+
     def restores(self, stage: str) -> bool:
         """Whether `stage` starts from its checkpoint: on --resume, and always for a shared pixel stage."""
-        return self.resume or self._home(stage) != self.run_dir
+        return self.resume or self.is_shared(stage)
 
     @property
     def cache_dir(self) -> Path:

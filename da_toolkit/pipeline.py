@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import platform
 import random
+import shutil
 import time
 from pathlib import Path
 
@@ -24,8 +25,9 @@ from da_toolkit.data import build_domains
 from da_toolkit.errors import UserError
 from da_toolkit.evaluate import evaluate
 from da_toolkit.models import create_classifier
-from da_toolkit.recipe import Recipe, recipe_from_dict
-from da_toolkit.training.checkpoint import load_checkpoint, save_atomic, write_json_atomic, write_text_atomic
+from da_toolkit.recipe import Recipe, read_yaml, recipe_from_dict
+from da_toolkit.training.checkpoint import (load_checkpoint, load_state, one_line, save_checkpoint, write_json_atomic,
+                                            write_text_atomic)
 
 SELECTION = "final model after the last iteration (no target labels used for model selection)"
 
@@ -34,23 +36,26 @@ def default_run_dir(recipe: Recipe) -> Path:
     return Path(recipe.output_dir) / recipe.name
 
 
+RUN_OUTPUTS = ("metrics.json", "classifier.pt", "checkpoints", "cache", "tensorboard", "log.txt")
+
+
 def prepare_run_dir(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to silently overwrite a run; on resume, refuse a recipe that differs from the saved one."""
+    """Refuse to silently overwrite a run; on resume, refuse a recipe that differs from the saved one.
+
+    A run counts as started once it has written a checkpoint: a directory holding only recipe.yaml
+    (a start that failed before training, e.g. on missing data files) does not block a retry.
+    Nothing is changed here; `clear_run_dir` removes an old run's outputs for --overwrite.
+    """
     saved = run_dir / "recipe.yaml"
-    if not saved.exists():
-        return
-    if overwrite:
-        for name in ("metrics.json", "classifier.pt"):
-            (run_dir / name).unlink(missing_ok=True)
-        for checkpoint in (run_dir / "checkpoints").glob("*.pt"):
-            checkpoint.unlink()
-        return
     finished = (run_dir / "metrics.json").exists()
+    started = finished or any((run_dir / "checkpoints").glob("*.pt"))
+    if not saved.exists() or overwrite or not started:
+        return
     if not resume:
         state = "a finished run (metrics.json)" if finished else "an unfinished run"
         raise UserError(f"{run_dir} already holds {state}; pass --resume to continue it, --overwrite to replace "
                         f"it, or --output DIR for a new run")
-    before = yaml.safe_load(saved.read_text())
+    before = read_yaml(saved)
     now = recipe.to_dict()
     changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k) and k != "output_dir")
     if changed:
@@ -58,8 +63,29 @@ def prepare_run_dir(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool
                         f"{', '.join(changed)}; resume with the same recipe and overrides, or use --output DIR")
 
 
-def make_context(recipe: Recipe, run_dir: Path, resume: bool, progress: bool) -> Context:
-    device = resolve_device(recipe.train.device)
+def clear_run_dir(run_dir: Path) -> None:
+    """--overwrite: remove every output of an earlier run in `run_dir` (not other files a user put there)."""
+    for name in RUN_OUTPUTS:
+        path = run_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def check_classifier(recipe: Recipe, num_classes: int) -> None:
+    """Build the recipe's classifier once, on the CPU and with a forked RNG (the run's random stream is
+    untouched), so that an impossible image size or channel count is refused before anything is written."""
+    c, data = recipe.classifier, recipe.data
+    with torch.random.fork_rng(devices=[]):
+        try:
+            create_classifier(c.backbone, data.channels, data.image_size, num_classes, c.bottleneck_dim, False)
+        except RuntimeError as error:
+            raise UserError(f"data.image_size: {data.image_size} px images ({data.channels} channel(s)) are too small "
+                            f"for the '{c.backbone}' backbone ({one_line(error)}); use a larger image size") from None
+
+
+def make_context(recipe: Recipe, run_dir: Path, device: torch.device, resume: bool, progress: bool) -> Context:
     pixel_from = Path(recipe.pixel_from) if recipe.pixel_from else None
     if pixel_from is not None and not (pixel_from / "checkpoints").is_dir():
         raise UserError(f"pixel_from: {pixel_from} holds no checkpoints/ of a pixel stage")
@@ -81,28 +107,36 @@ def run(recipe: Recipe, run_dir: Path | None = None, resume: bool = False, overw
     began = time.perf_counter()
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(recipe)
     prepare_run_dir(recipe, run_dir, resume, overwrite)
-    ctx = make_context(recipe, run_dir, resume, progress)
+    # everything that can fail on bad input happens before the run directory is written
+    device = resolve_device(recipe.train.device)
+    seed_everything(recipe.seed)
+    domains = build_domains(recipe.data, recipe.seed)
+    _check_classes(domains)
+    num_classes = domains.source.num_classes
+    check_classifier(recipe, num_classes)
+    pixel = ADAPTERS.get(recipe.pixel.adapter)(recipe.pixel.options, recipe) if recipe.pixel is not None else None
+    feature = ADAPTERS.get(recipe.feature.adapter)(recipe.feature.options, recipe)
+
+    if overwrite:
+        clear_run_dir(run_dir)
+    ctx = make_context(recipe, run_dir, device, resume, progress)
     try:
         write_text_atomic(run_dir / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
-        seed_everything(recipe.seed)
         ctx.info(f"run {recipe.name}: {run_dir} on {ctx.device}")
-        domains = build_domains(recipe.data, recipe.seed)
-        _check_classes(domains)
 
         source = domains.source
-        if recipe.pixel is not None:
-            pixel = ADAPTERS.get(recipe.pixel.adapter)(recipe.pixel.options, recipe)
+        if pixel is not None:
             source = pixel.fit(domains.source, domains.target, ctx).translate(domains.source)
 
         classifier = create_classifier(recipe.classifier.backbone, recipe.data.channels, recipe.data.image_size,
-                                       domains.source.num_classes, recipe.classifier.bottleneck_dim,
+                                       num_classes, recipe.classifier.bottleneck_dim,
                                        recipe.classifier.pretrained).to(ctx.device)
-        feature = ADAPTERS.get(recipe.feature.adapter)(recipe.feature.options, recipe)
         classifier = feature.fit(classifier, source, domains.target, ctx)
-        save_atomic({"state_dict": classifier.state_dict(), "recipe": recipe.to_dict()}, run_dir / "classifier.pt")
+        save_checkpoint({"state_dict": classifier.state_dict(), "num_classes": num_classes,
+                         "recipe": recipe.to_dict()}, run_dir / "classifier.pt", "classifier")
 
-        preservation = label_preservation(recipe, domains.source, source, ctx) if recipe.pixel is not None else None
-        metrics = _metrics(recipe, domains, classifier, ctx, time.perf_counter() - began)
+        preservation = label_preservation(recipe, domains.source, source, ctx) if pixel is not None else None
+        metrics = _metrics(recipe, domains, classifier, ctx, time.perf_counter() - began + ctx.earlier_wall_time)
         if preservation is not None:
             metrics["label_preservation"] = preservation
         write_json_atomic(run_dir / "metrics.json", metrics)
@@ -169,7 +203,13 @@ def read_metrics(run_dir: Path) -> dict:
     path = Path(run_dir) / "metrics.json"
     if not path.exists():
         raise UserError(f"{run_dir}: no metrics.json here; is this a finished da-toolkit run directory?")
-    return json.loads(path.read_text())
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise UserError(f"{path}: not a readable metrics file ({one_line(error)})") from None
+    if not isinstance(metrics, dict) or "target_accuracy" not in metrics:
+        raise UserError(f"{path}: not a da-toolkit metrics file (no target_accuracy)")
+    return metrics
 
 
 def load_run(run_dir: Path) -> tuple[Recipe, torch.nn.Module]:
@@ -178,8 +218,14 @@ def load_run(run_dir: Path) -> tuple[Recipe, torch.nn.Module]:
     for name in ("recipe.yaml", "classifier.pt"):
         if not (run_dir / name).exists():
             raise UserError(f"{run_dir}: no {name} here; is this a finished da-toolkit run directory?")
-    recipe = recipe_from_dict(yaml.safe_load((run_dir / "recipe.yaml").read_text()))
+    recipe = recipe_from_dict(read_yaml(run_dir / "recipe.yaml"))
+    path = run_dir / "classifier.pt"
+    saved = load_checkpoint(path, "classifier")
+    state = saved["state_dict"]
+    num_classes = saved.get("num_classes")
+    if num_classes is None:  # written before the class count was stored: read it off the head
+        num_classes = state["head.weight"].shape[0] if isinstance(state, dict) and "head.weight" in state else 10
     classifier = create_classifier(recipe.classifier.backbone, recipe.data.channels, recipe.data.image_size,
-                                   bottleneck_dim=recipe.classifier.bottleneck_dim)
-    classifier.load_state_dict(load_checkpoint(run_dir / "classifier.pt")["state_dict"])
+                                   num_classes, bottleneck_dim=recipe.classifier.bottleneck_dim)
+    load_state(classifier, state, path, "classifier weights")
     return recipe, classifier.eval()

@@ -30,6 +30,7 @@ class DomainSpec:
     split: Literal["train", "test"] = "train"
     limit: int | None = None  # keep at most this many images (a seeded random subset)
     root: str | None = None  # folder of an imagefolder domain (relative to the recipe file)
+    skip_unreadable: bool = False  # imagefolder: skip unreadable images (with a warning that counts them)
 
 
 @dataclass
@@ -118,11 +119,18 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     return recipe_from_dict(raw, source_path=path)
 
 
-def _read_yaml(path: Path) -> dict:
+def read_yaml(path: Path) -> dict:
+    """A YAML mapping from `path` (safe loading: plain data only); every problem is one UserError."""
+    path = Path(path)
     if not path.is_file():
         raise UserError(f"recipe file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path}: not a text (UTF-8) file (byte {error.start} is {error.object[error.start]:#04x}); "
+                        f"a recipe is a YAML text file") from None
+    except OSError as error:
+        raise UserError(f"{path}: cannot be read ({error.strerror or error})") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -138,7 +146,7 @@ def _read_with_bases(path: Path, seen: tuple[Path, ...]) -> dict:
     resolved = path.resolve()
     if resolved in seen:
         raise UserError(f"{path}: base recipes include each other in a cycle")
-    data = _read_yaml(path)
+    data = read_yaml(path)
     bases = data.pop("base", None) or []
     if isinstance(bases, str):
         bases = [bases]
@@ -216,6 +224,9 @@ def recipe_from_dict(raw: dict, source_path: Path | None = None) -> Recipe:
             raise UserError(DATASETS.unknown_message(spec.name, key=f"data.{key}.name"))
         if spec is not None and spec.root is not None and source_path is not None:
             spec.root = str((source_path.parent / spec.root).resolve())
+        if spec is not None and spec.skip_unreadable and spec.name != "imagefolder":
+            raise UserError(f"data.{key}.skip_unreadable: only an imagefolder domain reads image files; "
+                            f"'{spec.name}' does not take it")
     _check_positive(recipe)
     check_backbone(recipe.classifier.backbone, "classifier.backbone")
     return recipe

@@ -16,6 +16,7 @@ from conftest import SHARED_DATA
 from da_toolkit.data import DATASETS, build_domain, real, synthetic
 from da_toolkit.errors import UserError
 from da_toolkit.recipe import DomainSpec
+from da_toolkit.training import checkpoint
 
 needs_shared_data = pytest.mark.skipif(not (SHARED_DATA / "MNIST").is_dir(), reason=f"{SHARED_DATA} not present")
 
@@ -84,12 +85,12 @@ def test_syndigits_are_cached_on_disk_and_read_back(small_syndigits, tmp_path, m
 
 
 def test_syndigits_skip_the_cache_when_the_root_is_not_writable(small_syndigits, tmp_path, monkeypatch):
-    def read_only(*args):
-        raise PermissionError("read-only file system")
+    def read_only(*args, **kwargs):
+        raise PermissionError(30, "Read-only file system")
 
-    monkeypatch.setattr(synthetic, "save_atomic", read_only)
+    monkeypatch.setattr(checkpoint.tempfile, "mkstemp", read_only)
     assert len(load("syndigits", "test", tmp_path)) == 60
-    assert not (tmp_path / "cache").exists()
+    assert not list(tmp_path.glob("cache/*"))  # nothing written, not even a temporary file
 
 
 def test_gaussian_blur_keeps_constants_and_sharp_images_at_sigma_zero():
@@ -208,7 +209,8 @@ def test_imagefolder_finds_sorted_classes_resizes_and_keeps_colour(tmp_path):
     write_image(tmp_path / "zebra" / "a.png", (255, 0, 0))
     write_image(tmp_path / "ant" / "b.jpg", (0, 0, 255), size=(50, 40))
     write_image(tmp_path / "ant" / "c.png", (0, 255, 0), size=(8, 8))
-    data = load("imagefolder", "test", tmp_path, folder=str(tmp_path))
+    with pytest.warns(UserWarning, match="split deterministically"):
+        data = load("imagefolder", "train", tmp_path, folder=str(tmp_path))
     assert data.images.shape == (3, 3, 32, 32) and data.labels.tolist() == [0, 0, 1] and data.num_classes == 2
     assert data.images[2, 0].float().mean() > 250 and data.images[2, 1:].float().mean() < 5  # zebra is red
 
@@ -221,6 +223,16 @@ def test_imagefolder_uses_split_subfolders_and_keeps_grey_images_grey(tmp_path):
     test = load("imagefolder", "test", tmp_path, folder=str(tmp_path))
     assert train.images.shape == (2, 1, 32, 32) and train.images[:, 0, 0, 0].tolist() == [40, 90]
     assert test.images.shape == (1, 1, 32, 32) and test.images[0, 0, 0, 0] == 200
+
+
+def test_imagefolder_without_split_folders_keeps_every_fifth_image_for_test(tmp_path):
+    for index in range(12):
+        write_image(tmp_path / "digit" / f"{index:02d}.png", index * 20, mode="L")
+    with pytest.warns(UserWarning, match="every fifth image"):
+        train = load("imagefolder", "train", tmp_path, folder=str(tmp_path))
+        test = load("imagefolder", "test", tmp_path, folder=str(tmp_path))
+    assert test.images[:, 0, 0, 0].tolist() == [80, 180]  # files 04 and 09, the 5th and 10th
+    assert train.images[:, 0, 0, 0].tolist() == [i * 20 for i in range(12) if i not in (4, 9)]
 
 
 def test_imagefolder_errors_name_the_folder(tmp_path):

@@ -16,7 +16,7 @@ from da_toolkit.errors import UserError
 from da_toolkit.evaluate import evaluate
 from da_toolkit.models import create_classifier
 from da_toolkit.training import schedules
-from da_toolkit.training.checkpoint import load_checkpoint, save_atomic
+from da_toolkit.training.checkpoint import load_checkpoint, save_checkpoint
 from da_toolkit.training.loop import Interrupted, train_loop
 
 
@@ -82,10 +82,10 @@ def test_atomic_save_leaves_no_partial_file(tmp_path):
         def __reduce__(self):
             raise RuntimeError("boom")
 
-    save_atomic({"ok": 1}, tmp_path / "c.pt")
+    save_checkpoint({"images": 1}, tmp_path / "c.pt", "translation")
     with pytest.raises(RuntimeError):
-        save_atomic({"bad": Unpicklable()}, tmp_path / "c.pt")
-    assert load_checkpoint(tmp_path / "c.pt") == {"ok": 1}
+        save_checkpoint({"images": Unpicklable()}, tmp_path / "c.pt", "translation")
+    assert load_checkpoint(tmp_path / "c.pt", "translation")["images"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
 
 

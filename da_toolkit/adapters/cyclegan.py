@@ -37,12 +37,12 @@ from da_toolkit.adapters.base import PixelAdapter, SupervisedTraining
 from da_toolkit.context import Context, resolve_device
 from da_toolkit.data import BatchStream, DomainDataset, build_domain
 from da_toolkit.data.base import conform, to_float, to_uint8
-from da_toolkit.data.real import read_rgb
+from da_toolkit.data.real import find_images, read_rgb
 from da_toolkit.errors import UserError
 from da_toolkit.evaluate import evaluate
 from da_toolkit.models import PatchDiscriminator, ResnetGenerator, create_classifier
 from da_toolkit.training import schedules
-from da_toolkit.training.checkpoint import load_checkpoint, save_atomic
+from da_toolkit.training.checkpoint import UnreadableFile, load_checkpoint, load_state, save_checkpoint
 from da_toolkit.training.gan_losses import GANLoss, cycle_consistency_loss, identity_loss, semantic_consistency_loss
 from da_toolkit.training.image_pool import ImagePool
 from da_toolkit.training.loop import train_loop
@@ -255,17 +255,34 @@ class CycleGANTranslator:
         """
         ctx = self.ctx
         path = ctx.cache_dir / f"translated_{weights_hash(self.generator)}_{dataset.fingerprint()}.pt"
-        hit = path.exists()
+        images = read_translation_cache(path, dataset, ctx)
+        hit = images is not None
         if hit:
-            images = load_checkpoint(path)["images"]
             ctx.info(f"pixel: translated {dataset.name} read from the cache ({path})")
         else:
             images = translate_images(self.generator, dataset.images, ctx.device, self.batch_size, ctx)
-            save_atomic({"images": images}, path)
+            save_checkpoint({"images": images}, path, "translation")
             ctx.info(f"pixel: translated {len(images)} images of {dataset.name}, cached in {path}")
         ctx.metrics.setdefault("pixel", {}).update(translation_cache="hit" if hit else "miss",
                                                    translation_cache_file=path.name)
         return DomainDataset(images, dataset.labels, f"{dataset.name}→cyclegan", dataset.num_classes)
+
+
+def read_translation_cache(path: Path, dataset: DomainDataset, ctx: Context) -> torch.Tensor | None:
+    """The cached translation of `dataset` at `path`, or None when there is none or it does not match.
+
+    An entry is served only if it holds a uint8 tensor of exactly the dataset's shape; any other
+    entry is discarded with a warning and recomputed. A file that cannot be read safely is an error.
+    """
+    if not path.exists():
+        return None
+    images = load_checkpoint(path, "translation")["images"]
+    if isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.shape == dataset.images.shape:
+        return images
+    found = f"{images.dtype} {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images).__name__
+    ctx.info(f"warning: pixel: discarding the translation cache entry {path}: it holds {found}, but {dataset.name} "
+             f"is uint8 {tuple(dataset.images.shape)}; translating again")
+    return None
 
 
 def train_classifier(recipe, dataset: DomainDataset, ctx: Context, stage: str, iterations: int) -> nn.Module:
@@ -363,13 +380,16 @@ def translate_folder(run_dir: Path, input_dir: Path, output_dir: Path, direction
         raise UserError(f"{run_dir}: no pixel-stage checkpoint ({checkpoint}); has its pixel stage started?")
     if not input_dir.is_dir():
         raise UserError(f"--input: {input_dir} is not a folder")
-    paths = sorted(p for p in input_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
+    paths = find_images(input_dir)
     if not paths:
         raise UserError(f"--input: no images ({', '.join(IMG_EXTENSIONS)}) under {input_dir}")
 
     size, channels = recipe.data.image_size, recipe.data.channels
     generator = build_generators(recipe.pixel.options, channels, size)[0]
-    generator.load_state_dict(load_checkpoint(checkpoint)["state"][GENERATOR_KEYS[direction]])
+    states = load_checkpoint(checkpoint, "stage")["state"]
+    if not isinstance(states, dict) or GENERATOR_KEYS[direction] not in states:
+        raise UnreadableFile(f"{checkpoint}: not a CycleGAN pixel-stage checkpoint (no {GENERATOR_KEYS[direction]})")
+    load_state(generator, states[GENERATOR_KEYS[direction]], checkpoint, f"generator ({direction})")
     device = resolve_device("auto")
     generator.to(device)
     for start in range(0, len(paths), batch_size):

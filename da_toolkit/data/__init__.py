@@ -36,7 +36,9 @@ def data_root() -> Path:
 def build_domain(spec, image_size: int, channels: int, seed: int, root: Path | None = None) -> DomainDataset:
     """Load one `DomainSpec` (name, split, limit, root) and conform it to image_size × image_size × channels."""
     loader = DATASETS.get(spec.name)
-    dataset = loader(split=spec.split, root=root or data_root(), seed=seed, image_size=image_size, folder=spec.root)
+    options = {"skip_unreadable": True} if spec.skip_unreadable else {}
+    dataset = loader(split=spec.split, root=root or data_root(), seed=seed, image_size=image_size, folder=spec.root,
+                     **options)
     if spec.limit is not None and spec.limit < len(dataset):
         generator = torch.Generator().manual_seed(seed)
         dataset = dataset.subset(torch.randperm(len(dataset), generator=generator)[:spec.limit].sort().values)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from sklearn.model_selection import train_test_split
 
 from da_toolkit.data import DATASETS
 from da_toolkit.data.base import DomainDataset, conform
-from da_toolkit.training.checkpoint import save_atomic
+from da_toolkit.training.checkpoint import UnreadableFile, WriteFailed, load_checkpoint, save_checkpoint
 
 # ------------------------------------------------------------------------------------ syndigits
 
@@ -57,16 +58,29 @@ def syndigits(split: str, root: Path, seed: int = 0, image_size: int = 32, folde
 def _syndigits(split: str, root: Path) -> DomainDataset:
     count = SYNDIGITS_SIZES[split]
     path = root / "cache" / f"syndigits_{split}_v{SYNDIGITS_VERSION}_n{count}_fonts{glyph_masks()[1]}.pt"
+    stored = None
     if path.is_file():
-        stored = torch.load(path, weights_only=True)
+        try:
+            stored = load_checkpoint(path, "dataset")
+        except UnreadableFile as error:
+            warnings.warn(f"{error}; rendering syndigits/{split} again")
+    if stored is not None and _valid_syndigits(stored, count):
         images, labels = stored["images"], stored["labels"]
     else:
         images, labels = render_syndigits(count, SYNDIGITS_SEEDS[split])
         try:
-            save_atomic({"images": images, "labels": labels}, path)
-        except OSError:  # a read-only data root: generate again next time
+            save_checkpoint({"images": images, "labels": labels}, path, "dataset")
+        except WriteFailed:  # a read-only data root: generate again next time
             pass
     return DomainDataset(images, labels, f"syndigits/{split}")
+
+
+def _valid_syndigits(stored: dict, count: int) -> bool:
+    """Whether a cache file holds `count` uint8 images with int64 labels in 0..9 (else it is rendered again)."""
+    images, labels = stored["images"], stored["labels"]
+    return (isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor) and images.dtype == torch.uint8
+            and images.dim() == 4 and len(images) == count and labels.shape == (count,)
+            and labels.dtype == torch.int64 and bool(((labels >= 0) & (labels <= 9)).all()))
 
 
 def fonts() -> list[ImageFont.FreeTypeFont]:

@@ -10,6 +10,7 @@ same dropout masks and batches as an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import threading
 import time
@@ -19,7 +20,8 @@ import torch
 from tqdm import tqdm
 
 from da_toolkit.context import Context
-from da_toolkit.training.checkpoint import load_checkpoint, save_atomic
+from da_toolkit.errors import UserError
+from da_toolkit.training.checkpoint import UnreadableFile, load_checkpoint, load_state, save_checkpoint
 
 
 class Stateful(Protocol):
@@ -32,26 +34,49 @@ class Interrupted(Exception):
     """Training was stopped with Ctrl-C after a checkpoint was written; `--resume` continues it."""
 
 
-def save_stage(ctx: Context, stage: str, iteration: int, state: dict[str, Stateful]) -> None:
-    rng = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    save_atomic({"iteration": iteration, "rng": rng, "state": {k: v.state_dict() for k, v in state.items()}},
-                ctx.checkpoint_path(stage))
+class GlobalRNG:
+    """torch's global RNG states (CPU, and CUDA when present) as a Stateful."""
+
+    @staticmethod
+    def state_dict() -> dict:
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return rng
+
+    @staticmethod
+    def load_state_dict(rng: dict) -> None:
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
 
 
-def restore_stage(ctx: Context, stage: str, state: dict[str, Stateful]) -> int:
-    """Load the stage checkpoint into `state` when resuming; the iteration to start from (0 if none)."""
+def save_stage(ctx: Context, stage: str, iteration: int, state: dict[str, Stateful], wall_time: float) -> None:
+    """Checkpoint `state` after `iteration` steps that took `wall_time` seconds in all (over resumes)."""
+    states = {key: obj.state_dict() for key, obj in state.items()}
+    save_checkpoint({"iteration": iteration, "rng": GlobalRNG.state_dict(), "state": states,
+                     "wall_time_s": wall_time}, ctx.checkpoint_path(stage), "stage")
+
+
+def restore_stage(ctx: Context, stage: str, state: dict[str, Stateful]) -> tuple[int, float]:
+    """Load the stage checkpoint into `state` when resuming: (iteration to start from, seconds spent so
+    far); (0, 0.0) when the stage starts afresh."""
     path = ctx.checkpoint_path(stage)
     if not (ctx.restores(stage) and path.exists()):
-        return 0
-    saved = load_checkpoint(path, ctx.device)
+        return 0, 0.0
+    saved = load_checkpoint(path, "stage")
+    wall_time = saved.get("wall_time_s", 0.0)
+    if (not isinstance(saved["iteration"], int) or not isinstance(saved["state"], dict)
+            or not isinstance(wall_time, (int, float))):
+        raise UnreadableFile(f"{path}: not a da-toolkit stage checkpoint (malformed iteration, state or wall time)")
+    missing = [key for key in state if key not in saved["state"]]
+    if missing:
+        raise UnreadableFile(f"{path}: this {stage} checkpoint has no state for {', '.join(missing)}; it was written "
+                             f"by another method or version (start afresh with --overwrite)")
     for key, obj in state.items():
-        obj.load_state_dict(saved["state"][key])
-    torch.set_rng_state(saved["rng"]["torch"].cpu())
-    if "cuda" in saved["rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in saved["rng"]["cuda"]])
-    return saved["iteration"]
+        load_state(obj, saved["state"][key], path, f"state of {key}")
+    load_state(GlobalRNG, saved["rng"], path, "random number generator state")
+    return saved["iteration"], float(wall_time)
 
 
 @contextlib.contextmanager
@@ -74,16 +99,46 @@ def _deferred_ctrl_c():
         signal.signal(signal.SIGINT, previous)
 
 
+class TrainingDiverged(UserError):
+    """A loss or another logged scalar became NaN or infinite; the last good checkpoint is kept."""
+
+
+class _StopRequested(Exception):
+    """The first Ctrl-C, acted on between two steps."""
+
+
+def check_finite(stage: str, steps: list[tuple[int, dict]], last_saved: int) -> None:
+    """Stop the run with one clear line when a scalar of any of `steps` ((iteration, scalars) pairs,
+    kept since the last check) is NaN or infinite; checked only at log points and before a checkpoint,
+    so the per-step cost is nothing but keeping the scalars."""
+    for iteration, scalars in steps:
+        for name, value in scalars.items():
+            value = float(value)
+            if not math.isfinite(value):
+                kept = (f"its last good checkpoint (iteration {last_saved}) is kept" if last_saved
+                        else "no checkpoint of it was written")
+                raise TrainingDiverged(
+                    f"{stage}: {name} became {value} at iteration {iteration}; the run is stopped and {kept}. The "
+                    f"learning rate or a loss weight is likely too high for this stage: lower it and start again "
+                    f"with --overwrite")
+    steps.clear()
+
+
 def train_loop(ctx: Context, stage: str, iterations: int, step: Callable[[int], dict[str, float]],
                state: dict[str, Stateful]) -> None:
     """Run ``step(i)`` for i in [start, iterations), start being 0 or the resumed iteration.
 
     Scalars returned by `step` go to TensorBoard as ``<stage>/<name>`` every `ctx.log_every`
-    iterations and to the progress bar. A checkpoint of `state` is written every
-    `ctx.checkpoint_every` iterations, at the end, and on Ctrl-C, which lets the current step
-    finish, saves, and raises Interrupted.
+    iterations and to the progress bar; they are checked for NaN/Inf there and before every
+    checkpoint (`TrainingDiverged`), so no checkpoint ever holds a diverged state. A checkpoint of
+    `state` is written every `ctx.checkpoint_every` iterations and at the end, only ever between
+    two steps. The first Ctrl-C lets the current step finish, saves and raises Interrupted; a
+    second one stops at once without saving (the last checkpoint is kept). Wall time accumulates
+    over resumes (stored in the checkpoint).
     """
-    start = restore_stage(ctx, stage, state)
+    start, earlier = restore_stage(ctx, stage, state)
+    if not ctx.is_shared(stage):
+        ctx.earlier_wall_time += earlier
     if start >= iterations:
         if start:
             ctx.info(f"{stage}: finished earlier ({start} iterations), reusing its checkpoint")
@@ -93,30 +148,46 @@ def train_loop(ctx: Context, stage: str, iterations: int, step: Callable[[int], 
     bar = tqdm(total=iterations, initial=start, desc=stage, disable=not ctx.progress, dynamic_ncols=True,
                unit="it", leave=True)
     began = time.perf_counter()
-    iteration = start
+    iteration = last_saved = start
+    unchecked: list[tuple[int, dict]] = []  # the steps' scalars since the last NaN/Inf check
+
+    def save() -> None:
+        nonlocal last_saved
+        check_finite(stage, unchecked, last_saved)
+        save_stage(ctx, stage, iteration, state, earlier + time.perf_counter() - began)
+        last_saved = iteration
+
     with _deferred_ctrl_c() as ctrl_c:
         try:
             while iteration < iterations:
                 scalars = step(iteration)
                 iteration += 1
+                unchecked.append((iteration, scalars))
                 bar.update(1)
                 if iteration % ctx.log_every == 0 or iteration == iterations:
+                    check_finite(stage, unchecked, last_saved)
                     values = {k: float(v) for k, v in scalars.items()}
                     ctx.log_scalars(stage, iteration, values)
                     bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in list(values.items())[:4]},
                                     refresh=False)
                 if ctrl_c["stop"]:
-                    raise KeyboardInterrupt
+                    raise _StopRequested
                 if iteration % ctx.checkpoint_every == 0 and iteration < iterations:
-                    save_stage(ctx, stage, iteration, state)
-        except KeyboardInterrupt:
+                    save()
+        except _StopRequested:
             bar.close()
-            save_stage(ctx, stage, iteration, state)
+            save()
             raise Interrupted(f"{stage} stopped at iteration {iteration} of {iterations}; the checkpoint is "
                               f"saved: run the same command with --resume to continue") from None
-    bar.close()
-    save_stage(ctx, stage, iteration, state)
+        except KeyboardInterrupt:
+            bar.close()
+            raise Interrupted(f"{stage} stopped at once during iteration {iteration + 1} (second Ctrl-C); nothing "
+                              f"was saved, the last checkpoint (iteration {last_saved}) is kept: run the same "
+                              f"command with --resume to continue from it") from None
+        finally:
+            bar.close()
+    save()
     elapsed = time.perf_counter() - began
     ctx.info(f"{stage}: {iterations - start} iterations in {elapsed:.1f} s "
              f"({(iterations - start) / max(elapsed, 1e-9):.1f} it/s)")
-    ctx.metrics.setdefault("wall_time_s", {})[stage] = round(elapsed, 2)
+    ctx.metrics.setdefault("wall_time_s", {})[stage] = round(earlier + elapsed, 2)
