@@ -108,7 +108,7 @@ def evaluate(run_dir, dataset, split, root):
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 def translate(run_dir, input_dir, output_dir, direction, batch_size):
     """Translate the images in a folder with the trained CycleGAN of RUN_DIR."""
-    from da_toolkit.adapters.cyclegan import translate_folder
+    from da_toolkit.translate import translate_folder
 
     count = translate_folder(run_dir, input_dir, output_dir, direction, batch_size)
     click.echo(f"translated {count} images ({direction}) into {output_dir}")

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from da_toolkit.errors import UserError
+from da_toolkit.rundir import RunDir
 
 
 def resolve_device(name: str) -> torch.device:
@@ -49,13 +50,15 @@ class Context:
 
     def __post_init__(self):
         self.run_dir = Path(self.run_dir)
+        self.run = RunDir(self.run_dir)
+        self.pixel_home = self.run.pixel_home(None if self.pixel_from is None else str(self.pixel_from))
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._writer = None
         self.logger = logging.getLogger(f"da_toolkit.run.{self.run_dir.resolve()}")
         self.logger.setLevel(logging.INFO)
         self.logger.propagate = False
         if not self.logger.handlers:
-            handler = logging.FileHandler(self.run_dir / "log.txt")
+            handler = logging.FileHandler(self.run.log_file)
             handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
             self.logger.addHandler(handler)
 
@@ -66,7 +69,7 @@ class Context:
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+            self._writer = SummaryWriter(str(self.run.tensorboard_dir))
         return self._writer
 
     def log_scalars(self, stage: str, step: int, scalars: dict[str, float]) -> None:
@@ -90,16 +93,16 @@ class Context:
             self.logger.removeHandler(handler)
 
     # -- places and precision -------------------------------------------------------------------
-    def _home(self, stage: str) -> Path:
-        """The run directory that owns `stage`: `pixel_from` for pixel stages when set, else this run's."""
-        return self.pixel_from if self.pixel_from is not None and stage.startswith("pixel") else self.run_dir
+    def _home(self, stage: str) -> RunDir:
+        """The run directory that owns `stage`: the pixel home (`pixel_from`) for pixel stages, else this run."""
+        return self.pixel_home if stage.startswith("pixel") else self.run
 
     def checkpoint_path(self, stage: str) -> Path:
-        return self._home(stage) / "checkpoints" / f"{stage}.pt"
+        return self._home(stage).checkpoint(stage)
 
     def is_shared(self, stage: str) -> bool:
         """Whether `stage` belongs to another run directory (a pixel stage shared through `pixel_from`)."""
-        return self._home(stage) != self.run_dir
+        return self._home(stage) != self.run
 
     def restores(self, stage: str) -> bool:
         """Whether `stage` starts from its checkpoint: on --resume, and always for a shared pixel stage."""
@@ -108,7 +111,7 @@ class Context:
     @property
     def cache_dir(self) -> Path:
         """Where the pixel stage caches translated images (shared along with the pixel stage)."""
-        return self._home("pixel") / "cache"
+        return self.pixel_home.cache_dir
 
     def autocast(self):
         """Mixed precision on CUDA (bfloat16), a no-op in fp32."""

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import yaml
 
 from da_toolkit.errors import UserError
+from da_toolkit.training.checkpoint import read_yaml
 from da_toolkit.registry import did_you_mean
 
 
@@ -117,29 +118,6 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     for override in overrides:
         apply_override(raw, override)
     return recipe_from_dict(raw, source_path=path)
-
-
-def read_yaml(path: Path) -> dict:
-    """A YAML mapping from `path` (safe loading: plain data only); every problem is one UserError."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"recipe file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as error:
-        raise UserError(f"{path}: not a text (UTF-8) file (byte {error.start} is {error.object[error.start]:#04x}); "
-                        f"a recipe is a YAML text file") from None
-    except OSError as error:
-        raise UserError(f"{path}: cannot be read ({error.strerror or error})") from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise UserError(f"{path}:{where} is not valid YAML ({getattr(error, 'problem', error)})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: a recipe must be a mapping of keys, got {type(data).__name__}")
-    return data
 
 
 def _read_with_bases(path: Path, seen: tuple[Path, ...]) -> dict:

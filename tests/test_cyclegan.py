@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from PIL import Image
 from torch import nn
 
-from da_toolkit.adapters.cyclegan import CycleGAN, CycleGANOptions, CycleGANTraining, lr_lambda, translate_folder
+from da_toolkit.adapters.cyclegan import CycleGAN, CycleGANOptions, CycleGANTraining, lr_lambda
+from da_toolkit.translate import translate_folder
 from da_toolkit.cli import main
 from da_toolkit.context import Context
 from da_toolkit.data import DomainDataset

@@ -147,3 +147,30 @@ def test_overwrite_starts_clean(write_recipe, tmp_path):
     assert len(list((run_dir / "tensorboard").iterdir())) == 1
     assert not (run_dir / "cache").exists() and (run_dir / "notes.txt").read_text() == "mine"
     assert json.loads((run_dir / "metrics.json").read_text())["recipe"] == "toy"
+
+
+def test_a_run_with_three_classes_is_evaluated_again(tmp_path):
+    """classifier.pt records its class count, so `evaluate` rebuilds a 3-class classifier and
+    reproduces the run's own target accuracy."""
+    from PIL import Image
+    import yaml
+
+    for split in ("train", "test"):
+        for label, name in enumerate(("circle", "square", "triangle")):
+            folder = tmp_path / "shapes" / split / name
+            folder.mkdir(parents=True)
+            for index in range(6):
+                Image.new("L", (8, 8), 40 * label + 5 * index).save(folder / f"{index}.png")
+    shapes = {"name": "imagefolder", "root": str(tmp_path / "shapes")}
+    recipe = tmp_path / "shapes.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "name": "shapes", "data": {"source": shapes, "target": shapes, "target_test": {**shapes, "split": "test"},
+                                   "image_size": 16, "channels": 1},
+        "classifier": {"backbone": "lenet", "bottleneck_dim": 8}, "train": {"iterations": 5, "batch_size": 6}}))
+    run_dir = tmp_path / "run"
+    assert invoke("run", recipe, "-o", run_dir, "-q").exit_code == 0
+    expected = json.loads((run_dir / "metrics.json").read_text())["target_accuracy"]
+    result = invoke("evaluate", run_dir, "--dataset", "imagefolder", "--root", tmp_path / "shapes")
+    assert result.exit_code == 0, result.output
+    assert f"accuracy {100 * expected:.2f}% on imagefolder/test (18 images)" in result.output
+    assert "class 2:" in result.output and "class 3:" not in result.output

@@ -1,7 +1,8 @@
 """What adapters are, and the classifier-training parts every feature adapter shares.
 
 * A **pixel adapter** (``kind = "pixel"``): ``fit(source, target, ctx) -> Translator``; the
-  translator's ``translate(dataset)`` returns the labeled dataset in target style.
+  translator's ``translate(dataset)`` returns the labeled dataset in target style, and
+  ``diagnostics(source, translated, ctx)`` the adapter's entries for metrics.json.
 * A **feature adapter** (``kind = "feature"``): ``fit(classifier, source, target, ctx)`` trains the
   shared classifier in place and returns it.
 
@@ -41,6 +42,10 @@ class PixelAdapter:
 
     def fit(self, source: DomainDataset, target: DomainDataset, ctx: Context) -> Translator:
         raise NotImplementedError
+
+    def diagnostics(self, source: DomainDataset, translated: DomainDataset, ctx: Context) -> dict:
+        """Entries for metrics.json about how the translation went (none by default)."""
+        return {}
 
 
 class FeatureAdapter:

@@ -26,23 +26,19 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-import yaml
-from PIL import Image
 from torch import nn
-from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.utils import make_grid
 
 from da_toolkit.adapters import ADAPTERS
 from da_toolkit.adapters.base import PixelAdapter, SupervisedTraining
-from da_toolkit.context import Context, resolve_device
+from da_toolkit.context import Context
 from da_toolkit.data import BatchStream, DomainDataset, build_domain
-from da_toolkit.data.base import conform, to_float, to_uint8
-from da_toolkit.data.real import find_images, read_rgb
+from da_toolkit.data.base import to_float, to_uint8
 from da_toolkit.errors import UserError
 from da_toolkit.evaluate import evaluate
 from da_toolkit.models import PatchDiscriminator, ResnetGenerator, create_classifier
 from da_toolkit.training import schedules
-from da_toolkit.training.checkpoint import UnreadableFile, load_checkpoint, load_state, save_checkpoint
+from da_toolkit.training.checkpoint import load_checkpoint, save_checkpoint
 from da_toolkit.training.gan_losses import GANLoss, cycle_consistency_loss, identity_loss, semantic_consistency_loss
 from da_toolkit.training.image_pool import ImagePool
 from da_toolkit.training.loop import train_loop
@@ -325,6 +321,11 @@ class CycleGAN(PixelAdapter):
         train_loop(ctx, "pixel", o.iterations, training.step, training.state())
         return CycleGANTranslator(training.g_ab, ctx, o.translate_batch_size)
 
+    def diagnostics(self, source: DomainDataset, translated: DomainDataset, ctx: Context) -> dict:
+        """metrics.json entries about the translation: its label preservation (see `label_preservation`)."""
+        preservation = label_preservation(self.recipe, source, translated, ctx)
+        return {} if preservation is None else {"label_preservation": preservation}
+
 
 def label_preservation(recipe, source: DomainDataset, translated: DomainDataset, ctx: Context) -> dict | None:
     """How well translation kept the digits: the accuracy, on the translated source images, of an
@@ -351,53 +352,3 @@ def label_preservation(recipe, source: DomainDataset, translated: DomainDataset,
              f"correctly ({100 * raw:.2f}% of the raw source images)")
     return {"rate": rate, "oracle_on_raw_source": raw, "oracle_iterations": iterations,
             "note": "uses target labels; a diagnostic only, never used for training or selection"}
-
-
-GENERATOR_KEYS = {"a2b": "generator_ab", "b2a": "generator_ba"}  # checkpoint keys by direction
-
-
-def translate_folder(run_dir: Path, input_dir: Path, output_dir: Path, direction: str = "a2b",
-                     batch_size: int = 64) -> int:
-    """Translate every image under `input_dir` (recursively) with the CycleGAN of `run_dir`.
-
-    Images are conformed to the run's image size and channels; each is written as PNG to the same
-    relative path under `output_dir`. `direction` a2b is source -> target style, b2a the reverse.
-    Returns the number of images written.
-    """
-    from da_toolkit.recipe import recipe_from_dict  # the recipe module imports the adapters
-
-    run_dir, input_dir, output_dir = Path(run_dir), Path(input_dir), Path(output_dir)
-    if direction not in GENERATOR_KEYS:
-        raise UserError(f"--direction: expected a2b or b2a, got {direction!r}")
-    if not (run_dir / "recipe.yaml").exists():
-        raise UserError(f"{run_dir}: no recipe.yaml here; is this a da-toolkit run directory?")
-    recipe = recipe_from_dict(yaml.safe_load((run_dir / "recipe.yaml").read_text()))
-    if recipe.pixel is None or recipe.pixel.adapter != "cyclegan":
-        raise UserError(f"{run_dir}: this run has no cyclegan pixel stage, so there is no translator to use")
-    home = Path(recipe.pixel_from) if recipe.pixel_from else run_dir
-    checkpoint = home / "checkpoints" / "pixel.pt"
-    if not checkpoint.exists():
-        raise UserError(f"{run_dir}: no pixel-stage checkpoint ({checkpoint}); has its pixel stage started?")
-    if not input_dir.is_dir():
-        raise UserError(f"--input: {input_dir} is not a folder")
-    paths = find_images(input_dir)
-    if not paths:
-        raise UserError(f"--input: no images ({', '.join(IMG_EXTENSIONS)}) under {input_dir}")
-
-    size, channels = recipe.data.image_size, recipe.data.channels
-    generator = build_generators(recipe.pixel.options, channels, size)[0]
-    states = load_checkpoint(checkpoint, "stage")["state"]
-    if not isinstance(states, dict) or GENERATOR_KEYS[direction] not in states:
-        raise UnreadableFile(f"{checkpoint}: not a CycleGAN pixel-stage checkpoint (no {GENERATOR_KEYS[direction]})")
-    load_state(generator, states[GENERATOR_KEYS[direction]], checkpoint, f"generator ({direction})")
-    device = resolve_device("auto")
-    generator.to(device)
-    for start in range(0, len(paths), batch_size):
-        chunk = paths[start:start + batch_size]
-        images = torch.cat([conform(read_rgb(path)[None], size, channels) for path in chunk])
-        for path, image in zip(chunk, translate_images(generator, images, device, batch_size)):
-            destination = (output_dir / path.relative_to(input_dir)).with_suffix(".png")
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            pixels = image.permute(1, 2, 0).numpy()
-            Image.fromarray(pixels[:, :, 0] if channels == 1 else pixels).save(destination)
-    return len(paths)

@@ -1,5 +1,7 @@
 """The toolkit's files on disk: written atomically, read without ever running code.
 
+(YAML and JSON are read here too, with one-line errors: `read_yaml`, `read_json`.)
+
 Writing: a file is serialised in memory, written to a temporary file beside its destination,
 flushed to disk and renamed over it, so a reader (or a crash, or a full disk) never leaves a
 half-written checkpoint, metrics or recipe file, and the previous version stays intact until the
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from da_toolkit.errors import UserError
 
@@ -91,6 +94,46 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def _read_text(path: Path, what: str) -> str:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} file not found: {path}")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path}: not a text (UTF-8) file (byte {error.start} is {error.object[error.start]:#04x}); "
+                        f"a {what} is a text file") from None
+    except OSError as error:
+        raise UserError(f"{path}: cannot be read ({error.strerror or error})") from None
+
+
+def read_yaml(path: Path, what: str = "recipe") -> dict:
+    """A YAML mapping from `path` (safe loading: plain data only); every problem is one UserError."""
+    text = _read_text(path, what)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise UserError(f"{path}:{where} is not valid YAML ({getattr(error, 'problem', error)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a {what} must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def read_json(path: Path, what: str) -> dict:
+    """A JSON object from `path`; every problem is one UserError."""
+    try:
+        data = json.loads(_read_text(path, what))
+    except ValueError as error:
+        raise UserError(f"{path}: not a readable {what} ({one_line(error)})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: not a {what} (a JSON {type(data).__name__}, not an object)")
+    return data
 
 
 def one_line(error: BaseException) -> str:

@@ -1,0 +1,154 @@
+"""`RunDir`: the one owner of a run directory — its layout, whether a run may start there, and
+every file read or written in it.
+
+    recipe.yaml            the resolved recipe, written when training starts
+    checkpoints/<stage>.pt one per stage (written by `train_loop`); their presence means "started"
+    cache/                 translated source images of the pixel stage
+    classifier.pt          the trained classifier: weights, class count, recipe
+    metrics.json           written last: its presence means "finished"
+    tensorboard/, log.txt  what the run logged
+
+A pixel stage shared through a recipe's `pixel_from` lives in another run directory: its
+`RunDir` is the run's `pixel_home`. This module knows nothing of recipes' schema or models: it
+reads and writes plain data (recipe dicts, state dicts), so that every layer above can use it.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import yaml
+
+from da_toolkit.errors import UserError
+from da_toolkit.training.checkpoint import (load_checkpoint, read_json, read_yaml, save_checkpoint, write_json_atomic,
+                                            write_text_atomic)
+
+
+class RunDir:
+    """The run directory at `path` (it need not exist yet)."""
+
+    OUTPUTS = ("metrics.json", "classifier.pt", "checkpoints", "cache", "tensorboard", "log.txt")
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, RunDir) and self.path.resolve() == other.path.resolve()
+
+    def __hash__(self) -> int:
+        return hash(self.path.resolve())
+
+    # -- layout ---------------------------------------------------------------------------------
+    @property
+    def recipe_file(self) -> Path:
+        return self.path / "recipe.yaml"
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def classifier_file(self) -> Path:
+        return self.path / "classifier.pt"
+
+    @property
+    def log_file(self) -> Path:
+        return self.path / "log.txt"
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.path / "tensorboard"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.path / "cache"
+
+    def checkpoint(self, stage: str) -> Path:
+        return self.path / "checkpoints" / f"{stage}.pt"
+
+    # -- state ----------------------------------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        return self.metrics_file.exists()
+
+    @property
+    def started(self) -> bool:
+        """Whether a run trained here: a directory holding only recipe.yaml (a start that failed before
+        training, e.g. on missing data files) has not started, and does not block a retry."""
+        return self.finished or any((self.path / "checkpoints").glob("*.pt"))
+
+    def check_start(self, recipe: dict, resume: bool, overwrite: bool) -> None:
+        """Refuse to silently replace a run; on resume, refuse a recipe that differs from the saved one.
+        Changes nothing (`clear` removes an old run's outputs for --overwrite)."""
+        if overwrite or not self.started or not self.recipe_file.exists():
+            return
+        if not resume:
+            state = "a finished run (metrics.json)" if self.finished else "an unfinished run"
+            raise UserError(f"{self} already holds {state}; pass --resume to continue it, --overwrite to replace it, "
+                            f"or --output DIR for a new run")
+        before = self.read_recipe()
+        changed = sorted(k for k in set(before) | set(recipe) if before.get(k) != recipe.get(k) and k != "output_dir")
+        if changed:
+            raise UserError(f"--resume: the recipe differs from the one {self} was started with in: "
+                            f"{', '.join(changed)}; resume with the same recipe and overrides, or use --output DIR")
+
+    def clear(self) -> None:
+        """--overwrite: remove every output of an earlier run (not other files a user put here)."""
+        for name in self.OUTPUTS:
+            path = self.path / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+
+    def require(self, *names: str) -> None:
+        """A UserError unless the files `names` are here (reading a finished run)."""
+        for name in names:
+            if not (self.path / name).exists():
+                raise UserError(f"{self}: no {name} here; is this a finished da-toolkit run directory?")
+
+    def pixel_home(self, pixel_from: str | None) -> "RunDir":
+        """Where the pixel stage of a run with this `pixel_from` lives: that run directory, or this one."""
+        if pixel_from is None:
+            return self
+        home = RunDir(pixel_from)
+        if not (home.path / "checkpoints").is_dir():
+            raise UserError(f"pixel_from: {home} holds no checkpoints/ of a pixel stage")
+        return home
+
+    # -- files ----------------------------------------------------------------------------------
+    def write_recipe(self, recipe: dict) -> None:
+        write_text_atomic(self.recipe_file, yaml.safe_dump(recipe, sort_keys=False))
+
+    def read_recipe(self) -> dict:
+        """The saved recipe as a dict (safe YAML); validate it with `recipe_from_dict`."""
+        self.require("recipe.yaml")
+        return read_yaml(self.recipe_file, "recipe")
+
+    def write_metrics(self, metrics: dict) -> None:
+        write_json_atomic(self.metrics_file, metrics)
+
+    def read_metrics(self) -> dict:
+        self.require("metrics.json")
+        metrics = read_json(self.metrics_file, "metrics file")
+        if "target_accuracy" not in metrics:
+            raise UserError(f"{self.metrics_file}: not a da-toolkit metrics file (no target_accuracy)")
+        return metrics
+
+    def save_classifier(self, state_dict: dict, num_classes: int, recipe: dict) -> None:
+        save_checkpoint({"state_dict": state_dict, "num_classes": num_classes, "recipe": recipe},
+                        self.classifier_file, "classifier")
+
+    def load_classifier(self) -> tuple[dict, int]:
+        """(weights, class count) of the trained classifier, read without running code."""
+        self.require("classifier.pt")
+        saved = load_checkpoint(self.classifier_file, "classifier")
+        state = saved["state_dict"]
+        num_classes = saved.get("num_classes")
+        if num_classes is None:  # written before the class count was stored: read it off the head
+            head = state.get("head.weight") if isinstance(state, dict) else None
+            num_classes = head.shape[0] if head is not None else 10
+        return state, num_classes
