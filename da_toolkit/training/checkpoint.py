@@ -164,7 +164,8 @@ def load_checkpoint(path: Path, kind: str | None = None) -> dict:
         raise UnreadableFile(f"{path}: not a readable {what} (corrupt or not a torch file; refused by the safe "
                              f"loader, nothing in it was run)") from None
     except Exception as error:  # the weights-only unpickler ran nothing; any failure means a broken file
-        reason = "empty file" if path.stat().st_size == 0 else f"truncated, corrupt or not a torch file: {one_line(error)}"
+        cause = one_line(error).split(". ")[0].rstrip(".")
+        reason = "empty file" if path.stat().st_size == 0 else f"truncated, corrupt or not a torch file: {cause}"
         raise UnreadableFile(f"{path}: not a readable {what} ({reason})") from None
     if not isinstance(obj, dict):
         raise UnreadableFile(f"{path}: not a da-toolkit {what} (it holds a {type(obj).__name__}, written by "
