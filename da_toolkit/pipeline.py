@@ -17,6 +17,7 @@ import torch
 
 import da_toolkit
 from da_toolkit.adapters import ADAPTERS
+from da_toolkit.adapters.base import AdapterSetup
 from da_toolkit.context import Context, resolve_amp_dtype, resolve_device
 from da_toolkit.data import build_domains
 from da_toolkit.errors import UserError
@@ -33,16 +34,15 @@ def default_run_dir(recipe: Recipe) -> Path:
     return Path(recipe.output_dir) / recipe.name
 
 
-def check_classifier(recipe: Recipe, num_classes: int) -> None:
-    """Build the recipe's classifier once, on the CPU and with a forked RNG (the run's random stream is
+def check_classifier(setup: AdapterSetup, num_classes: int, backbone: str) -> None:
+    """Build the run's classifier once, on the CPU and with a forked RNG (the run's random stream is
     untouched), so that an impossible image size or channel count is refused before anything is written."""
-    c, data = recipe.classifier, recipe.data
     with torch.random.fork_rng(devices=[]):
         try:
-            create_classifier(c.backbone, data.channels, data.image_size, num_classes, c.bottleneck_dim, False)
+            setup.make_classifier(num_classes)
         except RuntimeError as error:
-            raise UserError(f"data.image_size: {data.image_size} px images ({data.channels} channel(s)) are too small "
-                            f"for the '{c.backbone}' backbone ({one_line(error)}); use a larger image size") from None
+            raise UserError(f"data.image_size: {setup.image_size} px images ({setup.channels} channel(s)) are too "
+                            f"small for the '{backbone}' backbone ({one_line(error)}); use a larger image size") from None
 
 
 def make_context(recipe: Recipe, run_dir: Path, device: torch.device, resume: bool, progress: bool) -> Context:
@@ -72,9 +72,10 @@ def run(recipe: Recipe, run_dir: Path | None = None, resume: bool = False, overw
     domains = build_domains(recipe.data, recipe.seed)
     _check_classes(domains)
     num_classes = domains.source.num_classes
-    check_classifier(recipe, num_classes)
-    pixel = ADAPTERS.get(recipe.pixel.adapter)(recipe.pixel.options, recipe) if recipe.pixel is not None else None
-    feature = ADAPTERS.get(recipe.feature.adapter)(recipe.feature.options, recipe)
+    setup = AdapterSetup.from_recipe(recipe)
+    check_classifier(setup, num_classes, recipe.classifier.backbone)
+    pixel = ADAPTERS.get(recipe.pixel.adapter)(recipe.pixel.options, setup) if recipe.pixel is not None else None
+    feature = ADAPTERS.get(recipe.feature.adapter)(recipe.feature.options, setup)
 
     if overwrite:
         rundir.clear()
@@ -87,9 +88,7 @@ def run(recipe: Recipe, run_dir: Path | None = None, resume: bool = False, overw
         if pixel is not None:
             source = pixel.fit(domains.source, domains.target, ctx).translate(domains.source)
 
-        classifier = create_classifier(recipe.classifier.backbone, recipe.data.channels, recipe.data.image_size,
-                                       num_classes, recipe.classifier.bottleneck_dim,
-                                       recipe.classifier.pretrained).to(ctx.device)
+        classifier = setup.make_classifier(num_classes).to(ctx.device)
         classifier = feature.fit(classifier, source, domains.target, ctx)
         rundir.save_classifier(classifier.state_dict(), num_classes, recipe.to_dict())
 

@@ -207,6 +207,9 @@ def recipe_from_dict(raw: dict, source_path: Path | None = None) -> Recipe:
                             f"'{spec.name}' does not take it")
     _check_positive(recipe)
     check_backbone(recipe.classifier.backbone, "classifier.backbone")
+    for stage in (recipe.pixel, recipe.feature):
+        if stage is not None:
+            ADAPTERS.get(stage.adapter).check(stage.options, recipe.data.image_size, recipe.data.channels)
     return recipe
 
 

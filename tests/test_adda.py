@@ -7,6 +7,7 @@ import signal
 import pytest
 import torch
 
+from da_toolkit.adapters.base import AdapterSetup
 from da_toolkit.adapters import adda
 from da_toolkit.context import Context
 from da_toolkit.data import DomainDataset
@@ -47,7 +48,7 @@ def fit(recipe, run_dir, resume: bool = False):
     DomainClassifier.copy_encoder = spy_copy
     try:
         source, target = toy(0), toy(60).without_labels()
-        adapted = adda.ADDA(recipe.feature.options, recipe).fit(classifier, source, target, ctx)
+        adapted = adda.ADDA(recipe.feature.options, AdapterSetup.from_recipe(recipe)).fit(classifier, source, target, ctx)
     finally:
         DomainClassifier.copy_encoder = original_copy
         ctx.close()

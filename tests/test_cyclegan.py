@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from PIL import Image
 from torch import nn
 
+from da_toolkit.adapters.base import AdapterSetup
 from da_toolkit.adapters.cyclegan import CycleGAN, CycleGANOptions, CycleGANTraining, lr_lambda
 from da_toolkit.translate import translate_folder
 from da_toolkit.cli import main
@@ -192,16 +193,15 @@ def test_options_are_checked(tmp_path):
         recipe_from_dict(toy_recipe_dict(pixel={"adapter": "cyclegan", "pool_size": -1}))
     with pytest.raises(UserError, match=r"pixel.norm: expected one of: instance, batch"):
         recipe_from_dict(toy_recipe_dict(pixel={"adapter": "cyclegan", "norm": "layer"}))
-    recipe = toy_pixel_recipe(discriminator_layers=3)
     with pytest.raises(UserError, match="3 layers need images of at least 24 px, but data.image_size is 16"):
-        CycleGAN(recipe.pixel.options, recipe)
+        toy_pixel_recipe(discriminator_layers=3)  # checked when the recipe is validated
 
 
 def test_semantic_loss_trains_a_frozen_source_classifier_first(tmp_path):
     recipe = toy_pixel_recipe(iterations=2, semantic_weight=1.0, semantic_classifier_iterations=5)
     ctx = Context(tmp_path, progress=False)
     source = toy(0, 40)
-    CycleGAN(recipe.pixel.options, recipe).fit(source, toy(60, 40), ctx)
+    CycleGAN(recipe.pixel.options, AdapterSetup.from_recipe(recipe)).fit(source, toy(60, 40), ctx)
     assert load_checkpoint(tmp_path / "checkpoints" / "pixel_classifier.pt")["iteration"] == 5
     assert load_checkpoint(tmp_path / "checkpoints" / "pixel.pt")["iteration"] == 2
 
@@ -213,7 +213,7 @@ def test_interrupted_pixel_stage_resumes_at_its_checkpoint(tmp_path, monkeypatch
     def fit(run_dir, resume=False):
         torch.manual_seed(0)
         ctx = Context(tmp_path / run_dir, progress=False, checkpoint_every=2, resume=resume)
-        return CycleGAN(recipe.pixel.options, recipe).fit(source, target, ctx)
+        return CycleGAN(recipe.pixel.options, AdapterSetup.from_recipe(recipe)).fit(source, target, ctx)
 
     straight = fit("straight")
     original_step = CycleGANTraining.step
@@ -304,7 +304,7 @@ def test_translate_folder_needs_a_pixel_stage(write_recipe, tmp_path):
 def test_translated_dataset_keeps_labels(tmp_path):
     source, target = toy(0, 12), toy(60, 12)
     recipe = toy_pixel_recipe(iterations=1)
-    translator = CycleGAN(recipe.pixel.options, recipe).fit(source, target, Context(tmp_path, progress=False))
+    translator = CycleGAN(recipe.pixel.options, AdapterSetup.from_recipe(recipe)).fit(source, target, Context(tmp_path, progress=False))
     translated = translator.translate(DomainDataset(source.images, source.labels, "toy"))
     assert translated.name == "toy→cyclegan" and torch.equal(translated.labels, source.labels)
     assert translated.images.dtype == torch.uint8 and translated.images.shape == source.images.shape

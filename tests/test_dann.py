@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from da_toolkit.adapters.base import AdapterSetup
 from da_toolkit.adapters.dann import DANN, DANNOptions
 from da_toolkit.adapters.source_only import SourceOnly
 from da_toolkit.context import Context
@@ -120,7 +121,7 @@ def fit_on_shifted_points(adapter, feature: dict, tmp_path) -> tuple[float, Cont
     classifier = DomainClassifier(nn.Flatten(), feature_dim=2, bottleneck_dim=2, num_classes=2)
     ctx = Context(tmp_path, progress=False)
     target = shifted_points(400, 1.0, seed=1).without_labels()
-    adapter(recipe.feature.options, recipe).fit(classifier, shifted_points(400, 0.0, seed=0), target, ctx)
+    adapter(recipe.feature.options, AdapterSetup.from_recipe(recipe)).fit(classifier, shifted_points(400, 0.0, seed=0), target, ctx)
     ctx.close()
     return evaluate(classifier, shifted_points(400, 1.0, seed=2), torch.device("cpu"))["accuracy"], ctx
 

@@ -7,19 +7,23 @@
   shared classifier in place and returns it.
 
 Each adapter class has an ``Options`` dataclass (its recipe keys, validated by the recipe
-loader) and is constructed as ``Adapter(options, recipe)``.
+loader), a ``check(options, image_size, channels)`` class method for checks across recipe
+sections (run when the recipe is validated, before anything is written), and is constructed as
+``Adapter(options, setup)``: an `AdapterSetup` carries what it needs from the run (train
+settings, image shape, seed, a classifier factory), never the recipe itself.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from da_toolkit.context import Context
-from da_toolkit.data import BatchStream, DomainDataset
+from da_toolkit.data import BatchStream, DomainDataset, build_domain
+from da_toolkit.models import create_classifier
 from da_toolkit.training.schedules import lr_factor
 
 
@@ -28,17 +32,54 @@ class NoOptions:
     """An adapter without options of its own."""
 
 
+@dataclass(frozen=True)
+class AdapterSetup:
+    """What an adapter gets from a run besides its own options."""
+
+    train: Any  # the recipe's `train` settings (iterations, batch size, optimiser, lr, schedule, ...)
+    image_size: int
+    channels: int
+    seed: int
+    make_classifier: Callable[[int], nn.Module]  # class count -> a fresh shared classifier, on the CPU
+    # the fully labeled target training split, for benchmark diagnostics only (the label-preservation
+    # oracle), never for training or model selection; None where there is no such split
+    labeled_target: Callable[[], DomainDataset] | None = None
+
+    @classmethod
+    def from_recipe(cls, recipe) -> "AdapterSetup":
+        data, c = recipe.data, recipe.classifier
+
+        def make_classifier(num_classes: int) -> nn.Module:
+            return create_classifier(c.backbone, data.channels, data.image_size, num_classes, c.bottleneck_dim,
+                                     c.pretrained)
+
+        def labeled_target() -> DomainDataset:
+            return build_domain(data.target, data.image_size, data.channels, recipe.seed).labeled()
+
+        return cls(recipe.train, data.image_size, data.channels, recipe.seed, make_classifier, labeled_target)
+
+
+class Adapter:
+    """What pixel and feature adapters share: options, setup, and the cross-section check hook."""
+
+    kind = ""
+    Options = NoOptions
+
+    def __init__(self, options, setup: AdapterSetup):
+        self.options = options
+        self.setup = setup
+
+    @classmethod
+    def check(cls, options, image_size: int, channels: int) -> None:
+        """Raise UserError when `options` cannot work with this image size or channel count."""
+
+
 class Translator(Protocol):
     def translate(self, dataset: DomainDataset) -> DomainDataset: ...
 
 
-class PixelAdapter:
+class PixelAdapter(Adapter):
     kind = "pixel"
-    Options = NoOptions
-
-    def __init__(self, options, recipe):
-        self.options = options
-        self.recipe = recipe
 
     def fit(self, source: DomainDataset, target: DomainDataset, ctx: Context) -> Translator:
         raise NotImplementedError
@@ -48,14 +89,12 @@ class PixelAdapter:
         return {}
 
 
-class FeatureAdapter:
+class FeatureAdapter(Adapter):
     kind = "feature"
-    Options = NoOptions
 
-    def __init__(self, options, recipe):
-        self.options = options
-        self.recipe = recipe
-        self.train = recipe.train
+    def __init__(self, options, setup: AdapterSetup):
+        super().__init__(options, setup)
+        self.train = setup.train
 
     def fit(self, classifier: nn.Module, source: DomainDataset, target: DomainDataset, ctx: Context) -> nn.Module:
         raise NotImplementedError

@@ -30,13 +30,13 @@ from torch import nn
 from torchvision.utils import make_grid
 
 from da_toolkit.adapters import ADAPTERS
-from da_toolkit.adapters.base import PixelAdapter, SupervisedTraining
+from da_toolkit.adapters.base import AdapterSetup, PixelAdapter, SupervisedTraining
 from da_toolkit.context import Context
-from da_toolkit.data import BatchStream, DomainDataset, build_domain
+from da_toolkit.data import BatchStream, DomainDataset
 from da_toolkit.data.base import to_float, to_uint8
 from da_toolkit.errors import UserError
 from da_toolkit.evaluate import evaluate
-from da_toolkit.models import PatchDiscriminator, ResnetGenerator, create_classifier
+from da_toolkit.models import PatchDiscriminator, ResnetGenerator
 from da_toolkit.training import schedules
 from da_toolkit.training.checkpoint import load_checkpoint, save_checkpoint
 from da_toolkit.training.gan_losses import GANLoss, cycle_consistency_loss, identity_loss, semantic_consistency_loss
@@ -281,13 +281,12 @@ def read_translation_cache(path: Path, dataset: DomainDataset, ctx: Context) -> 
     return None
 
 
-def train_classifier(recipe, dataset: DomainDataset, ctx: Context, stage: str, iterations: int) -> nn.Module:
-    """The shared classifier architecture trained on labeled `dataset` with the recipe's `train`
+def train_classifier(setup: AdapterSetup, dataset: DomainDataset, ctx: Context, stage: str,
+                     iterations: int) -> nn.Module:
+    """The shared classifier architecture trained on labeled `dataset` with the run's `train`
     settings for `iterations` (one train_loop stage); returned frozen, in eval mode."""
-    classifier = create_classifier(recipe.classifier.backbone, recipe.data.channels, recipe.data.image_size,
-                                   dataset.num_classes, recipe.classifier.bottleneck_dim,
-                                   recipe.classifier.pretrained).to(ctx.device)
-    training = SupervisedTraining(classifier, dataset, dataset.without_labels(), recipe.train, ctx,
+    classifier = setup.make_classifier(dataset.num_classes).to(ctx.device)
+    training = SupervisedTraining(classifier, dataset, dataset.without_labels(), setup.train, ctx,
                                   iterations=iterations)
 
     classifier.train()
@@ -301,9 +300,9 @@ class CycleGAN(PixelAdapter):
 
     Options = CycleGANOptions
 
-    def __init__(self, options: CycleGANOptions, recipe):
-        super().__init__(options, recipe)
-        size, layers = recipe.data.image_size, options.discriminator_layers
+    @classmethod
+    def check(cls, options: CycleGANOptions, image_size: int, channels: int) -> None:
+        size, layers = image_size, options.discriminator_layers
         if PatchDiscriminator.output_size(size, layers) < 1:
             raise UserError(f"pixel.discriminator_layers: {layers} layers need images of at least "
                             f"{3 * 2 ** layers} px, but data.image_size is {size}; use fewer layers")
@@ -315,7 +314,7 @@ class CycleGAN(PixelAdapter):
         o = self.options
         semantic = None
         if o.semantic_weight > 0:
-            semantic = train_classifier(self.recipe, source.labeled(), ctx, "pixel_classifier",
+            semantic = train_classifier(self.setup, source.labeled(), ctx, "pixel_classifier",
                                         o.semantic_classifier_iterations)
         training = CycleGANTraining(o, source, target, ctx, semantic)
         train_loop(ctx, "pixel", o.iterations, training.step, training.state())
@@ -323,29 +322,30 @@ class CycleGAN(PixelAdapter):
 
     def diagnostics(self, source: DomainDataset, translated: DomainDataset, ctx: Context) -> dict:
         """metrics.json entries about the translation: its label preservation (see `label_preservation`)."""
-        preservation = label_preservation(self.recipe, source, translated, ctx)
+        preservation = label_preservation(self.setup, self.options.label_preservation_iterations, source,
+                                          translated, ctx)
         return {} if preservation is None else {"label_preservation": preservation}
 
 
-def label_preservation(recipe, source: DomainDataset, translated: DomainDataset, ctx: Context) -> dict | None:
+def label_preservation(setup: AdapterSetup, iterations: int, source: DomainDataset, translated: DomainDataset,
+                       ctx: Context) -> dict | None:
     """How well translation kept the digits: the accuracy, on the translated source images, of an
-    oracle classifier trained on the real *labeled target* training split (benchmark setting only).
+    oracle classifier trained for `iterations` on the real *labeled target* training split
+    (benchmark setting only).
 
     Uses target labels, so it is a diagnostic only, never used for training or model selection.
-    None when the recipe's pixel option `label_preservation_iterations` is 0.
+    None when `iterations` is 0 (the option `label_preservation_iterations`) or there are no target labels.
     """
-    iterations = getattr(recipe.pixel.options, "label_preservation_iterations", 0)
-    if not iterations:
+    if not iterations or setup.labeled_target is None:
         return None
-    data = recipe.data
-    target = build_domain(data.target, data.image_size, data.channels, recipe.seed).labeled()
+    target = setup.labeled_target()
     if len(target) == 0:
         ctx.info("label preservation: the target training split has no labels; skipped")
         return None
     ctx.info("label preservation: training an oracle classifier on the LABELED target training split "
              "(benchmark setting only; a diagnostic, never used for training or selection)")
-    oracle = train_classifier(recipe, target, ctx, "pixel_oracle", iterations)
-    batch = recipe.train.eval_batch_size
+    oracle = train_classifier(setup, target, ctx, "pixel_oracle", iterations)
+    batch = setup.train.eval_batch_size
     rate = evaluate(oracle, translated, ctx.device, batch)["accuracy"]
     raw = evaluate(oracle, source, ctx.device, batch)["accuracy"]
     ctx.info(f"label preservation: target-trained oracle reads {100 * rate:.2f}% of translated source images "
