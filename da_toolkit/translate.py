@@ -20,6 +20,21 @@ from da_toolkit.training.checkpoint import UnreadableFile, load_checkpoint, load
 GENERATOR_KEYS = {"a2b": "generator_ab", "b2a": "generator_ba"}  # pixel-stage checkpoint keys by direction
 
 
+def load_generator(rundir: RunDir, recipe, direction: str = "a2b") -> torch.nn.Module:
+    """The trained CycleGAN generator of a run (G for a2b, F for b2a), on the CPU, read safely."""
+    if recipe.pixel is None or recipe.pixel.adapter != "cyclegan":
+        raise UserError(f"{rundir}: this run has no cyclegan pixel stage, so there is no translator to use")
+    checkpoint = rundir.pixel_home(recipe.pixel_from).checkpoint("pixel")
+    if not checkpoint.exists():
+        raise UserError(f"{rundir}: no pixel-stage checkpoint ({checkpoint}); has its pixel stage started?")
+    generator = build_generators(recipe.pixel.options, recipe.data.channels, recipe.data.image_size)[0]
+    states = load_checkpoint(checkpoint, "stage")["state"]
+    if not isinstance(states, dict) or GENERATOR_KEYS[direction] not in states:
+        raise UnreadableFile(f"{checkpoint}: not a CycleGAN pixel-stage checkpoint (no {GENERATOR_KEYS[direction]})")
+    load_state(generator, states[GENERATOR_KEYS[direction]], checkpoint, f"generator ({direction})")
+    return generator
+
+
 def translate_folder(run_dir: Path, input_dir: Path, output_dir: Path, direction: str = "a2b",
                      batch_size: int = 64) -> int:
     """Translate every image under `input_dir` (recursively) with the CycleGAN of `run_dir`.
@@ -33,11 +48,7 @@ def translate_folder(run_dir: Path, input_dir: Path, output_dir: Path, direction
         raise UserError(f"--direction: expected a2b or b2a, got {direction!r}")
     rundir.require("recipe.yaml")
     recipe = recipe_from_dict(rundir.read_recipe())
-    if recipe.pixel is None or recipe.pixel.adapter != "cyclegan":
-        raise UserError(f"{rundir}: this run has no cyclegan pixel stage, so there is no translator to use")
-    checkpoint = rundir.pixel_home(recipe.pixel_from).checkpoint("pixel")
-    if not checkpoint.exists():
-        raise UserError(f"{rundir}: no pixel-stage checkpoint ({checkpoint}); has its pixel stage started?")
+    generator = load_generator(rundir, recipe, direction)
     if not input_dir.is_dir():
         raise UserError(f"--input: {input_dir} is not a folder")
     paths = find_images(input_dir)
@@ -45,11 +56,6 @@ def translate_folder(run_dir: Path, input_dir: Path, output_dir: Path, direction
         raise UserError(f"--input: no images ({', '.join(IMG_EXTENSIONS)}) under {input_dir}")
 
     size, channels = recipe.data.image_size, recipe.data.channels
-    generator = build_generators(recipe.pixel.options, channels, size)[0]
-    states = load_checkpoint(checkpoint, "stage")["state"]
-    if not isinstance(states, dict) or GENERATOR_KEYS[direction] not in states:
-        raise UnreadableFile(f"{checkpoint}: not a CycleGAN pixel-stage checkpoint (no {GENERATOR_KEYS[direction]})")
-    load_state(generator, states[GENERATOR_KEYS[direction]], checkpoint, f"generator ({direction})")
     device = resolve_device("auto")
     generator.to(device)
     for start in range(0, len(paths), batch_size):
