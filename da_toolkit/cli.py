@@ -115,6 +115,22 @@ def translate(run_dir, input_dir, output_dir, direction, batch_size):
 
 
 @main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--baseline", type=click.Path(file_okay=False, path_type=Path),
+              help="A run of the same task to show beside it (e.g. its source-only run).")
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for report.html and report.json (default: RUN_DIR/report).")
+@click.option("--sample", default=1000, show_default=True, type=click.IntRange(min=10),
+              help="Source and target test images per domain in the feature maps and the A-distance.")
+def report(run_dir, baseline, output, sample):
+    """Write an HTML report of RUN_DIR: feature maps, A-distance, per-class view, translations, curves."""
+    from da_toolkit.report import write_report
+
+    page = write_report(run_dir, baseline, output, sample=sample)
+    click.echo(f"report written to {page} (and report.json beside it)")
+
+
+@main.command()
 @click.argument("benchmark", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--profile", help="Profile of the benchmark file to apply (e.g. cpu, gpu).")
 @click.option("-j", "--jobs", default=1, show_default=True, type=click.IntRange(min=1),
