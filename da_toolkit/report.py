@@ -302,8 +302,10 @@ def write_report(run_dir: Path, baseline: Path | None = None, output: Path | Non
                                      "confusion_matrix": result["confusion_matrix"]}
 
     sections = [("Summary", summary_html(report, note))]
-    sections.append(("Feature maps", f"<p>t-SNE of the classifier's features ({len(source_sample)} source and "
-                                     f"{len(target_sample)} target test images, seed {seed}).</p>"
+    sections.append(("Feature maps", f"<p>t-SNE of the trained classifier's bottleneck features "
+                                     f"({len(source_sample)} source and {len(target_sample)} target test images, "
+                                     f"seed {seed}); for ADDA that is the adapted target encoder, for both domains."
+                                     f"</p>"
                                      f"<img src='{feature_map_figure(maps)}'>"))
     rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{r['proxy_a_distance']['a_distance']:.3f}</td>"
                    f"<td>{100 * r['proxy_a_distance']['domain_error']:.1f}%</td></tr>"
