@@ -204,9 +204,10 @@ def imagefolder(split: str, root: Path, seed: int = 0, image_size: int = 32, fol
         raise UserError(f"imagefolder: folder {base} does not exist")
     if (base / "train").is_dir() and (base / "test").is_dir():
         return _imagefolder(base / split, image_size, split, None, skip_unreadable)
+    dataset = _imagefolder(base, image_size, split, split, skip_unreadable)
     warnings.warn(f"imagefolder: {base} has no train/ and test/ sub-folders, so it is split deterministically: every "
                   f"fifth image of each class is the test split; add train/ and test/ sub-folders to choose the split")
-    return _imagefolder(base, image_size, split, split, skip_unreadable)
+    return dataset
 
 
 TEST_EVERY = 5  # the deterministic split of a folder without train/ and test/: the 5th, 10th, ... image is test
