@@ -223,6 +223,9 @@ def _imagefolder(folder: Path, image_size: int, split: str, split_by_order: str 
         if split_by_order is not None:
             paths = [p for i, p in enumerate(paths) if (i % TEST_EVERY == TEST_EVERY - 1) == (split_by_order == "test")]
         samples += [(path, label) for path in paths]
+    if not samples and split_by_order == "test":
+        raise UserError(f"imagefolder: {folder} has no test split (every fifth image of each class would be one, but "
+                        f"no class has 5 images); add train/ and test/ sub-folders")
     if not samples:
         raise UserError(f"imagefolder: {folder} holds no images in class sub-folders (<class>/*"
                         f"{'|*'.join(IMG_EXTENSIONS)})")
