@@ -344,18 +344,76 @@ def child_environment(jobs: int) -> dict:
     return env
 
 
+LAUNCHER_ENV = "DA_TOOLKIT_LAUNCHER_PID"  # set in a cell's environment: the compare process it must die with
+LAUNCHER_POLL_S = 1.0
+LAUNCHER_GRACE_S = 30.0  # after its launcher died, the time a cell has to save a checkpoint before SIGKILL
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
 def launch_cell(cell: Cell, env: dict, argv: list[str] | None = None) -> subprocess.Popen:
     """Start `da-toolkit run` for `cell` (or `argv`) in a process of its own, its output appended to cell.log.
 
     The process gets a session of its own, so a Ctrl-C at the terminal reaches it only through
-    run_cells, once.
+    run_cells, once. Its environment names this process as its launcher: the cell entry point
+    (``python -m da_toolkit.benchmark``) calls die_with_launcher, so the cell stops when compare
+    dies, even by SIGKILL.
     """
     cell.run_dir.mkdir(parents=True, exist_ok=True)
-    argv = argv or [sys.executable, "-m", "da_toolkit.cli", *cell.arguments()]
+    argv = argv or [sys.executable, "-m", "da_toolkit.benchmark", *cell.arguments()]
     with open(cell.log_path, "a") as log:
         log.write(f"=== {datetime.now().isoformat(timespec='seconds')} {cell.command_line()}\n")
         log.flush()
-        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env={**env, LAUNCHER_ENV: str(os.getpid())},
+                                start_new_session=True)
+
+
+def die_with_launcher(poll_s: float = LAUNCHER_POLL_S, grace_s: float = LAUNCHER_GRACE_S) -> None:
+    """In a cell process: stop when the compare process that launched it dies, however it dies.
+
+    On Linux the kernel sends the cell SIGINT when its parent dies (prctl PR_SET_PDEATHSIG); the
+    run then saves a checkpoint after its current step and exits, like after a Ctrl-C. Everywhere
+    a daemon thread also watches the parent: once it is gone, the thread sends SIGINT itself
+    where the kernel could not, and SIGKILL after `grace_s` if the cell is still alive. A process
+    not started by launch_cell (no DA_TOOLKIT_LAUNCHER_PID) is left alone.
+    """
+    launcher = os.environ.pop(LAUNCHER_ENV, None)
+    if not (launcher and launcher.isdigit()):
+        return
+    launcher = int(launcher)
+    kernel_signals = _set_parent_death_signal(signal.SIGINT)
+    if os.getppid() != launcher:  # the launcher died before the signal was armed
+        os._exit(130)
+    threading.Thread(target=_watch_launcher, args=(launcher, kernel_signals, poll_s, grace_s), daemon=True,
+                     name="watch-launcher").start()
+
+
+def _set_parent_death_signal(signum: int) -> bool:
+    """Ask the kernel to send `signum` when the parent dies; False where that is not available."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch_launcher(launcher: int, kernel_signals: bool, poll_s: float, grace_s: float) -> None:
+    while os.getppid() == launcher:
+        time.sleep(poll_s)
+    if not kernel_signals:
+        os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(grace_s)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def cell_main(arguments: list[str]) -> None:
+    """The entry point of a cell process: `da-toolkit <arguments>` bound to the life of its launcher."""
+    from da_toolkit.cli import main
+
+    die_with_launcher()
+    main(arguments, prog_name="da-toolkit")
 
 
 def last_error_line(log_path: Path) -> str:
@@ -543,14 +601,16 @@ def cell_rows(cells: list[Cell], outcomes: dict[Cell, Outcome]) -> list[dict]:
         rows.append({"cell": cell.name, "task": cell.task, "method": cell.method, "seed": cell.seed, "k": cell.k,
                      "status": outcome.status, "target_accuracy": metrics.get("target_accuracy"),
                      "wall_time_s": metrics.get("wall_time_s"), "hardware": metrics.get("hardware"),
-                     "selection": metrics.get("selection"), "error": outcome.error, "run_dir": str(cell.run_dir),
+                     "selection": metrics.get("selection"), "collapsed": metrics.get("collapse", {}).get("collapsed"),
+                     "error": outcome.error, "run_dir": str(cell.run_dir),
                      "translator_from": str(cell.owner.run_dir) if cell.owner else None,
                      "command": cell.command_line()})
     return rows
 
 
 def summarize(rows: list[dict]) -> list[dict]:
-    """Per (task, method, k): target accuracy in %, mean and sample std (ddof 1) over the finished seeds."""
+    """Per (task, method, k): target accuracy in %, mean and sample std (ddof 1) over the finished seeds, and
+    how many of those seeds collapsed (metrics.json's collapse alarm)."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault((row["task"], row["method"], row["k"]), []).append(row)
@@ -564,6 +624,7 @@ def summarize(rows: list[dict]) -> list[dict]:
             "mean": round(statistics.fmean(accuracies), 2) if accuracies else None,
             "std": round(statistics.stdev(accuracies), 2) if len(accuracies) > 1 else None,
             "wall_time_s": round(statistics.fmean(times), 1) if times else None,
+            "collapsed": sum(bool(r["collapsed"]) for r in done),
             "shared_translator": any(r["translator_from"] for r in members)})
     return summary
 
@@ -585,10 +646,11 @@ def write_csv(path: Path, summary: list[dict], published: Published | None) -> N
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["task", "method", "k", "n_seeds", "mean_accuracy_pct", "std_accuracy_pct", "mean_wall_time_s",
-                     *(f"published_{s}" for s in (published.columns if published else []))])
+                     "n_collapsed", *(f"published_{s}" for s in (published.columns if published else []))])
     for e in summary:
         writer.writerow([e["task"], e["method"], _blank(e["k"]), e["n"], _blank(e["mean"]), _blank(e["std"]),
-                         _blank(e["wall_time_s"]), *(_blank(n and n.accuracy) for n in _numbers(published, e))])
+                         _blank(e["wall_time_s"]), e["collapsed"],
+                         *(_blank(n and n.accuracy) for n in _numbers(published, e))])
     write_text_atomic(path, buffer.getvalue())
 
 
@@ -613,7 +675,8 @@ def markdown(benchmark: Benchmark, profile: str | None, command: str, rows: list
               *(published.columns.values() if published else []), "wall time / cell (s)"]
     lines += _table(header, [
         [e["task"], e["method"] + (" ↻" if e["shared_translator"] else ""), *([str(e["k"])] if with_k else []),
-         "–" if e["mean"] is None else f"{e['mean']:.2f}" + ("" if e["std"] is None else f" ± {e['std']:.2f}"),
+         "–" if e["mean"] is None else f"{e['mean']:.2f}" + ("" if e["std"] is None else f" ± {e['std']:.2f}")
+         + (f" ⚠{e['collapsed']}" if e["collapsed"] else ""),
          f"{e['n']}/{e['seeds']}", *(published_text(n) for n in _numbers(published, e)),
          "–" if e["wall_time_s"] is None else f"{e['wall_time_s']:.0f}"] for e in summary])
     lines += ["", *(f"![{name}]({name})" for name in plots), ""]
@@ -633,6 +696,10 @@ def markdown(benchmark: Benchmark, profile: str | None, command: str, rows: list
         if own or method in benchmark.method_recipes:
             start = f"recipe of {benchmark.method_recipes[method]}, " if method in benchmark.method_recipes else ""
             lines.append(f"  * {method}: {start}`{' '.join(own)}`")
+    if any(e["collapsed"] for e in summary):
+        lines.append("* ⚠n: n of the finished seeds collapsed: the classifier put most target images in one class "
+                     "(the collapse alarm in the cell's metrics.json, no target label used); their accuracy is "
+                     "in the mean, but they are failed runs, not the method's result")
     lines += ["* ↻: cells of this method reused the translator (CycleGAN checkpoints and translated source) of the "
               "cell of the same task and seed with the same pixel stage (`pixel_from`); their wall time excludes "
               "the translator's training.",
@@ -648,7 +715,7 @@ def markdown(benchmark: Benchmark, profile: str | None, command: str, rows: list
         lines += [f"* {m} ↔ {heading}: {reported} ({match} match)" for m, heading, reported, match in mapping]
     lines += ["", "## Cells", ""]
     lines += _table(["cell", "status", "target acc. (%)", "wall time (s)", "hardware"], [
-        [r["cell"] + (" ↻" if r["translator_from"] else ""), r["status"],
+        [r["cell"] + (" ↻" if r["translator_from"] else ""), r["status"] + (" ⚠ collapsed" if r["collapsed"] else ""),
          "–" if r["target_accuracy"] is None else f"{100 * r['target_accuracy']:.2f}",
          "–" if r["wall_time_s"] is None else f"{r['wall_time_s']:.0f}", r["hardware"] or "–"] for r in rows])
     unfinished = [r for r in rows if r["status"] != "done"]
@@ -787,3 +854,7 @@ def compare(benchmark_path: str | Path, profile: str | None = None, jobs: int = 
                         "; ".join(f"{r['cell']}: {r['error']}" for r in unfinished) +
                         ". Fix the cause and run the same command again (finished cells are skipped)")
     return rows
+
+
+if __name__ == "__main__":
+    cell_main(sys.argv[1:])

@@ -53,6 +53,8 @@ def run(recipe, overrides, output, resume, overwrite, quiet):
                f"{metrics['target']['images']} images; chance {100 / len(metrics['target']['per_class_accuracy']):.0f}%)")
     click.echo(f"source accuracy  {100 * metrics['source_accuracy']:6.2f}%  ({metrics['source']['dataset']})")
     click.echo(f"run directory    {run_dir}  ({metrics['wall_time_s']:.0f} s)")
+    if metrics["collapse"]["collapsed"]:
+        click.echo(f"warning: {run_dir}: {metrics['collapse']['message']}", err=True)
 
 
 @main.command(name="list")
@@ -130,7 +132,7 @@ def compare(benchmark, profile, jobs, output, dry_run):
 @main.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
 def show(run_dirs):
-    """Print the target accuracy of finished RUN_DIRS side by side."""
+    """Print the target accuracy of finished RUN_DIRS side by side; mark runs whose classifier collapsed."""
     from da_toolkit.pipeline import read_metrics
 
     rows = [read_metrics(run_dir) for run_dir in run_dirs]
@@ -138,10 +140,13 @@ def show(run_dirs):
     click.echo(f"{'run':<{width}}  {'method':<24} {'target acc':>10} {'source acc':>10} {'wall time':>9}")
     for run_dir, metrics in zip(run_dirs, rows):
         method = " + ".join(a for a in (metrics["pixel_adapter"], metrics["feature_adapter"]) if a)
+        collapsed = "  COLLAPSED" if metrics.get("collapse", {}).get("collapsed") else ""
         click.echo(f"{str(run_dir):<{width}}  {method:<24} {100 * metrics['target_accuracy']:9.2f}% "
-                   f"{100 * metrics['source_accuracy']:9.2f}% {metrics['wall_time_s']:8.0f}s")
+                   f"{100 * metrics['source_accuracy']:9.2f}% {metrics['wall_time_s']:8.0f}s{collapsed}")
     click.echo(f"(target: {rows[0]['target']['dataset']}; {rows[0]['selection']})")
-
+    for run_dir, metrics in zip(run_dirs, rows):
+        if metrics.get("collapse", {}).get("collapsed"):
+            click.echo(f"COLLAPSED: {run_dir}: {metrics['collapse']['message']}")
 
 if __name__ == "__main__":
     main()
