@@ -166,10 +166,10 @@ def test_compare_killed_with_sigkill_leaves_no_cell_alive(tmp_path):
 
 WATCHED_CELL = """
 import os, pathlib, signal, sys, threading, time
-from da_toolkit import benchmark as bench
+from da_toolkit.benchmark.scheduler import _watch_launcher
 folder = pathlib.Path(sys.argv[1])
 signal.signal(signal.SIGINT, lambda *a: folder.joinpath("got_sigint").touch())  # a cell that does not stop on SIGINT
-threading.Thread(target=bench._watch_launcher, args=(os.getppid(), False, 0.05, 0.5), daemon=True).start()
+threading.Thread(target=_watch_launcher, args=(os.getppid(), False, 0.05, 0.5), daemon=True).start()
 folder.joinpath("pid").write_text(str(os.getpid()))
 while True:
     time.sleep(0.05)
