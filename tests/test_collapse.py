@@ -57,45 +57,53 @@ def test_a_collapsed_classifier_raises_the_alarm():
     p = model.logits.softmax(0)
     entropy = float(-(p * p.log()).sum()) / math.log(10)
     assert result["target_train"]["mean_prediction_entropy"] == pytest.approx(round(entropy, 4), abs=1e-4)
-    assert result["threshold_top_share"] == 0.55 and result["collapsed"] is True
-    assert result["message"].startswith("the classifier collapsed: it puts 100.0% of the target train images in "
-                                        "class 3 (alarm above 55%;")
+    assert result["target_train"]["effective_classes"] == 1.0
+    assert (result["threshold_top_share"], result["threshold_effective_classes"], result["collapsed"]) == \
+        (0.55, 5.0, True)
+    assert result["message"] == ("the classifier collapsed: on the target train images it predicts class 3 for "
+                                 "100.0% and uses 1.0 effective classes (alarm: one class above 55% or fewer than "
+                                 "5.0 classes); treat this run as failed, not as the method's result")
 
 
 def test_a_balanced_classifier_stays_silent():
     target, test = coded_images(list(range(10)) * 4), coded_images(list(range(10)) * 2)
     result = collapse_check(ReadsTheCode(), target, test, BALANCED_SOURCE)
     assert result["target_train"]["histogram"] == [4] * 10 and result["target_test"]["histogram"] == [2] * 10
-    assert result["target_train"]["top_share"] == 0.1
+    assert (result["target_train"]["top_share"], result["target_train"]["effective_classes"]) == (0.1, 10.0)
     assert result["target_train"]["mean_prediction_entropy"] == 1.0
     assert (result["collapsed"], result["message"]) == (False, None)
     assert torch.equal(predict(ReadsTheCode(), target), torch.arange(40) % 10)
 
 
-def test_the_bar_follows_an_unbalanced_source_and_either_split_can_cross_it():
+def test_the_bars_follow_the_source_labels_and_either_split_can_cross_them():
     half = coded_images([0] * 10 + [1] * 10)
     mostly_one = coded_images([1] * 17 + [0] * 3)  # 85% in class 1
-    assert prediction_statistics(ReadsTheCode(), half)["top_share"] == 0.5
-    source = torch.tensor([0] * 40 + [1] * 60 + [UNLABELED] * 50)  # 40% / 60% of the labeled images
+    source = torch.tensor([0] * 40 + [1] * 60 + [UNLABELED] * 50)  # two classes, 40% / 60% of the labeled images
     result = collapse_check(ReadsTheCode(), half, mostly_one, source)
-    assert (result["threshold_top_share"], result["collapsed"]) == (0.8, True)  # (1 + 0.6) / 2
+    assert (result["threshold_top_share"], result["threshold_effective_classes"]) == (0.8, 0.98)  # (1 + 0.6) / 2
+    assert (result["target_train"]["effective_classes"], result["collapsed"]) == (2.0, True)
+    assert "on the target test images it predicts class 1 for 85.0%" in result["message"]
     result = collapse_check(ReadsTheCode(), half, coded_images([1] * 16 + [0] * 4), source)
     assert (result["target_test"]["top_share"], result["collapsed"]) == (0.8, False)  # not above the bar
-    result = collapse_check(ReadsTheCode(), half, mostly_one, BALANCED_SOURCE)
-    assert (result["threshold_top_share"], result["collapsed"]) == (0.55, True)
-    assert "85.0% of the target test images in class 1" in result["message"]
+
+    # ten balanced source classes: three classes used evenly is a collapse, six is not
+    three, six = coded_images([0, 1, 2] * 10), coded_images([0, 1, 2, 3, 4, 5] * 5)
+    result = collapse_check(ReadsTheCode(), six, three, BALANCED_SOURCE)
+    assert (result["target_test"]["top_share"], result["target_test"]["effective_classes"]) == (0.3333, 3.0)
+    assert result["collapsed"] and "on the target test images" in result["message"]
+    assert collapse_check(ReadsTheCode(), six, six, BALANCED_SOURCE)["collapsed"] is False
 
 
 def test_every_run_records_the_alarm_and_show_marks_a_collapsed_run(write_recipe, tmp_path):
-    """Three iterations leave the toy classifier predicting one class; sixty train it."""
-    for name, iterations in (("short", 3), ("trained", 60)):
+    """Three iterations leave the toy classifier predicting one class; 120 train it (79% accuracy)."""
+    for name, iterations in (("short", 3), ("trained", 120)):
         run(load_recipe(write_recipe(), [f"train.iterations={iterations}"]), tmp_path / name, progress=False)
     short, trained = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("short", "trained"))
     for metrics in (short, trained):
         for split in ("target_train", "target_test"):
             assert sum(metrics["collapse"][split]["histogram"]) == 400
-    assert short["collapse"]["collapsed"] is True and short["collapse"]["target_train"]["top_share"] > 0.55
-    assert trained["collapse"]["collapsed"] is False and trained["target_accuracy"] > 0.3  # 43.5% (chance 10%)
+    assert short["collapse"]["collapsed"] is True
+    assert trained["collapse"]["collapsed"] is False and trained["target_accuracy"] > 0.7
 
     result = CliRunner().invoke(main, ["show", str(tmp_path / "trained"), str(tmp_path / "short")])
     assert result.exit_code == 0
