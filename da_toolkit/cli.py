@@ -122,11 +122,18 @@ def translate(run_dir, input_dir, output_dir, direction, batch_size):
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
               help="Benchmark directory (default: <output_dir of the benchmark file>/<its name>).")
 @click.option("--dry-run", is_flag=True, help="List the cells and their state without running them.")
-def compare(benchmark, profile, jobs, output, dry_run):
+@click.option("--only", help="Run only the cells whose name (task/method/seed<s>) matches this glob, e.g. '*/adda/*'.")
+@click.option("--verify", type=click.Path(dir_okay=False, path_type=Path),
+              help="A results.json to check: re-run its cells (in <name>-<profile>-verify unless -o) and report "
+                   "every target accuracy that differs (exit 2).")
+@click.option("--tolerance", default=0.0, show_default=True, type=click.FloatRange(min=0),
+              help="With --verify: allowed difference in percentage points.")
+def compare(benchmark, profile, jobs, output, dry_run, only, verify, tolerance):
     """Run the tasks x methods x seeds grid of BENCHMARK and write results.md/csv/json and plots."""
     from da_toolkit.benchmark import compare as run_compare
 
-    run_compare(benchmark, profile=profile, jobs=jobs, output=output, dry_run=dry_run)
+    run_compare(benchmark, profile=profile, jobs=jobs, output=output, dry_run=dry_run, only=only, verify=verify,
+                tolerance=tolerance)
 
 
 @main.command()

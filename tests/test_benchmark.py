@@ -321,3 +321,32 @@ def test_real_cells_in_two_processes_train_one_translator(tmp_path):
     logs = [(runs / m / "seed0" / "cell.log").read_text() for m in ("source_only", "cyclegan", "cyclegan_ft")]
     bench.compare(path, jobs=2, output=tmp_path / "b")
     assert [(runs / m / "seed0" / "cell.log").read_text() for m in ("source_only", "cyclegan", "cyclegan_ft")] == logs
+
+
+# ---------------------------------------------------------------------------------------------- verify
+
+
+def test_verify_reruns_the_cells_of_a_results_file_and_names_every_figure_that_differs(tmp_path, toy_recipes,
+                                                                                      capsys):
+    path = benchmark_file(tmp_path, seeds=[0, 1, 2])
+    first = {"toy/source_only/seed0": 0.80, "toy/source_only/seed1": 0.90, "toy/source_only/seed2": 0.70}
+    bench.compare(path, output=tmp_path / "b", launch=fake_launch(first))
+    recorded = tmp_path / "b" / "results.json"
+
+    now = {**first, "toy/source_only/seed1": 0.8875}
+    with pytest.raises(UserError) as differ:
+        bench.compare(path, output=tmp_path / "v1", launch=fake_launch(now), verify=recorded)
+    assert str(differ.value) == (f"--verify: 1 of 3 cells differ from {recorded} (tolerance 0 pp): "
+                                 f"toy/source_only/seed1: 90.00% recorded, 88.75% now (-1.25 pp)")
+    order = []
+    bench.compare(path, output=tmp_path / "v2", launch=fake_launch(now, order=order), verify=recorded,
+                  tolerance=1.5)
+    assert order == ["toy/source_only/seed0", "toy/source_only/seed1", "toy/source_only/seed2"]
+    assert "verified: the 3 cells reproduce" in capsys.readouterr().err
+
+    order = []
+    bench.compare(path, output=tmp_path / "v3", launch=fake_launch(now, order=order), verify=recorded,
+                  only="*/seed[02]")
+    assert order == ["toy/source_only/seed0", "toy/source_only/seed2"]
+    with pytest.raises(UserError, match="--only: no cell of .* matches 'x/\\*'"):
+        bench.compare(path, output=tmp_path / "v4", launch=fake_launch(now), only="x/*")
