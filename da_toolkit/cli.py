@@ -55,6 +55,8 @@ def run(recipe, overrides, output, resume, overwrite, quiet):
                f"{metrics['target']['images']} images; chance {100 / len(metrics['target']['per_class_accuracy']):.0f}%)")
     click.echo(f"source accuracy  {100 * metrics['source_accuracy']:6.2f}%  ({metrics['source']['dataset']})")
     click.echo(f"run directory    {run_dir}  ({metrics['wall_time_s']:.0f} s)")
+    if metrics["collapse"]["collapsed"]:
+        click.echo(f"warning: {run_dir}: {metrics['collapse']['message']}", err=True)
 
 
 @main.command(name="list")
@@ -138,17 +140,24 @@ def report(run_dir, baseline, output, sample):
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
               help="Benchmark directory (default: <output_dir of the benchmark file>/<its name>).")
 @click.option("--dry-run", is_flag=True, help="List the cells and their state without running them.")
-def compare(benchmark, profile, jobs, output, dry_run):
+@click.option("--only", help="Run only the cells whose name (task/method/seed<s>) matches this glob, e.g. '*/adda/*'.")
+@click.option("--verify", type=click.Path(dir_okay=False, path_type=Path),
+              help="A results.json to check: re-run its cells (in <name>-<profile>-verify unless -o) and report "
+                   "every target accuracy that differs (exit 2).")
+@click.option("--tolerance", default=0.0, show_default=True, type=click.FloatRange(min=0),
+              help="With --verify: allowed difference in percentage points.")
+def compare(benchmark, profile, jobs, output, dry_run, only, verify, tolerance):
     """Run the tasks x methods x seeds grid of BENCHMARK and write results.md/csv/json and plots."""
     from da_toolkit.benchmark import compare as run_compare
 
-    run_compare(benchmark, profile=profile, jobs=jobs, output=output, dry_run=dry_run)
+    run_compare(benchmark, profile=profile, jobs=jobs, output=output, dry_run=dry_run, only=only, verify=verify,
+                tolerance=tolerance)
 
 
 @main.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
 def show(run_dirs):
-    """Print the target accuracy of finished RUN_DIRS side by side."""
+    """Print the target accuracy of finished RUN_DIRS side by side; mark runs whose classifier collapsed."""
     from da_toolkit.pipeline import read_metrics
 
     rows = [read_metrics(run_dir) for run_dir in run_dirs]
@@ -156,10 +165,13 @@ def show(run_dirs):
     click.echo(f"{'run':<{width}}  {'method':<24} {'target acc':>10} {'source acc':>10} {'wall time':>9}")
     for run_dir, metrics in zip(run_dirs, rows):
         method = " + ".join(a for a in (metrics["pixel_adapter"], metrics["feature_adapter"]) if a)
+        collapsed = "  COLLAPSED" if metrics.get("collapse", {}).get("collapsed") else ""
         click.echo(f"{str(run_dir):<{width}}  {method:<24} {100 * metrics['target_accuracy']:9.2f}% "
-                   f"{100 * metrics['source_accuracy']:9.2f}% {metrics['wall_time_s']:8.0f}s")
+                   f"{100 * metrics['source_accuracy']:9.2f}% {metrics['wall_time_s']:8.0f}s{collapsed}")
     click.echo(f"(target: {rows[0]['target']['dataset']}; {rows[0]['selection']})")
-
+    for run_dir, metrics in zip(run_dirs, rows):
+        if metrics.get("collapse", {}).get("collapsed"):
+            click.echo(f"COLLAPSED: {run_dir}: {metrics['collapse']['message']}")
 
 if __name__ == "__main__":
     main()

@@ -1,5 +1,7 @@
-"""Target-domain evaluation: accuracy, per-class accuracy and the confusion matrix."""
+"""Target-domain evaluation: accuracy, per-class accuracy and the confusion matrix; the collapse alarm."""
 from __future__ import annotations
+
+import math
 
 import torch
 from sklearn.metrics import confusion_matrix
@@ -10,16 +12,20 @@ from da_toolkit.data.base import to_float
 
 
 @torch.no_grad()
+def _outputs(model: nn.Module, dataset: DomainDataset, device: torch.device | str, batch_size: int,
+             head) -> torch.Tensor:
+    """head(logits) of every image, in dataset order, with the model in eval mode."""
+    was_training = model.training
+    model.eval()
+    outputs = [head(model(to_float(chunk.to(device)))).cpu() for chunk in dataset.images.split(batch_size)]
+    model.train(was_training)
+    return torch.cat(outputs) if outputs else torch.empty(0)
+
+
 def predict(model: nn.Module, dataset: DomainDataset, device: torch.device | str = "cpu",
             batch_size: int = 500) -> torch.Tensor:
     """Predicted class of every image, in dataset order, with the model in eval mode."""
-    was_training = model.training
-    model.eval()
-    predictions = []
-    for chunk in dataset.images.split(batch_size):
-        predictions.append(model(to_float(chunk.to(device))).argmax(1).cpu())
-    model.train(was_training)
-    return torch.cat(predictions) if predictions else torch.empty(0, dtype=torch.int64)
+    return _outputs(model, dataset, device, batch_size, lambda logits: logits.argmax(1)).to(torch.int64)
 
 
 def evaluate(model: nn.Module, dataset: DomainDataset, device: torch.device | str = "cpu",
@@ -37,3 +43,62 @@ def evaluate(model: nn.Module, dataset: DomainDataset, device: torch.device | st
     accuracy = float((predictions == dataset.labels).float().mean()) if len(dataset) else 0.0
     return {"accuracy": round(accuracy, 4), "per_class_accuracy": per_class,
             "confusion_matrix": matrix.tolist(), "images": len(dataset)}
+
+
+# The collapse alarm rings when, on a target split (training or test images; no label is read),
+#  * the most predicted class takes more than halfway from the largest class share of the source
+#    labels to 100%: top_share > (1 + s) / 2 (10 balanced source classes: 55%), or
+#  * the predictions use fewer than half as many classes as the source labels do, counted as
+#    effective classes exp(H(histogram / N)) (10 balanced source classes: fewer than 5, e.g. a
+#    third of the images in each of three classes).
+# A run whose logits are nearly constant (a diverged adversarial game) has a mean prediction of
+# entropy near 1 and yet puts its images in two or three classes: the histogram decides.
+
+
+def _effective_classes(counts: torch.Tensor) -> float:
+    """exp(entropy) of a histogram: k for k equally filled classes, 1 for one."""
+    shares = counts.double() / max(int(counts.sum()), 1)
+    return math.exp(float(-(shares * shares.clamp_min(1e-300).log()).sum()))
+
+
+def prediction_statistics(model: nn.Module, dataset: DomainDataset, device: torch.device | str = "cpu",
+                          batch_size: int = 500) -> dict:
+    """What the model predicts on `dataset`, using no labels.
+
+    histogram[c] = number of images predicted as class c; top_share = max(histogram) / N;
+    effective_classes = exp(H(histogram / N)); mean_prediction_entropy = H(p̄) / log C with
+    p̄ = mean over images of softmax(logits), the entropy of the mean prediction normalised to
+    [0, 1] (1: the classes are used evenly on average, 0: every image put in one class with certainty).
+    """
+    probabilities = _outputs(model, dataset, device, batch_size, lambda logits: logits.float().softmax(1))
+    classes = dataset.num_classes
+    histogram = torch.bincount(probabilities.argmax(1), minlength=classes) if len(dataset) else torch.zeros(
+        classes, dtype=torch.int64)
+    mean = probabilities.mean(0) if len(dataset) else torch.full((classes,), 1 / classes)
+    entropy = float(-(mean * mean.clamp_min(1e-12).log()).sum()) / math.log(classes)
+    return {"dataset": dataset.name, "images": len(dataset), "histogram": histogram.tolist(),
+            "top_class": int(histogram.argmax()), "top_share": round(float(histogram.max()) / max(len(dataset), 1), 4),
+            "effective_classes": round(_effective_classes(histogram), 2),
+            "mean_prediction_entropy": round(entropy, 4)}
+
+
+def collapse_check(model: nn.Module, target: DomainDataset, target_test: DomainDataset, source_labels: torch.Tensor,
+                   device: torch.device | str = "cpu", batch_size: int = 500) -> dict:
+    """The collapse alarm: prediction statistics on the target training and test split, the thresholds
+    and whether one was crossed. No target label is read; the source labels set the bars (see above)."""
+    source = torch.bincount(source_labels[source_labels >= 0], minlength=target.num_classes)
+    top_bar = round((1 + float(source.max()) / max(int(source.sum()), 1)) / 2, 4)
+    classes_bar = round(_effective_classes(source) / 2, 2)
+    splits = {"target_train": prediction_statistics(model, target, device, batch_size),
+              "target_test": prediction_statistics(model, target_test, device, batch_size)}
+    crossed = [name for name, stats in splits.items()
+               if stats["top_share"] > top_bar or stats["effective_classes"] < classes_bar]
+    message = None
+    if crossed:
+        stats = splits[crossed[0]]
+        message = (f"the classifier collapsed: on the {crossed[0].replace('_', ' ')} images it predicts class "
+                   f"{stats['top_class']} for {100 * stats['top_share']:.1f}% and uses {stats['effective_classes']:.1f} "
+                   f"effective classes (alarm: one class above {100 * top_bar:.0f}% or fewer than {classes_bar:.1f} "
+                   f"classes); treat this run as failed, not as the method's result")
+    return {**splits, "threshold_top_share": top_bar, "threshold_effective_classes": classes_bar,
+            "collapsed": bool(crossed), "message": message}

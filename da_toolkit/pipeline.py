@@ -21,10 +21,10 @@ from da_toolkit.adapters.base import AdapterSetup
 from da_toolkit.context import Context, resolve_amp_dtype, resolve_device
 from da_toolkit.data import build_domains
 from da_toolkit.errors import UserError
-from da_toolkit.evaluate import evaluate
+from da_toolkit.evaluate import collapse_check, evaluate
 from da_toolkit.models import create_classifier
 from da_toolkit.recipe import Recipe, recipe_from_dict
-from da_toolkit.rundir import RunDir
+from da_toolkit.rundir import RunDir, RunDirLock
 from da_toolkit.training.checkpoint import load_state, one_line
 
 SELECTION = "final model after the last iteration (no target labels used for model selection)"
@@ -60,9 +60,17 @@ def seed_everything(seed: int) -> None:
 
 def run(recipe: Recipe, run_dir: Path | None = None, resume: bool = False, overwrite: bool = False,
         progress: bool = True) -> dict:
-    """Train and evaluate `recipe`; returns the metrics also written to run_dir/metrics.json."""
-    began = time.perf_counter()
+    """Train and evaluate `recipe`; returns the metrics also written to run_dir/metrics.json.
+
+    The run holds the run directory's write lock throughout (UserError naming the holder when
+    another process writes there)."""
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(recipe)
+    with RunDirLock(run_dir):
+        return _run_locked(recipe, run_dir, resume, overwrite, progress)
+
+
+def _run_locked(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool, progress: bool) -> dict:
+    began = time.perf_counter()
     rundir = RunDir(run_dir)
     rundir.check_start(recipe.to_dict(), resume, overwrite)
     # everything that can fail on bad input happens before the run directory is written
@@ -123,6 +131,8 @@ def _metrics(recipe: Recipe, domains, classifier, ctx: Context, wall_time: float
         "source_accuracy": source["accuracy"],
         "target": {"dataset": domains.target_test.name, **target},
         "source": {"dataset": source_eval.name, **source},
+        "collapse": collapse_check(classifier, domains.target, domains.target_test, domains.source.labels, ctx.device,
+                                   batch),
         "selection": SELECTION,
         "target_labels_per_class_used_in_training": recipe.data.target_labels_per_class,
         "stages": ctx.metrics,

@@ -57,9 +57,11 @@ def cells_of(path: Path, profile: str | None = None) -> list[bench.Cell]:
     return cells
 
 
-def fake_launch(accuracy: dict[str, float] | None = None, fail: str | None = None, order: list | None = None):
+def fake_launch(accuracy: dict[str, float] | None = None, fail: str | None = None, order: list | None = None,
+                collapsed: tuple[str, ...] = ()):
     """A launcher that runs a tiny Python process instead of `da-toolkit run`: it records the recipe
-    and writes metrics.json (target accuracy from `accuracy`, by cell name), or fails for `fail`."""
+    and writes metrics.json (target accuracy from `accuracy`, by cell name; the collapse flag for
+    the cells in `collapsed`), or fails for `fail`."""
     def launch(cell, env):
         assert cell.owner is None or cell.owner.finished, "a cell started before the owner of its translator"
         if order is not None:
@@ -70,7 +72,8 @@ def fake_launch(accuracy: dict[str, float] | None = None, fail: str | None = Non
             script = "import sys; print('Traceback ...', file=sys.stderr); sys.exit('error: boom in ' + sys.argv[1])"
         else:
             metrics = {"target_accuracy": (accuracy or {}).get(cell.name, 0.5), "wall_time_s": 2.0,
-                       "hardware": "CPU: toy", "selection": "final model after the last iteration"}
+                       "hardware": "CPU: toy", "selection": "final model after the last iteration",
+                       "collapse": {"collapsed": cell.name in collapsed}}
             script = ("import pathlib, sys; pathlib.Path(sys.argv[1], 'metrics.json').write_text(sys.argv[2])")
             return bench.launch_cell(cell, env, [sys.executable, "-c", script, str(cell.run_dir),
                                                  json.dumps(metrics)])
@@ -257,21 +260,23 @@ def test_summary_markdown_and_csv_from_hand_made_metrics(tmp_path, toy_recipes):
                 "toy/cyclegan/seed0": 0.95, "toy/cyclegan/seed1": 0.85}
     with pytest.raises(UserError):  # toy/cyclegan/seed2 fails
         bench.compare(path, output=tmp_path / "b", jobs=2,
-                      launch=fake_launch(accuracy, fail="toy/cyclegan/seed2"))
+                      launch=fake_launch(accuracy, fail="toy/cyclegan/seed2", collapsed=("toy/source_only/seed2",)))
 
     with open(tmp_path / "b" / "results.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert [(r["method"], r["n_seeds"], r["mean_accuracy_pct"], r["std_accuracy_pct"], r["published_paper"])
             for r in rows] == [("source_only", "3", "80.0", "10.0", "61.5"), ("cyclegan", "2", "90.0", "7.07", "")]
+    assert [r["n_collapsed"] for r in rows] == ["1", "0"]
     assert rows[0]["mean_wall_time_s"] == "2.0"
 
     text = (tmp_path / "b" / "results.md").read_text()
     table = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| toy |")]
     assert [[cell.strip() for cell in row] for row in table] == [
-        ["toy", "source_only", "80.00 ± 10.00", "3/3", "≈61.5", "2"],
+        ["toy", "source_only", "80.00 ± 10.00 ⚠1", "3/3", "≈61.5", "2"],
         ["toy", "cyclegan", "90.00 ± 7.07", "2/3", "", "2"]]
     assert "| task | method | ours (%) | n | Paper T1 | wall time / cell (s) |" in text
-    for expected in ("Hardware: CPU: toy", "final model after the last iteration", "A. Author, 2020",
+    assert "| toy/source_only/seed2 | done ⚠ collapsed | 70.00 |" in text and "| toy/source_only/seed1 | done |" in text
+    for expected in ("Hardware: CPU: toy", "* ⚠n: n of the finished seeds collapsed", "final model after the last iteration", "A. Author, 2020",
                      "source_only ↔ Paper T1: Source only (approximate match)", "tensorboard --logdir",
                      "da-toolkit compare", "![results.png](results.png)"):
         assert expected in text
@@ -316,3 +321,32 @@ def test_real_cells_in_two_processes_train_one_translator(tmp_path):
     logs = [(runs / m / "seed0" / "cell.log").read_text() for m in ("source_only", "cyclegan", "cyclegan_ft")]
     bench.compare(path, jobs=2, output=tmp_path / "b")
     assert [(runs / m / "seed0" / "cell.log").read_text() for m in ("source_only", "cyclegan", "cyclegan_ft")] == logs
+
+
+# ---------------------------------------------------------------------------------------------- verify
+
+
+def test_verify_reruns_the_cells_of_a_results_file_and_names_every_figure_that_differs(tmp_path, toy_recipes,
+                                                                                      capsys):
+    path = benchmark_file(tmp_path, seeds=[0, 1, 2])
+    first = {"toy/source_only/seed0": 0.80, "toy/source_only/seed1": 0.90, "toy/source_only/seed2": 0.70}
+    bench.compare(path, output=tmp_path / "b", launch=fake_launch(first))
+    recorded = tmp_path / "b" / "results.json"
+
+    now = {**first, "toy/source_only/seed1": 0.8875}
+    with pytest.raises(UserError) as differ:
+        bench.compare(path, output=tmp_path / "v1", launch=fake_launch(now), verify=recorded)
+    assert str(differ.value) == (f"--verify: 1 of 3 cells differ from {recorded} (tolerance 0 pp): "
+                                 f"toy/source_only/seed1: 90.00% recorded, 88.75% now (-1.25 pp)")
+    order = []
+    bench.compare(path, output=tmp_path / "v2", launch=fake_launch(now, order=order), verify=recorded,
+                  tolerance=1.5)
+    assert order == ["toy/source_only/seed0", "toy/source_only/seed1", "toy/source_only/seed2"]
+    assert "verified: the 3 cells reproduce" in capsys.readouterr().err
+
+    order = []
+    bench.compare(path, output=tmp_path / "v3", launch=fake_launch(now, order=order), verify=recorded,
+                  only="*/seed[02]")
+    assert order == ["toy/source_only/seed0", "toy/source_only/seed2"]
+    with pytest.raises(UserError, match="--only: no cell of .* matches 'x/\\*'"):
+        bench.compare(path, output=tmp_path / "v4", launch=fake_launch(now), only="x/*")

@@ -1,0 +1,71 @@
+"""`da-toolkit compare`: the benchmark file -> cells -> scheduler -> results."""
+from __future__ import annotations
+
+import shlex
+import sys
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+from da_toolkit.benchmark.grid import Cell, expand, share_translators
+from da_toolkit.benchmark.report import cell_rows, write_results
+from da_toolkit.benchmark.scheduler import Outcome, launch_cell, run_cells
+from da_toolkit.benchmark.spec import choose_profile, load_benchmark
+from da_toolkit.benchmark.verify import differences, recorded_accuracies
+from da_toolkit.errors import UserError
+
+
+def compare(benchmark_path: str | Path, profile: str | None = None, jobs: int = 1, output: str | Path | None = None,
+            dry_run: bool = False, launch=launch_cell, only: str | None = None, verify: str | Path | None = None,
+            tolerance: float = 0.0) -> list[dict]:
+    """Run (with dry_run: list) the benchmark's cells and write the results; returns the per-cell rows.
+
+    The benchmark directory is `output`, else <output_dir>/<name>[-<profile>][-verify]. `only`: a
+    glob over cell names (task/method[_k<k>]/seed<s>) that selects the cells. When a cell did not
+    finish, raises UserError after writing the results, so that scripts see a non-zero exit status.
+    With `verify` (a results.json), also when a cell's target accuracy differs from the recorded
+    one by more than `tolerance` percentage points.
+    """
+    benchmark = load_benchmark(benchmark_path)
+    profile = choose_profile(benchmark, profile)
+    recorded = recorded_accuracies(verify) if verify is not None else None
+    bench_dir = Path(output) if output else benchmark.output_dir / (
+        benchmark.name + (f"-{profile}" if profile else "") + ("-verify" if verify is not None else ""))
+    cells, skipped = expand(benchmark, profile, bench_dir)
+    if only is not None:
+        cells = [cell for cell in cells if fnmatchcase(cell.name, only)]
+        if not cells:
+            raise UserError(f"--only: no cell of {benchmark_path} matches '{only}' (cell names: task/method/seed<s>, "
+                            f"e.g. mnist2usps/adda/seed0; see --dry-run)")
+    share_translators(cells)
+    if dry_run:
+        for cell in cells:
+            state = "finished" if cell.finished else "started, will resume" if cell.started else "new"
+            shared = f"  (reuses the translator of {cell.owner.name})" if cell.owner else ""
+            print(f"{cell.name:<44} {state}{shared}")
+        print(f"{len(cells)} cells in {bench_dir}" + (f"; not applicable: {', '.join(skipped)}" if skipped else ""))
+        return []
+    command = shlex.join(["da-toolkit", "compare", str(benchmark_path), *(["--profile", profile] if profile else []),
+                          "--jobs", str(jobs), *(["-o", str(output)] if output else []),
+                          *(["--only", only] if only is not None else [])])
+    print(f"benchmark {benchmark.name}" + (f", profile {profile}" if profile else "") +
+          f": {len(cells)} cells in {bench_dir}, {jobs} at a time", file=sys.stderr)
+    outcomes: dict[Cell, Outcome] = {}
+    try:
+        run_cells(cells, jobs, outcomes, launch)
+    finally:
+        rows = cell_rows(cells, outcomes)
+        write_results(bench_dir, benchmark, profile, command, rows, skipped)
+        print(f"results: {bench_dir / 'results.md'} (and .csv, .json); "
+              f"TensorBoard: tensorboard --logdir {bench_dir / 'runs'}", file=sys.stderr)
+    unfinished = [r for r in rows if r["status"] != "done"]
+    if unfinished:
+        raise UserError(f"{len(unfinished)} of {len(rows)} cells did not finish: " +
+                        "; ".join(f"{r['cell']}: {r['error']}" for r in unfinished) +
+                        ". Fix the cause and run the same command again (finished cells are skipped)")
+    if recorded is not None:
+        differ = differences(recorded, rows, tolerance)
+        if differ:
+            raise UserError(f"--verify: {len(differ)} of {len(rows)} cells differ from {verify} (tolerance "
+                            f"{tolerance:g} pp): " + "; ".join(differ))
+        print(f"verified: the {len(rows)} cells reproduce {verify} (tolerance {tolerance:g} pp)", file=sys.stderr)
+    return rows

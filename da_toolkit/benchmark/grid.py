@@ -1,0 +1,153 @@
+"""The grid: one cell (task, method, seed[, k]) per run directory, and translator sharing between cells.
+
+Pixel once, features many: cells whose pixel stage would be trained identically (same task, seed,
+pixel section, data, classifier and device; any k) share one translator. The first of them (a cell
+with the plain source_only feature stage when there is one) trains it; the others run with
+``pixel_from=<its run dir>`` after it finished, restoring its pixel checkpoints and reading its
+translated-source cache.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from da_toolkit.benchmark.spec import Benchmark
+from da_toolkit.errors import UserError
+from da_toolkit.recipe import Recipe, load_recipe
+
+
+@dataclass(eq=False)
+class Cell:
+    task: str
+    method: str
+    seed: int
+    k: int | None  # labeled target images per class, on the scarce-label axis
+    recipe_path: Path
+    base_overrides: list[str]  # benchmark/profile/method overrides, k and seed
+    run_dir: Path
+    recipe: Recipe
+    owner: Cell | None = None  # the cell whose translator this one reuses (pixel_from)
+
+    @property
+    def name(self) -> str:
+        variant = self.method if self.k is None else f"{self.method}_k{self.k}"
+        return f"{self.task}/{variant}/seed{self.seed}"
+
+    @property
+    def overrides(self) -> list[str]:
+        shared = [f"pixel_from={self.owner.run_dir}"] if self.owner is not None else []
+        return [*self.base_overrides, *shared]
+
+    @property
+    def expected_recipe(self) -> dict:
+        """The resolved recipe this cell's run directory records (recipe.yaml)."""
+        resolved = self.recipe.to_dict()
+        resolved["pixel_from"] = str(self.owner.run_dir) if self.owner is not None else None
+        return resolved
+
+    @property
+    def log_path(self) -> Path:
+        return self.run_dir / "cell.log"
+
+    @property
+    def finished(self) -> bool:
+        return (self.run_dir / "metrics.json").exists()
+
+    @property
+    def started(self) -> bool:
+        return (self.run_dir / "recipe.yaml").exists()
+
+    def changed_keys(self) -> list[str]:
+        """Top-level recipe keys in which a started run directory differs from this cell's recipe."""
+        if not self.started:
+            return []
+        before = yaml.safe_load((self.run_dir / "recipe.yaml").read_text()) or {}
+        now = self.expected_recipe
+        return sorted(k for k in set(before) | set(now) if k != "output_dir" and before.get(k) != now.get(k))
+
+    def arguments(self) -> list[str]:
+        """The `da-toolkit` arguments that run (or, when started, resume) this cell."""
+        resume = ["--resume"] if self.started else []
+        return ["run", str(self.recipe_path), *self.overrides, "-o", str(self.run_dir), "-q", *resume]
+
+    def command_line(self) -> str:
+        return shlex.join(["da-toolkit", *self.arguments()])
+
+
+def expand(benchmark: Benchmark, profile: str | None, bench_dir: Path) -> tuple[list[Cell], list[str]]:
+    """The grid's cells in order (task, k, method, seed), and the names of cells skipped as not applicable.
+
+    Every cell's recipe is loaded now, so a missing recipe file or a bad override stops the
+    benchmark before anything runs. A target_only cell at k = 0 has no labeled target image to
+    train on and is skipped.
+    """
+    missing = sorted({str(benchmark.recipe_path(t, m)) for t in benchmark.tasks for m in benchmark.methods
+                      if not benchmark.recipe_path(t, m).is_file()})
+    if missing:
+        raise UserError(f"{benchmark.path}: recipe files not found: {', '.join(missing)} (a method's recipe is "
+                        f"<recipe_dir>/<task>_<method>.yaml; recipe_dir is {benchmark.recipe_dir}; "
+                        f"method_recipes maps a method onto another method's recipe)")
+    cells, skipped = [], []
+    runs = bench_dir.resolve() / "runs"
+    for task in benchmark.tasks:
+        for k in benchmark.label_counts or [None]:
+            for method in benchmark.methods:
+                for seed in benchmark.seeds:
+                    overrides = benchmark.cell_overrides(method, profile)
+                    overrides += [f"data.target_labels_per_class={k}"] if k is not None else []
+                    overrides += [f"seed={seed}"]
+                    path = benchmark.recipe_path(task, method)
+                    variant = method if k is None else f"{method}_k{k}"
+                    try:
+                        recipe = load_recipe(path, overrides)
+                    except UserError as error:
+                        raise UserError(f"{benchmark.path}: cell {task}/{variant}/seed{seed} ({path}): {error}") \
+                            from None
+                    cell = Cell(task, method, seed, k, path, overrides, runs / task / variant / f"seed{seed}", recipe)
+                    if recipe.feature.adapter == "target_only" and recipe.data.target_labels_per_class == 0:
+                        skipped.append(cell.name)
+                        continue
+                    cells.append(cell)
+    return cells, skipped
+
+
+def pixel_signature(recipe: Recipe) -> str | None:
+    """What the pixel stage's result depends on, as a comparable string; None without a pixel stage.
+
+    The pixel section, the data, the seed, the classifier (the pixel stage's semantic and oracle
+    classifiers use it) and where and how precisely it runs. Not the number of labeled target
+    images: CycleGAN learns from the images and never reads target labels, so the cells of all k
+    share one translator. The train section's optimisation keys matter only to a
+    semantic-consistency classifier.
+    """
+    if recipe.pixel is None:
+        return None
+    resolved = recipe.to_dict()
+    train = resolved["train"]
+    data = {key: value for key, value in resolved["data"].items() if key != "target_labels_per_class"}
+    depends = {"pixel": resolved["pixel"], "data": data, "seed": recipe.seed,
+               "classifier": resolved["classifier"], "device": train["device"], "precision": train["precision"]}
+    if getattr(recipe.pixel.options, "semantic_weight", 0) > 0:
+        depends["train"] = {k: v for k, v in train.items() if k not in ("iterations", "log_every", "eval_batch_size")}
+    return json.dumps(depends, sort_keys=True)
+
+
+def share_translators(cells: list[Cell]) -> None:
+    """Give every group of cells with the same pixel signature one owner; the others reuse its translator.
+
+    The owner is the cell likely to finish first, so that the others can start soon: a plain
+    source_only feature stage (the pixel-only method) with the fewest iterations, else the first.
+    """
+    groups: dict[str, list[Cell]] = {}
+    for cell in cells:
+        signature = pixel_signature(cell.recipe)
+        if signature is not None:
+            groups.setdefault(signature, []).append(cell)
+    for group in groups.values():
+        owner = min(group, key=lambda c: (c.recipe.feature.adapter != "source_only", c.recipe.train.iterations))
+        for cell in group:
+            cell.owner = None if cell is owner else owner

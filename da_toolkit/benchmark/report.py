@@ -1,0 +1,236 @@
+"""Results of a benchmark: results.json/csv/md, the bar chart and the learning curve."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+from datetime import datetime
+from pathlib import Path
+
+from da_toolkit.benchmark.grid import Cell
+from da_toolkit.benchmark.published import Published, PublishedNumber, load_published, published_text
+from da_toolkit.benchmark.scheduler import Outcome
+from da_toolkit.benchmark.spec import Benchmark, Profile
+from da_toolkit.training.checkpoint import write_json_atomic, write_text_atomic
+
+
+def cell_rows(cells: list[Cell], outcomes: dict[Cell, Outcome]) -> list[dict]:
+    """One row per cell: its key, status and what its metrics.json says."""
+    rows = []
+    for cell in cells:
+        outcome = outcomes.get(cell, Outcome("not run"))
+        metrics = json.loads((cell.run_dir / "metrics.json").read_text()) if outcome.status == "done" else {}
+        rows.append({"cell": cell.name, "task": cell.task, "method": cell.method, "seed": cell.seed, "k": cell.k,
+                     "status": outcome.status, "target_accuracy": metrics.get("target_accuracy"),
+                     "wall_time_s": metrics.get("wall_time_s"), "hardware": metrics.get("hardware"),
+                     "selection": metrics.get("selection"), "collapsed": metrics.get("collapse", {}).get("collapsed"),
+                     "error": outcome.error, "run_dir": str(cell.run_dir),
+                     "translator_from": str(cell.owner.run_dir) if cell.owner else None,
+                     "command": cell.command_line()})
+    return rows
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Per (task, method, k): target accuracy in %, mean and sample std (ddof 1) over the finished seeds, and
+    how many of those seeds collapsed (metrics.json's collapse alarm)."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["task"], row["method"], row["k"]), []).append(row)
+    summary = []
+    for (task, method, k), members in groups.items():
+        done = [r for r in members if r["status"] == "done"]
+        accuracies = [100 * r["target_accuracy"] for r in done]
+        times = [r["wall_time_s"] for r in done]
+        summary.append({
+            "task": task, "method": method, "k": k, "seeds": len(members), "n": len(done),
+            "mean": round(statistics.fmean(accuracies), 2) if accuracies else None,
+            "std": round(statistics.stdev(accuracies), 2) if len(accuracies) > 1 else None,
+            "wall_time_s": round(statistics.fmean(times), 1) if times else None,
+            "collapsed": sum(bool(r["collapsed"]) for r in done),
+            "shared_translator": any(r["translator_from"] for r in members)})
+    return summary
+
+
+def _numbers(published: Published | None, entry: dict) -> list[PublishedNumber | None]:
+    """The published numbers of a summary entry, one per source column (none on the k axis)."""
+    if published is None:
+        return []
+    return [published.get(entry["task"], entry["method"], s) if entry["k"] is None else None
+            for s in published.columns]
+
+
+def _blank(value) -> str:
+    return "" if value is None else str(value)
+
+
+def write_csv(path: Path, summary: list[dict], published: Published | None) -> None:
+    """The summary table; published columns hold the plain numbers (results.md marks approximate matches)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["task", "method", "k", "n_seeds", "mean_accuracy_pct", "std_accuracy_pct", "mean_wall_time_s",
+                     "n_collapsed", *(f"published_{s}" for s in (published.columns if published else []))])
+    for e in summary:
+        writer.writerow([e["task"], e["method"], _blank(e["k"]), e["n"], _blank(e["mean"]), _blank(e["std"]),
+                         _blank(e["wall_time_s"]), e["collapsed"],
+                         *(_blank(n and n.accuracy) for n in _numbers(published, e))])
+    write_text_atomic(path, buffer.getvalue())
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(row) + " |" for row in rows)]
+
+
+def markdown(benchmark: Benchmark, profile: str | None, command: str, rows: list[dict], summary: list[dict],
+             skipped: list[str], published: Published | None, bench_dir: Path, plots: list[str]) -> str:
+    with_k = benchmark.label_counts is not None
+    done = [r for r in rows if r["status"] == "done"]
+    lines = [f"# Benchmark `{benchmark.name}`" + (f", profile `{profile}`" if profile else ""), "",
+             "Target-domain test accuracy in %: mean ± sample standard deviation over the finished seeds "
+             "(n = finished / planned seeds); wall time: mean per cell."]
+    if published:
+        lines.append("Published numbers in the right-hand columns (* closest match to our method, ≈ approximate "
+                     "match; see below) come from other backbones, budgets and protocols: context, not a "
+                     "like-for-like comparison.")
+    lines.append("")
+    header = ["task", "method", *(["k"] if with_k else []), "ours (%)", "n",
+              *(published.columns.values() if published else []), "wall time / cell (s)"]
+    lines += _table(header, [
+        [e["task"], e["method"] + (" ↻" if e["shared_translator"] else ""), *([str(e["k"])] if with_k else []),
+         "–" if e["mean"] is None else f"{e['mean']:.2f}" + ("" if e["std"] is None else f" ± {e['std']:.2f}")
+         + (f" ⚠{e['collapsed']}" if e["collapsed"] else ""),
+         f"{e['n']}/{e['seeds']}", *(published_text(n) for n in _numbers(published, e)),
+         "–" if e["wall_time_s"] is None else f"{e['wall_time_s']:.0f}"] for e in summary])
+    lines += ["", *(f"![{name}]({name})" for name in plots), ""]
+
+    chosen = benchmark.profiles[profile] if profile else Profile()
+    hardware = sorted({r["hardware"] for r in done if r["hardware"]})
+    selection = sorted({r["selection"] for r in done if r["selection"]})
+    lines += ["## Setup", "",
+              f"* Date: {datetime.now().isoformat(timespec='minutes')}",
+              f"* Command: `{command}` (every cell's own `da-toolkit run` command is in results.json)",
+              f"* Hardware: {'; '.join(hardware) or 'unknown (no finished cell)'}",
+              f"* Wall time of the finished cells, summed: {sum(r['wall_time_s'] or 0 for r in done):.0f} s",
+              f"* Model selection: {'; '.join(selection) or '–'}",
+              f"* Overrides of every cell: `{' '.join(benchmark.overrides + chosen.overrides) or '(none)'}`"]
+    for method in benchmark.methods:
+        own = benchmark.method_overrides.get(method, []) + chosen.method_overrides.get(method, [])
+        if own or method in benchmark.method_recipes:
+            start = f"recipe of {benchmark.method_recipes[method]}, " if method in benchmark.method_recipes else ""
+            lines.append(f"  * {method}: {start}`{' '.join(own)}`")
+    if any(e["collapsed"] for e in summary):
+        lines.append("* ⚠n: n of the finished seeds collapsed: the classifier put most target images in one class "
+                     "(the collapse alarm in the cell's metrics.json, no target label used); their accuracy is "
+                     "in the mean, but they are failed runs, not the method's result")
+    lines += ["* ↻: cells of this method reused the translator (CycleGAN checkpoints and translated source) of the "
+              "cell of the same task and seed with the same pixel stage (`pixel_from`); their wall time excludes "
+              "the translator's training.",
+              f"* TensorBoard, every cell under one log root: `tensorboard --logdir {bench_dir / 'runs'}`"]
+    if skipped:
+        lines.append(f"* Not applicable, not run: {', '.join(skipped)} (target_only trains on the k labeled target "
+                     f"images per class alone, so it needs k ≥ 1)")
+    if published:
+        lines += ["", "## Published numbers", "", published.note, ""]
+        lines += [f"* **{heading}**: {published.citations[s]}" for s, heading in published.columns.items()]
+        mapping = sorted({(m, published.columns[s], n.reported_as, n.match)
+                          for (_, m, s), n in published.numbers.items() if m in benchmark.methods})
+        lines += [f"* {m} ↔ {heading}: {reported} ({match} match)" for m, heading, reported, match in mapping]
+    lines += ["", "## Cells", ""]
+    lines += _table(["cell", "status", "target acc. (%)", "wall time (s)", "hardware"], [
+        [r["cell"] + (" ↻" if r["translator_from"] else ""), r["status"] + (" ⚠ collapsed" if r["collapsed"] else ""),
+         "–" if r["target_accuracy"] is None else f"{100 * r['target_accuracy']:.2f}",
+         "–" if r["wall_time_s"] is None else f"{r['wall_time_s']:.0f}", r["hardware"] or "–"] for r in rows])
+    unfinished = [r for r in rows if r["status"] != "done"]
+    if unfinished:
+        lines += ["", "## Not finished", "", *(f"* {r['cell']}: {r['status']}: {r['error']}" for r in unfinished)]
+    return "\n".join(lines) + "\n"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def bar_chart(path: Path, summary: list[dict], published: Published | None) -> None:
+    """Grouped bars per task (one per method, std as error bars); the first published number as a black tick."""
+    import numpy as np
+
+    plt = _pyplot()
+    tasks = list(dict.fromkeys(e["task"] for e in summary))
+    methods = list(dict.fromkeys(e["method"] for e in summary))
+    by_key = {(e["task"], e["method"]): e for e in summary}
+    width = 0.8 / len(methods)
+    figure, axes = plt.subplots(figsize=(max(6.0, 0.45 * len(tasks) * len(methods) + 2), 4.5))
+    published_label = "published (first column that has it)"
+    for index, method in enumerate(methods):
+        offsets = np.arange(len(tasks)) + (index - (len(methods) - 1) / 2) * width
+        entries = [by_key.get((task, method)) for task in tasks]
+        means = [e["mean"] if e and e["mean"] is not None else np.nan for e in entries]
+        stds = [e["std"] if e and e["std"] is not None else 0 for e in entries]
+        axes.bar(offsets, means, width, yerr=stds, capsize=2, label=method)
+        for offset, entry in zip(offsets, entries):
+            number = next((n for n in _numbers(published, entry) if n), None) if entry else None
+            if number:
+                axes.hlines(number.accuracy, offset - width / 2, offset + width / 2, colors="black", linewidth=2,
+                            label=published_label)
+                published_label = None
+    axes.set_xticks(np.arange(len(tasks)), tasks)
+    axes.set_ylabel("target accuracy (%)")
+    axes.set_ylim(0, 100)
+    axes.set_title("target accuracy, mean ± std over seeds")
+    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def learning_curve(path: Path, summary: list[dict], methods: list[str]) -> None:
+    """Target accuracy vs k labeled target images per class: one panel per task, one line per method."""
+    plt = _pyplot()
+    tasks = list(dict.fromkeys(e["task"] for e in summary))
+    label_counts = sorted({e["k"] for e in summary})
+    figure, panels = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
+    for axes, task in zip(panels[0], tasks):
+        for method in methods:
+            points = sorted((e["k"], e["mean"], e["std"] or 0) for e in summary
+                            if e["task"] == task and e["method"] == method and e["mean"] is not None)
+            if points:
+                ks, means, stds = zip(*points)
+                axes.errorbar(ks, means, yerr=stds, marker="o", capsize=3, label=method)
+        axes.set_xscale("symlog", linthresh=1)
+        axes.set_xticks(label_counts, [str(k) for k in label_counts])
+        axes.set_xlabel("labeled target images per class (k)")
+        axes.set_ylabel("target accuracy (%)")
+        axes.set_title(task)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def write_results(bench_dir: Path, benchmark: Benchmark, profile: str | None, command: str, rows: list[dict],
+                  skipped: list[str]) -> list[dict]:
+    """results.json/csv/md and the plot (bar chart, or learning curve with a k axis); returns the summary."""
+    published = load_published(benchmark.published) if benchmark.published else None
+    summary = summarize(rows)
+    plots = []
+    if any(e["mean"] is not None for e in summary):
+        plot = "learning_curve.png" if benchmark.label_counts is not None else "results.png"
+        if benchmark.label_counts is not None:
+            learning_curve(bench_dir / plot, summary, benchmark.methods)
+        else:
+            bar_chart(bench_dir / plot, summary, published)
+        plots.append(plot)
+    write_json_atomic(bench_dir / "results.json", {"benchmark": benchmark.name, "profile": profile,
+                                                   "command": command, "cells": rows, "summary": summary,
+                                                   "not_applicable": skipped})
+    write_csv(bench_dir / "results.csv", summary, published)
+    write_text_atomic(bench_dir / "results.md", markdown(benchmark, profile, command, rows, summary, skipped,
+                                                         published, bench_dir, plots))
+    return summary
