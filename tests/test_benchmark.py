@@ -191,8 +191,9 @@ def test_cells_with_the_same_pixel_stage_share_one_translator(tmp_path, toy_reci
 def test_finished_cells_are_skipped_started_ones_resumed_changed_ones_refused(tmp_path, toy_recipes):
     path = benchmark_file(tmp_path, seeds=[0, 1, 2, 3])
     new, started, finished, changed = cells_of(path)
-    for cell in (started, finished, changed):
-        cell.run_dir.mkdir(parents=True)
+    for cell in (started, finished, changed):  # started: a checkpoint was written (a start that failed
+        (cell.run_dir / "checkpoints").mkdir(parents=True)  # before training, recipe.yaml alone, is not one)
+        (cell.run_dir / "checkpoints" / "feature.pt").write_bytes(b"")
         (cell.run_dir / "recipe.yaml").write_text(yaml.safe_dump(cell.expected_recipe))
     (finished.run_dir / "metrics.json").write_text(json.dumps({"target_accuracy": 0.9}))
     (changed.run_dir / "recipe.yaml").write_text(yaml.safe_dump({**changed.expected_recipe, "seed": 99}))

@@ -13,11 +13,11 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 
 from da_toolkit.benchmark.spec import Benchmark
 from da_toolkit.errors import UserError
 from da_toolkit.recipe import Recipe, load_recipe
+from da_toolkit.rundir import RunDir
 
 
 @dataclass(eq=False)
@@ -55,17 +55,17 @@ class Cell:
 
     @property
     def finished(self) -> bool:
-        return (self.run_dir / "metrics.json").exists()
+        return RunDir(self.run_dir).finished
 
     @property
     def started(self) -> bool:
-        return (self.run_dir / "recipe.yaml").exists()
+        return RunDir(self.run_dir).started
 
     def changed_keys(self) -> list[str]:
         """Top-level recipe keys in which a started run directory differs from this cell's recipe."""
         if not self.started:
             return []
-        before = yaml.safe_load((self.run_dir / "recipe.yaml").read_text()) or {}
+        before = RunDir(self.run_dir).read_recipe()
         now = self.expected_recipe
         return sorted(k for k in set(before) | set(now) if k != "output_dir" and before.get(k) != now.get(k))
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import statistics
 from datetime import datetime
 from pathlib import Path
@@ -12,6 +11,7 @@ from da_toolkit.benchmark.grid import Cell
 from da_toolkit.benchmark.published import Published, PublishedNumber, load_published, published_text
 from da_toolkit.benchmark.scheduler import Outcome
 from da_toolkit.benchmark.spec import Benchmark, Profile
+from da_toolkit.rundir import RunDir
 from da_toolkit.training.checkpoint import write_json_atomic, write_text_atomic
 
 
@@ -20,7 +20,7 @@ def cell_rows(cells: list[Cell], outcomes: dict[Cell, Outcome]) -> list[dict]:
     rows = []
     for cell in cells:
         outcome = outcomes.get(cell, Outcome("not run"))
-        metrics = json.loads((cell.run_dir / "metrics.json").read_text()) if outcome.status == "done" else {}
+        metrics = RunDir(cell.run_dir).read_metrics() if outcome.status == "done" else {}
         rows.append({"cell": cell.name, "task": cell.task, "method": cell.method, "seed": cell.seed, "k": cell.k,
                      "status": outcome.status, "target_accuracy": metrics.get("target_accuracy"),
                      "wall_time_s": metrics.get("wall_time_s"), "hardware": metrics.get("hardware"),
