@@ -146,12 +146,15 @@ def report(run_dir, baseline, output, sample):
                    "every target accuracy that differs (exit 2).")
 @click.option("--tolerance", default=0.0, show_default=True, type=click.FloatRange(min=0),
               help="With --verify: allowed difference in percentage points.")
-def compare(benchmark, profile, jobs, output, dry_run, only, verify, tolerance):
+@click.option("--reports", is_flag=True,
+              help="Also write each finished cell's run report (beside its task's source-only cell), linked from "
+                   "results.md.")
+def compare(benchmark, profile, jobs, output, dry_run, only, verify, tolerance, reports):
     """Run the tasks x methods x seeds grid of BENCHMARK and write results.md/csv/json and plots."""
     from da_toolkit.benchmark import compare as run_compare
 
     run_compare(benchmark, profile=profile, jobs=jobs, output=output, dry_run=dry_run, only=only, verify=verify,
-                tolerance=tolerance)
+                tolerance=tolerance, reports=reports)
 
 
 @main.command()

@@ -320,8 +320,14 @@ def test_real_cells_in_two_processes_train_one_translator(tmp_path):
     assert 0 <= rows[2]["target_accuracy"] <= 1 and rows[2]["translator_from"] == str(runs.resolve() / "cyclegan" / "seed0")
 
     logs = [(runs / m / "seed0" / "cell.log").read_text() for m in ("source_only", "cyclegan", "cyclegan_ft")]
-    bench.compare(path, jobs=2, output=tmp_path / "b")
+    rows = bench.compare(path, jobs=2, output=tmp_path / "b", reports=True)  # nothing re-runs; reports are written
     assert [(runs / m / "seed0" / "cell.log").read_text() for m in ("source_only", "cyclegan", "cyclegan_ft")] == logs
+    baselines = [json.loads((runs / m / "seed0" / "report" / "report.json").read_text())["baseline"]
+                 for m in ("source_only", "cyclegan", "cyclegan_ft")]
+    source_only = str(runs.resolve() / "source_only" / "seed0")
+    assert baselines == [None, source_only, source_only]  # each cell beside its task's source-only cell
+    assert rows[1]["report"] == str(runs.resolve() / "cyclegan" / "seed0" / "report" / "report.html")
+    assert "[report](runs/uci/cyclegan/seed0/report/report.html)" in (tmp_path / "b" / "results.md").read_text()
 
 
 # ---------------------------------------------------------------------------------------------- verify

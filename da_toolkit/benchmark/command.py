@@ -16,14 +16,16 @@ from da_toolkit.errors import UserError
 
 def compare(benchmark_path: str | Path, profile: str | None = None, jobs: int = 1, output: str | Path | None = None,
             dry_run: bool = False, launch=launch_cell, only: str | None = None, verify: str | Path | None = None,
-            tolerance: float = 0.0) -> list[dict]:
+            tolerance: float = 0.0, reports: bool = False) -> list[dict]:
     """Run (with dry_run: list) the benchmark's cells and write the results; returns the per-cell rows.
 
     The benchmark directory is `output`, else <output_dir>/<name>[-<profile>][-verify]. `only`: a
     glob over cell names (task/method[_k<k>]/seed<s>) that selects the cells. When a cell did not
     finish, raises UserError after writing the results, so that scripts see a non-zero exit status.
     With `verify` (a results.json), also when a cell's target accuracy differs from the recorded
-    one by more than `tolerance` percentage points.
+    one by more than `tolerance` percentage points. With `reports`, each finished cell also gets its
+    run report (`da-toolkit report`, beside the source-only cell of its task and seed), linked from
+    results.md.
     """
     benchmark = load_benchmark(benchmark_path)
     profile = choose_profile(benchmark, profile)
@@ -52,6 +54,8 @@ def compare(benchmark_path: str | Path, profile: str | None = None, jobs: int = 
     outcomes: dict[Cell, Outcome] = {}
     try:
         run_cells(cells, jobs, outcomes, launch)
+        if reports:
+            write_cell_reports(cells, outcomes)
     finally:
         rows = cell_rows(cells, outcomes)
         write_results(bench_dir, benchmark, profile, command, rows, skipped)
@@ -69,3 +73,19 @@ def compare(benchmark_path: str | Path, profile: str | None = None, jobs: int = 
                             f"{tolerance:g} pp): " + "; ".join(differ))
         print(f"verified: the {len(rows)} cells reproduce {verify} (tolerance {tolerance:g} pp)", file=sys.stderr)
     return rows
+
+
+def write_cell_reports(cells: list[Cell], outcomes: dict[Cell, Outcome]) -> None:
+    """`da-toolkit report` of every finished cell into <its run dir>/report, beside the finished
+    source-only cell of the same task, seed and k when there is one; a report that cannot be
+    written is a line on stderr, not a failed benchmark."""
+    from da_toolkit.report import write_report
+
+    done = [cell for cell in cells if outcomes.get(cell, Outcome("not run")).status == "done"]
+    baselines = {(c.task, c.seed, c.k): c for c in done if c.method == "source_only"}
+    for cell in done:
+        baseline = baselines.get((cell.task, cell.seed, cell.k))
+        try:
+            write_report(cell.run_dir, None if baseline in (None, cell) else baseline.run_dir)
+        except UserError as error:
+            print(f"report of {cell.name} not written: {error}", file=sys.stderr)

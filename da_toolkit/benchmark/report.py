@@ -26,6 +26,8 @@ def cell_rows(cells: list[Cell], outcomes: dict[Cell, Outcome]) -> list[dict]:
                      "wall_time_s": metrics.get("wall_time_s"), "hardware": metrics.get("hardware"),
                      "selection": metrics.get("selection"), "collapsed": metrics.get("collapse", {}).get("collapsed"),
                      "error": outcome.error, "run_dir": str(cell.run_dir),
+                     "report": str(cell.run_dir / "report" / "report.html")
+                     if (cell.run_dir / "report" / "report.html").exists() else None,
                      "translator_from": str(cell.owner.run_dir) if cell.owner else None,
                      "command": cell.command_line()})
     return rows
@@ -137,14 +139,23 @@ def markdown(benchmark: Benchmark, profile: str | None, command: str, rows: list
                           for (_, m, s), n in published.numbers.items() if m in benchmark.methods})
         lines += [f"* {m} ↔ {heading}: {reported} ({match} match)" for m, heading, reported, match in mapping]
     lines += ["", "## Cells", ""]
-    lines += _table(["cell", "status", "target acc. (%)", "wall time (s)", "hardware"], [
+    lines += _table(["cell", "status", "target acc. (%)", "wall time (s)", "hardware", "report"], [
         [r["cell"] + (" ↻" if r["translator_from"] else ""), r["status"] + (" ⚠ collapsed" if r["collapsed"] else ""),
          "–" if r["target_accuracy"] is None else f"{100 * r['target_accuracy']:.2f}",
-         "–" if r["wall_time_s"] is None else f"{r['wall_time_s']:.0f}", r["hardware"] or "–"] for r in rows])
+         "–" if r["wall_time_s"] is None else f"{r['wall_time_s']:.0f}", r["hardware"] or "–",
+         f"[report]({_relative(r['report'], bench_dir)})" if r.get("report") else "–"] for r in rows])
     unfinished = [r for r in rows if r["status"] != "done"]
     if unfinished:
         lines += ["", "## Not finished", "", *(f"* {r['cell']}: {r['status']}: {r['error']}" for r in unfinished)]
     return "\n".join(lines) + "\n"
+
+
+def _relative(path: str, folder: Path) -> str:
+    """`path` relative to `folder` when it lies below it (a link that works from results.md)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path(folder).resolve()))
+    except ValueError:
+        return path
 
 
 def _pyplot():
