@@ -197,10 +197,8 @@ def test_translate_direction_a2b_uses_G_and_b2a_uses_F(pixel_run, tmp_path):
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli_runs")
-    recipe = recipe_from_dict(toy_recipe_dict(train={"iterations": 20}))
-    run(recipe, root / "plain", progress=False)
-    recipe = recipe_from_dict(toy_recipe_dict(train={"iterations": 5}, seed=3))
-    run(recipe, root / "short", progress=False)
+    run(recipe_from_dict(toy_recipe_dict(train={"iterations": 60})), root / "plain", progress=False)
+    run(recipe_from_dict(toy_recipe_dict(train={"iterations": 1}, seed=3)), root / "short", progress=False)
     return root / "plain", root / "short"
 
 
@@ -216,6 +214,8 @@ def test_evaluate_reproduces_the_runs_target_accuracy(two_runs):
 
 
 def test_show_prints_each_of_its_runs(two_runs):
+    accuracies = [json.loads((d / "metrics.json").read_text())["target_accuracy"] for d in two_runs]
+    assert accuracies[0] != accuracies[1]  # so that each line must come from its own run
     result = CliRunner().invoke(main, ["show", *map(str, two_runs)])
     assert result.exit_code == 0, result.output
     for run_dir in two_runs:
