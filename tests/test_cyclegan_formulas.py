@@ -215,3 +215,13 @@ def test_pools_and_streams_of_the_two_domains_are_seeded_apart(tiny):
     training = tiny()
     assert not torch.equal(training.pool_a.generator.get_state(), training.pool_b.generator.get_state())
     assert not torch.equal(training.source.generator.get_state(), training.target.generator.get_state())
+
+
+def test_defaults_are_the_reference_implementations():
+    """Zhu et al. / pytorch-CycleGAN-and-pix2pix: λ_A = λ_B = 10, λ_idt = 0.5, pool of 50, Adam 2e-4 with
+    β₁ = 0.5, LSGAN, instance norm, a 3-layer PatchGAN, LR constant for the first half then linear to 0."""
+    o = CycleGANOptions()
+    assert (o.lambda_a, o.lambda_b, o.lambda_identity, o.pool_size, o.lr, o.beta1) == (10.0, 10.0, 0.5, 50, 2e-4, 0.5)
+    assert (o.gan_loss, o.norm, o.discriminator_layers, o.lr_policy, o.decay_start) == ("lsgan", "instance", 3,
+                                                                                         "linear", 0.5)
+    assert (o.blocks_for(128), o.blocks_for(256), o.ngf, o.ndf) == (6, 9, 64, 64)

@@ -115,3 +115,21 @@ def test_source_only_trains_in_training_mode(tmp_path, monkeypatch):
     source_only.SourceOnly(recipe.feature.options, recipe).fit(classifier, domains.source, domains.target,
                                                                 Context(tmp_path, progress=False))
     assert modes == [True, True, True]
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_one_optimiser_over_the_classifier_and_the_extra_modules_with_the_recipe_settings(tmp_path, optimizer):
+    recipe = recipe_from_dict(toy_recipe_dict(train={"optimizer": optimizer, "lr": 0.05, "momentum": 0.8,
+                                                     "weight_decay": 1e-3}))
+    domains = build_domains(recipe.data, seed=0)
+    classifier, extra = create_classifier("lenet", 1, 16, 10, 32), torch.nn.Linear(32, 1)
+    training = SupervisedTraining(classifier, domains.source, domains.target, recipe.train,
+                                  Context(tmp_path, progress=False), extra_modules=(extra,))
+    optimised = {id(p) for group in training.optimizer.param_groups for p in group["params"]}
+    assert optimised == {id(p) for p in [*classifier.parameters(), *extra.parameters()]}
+    defaults = training.optimizer.defaults
+    assert (defaults["lr"], defaults["weight_decay"]) == (0.05, 1e-3)
+    if optimizer == "sgd":
+        assert isinstance(training.optimizer, torch.optim.SGD) and defaults["momentum"] == 0.8
+    else:
+        assert isinstance(training.optimizer, torch.optim.Adam)

@@ -14,7 +14,8 @@ from PIL import Image
 
 from da_toolkit.adapters import ADAPTERS, cyclegan
 from da_toolkit.adapters.base import FeatureAdapter
-from da_toolkit.adapters.cyclegan import CycleGANTranslator, build_generators, label_preservation, translate_images
+from da_toolkit.adapters.cyclegan import (CycleGANTranslator, build_generators, label_preservation, translate_folder,
+                                          translate_images)
 from da_toolkit.cli import main
 from da_toolkit.context import Context
 from da_toolkit.data import DomainDataset, build_domain
@@ -118,6 +119,13 @@ def test_the_run_translates_with_G_and_a_run_sharing_the_stage_gets_that_transla
     assert metrics["stages"]["pixel"]["translation_cache"] == "hit"
     assert torch.equal(RECEIVED["source"].images, expected) and torch.equal(RECEIVED["source"].labels, source.labels)
     assert not (tmp_path / "sharing" / "checkpoints" / "pixel.pt").exists()  # nothing trained or written here
+
+    # `translate` on the sharing run uses the shared stage's translator
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(source.images[0, 0].numpy()).save(folder / "x.png")
+    assert translate_folder(tmp_path / "sharing", folder, tmp_path / "out") == 1
+    assert torch.equal(read_png(tmp_path / "out" / "x.png"), expected[0])
 
 
 # ------------------------------------------------------------------------------ label preservation

@@ -9,7 +9,7 @@ those pass, the rest of the suite (together the whole fast suite), and restores 
 mutant is *caught* when the suite fails. A mutant whose original text is not found exactly once is
 STALE: the code changed under it, and the run fails so that the list is brought up to date.
 
-    python tools/mutants.py [--jobs 2] [--report tools/mutants-report.txt] [--only SUBSTRING] [--list]
+    python tools/mutants.py [--jobs 2] [--report tools/mutants-report.txt] [--only NAME,NAME] [--list]
 
 Exit status 0 when nothing is stale and at least 90% of the mutants are caught, else 1.
 """
@@ -120,11 +120,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=1, help="mutants tested at the same time (own copy each)")
     parser.add_argument("--report", type=Path, help="also write the report to this file")
-    parser.add_argument("--only", help="only the mutants whose name contains this")
+    parser.add_argument("--only", help="only the mutants whose name contains one of these comma-separated strings")
     parser.add_argument("--list", action="store_true", help="list the mutants and stop")
     args = parser.parse_args()
 
-    mutants = [m for m in MUTANTS if not args.only or args.only in m.name]
+    wanted = [w for w in (args.only or "").split(",") if w]
+    mutants = [m for m in MUTANTS if not wanted or any(w in m.name for w in wanted)]
     names = [m.name for m in MUTANTS]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -175,7 +176,7 @@ def main() -> int:
             for outcome in pool.map(work, runnable):
                 outcomes[outcome.name] = outcome
 
-    report = render(mutants, outcomes, time.perf_counter() - began, args.jobs)
+    report = render(mutants, outcomes, time.perf_counter() - began)
     print(report)
     if args.report:
         args.report.write_text(report)
@@ -184,7 +185,7 @@ def main() -> int:
     return 0 if not stale and caught >= REQUIRED_SCORE * len(mutants) else 1
 
 
-def render(mutants, outcomes: dict[str, Outcome], seconds: float, jobs: int) -> str:
+def render(mutants, outcomes: dict[str, Outcome], seconds: float) -> str:
     caught = [m for m in mutants if outcomes[m.name].status == "caught"]
     survived = [m for m in mutants if outcomes[m.name].status == "survived"]
     stale = [m for m in mutants if outcomes[m.name].status == "stale"]
@@ -192,7 +193,7 @@ def render(mutants, outcomes: dict[str, Outcome], seconds: float, jobs: int) -> 
 
     lines = [
         "da-toolkit mutation check (tools/mutants.py; `make mutants`)",
-        f"command: python tools/mutants.py --jobs {jobs}; fast suite = pytest -x -q -m 'not slow', OMP_NUM_THREADS=1",
+        f"command: python {' '.join(sys.argv)}; fast suite = pytest -x -q -m 'not slow', OMP_NUM_THREADS=1",
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs; python {platform.python_version()}, "
         f"torch {torch.__version__}; {seconds / 60:.1f} min",
         "",
