@@ -1,4 +1,5 @@
-# `make run`: set up .venv and run the offline quickstart recipe. `make test`: set up and run the tests.
+# `make run`: set up .venv and run the offline quickstart recipe. `make test`: set up and run the fast tests;
+# `make test-slow`: the tests marked slow; `make mutants`: the mutation check (tools/mutants.py).
 PYTHON ?= python3
 VENV ?= .venv
 # torch/torchvision pinned to the versions this project is developed and tested with
@@ -6,7 +7,7 @@ TORCH ?= torch==2.14.1 torchvision==0.29.1
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test clean
+.PHONY: run test test-slow mutants clean
 
 $(STAMP): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,7 +22,14 @@ run: $(STAMP)
 	$(BIN)/da-toolkit show runs/quickstart_source_only runs/quickstart
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -x -q
+	$(BIN)/python -m pytest -x -q -m "not slow"
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+# one-line domain bugs put into a copy of the checkout one at a time; the fast suite must fail for each
+mutants: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python tools/mutants.py --jobs 2 --report tools/mutants-report.txt
 
 clean:
 	rm -rf $(VENV) runs *.egg-info

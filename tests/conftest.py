@@ -1,6 +1,7 @@
-"""Shared fixtures: tiny two-domain toy datasets, registered once, and a recipe writer."""
+"""Shared fixtures: tiny two-domain toy datasets, registered once, a recipe writer, the real-data root."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,14 @@ import yaml
 
 from da_toolkit.data import DATASETS, DomainDataset
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# the real MNIST/USPS files: $DA_TOOLKIT_DATA like the program itself, else the shared copy beside the checkout
+SHARED_DATA = Path(os.environ.get("DA_TOOLKIT_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+needs_shared_data = pytest.mark.skipif(not ((SHARED_DATA / "MNIST").is_dir() and (SHARED_DATA / "usps.t.bz2").is_file()),
+                                       reason=f"real data not found in {SHARED_DATA} (set DA_TOOLKIT_DATA)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: slower tests, left out of `make test`; run them with `make test-slow`")
 
 
 def toy_digits(split: str, shift: int, count: int = 400) -> DomainDataset:

@@ -93,11 +93,12 @@ def test_interrupted_adaptation_resumes_without_pretraining_again(tmp_path, monk
     assert pretrain.stat().st_mtime_ns == written  # pre-training restored, not run again
     assert load_checkpoint(tmp_path / "resumed" / "checkpoints" / "feature_adapt.pt")["iteration"] == 20
     for name, value in straight.state_dict().items():
-        assert torch.allclose(value.float(), resumed.state_dict()[name].float(), atol=1e-6), name
+        assert torch.equal(value, resumed.state_dict()[name]), name
 
 
 def test_adda_run_reports_domain_accuracy_and_evaluates_with_the_target_encoder(tmp_path):
     metrics = run(adda_recipe(), tmp_path / "run", progress=False)
+    # the discriminator's recent accuracy depends on training: only its range is knowable
     assert 0 <= metrics["stages"]["feature"]["domain_accuracy"] <= 1
     assert set(metrics["stages"]["wall_time_s"]) == {"feature_pretrain", "feature_adapt"}
     assert metrics["target_accuracy"] > 0.3  # chance is 0.1

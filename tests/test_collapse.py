@@ -12,7 +12,7 @@ from torch import nn
 from da_toolkit.cli import main
 from da_toolkit.data import DomainDataset
 from da_toolkit.data.base import UNLABELED
-from da_toolkit.evaluate import collapse_check, predict, prediction_statistics
+from da_toolkit.evaluate import collapse_check, predict
 from da_toolkit.pipeline import run
 from da_toolkit.recipe import load_recipe
 

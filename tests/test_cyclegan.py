@@ -114,7 +114,7 @@ def test_image_pool_fills_then_returns_a_stored_image_half_of_the_time():
             assert value in {float(x) for x in pool.images}
             stored_returned += 1
         assert len(pool) == 4
-    assert 450 < stored_returned < 550  # probability ½ (seeded: deterministic)
+    assert 450 < stored_returned < 550  # probability ½; the exact draws are pinned in test_cyclegan_formulas.py
 
 
 def test_image_pool_state_round_trip():
@@ -235,7 +235,7 @@ def test_interrupted_pixel_stage_resumes_at_its_checkpoint(tmp_path, monkeypatch
     resumed = fit("resumed", resume=True)
     assert seen == [5, 6, 7]  # continued, did not start over
     for key, value in straight.generator.state_dict().items():
-        assert torch.allclose(value, resumed.generator.state_dict()[key], atol=1e-6), key
+        assert torch.equal(value, resumed.generator.state_dict()[key]), key
 
 
 # ---------------------------------------------------------------------------------------------- end to end
@@ -252,8 +252,9 @@ def pixel_run(tmp_path_factory):
 def test_pipeline_with_pixel_stage_records_label_preservation(pixel_run):
     run_dir, metrics = pixel_run
     saved = json.loads((run_dir / "metrics.json").read_text())
-    assert saved["pixel_adapter"] == "cyclegan" and 0 <= saved["target_accuracy"] <= 1
+    assert saved["pixel_adapter"] == "cyclegan" and saved["target_accuracy"] == metrics["target_accuracy"]
     preservation = saved["label_preservation"]
+    # after 6 CycleGAN iterations the rate is whatever it is; its known answers are in test_translation.py
     assert 0 <= preservation["rate"] <= 1 and preservation["oracle_on_raw_source"] > 0.2  # chance is 0.1
     assert "diagnostic only" in preservation["note"]
     assert saved["stages"]["pixel"]["translation_cache"] == "miss"

@@ -12,13 +12,11 @@ import torch
 import torchvision
 from PIL import Image
 
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, needs_shared_data
 from da_toolkit.data import DATASETS, build_domain, real, synthetic
 from da_toolkit.errors import UserError
 from da_toolkit.recipe import DomainSpec
 from da_toolkit.training import checkpoint
-
-needs_shared_data = pytest.mark.skipif(not (SHARED_DATA / "MNIST").is_dir(), reason=f"{SHARED_DATA} not present")
 
 
 def load(name: str, split: str, root: Path, **kwargs):

@@ -74,7 +74,7 @@ def test_finished_stage_is_not_run_again_on_resume(tmp_path):
     train_loop(Context(tmp_path, progress=False), "stage", 5, model.step, {"model": model})
     again = Counter()
     train_loop(Context(tmp_path, resume=True, progress=False), "stage", 5, again.step, {"model": again})
-    assert again.value.item() == pytest.approx(model.value.item())  # loaded, no step taken
+    assert torch.equal(again.value, model.value)  # loaded, no step taken
 
 
 def test_atomic_save_leaves_no_partial_file(tmp_path):
@@ -91,11 +91,11 @@ def test_atomic_save_leaves_no_partial_file(tmp_path):
 
 @pytest.mark.parametrize("backbone, channels, size", [("lenet", 1, 28), ("dtn", 3, 32), ("resnet10t", 3, 32)])
 def test_classifier_shapes(backbone, channels, size):
-    model = create_classifier(backbone, channels, size, num_classes=10, bottleneck_dim=64)
+    model = create_classifier(backbone, channels, size, num_classes=10, bottleneck_dim=64).eval()
     x = torch.randn(4, channels, size, size)
     assert model(x).shape == (4, 10)
     assert model.features(x).shape == (4, 64)
-    assert torch.equal(model.head(model.features(x)), model(x)) or model.training
+    assert torch.equal(model.head(model.features(x)), model(x))  # eval mode: no dropout masks, fixed statistics
 
 
 def test_digit_backbones_live_in_timms_registry():
@@ -119,3 +119,18 @@ def test_evaluate_accuracy_per_class_and_confusion():
     assert result["accuracy"] == 0.6
     assert result["per_class_accuracy"] == [0.5, 1.0, 0.0]
     assert result["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+    assert result["images"] == 5
+
+
+def test_evaluate_predicts_in_eval_mode_and_restores_the_mode():
+    class ModeDependent(nn.Module):
+        """Right in eval mode, wrong in training mode (as batch statistics or dropout can make a model)."""
+
+        def forward(self, x):
+            labels = torch.tensor([0, 1, 2, 0])
+            return torch.eye(3)[(labels + 1) % 3 if self.training else labels]
+
+    model = ModeDependent().train()
+    data = DomainDataset(torch.zeros(4, 1, 1, 1, dtype=torch.uint8), torch.tensor([0, 1, 2, 0]), "d", num_classes=3)
+    assert evaluate(model, data, batch_size=4)["accuracy"] == 1.0
+    assert model.training
