@@ -176,5 +176,6 @@ def show(run_dirs):
         if metrics.get("collapse", {}).get("collapsed"):
             click.echo(f"COLLAPSED: {run_dir}: {metrics['collapse']['message']}")
 
+
 if __name__ == "__main__":
     main()

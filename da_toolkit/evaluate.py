@@ -53,6 +53,8 @@ def evaluate(model: nn.Module, dataset: DomainDataset, device: torch.device | st
 #    third of the images in each of three classes).
 # A run whose logits are nearly constant (a diverged adversarial game) has a mean prediction of
 # entropy near 1 and yet puts its images in two or three classes: the histogram decides.
+# It also rings when the accuracy on the labeled source test images is below twice chance (2 / C):
+# a classifier that has not learned its own labeled domain is broken whatever it predicts.
 
 
 def _effective_classes(counts: torch.Tensor) -> float:
@@ -83,9 +85,10 @@ def prediction_statistics(model: nn.Module, dataset: DomainDataset, device: torc
 
 
 def collapse_check(model: nn.Module, target: DomainDataset, target_test: DomainDataset, source_labels: torch.Tensor,
-                   device: torch.device | str = "cpu", batch_size: int = 500) -> dict:
+                   source_accuracy: float, device: torch.device | str = "cpu", batch_size: int = 500) -> dict:
     """The collapse alarm: prediction statistics on the target training and test split, the thresholds
-    and whether one was crossed. No target label is read; the source labels set the bars (see above)."""
+    and whether one was crossed. No target label is read; the source labels and the source test
+    accuracy set the bars (see above)."""
     source = torch.bincount(source_labels[source_labels >= 0], minlength=target.num_classes)
     top_bar = round((1 + float(source.max()) / max(int(source.sum()), 1)) / 2, 4)
     classes_bar = round(_effective_classes(source) / 2, 2)
@@ -93,12 +96,15 @@ def collapse_check(model: nn.Module, target: DomainDataset, target_test: DomainD
               "target_test": prediction_statistics(model, target_test, device, batch_size)}
     crossed = [name for name, stats in splits.items()
                if stats["top_share"] > top_bar or stats["effective_classes"] < classes_bar]
-    message = None
-    if crossed:
-        stats = splits[crossed[0]]
-        message = (f"the classifier collapsed: on the {crossed[0].replace('_', ' ')} images it predicts class "
-                   f"{stats['top_class']} for {100 * stats['top_share']:.1f}% and uses {stats['effective_classes']:.1f} "
-                   f"effective classes (alarm: one class above {100 * top_bar:.0f}% or fewer than {classes_bar:.1f} "
-                   f"classes); treat this run as failed, not as the method's result")
+    source_bar = round(2 / target.num_classes, 4)
+    reasons = [f"on the {name.replace('_', ' ')} images it predicts class {splits[name]['top_class']} for "
+               f"{100 * splits[name]['top_share']:.1f}% and uses {splits[name]['effective_classes']:.1f} effective "
+               f"classes (alarm: one class above {100 * top_bar:.0f}% or fewer than {classes_bar:.1f} classes)"
+               for name in crossed[:1]]
+    if source_accuracy < source_bar:
+        reasons.append(f"its accuracy on the labeled source test images is {100 * source_accuracy:.1f}%, below "
+                       f"twice chance ({100 * source_bar:.0f}%)")
+    message = (f"the classifier collapsed: {'; '.join(reasons)}; treat this run as failed, not as the method's "
+               f"result") if reasons else None
     return {**splits, "threshold_top_share": top_bar, "threshold_effective_classes": classes_bar,
-            "collapsed": bool(crossed), "message": message}
+            "threshold_source_accuracy": source_bar, "collapsed": message is not None, "message": message}

@@ -49,7 +49,7 @@ BALANCED_SOURCE = torch.arange(100) % 10
 def test_a_collapsed_classifier_raises_the_alarm():
     model = AlwaysThree()
     target, test = coded_images(list(range(10)) * 4), coded_images(list(range(10)) * 2)
-    result = collapse_check(model, target, test, BALANCED_SOURCE, batch_size=7)
+    result = collapse_check(model, target, test, BALANCED_SOURCE, 0.9, batch_size=7)
 
     assert result["target_train"]["histogram"] == [0, 0, 0, 40, 0, 0, 0, 0, 0, 0]
     assert result["target_test"]["histogram"] == [0, 0, 0, 20, 0, 0, 0, 0, 0, 0]
@@ -67,7 +67,7 @@ def test_a_collapsed_classifier_raises_the_alarm():
 
 def test_a_balanced_classifier_stays_silent():
     target, test = coded_images(list(range(10)) * 4), coded_images(list(range(10)) * 2)
-    result = collapse_check(ReadsTheCode(), target, test, BALANCED_SOURCE)
+    result = collapse_check(ReadsTheCode(), target, test, BALANCED_SOURCE, 0.9)
     assert result["target_train"]["histogram"] == [4] * 10 and result["target_test"]["histogram"] == [2] * 10
     assert (result["target_train"]["top_share"], result["target_train"]["effective_classes"]) == (0.1, 10.0)
     assert result["target_train"]["mean_prediction_entropy"] == 1.0
@@ -79,19 +79,33 @@ def test_the_bars_follow_the_source_labels_and_either_split_can_cross_them():
     half = coded_images([0] * 10 + [1] * 10)
     mostly_one = coded_images([1] * 17 + [0] * 3)  # 85% in class 1
     source = torch.tensor([0] * 40 + [1] * 60 + [UNLABELED] * 50)  # two classes, 40% / 60% of the labeled images
-    result = collapse_check(ReadsTheCode(), half, mostly_one, source)
+    result = collapse_check(ReadsTheCode(), half, mostly_one, source, 0.9)
     assert (result["threshold_top_share"], result["threshold_effective_classes"]) == (0.8, 0.98)  # (1 + 0.6) / 2
     assert (result["target_train"]["effective_classes"], result["collapsed"]) == (2.0, True)
     assert "on the target test images it predicts class 1 for 85.0%" in result["message"]
-    result = collapse_check(ReadsTheCode(), half, coded_images([1] * 16 + [0] * 4), source)
+    result = collapse_check(ReadsTheCode(), half, coded_images([1] * 16 + [0] * 4), source, 0.9)
     assert (result["target_test"]["top_share"], result["collapsed"]) == (0.8, False)  # not above the bar
 
     # ten balanced source classes: three classes used evenly is a collapse, six is not
     three, six = coded_images([0, 1, 2] * 10), coded_images([0, 1, 2, 3, 4, 5] * 5)
-    result = collapse_check(ReadsTheCode(), six, three, BALANCED_SOURCE)
+    result = collapse_check(ReadsTheCode(), six, three, BALANCED_SOURCE, 0.9)
     assert (result["target_test"]["top_share"], result["target_test"]["effective_classes"]) == (0.3333, 3.0)
     assert result["collapsed"] and "on the target test images" in result["message"]
-    assert collapse_check(ReadsTheCode(), six, six, BALANCED_SOURCE)["collapsed"] is False
+    assert collapse_check(ReadsTheCode(), six, six, BALANCED_SOURCE, 0.9)["collapsed"] is False
+
+
+def test_a_classifier_that_did_not_learn_its_source_raises_the_alarm_whatever_it_predicts():
+    target = coded_images(list(range(10)) * 4)
+    assert collapse_check(ReadsTheCode(), target, target, BALANCED_SOURCE, 0.2)["collapsed"] is False  # 2 × chance
+    result = collapse_check(ReadsTheCode(), target, target, BALANCED_SOURCE, 0.1548)
+    assert (result["threshold_source_accuracy"], result["collapsed"]) == (0.2, True)
+    assert result["message"] == ("the classifier collapsed: its accuracy on the labeled source test images is 15.5%, "
+                                 "below twice chance (20%); treat this run as failed, not as the method's result")
+    result = collapse_check(AlwaysThree(), target, target, BALANCED_SOURCE, 0.1)
+    assert result["message"] == ("the classifier collapsed: on the target train images it predicts class 3 for "
+                                 "100.0% and uses 1.0 effective classes (alarm: one class above 55% or fewer than "
+                                 "5.0 classes); its accuracy on the labeled source test images is 10.0%, below twice "
+                                 "chance (20%); treat this run as failed, not as the method's result")
 
 
 def test_every_run_records_the_alarm_and_show_marks_a_collapsed_run(write_recipe, tmp_path):

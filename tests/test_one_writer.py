@@ -192,3 +192,23 @@ def test_without_a_kernel_parent_death_signal_the_watcher_sends_sigint_then_sigk
         launcher.wait()
     wait_for(lambda: not alive(cell), timeout=5, what="the cell to die")
     assert (tmp_path / "got_sigint").exists()
+
+
+def test_a_compare_cell_on_a_locked_run_directory_fails_naming_the_holder(tmp_path):
+    from da_toolkit import benchmark as bench
+
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    data = {"source": {"name": "ucidigits", "limit": 50}, "target": {"name": "ucidigits", "limit": 50},
+            "target_test": {"name": "ucidigits", "split": "test", "limit": 50}}
+    (recipes / "uci_source_only.yaml").write_text(yaml.safe_dump(toy_recipe_dict(data=data)))
+    bench_file = tmp_path / "bench.yaml"
+    bench_file.write_text(yaml.safe_dump({"name": "uci", "recipe_dir": "recipes", "tasks": ["uci"],
+                                          "methods": ["source_only"], "seeds": [0]}))
+    run_dir = (tmp_path / "b" / "runs" / "uci" / "source_only" / "seed0").resolve()
+    with lock_run_dir(run_dir):
+        with pytest.raises(UserError) as failed:
+            bench.compare(bench_file, output=tmp_path / "b")
+    assert str(failed.value).startswith(f"1 of 1 cells did not finish: uci/source_only/seed0: error: {run_dir} is "
+                                        f"being written by another process (PID {os.getpid()});")
+    assert not (run_dir / "recipe.yaml").exists()
