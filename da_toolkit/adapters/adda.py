@@ -3,8 +3,13 @@
 1. stage ``feature_pretrain``: the source encoder M_s and the head C are trained on labeled
    source (+ any labeled target images) with CE and the recipe's `train` settings.
 2. the target encoder M_t is initialised as a copy of M_s.
-3. stage ``feature_adapt``: M_s and C are frozen (requires_grad off, M_s in eval mode so its
-   batch-norm statistics stay fixed); each iteration takes one Adam step of the discriminator D on
+3. stage ``feature_adapt``: M_s and C are frozen (requires_grad off). M_s and M_t run in one
+   mode (`adaptation_mode`): dropout off, batch norm normalising each batch with its own
+   statistics. So for equal weights they compute the same function of their batch, and D can
+   tell the domains apart only by what M_t has learned, never by dropout noise that only one side
+   has; M_t's running statistics follow the target batches (used when it classifies target
+   images), and M_s's, which nothing reads after pre-training, follow source batches. Each
+   iteration takes one Adam step of the discriminator D on
 
        L_advD = −E[log D(M_s(x_s))] − E[log(1 − D(M_t(x_t)))]
 
@@ -64,6 +69,15 @@ class ADDAOptions:
         check_discriminator(self.discriminator_hidden, self.discriminator_dropout)
 
 
+def adaptation_mode(encoder: torch.nn.Module) -> None:
+    """ADDA's mode for both encoders during adaptation: train mode (batch norm uses and tracks batch
+    statistics) with every dropout layer off."""
+    encoder.train()
+    for module in encoder.modules():
+        if isinstance(module, torch.nn.modules.dropout._DropoutNd):
+            module.eval()
+
+
 @ADAPTERS.register("adda")
 class ADDA(FeatureAdapter):
     """ADDA: a separate target encoder trained adversarially against the frozen source encoder."""
@@ -78,7 +92,9 @@ class ADDA(FeatureAdapter):
         train_loop(ctx, "feature_pretrain", pretrain_iterations, training.supervised_step, training.state())
 
         classifier.eval().requires_grad_(False)  # M_s and C stay as pre-trained
-        target_encoder = classifier.copy_encoder().train().requires_grad_(True)
+        target_encoder = classifier.copy_encoder().requires_grad_(True)
+        adaptation_mode(classifier.encoder)
+        adaptation_mode(target_encoder)
         discriminator = DomainDiscriminator(classifier.feature_dim, o.discriminator_hidden,
                                             o.discriminator_batch_norm, o.discriminator_dropout).to(ctx.device)
         betas = (o.beta1, o.beta2)
