@@ -232,3 +232,29 @@ def test_every_method_of_the_family_beats_source_only_on_the_shifted_points(feat
     torch.set_num_threads(1)
     accuracy, _ = fit_on_shifted_points(ADAPTERS.get(feature["adapter"]), feature, tmp_path)
     assert accuracy > source_only_on_points + 0.1
+
+
+# ------------------------------------------------------------------ the peer's optimiser protocol
+
+
+def toy_at_16(split: str, shift: int) -> DomainDataset:
+    grey = toy_digits(split, shift)
+    return DomainDataset(conform(grey.images, 16, 1), grey.labels, grey.name)
+
+
+def test_nesterov_inverse_decay_and_weight_decay_are_recipe_keys(write_recipe):
+    from da_toolkit.adapters.base import SupervisedTraining
+
+    recipe = load_recipe(write_recipe(feature={"adapter": "dann"}), [
+        "train.nesterov=true", "train.lr_schedule=inverse", "train.lr_gamma=0.001", "train.lr_decay=0.75",
+        "train.weight_decay=0.001"])
+    classifier = create_classifier("lenet", 1, 16, 10, 32)
+    training = SupervisedTraining(classifier, toy_at_16("train", 0), toy_at_16("train", 60), recipe.train,
+                                  Context(write_recipe().parent / "run", progress=False))
+    group = training.optimizer.param_groups[0]
+    assert group["nesterov"] is True and group["weight_decay"] == 0.001 and group["momentum"] == 0.9
+    factor = training.scheduler.lr_lambdas[0]
+    assert factor(0) == 1.0
+    assert factor(1000) == pytest.approx(2 ** -0.75)  # (1 + 0.001 · 1000)^-0.75, whatever train.iterations is
+    with pytest.raises(UserError, match="train.nesterov: needs train.optimizer=sgd and train.momentum > 0"):
+        load_recipe(write_recipe(), ["train.nesterov=true", "train.momentum=0"])
