@@ -145,12 +145,12 @@ def test_guard_on_the_domain_loss_warns_once_when_asked_and_stops_on_nan(tmp_pat
     ctx = Context(tmp_path, progress=False)
     guard = DivergenceGuard("feature", 100, 10, "warn", 0.0, {"loss/domain": math.log(2)}, window=10)
     for iteration in range(1, 20):
-        guard.check(iteration, guard_scalars(1.0, domain=2.0), ctx)  # 2.0 < 4 ln 2 = 2.77
+        guard.check(iteration, guard_scalars(1.0, domain=6.0), ctx)  # 6.0 < 10 ln 2 = 6.93
     assert "guard" not in ctx.metrics.get("feature", {})
     for iteration in range(20, 40):
-        guard.check(iteration, guard_scalars(1.0, domain=6.0), ctx)
+        guard.check(iteration, guard_scalars(1.0, domain=11.0), ctx)
     assert ctx.metrics["feature"]["guard"].startswith(
-        "feature: training diverged at iteration 21 of 100: loss/domain = 2.800 is far above its chance value 0.693")
+        "feature: training diverged at iteration 21 of 100: loss/domain = 7.000 is far above its chance value 0.693")
     stop = DivergenceGuard("feature", 100, 10, "stop", 0.5, {}, window=10)
     with pytest.raises(TrainingDiverged, match="iteration 3 of 100: the loss is nan"):
         stop.check(3, guard_scalars(1.0, total=float("nan")), ctx)
