@@ -92,7 +92,7 @@ class DivergenceGuard:
     * the mean of a transfer loss with a chance value (the domain losses: ln 2) > 10 × chance:
       the discriminator is confidently wrong for a sustained period, an oscillating minimax;
     and at any iteration a non-finite loss. `mode`: stop (raise `TrainingDiverged`), warn (print
-    the line once and record it in metrics.json under feature.guard), off.
+    the line once and record it in metrics.json under feature.guard), ignore (YAML reads a bare `off` as false).
     """
 
     def __init__(self, stage: str, iterations: int, num_classes: int, mode: str, after: float,
@@ -107,7 +107,7 @@ class DivergenceGuard:
 
     def check(self, iteration: int, scalars: dict, ctx) -> None:
         """`scalars` of the step that finished iteration `iteration` (1-based count of steps done)."""
-        if self.mode == "off":
+        if self.mode == "ignore":
             return
         for name, mean in self.means.items():
             mean.add(scalars[name])
@@ -115,7 +115,7 @@ class DivergenceGuard:
         if problem is None:
             return
         line = (f"{self.stage}: training diverged at iteration {iteration} of {self.iterations}: {problem} "
-                f"(guard: {self.stage}.guard=warn to go on, off to disable)")
+                f"(guard: {self.stage}.guard=warn to go on, ignore to disable)")
         if self.mode == "stop":
             raise TrainingDiverged(line)
         if not self.warned:
@@ -160,7 +160,7 @@ class DivergenceGuard:
 class GuardOptions:
     """The divergence guard's recipe keys, shared by the whole family."""
 
-    guard: Literal["stop", "warn", "off"] = "stop"  # what a diverged run does (see DivergenceGuard)
+    guard: Literal["stop", "warn", "ignore"] = "stop"  # what a diverged run does (see DivergenceGuard)
     guard_after: float = 0.2  # share of the budget after which the source CE must be below chance
 
     def __post_init__(self):
@@ -197,8 +197,8 @@ class AdversarialOptions(ClassConfusionOptions, GuardOptions):
     grl_gamma: float = 10.0  # γ of the warm-up
     grl_warmup: int | None = 10000  # H: λ_i = c (2/(1+exp(-γ i/H)) - 1); null: H = the run's iterations
     discriminator_hidden: list[int] = field(default_factory=lambda: [1024, 1024])
-    discriminator_batch_norm: bool = True
-    discriminator_dropout: float = 0.0
+    discriminator_batch_norm: bool = False  # batch norm rescales any domain gap to unit size: logits of 10-40
+    discriminator_dropout: float = 0.5
 
     def __post_init__(self):
         GuardOptions.__post_init__(self)

@@ -7,7 +7,7 @@ set -u
 export OMP_NUM_THREADS=1
 budget=(train.iterations=1000 data.source.limit=10000)
 blend=(data.target.name=mnist-blend data.target_test.name=mnist-blend)
-for seed in 0 1 2; do
+for seed in ${SEEDS:-0 1 2}; do
   for task in syndigits2ucidigits syndigits2mnist mnist2mnistblend; do
     for method in source_only dann; do
       out=benchmarks/runs/cpu32/$task/$method/seed$seed
