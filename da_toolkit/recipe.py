@@ -61,13 +61,24 @@ class TrainConfig:
     optimizer: Literal["sgd", "adam"] = "sgd"
     lr: float = 0.01
     momentum: float = 0.9
+    nesterov: bool = False  # SGD with Nesterov momentum
     weight_decay: float = 5e-4
-    lr_schedule: Literal["constant", "anneal", "cosine"] = "anneal"  # anneal: lr0 / (1 + 10 p)^0.75
+    lr_schedule: Literal["constant", "anneal", "cosine", "inverse"] = "anneal"  # anneal: lr0 / (1 + 10 p)^0.75
+    lr_gamma: float = 0.001  # inverse: lr0 · (1 + lr_gamma · i)^(-lr_decay) per iteration i (Transfer-Learning-Library)
+    lr_decay: float = 0.75
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: Literal["auto", "fp32", "amp"] = "auto"  # auto: mixed precision on CUDA, fp32 on CPU
     log_every: int = 50
     checkpoint_every: int = 500
     eval_batch_size: int = 500
+
+    def __post_init__(self):
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):
+            raise UserError(f"train.nesterov: needs train.optimizer=sgd and train.momentum > 0, got "
+                            f"{self.optimizer} with momentum {self.momentum}")
+        for key in ("lr_gamma", "lr_decay"):
+            if getattr(self, key) < 0:
+                raise UserError(f"train.{key}: must be zero or more, got {getattr(self, key)}")
 
 
 @dataclass

@@ -140,7 +140,7 @@ def test_unknown_profile_lists_the_allowed_ones(tmp_path, toy_recipes):
 
 def test_shipped_benchmark_files_are_valid():
     digits = bench.load_benchmark(BENCHMARKS / "digits.yaml")
-    assert set(digits.profiles) == {"cpu", "gpu"} and digits.seeds == [0, 1]
+    assert set(digits.profiles) == {"cpu", "cpu32", "gpu"} and digits.seeds == [0, 1]
     assert {"mnist2usps", "usps2mnist", "syndigits2mnist", "syndigits2ucidigits"} <= set(digits.tasks)
     cpu = digits.profiles["cpu"].method_overrides
     cyclegan_adda = cpu["cyclegan_adda"]  # a YAML alias inside the list, flattened

@@ -7,8 +7,9 @@ import pytest
 import torch
 from torch import nn
 
+from da_toolkit.adapters.adversarial import AdversarialOptions
 from da_toolkit.adapters.base import AdapterSetup
-from da_toolkit.adapters.dann import DANN, DANNOptions
+from da_toolkit.adapters.dann import DANN
 from da_toolkit.adapters.source_only import SourceOnly
 from da_toolkit.context import Context
 from da_toolkit.data import DomainDataset
@@ -17,8 +18,8 @@ from da_toolkit.models.classifier import DomainClassifier
 from da_toolkit.errors import UserError
 from da_toolkit.models import DomainDiscriminator
 from da_toolkit.recipe import load_recipe, recipe_from_dict
-from da_toolkit.training.domain_losses import (DomainAdversarialLoss, GradientReversal, domain_classification_loss,
-                                               inverted_label_loss)
+from da_toolkit.training.domain_losses import (DomainAdversarialLoss, GradientReversal, domain_bce,
+                                               domain_classification_loss, inverted_label_loss)
 from conftest import toy_recipe_dict
 
 
@@ -36,15 +37,20 @@ def test_gradient_reversal_is_identity_forward_and_negated_scaled_backward():
     assert torch.equal(x.grad, torch.zeros_like(x))
 
 
-def test_reversal_coefficient_schedule_and_fixed():
-    schedule = DANNOptions()
-    assert schedule.reversal_coefficient(0.0) == 0.0
-    assert schedule.reversal_coefficient(0.5) == pytest.approx(2 / (1 + math.exp(-5)) - 1)  # 0.98661
-    assert schedule.reversal_coefficient(0.5) == pytest.approx(0.986614, abs=1e-6)
-    assert schedule.reversal_coefficient(1.0) == pytest.approx(0.999909, abs=1e-6)
-    assert DANNOptions(grl_coefficient=0.5).reversal_coefficient(1.0) == pytest.approx(0.4999546, abs=1e-6)
-    fixed = DANNOptions(grl="fixed", grl_coefficient=0.1)
-    assert fixed.reversal_coefficient(0.0) == fixed.reversal_coefficient(0.7) == 0.1
+def test_reversal_coefficient_warms_up_over_iterations_or_progress_or_stays_fixed():
+    warmup = AdversarialOptions()  # H = 10,000 iterations, whatever the run's length
+    assert warmup.reversal_coefficient(0, 1000) == 0.0
+    assert warmup.reversal_coefficient(1000, 1000) == pytest.approx(2 / (1 + math.exp(-1)) - 1)  # 0.462117
+    assert warmup.reversal_coefficient(1000, 1000) == pytest.approx(0.462117, abs=1e-6)
+    assert warmup.reversal_coefficient(1000, 50000) == warmup.reversal_coefficient(1000, 1000)
+    assert warmup.reversal_coefficient(5000, 10000) == pytest.approx(0.986614, abs=1e-6)
+    progress = AdversarialOptions(grl_warmup=None)  # the paper's λ_p over progress p = i / iterations
+    assert progress.reversal_coefficient(500, 1000) == pytest.approx(0.986614, abs=1e-6)
+    assert progress.reversal_coefficient(1000, 1000) == pytest.approx(0.999909, abs=1e-6)
+    assert AdversarialOptions(grl_coefficient=0.5).reversal_coefficient(10000, 10000) == pytest.approx(0.4999546,
+                                                                                                       abs=1e-6)
+    fixed = AdversarialOptions(grl="fixed", grl_coefficient=0.1)
+    assert fixed.reversal_coefficient(0, 10) == fixed.reversal_coefficient(7, 10) == 0.1
 
 
 def test_domain_loss_on_hand_made_logits():
@@ -56,8 +62,13 @@ def test_domain_loss_on_hand_made_logits():
         return math.log(1 / (1 + math.exp(-z)))
 
     expected = -(sum(log_sigmoid(z) for z in (2.0, -1.0)) / 2 + sum(log_sigmoid(-z) for z in (-3.0, 0.5, 1.0)) / 3)
-    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)  # ADDA: the sum of the two domains' terms
     assert accuracy.item() == pytest.approx(2 / 5)  # right: source 2.0, target -3.0
+    mean, _ = domain_bce(source_logits, target_logits)  # DANN: their mean
+    assert mean.item() == pytest.approx(expected / 2, rel=1e-6)
+    weighted, _ = domain_bce(source_logits, target_logits, torch.tensor([2.0, 0.0]), torch.tensor([1.0, 1.0, 3.0]))
+    assert weighted.item() == pytest.approx(-(2 * log_sigmoid(2.0) / 2 + (log_sigmoid(3.0) + log_sigmoid(-0.5)
+                                                                          + 3 * log_sigmoid(-1.0)) / 3) / 2, rel=1e-6)
     assert inverted_label_loss(target_logits).item() == pytest.approx(
         -sum(log_sigmoid(z) for z in (-3.0, 0.5, 1.0)) / 3, rel=1e-6)
 
@@ -67,14 +78,15 @@ def test_domain_adversarial_loss_reverses_the_feature_gradient_only():
     discriminator = DomainDiscriminator(4, hidden=[8], batch_norm=False, dropout=0)
     adversarial = DomainAdversarialLoss(discriminator, GradientReversal(0.5))
     source, target = torch.randn(3, 4, requires_grad=True), torch.randn(2, 4, requires_grad=True)
-    loss, _ = adversarial(source, target)
+    loss, scalars = adversarial(source, target)
+    assert set(scalars) == {"domain/accuracy", "domain/logit_scale"}
     loss.backward()
     reversed_grads = [source.grad.clone(), target.grad.clone()]
     discriminator_grads = [p.grad.clone() for p in discriminator.parameters()]
 
     source.grad = target.grad = None
     discriminator.zero_grad()
-    plain, _ = domain_classification_loss(discriminator(source), discriminator(target))
+    plain, _ = domain_bce(discriminator(source), discriminator(target))
     assert plain.item() == pytest.approx(loss.item())
     plain.backward()
     assert torch.allclose(reversed_grads[0], -0.5 * source.grad)

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from da_toolkit.adapters import ADAPTERS
 from da_toolkit.adapters.base import FeatureAdapter, SupervisedTraining
-from da_toolkit.adapters.dann import RecentMean, check_discriminator, report_domain_accuracy
+from da_toolkit.adapters.adversarial import RecentMean, check_discriminator, report_domain_accuracy
 from da_toolkit.errors import UserError
 from da_toolkit.models import DomainDiscriminator
 from da_toolkit.training.domain_losses import domain_classification_loss, inverted_label_loss

@@ -101,10 +101,11 @@ class FeatureAdapter(Adapter):
 
 
 def make_optimizer(params, train, lr: float | None = None) -> torch.optim.Optimizer:
-    """SGD (momentum, Nesterov off) or Adam, with the recipe's lr and weight decay."""
+    """SGD (momentum, optionally Nesterov) or Adam, with the recipe's lr and weight decay."""
     lr = train.lr if lr is None else lr
     if train.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=train.momentum, weight_decay=train.weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=train.momentum, weight_decay=train.weight_decay,
+                               nesterov=train.nesterov)
     return torch.optim.Adam(params, lr=lr, weight_decay=train.weight_decay)
 
 
@@ -128,7 +129,8 @@ class SupervisedTraining:
         params = [p for m in (classifier, *extra_modules) for p in m.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(params, train)
         total = train.iterations if iterations is None else iterations
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(train.lr_schedule, total))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(train.lr_schedule, total, train.lr_gamma,
+                                                                                    train.lr_decay))
 
     def labeled_target_loss(self) -> torch.Tensor | None:
         """Cross-entropy on a batch of the labeled target images, or None without any."""

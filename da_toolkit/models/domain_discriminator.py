@@ -9,9 +9,9 @@ from torch import nn
 class DomainDiscriminator(nn.Sequential):
     """``[Linear -> (BatchNorm) -> ReLU -> (Dropout)] × len(hidden) -> Linear -> 1 logit``.
 
-    The logit scores "this feature came from the source domain" (σ(logit) = D(f)). Defaults are
-    DANN's (Ganin et al. 2016, as in Transfer-Learning-Library): 1024-1024 with batch norm and
-    dropout 0.5. ADDA (Tzeng et al. 2017) uses ``hidden=(500, 500), batch_norm=False,
+    The logit scores "this feature came from the source domain" (σ(logit) = D(f)). The
+    constructor's defaults are 1024-1024 with batch norm and dropout 0.5; the adversarial family's
+    recipes (DANN, CDAN) default to dropout 0, Transfer-Learning-Library's batch-norm variant. ADDA (Tzeng et al. 2017) uses ``hidden=(500, 500), batch_norm=False,
     dropout=0`` (two 500-unit ReLU layers, as in the reference implementation).
     """
 

@@ -35,12 +35,19 @@ def grl_coefficient(progress: float, gamma: float = 10.0) -> float:
     return 2.0 / (1.0 + math.exp(-gamma * progress)) - 1.0
 
 
-def lr_factor(policy: str, iterations: int) -> Callable[[int], float]:
-    """The LambdaLR factor of a classifier LR policy (constant | anneal | cosine) over `iterations`."""
+def inverse_decay(iteration: int, gamma: float = 0.001, power: float = 0.75) -> float:
+    """Per-iteration inverse decay: lr_i / lr_0 = (1 + gamma i)^(-power), whatever the run's length."""
+    return (1.0 + gamma * iteration) ** (-power)
+
+
+def lr_factor(policy: str, iterations: int, gamma: float = 0.001, power: float = 0.75) -> Callable[[int], float]:
+    """The LambdaLR factor of a classifier LR policy (constant | anneal | cosine | inverse) over
+    `iterations`; `gamma` and `power` are those of `inverse`."""
     total = max(iterations, 1)
     policies = {
         "constant": lambda i: 1.0,
         "anneal": lambda i: annealed(i / total),
         "cosine": lambda i: cosine(i / total),
+        "inverse": lambda i: inverse_decay(i, gamma, power),
     }
     return policies[policy]

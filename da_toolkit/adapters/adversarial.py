@@ -1,0 +1,279 @@
+"""The adversarial family: joint training of the shared classifier with pluggable transfer losses.
+
+One SGD step of every method here (DANN, CDAN, MCC and their sums) minimises, over the
+classifier and the transfer losses' own modules (e.g. a domain discriminator) together,
+
+    L = CE(head(f_s), y_s) [+ CE on a labeled target batch] + Σ_k w_k · L_k(f_s, f_t, z_s, z_t)
+
+with f = classifier.features(x) the bottleneck features and z = head(f) the class logits of a
+source and a target batch. Source and target go through the classifier as one concatenated
+batch, so its batch norm normalises with statistics of both domains (as in the reference
+implementations). A transfer loss is an `nn.Module` with ``forward(f_s, f_t, z_s, z_t) -> (loss,
+{scalar name: value})`` and an attribute ``chance`` (its value when the domains cannot be told
+apart, or None). A method is its Options dataclass plus `transfer_losses`, which builds the terms.
+
+Adversarial terms reverse their gradient into the features with R_λ; λ warms up over
+iterations (see `AdversarialOptions.reversal_coefficient`). A `DivergenceGuard` watches every run.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import nn
+
+from da_toolkit.adapters.base import FeatureAdapter, SupervisedTraining
+from da_toolkit.errors import UserError
+from da_toolkit.models import DomainDiscriminator
+from da_toolkit.training.class_confusion import MinimumClassConfusionLoss
+from da_toolkit.training.domain_losses import GradientReversal
+from da_toolkit.training.loop import TrainingDiverged, train_loop
+from da_toolkit.training.schedules import grl_coefficient
+
+
+class RecentMean:
+    """Mean of the last `window` values of a scalar; checkpointed with a stage, so a resumed run
+    reports what an uninterrupted one would."""
+
+    def __init__(self, window: int = 100):
+        self.values: deque = deque(maxlen=window)
+
+    def add(self, value: torch.Tensor | float) -> None:
+        self.values.append(value.detach() if isinstance(value, torch.Tensor) else torch.tensor(float(value)))
+
+    def mean(self) -> float | None:
+        return round(float(torch.stack(list(self.values)).float().mean()), 4) if self.values else None
+
+    def full(self) -> bool:
+        return len(self.values) == self.values.maxlen
+
+    def state_dict(self) -> dict:
+        return {"values": [float(v) for v in self.values]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.values.clear()
+        self.values.extend(torch.tensor(v) for v in state["values"])
+
+
+def report_domain_accuracy(ctx, accuracy: RecentMean) -> None:
+    """metrics.json: stages.feature.domain_accuracy, the discriminator's accuracy at the end of training."""
+    ctx.metrics.setdefault("feature", {}).update(
+        domain_accuracy=accuracy.mean(),
+        domain_accuracy_note=f"mean over the last {accuracy.values.maxlen} iterations; 0.5 = domains aligned")
+
+
+def check_discriminator(hidden: list[int], dropout: float, prefix: str = "feature.") -> None:
+    if any(width < 1 for width in hidden):
+        raise UserError(f"{prefix}discriminator_hidden: layer widths must be positive, got {hidden}")
+    if not 0 <= dropout < 1:
+        raise UserError(f"{prefix}discriminator_dropout: must lie in [0, 1), got {dropout}")
+
+
+# ------------------------------------------------------------------------------ divergence guard
+
+
+CHANCE_SHARE = 0.9  # the source CE counts as "at chance" above 0.9 · ln(C)
+DOMAIN_LOSS_LIMIT = 10.0  # the domain loss counts as diverged above 10 × its chance value (healthy runs: ≤ 4.1 ×)
+
+
+class DivergenceGuard:
+    """Stops (or warns about) a run of the adversarial family that learns nothing.
+
+    From iteration max(⌈after · iterations⌉, window) on, over the last `window` iterations:
+    * the mean source cross-entropy ≥ 0.9 · ln C (chance: ln C for C classes): the classifier
+      has not learned the labeled source, the transfer loss overpowers it;
+    * the mean of a transfer loss with a chance value (the domain losses: ln 2) > 10 × chance:
+      the discriminator is confidently wrong for a sustained period, an oscillating minimax;
+    and at any iteration a non-finite loss. `mode`: stop (raise `TrainingDiverged`), warn (print
+    the line once and record it in metrics.json under feature.guard), ignore (YAML reads a bare `off` as false).
+    """
+
+    def __init__(self, stage: str, iterations: int, num_classes: int, mode: str, after: float,
+                 chances: dict[str, float], window: int = 50):
+        self.stage, self.iterations, self.mode = stage, iterations, mode
+        self.start = max(math.ceil(after * iterations), window)
+        self.num_classes = num_classes
+        self.chance_ce = math.log(num_classes)
+        self.chances = chances
+        self.means = {name: RecentMean(window) for name in ("loss/source_ce", *chances)}
+        self.warned = False
+
+    def check(self, iteration: int, scalars: dict, ctx) -> None:
+        """`scalars` of the step that finished iteration `iteration` (1-based count of steps done)."""
+        if self.mode == "ignore":
+            return
+        for name, mean in self.means.items():
+            mean.add(scalars[name])
+        problem = self.problem(iteration, scalars)
+        if problem is None:
+            return
+        line = (f"{self.stage}: training diverged at iteration {iteration} of {self.iterations}: {problem} "
+                f"(guard: {self.stage}.guard=warn to go on, ignore to disable)")
+        if self.mode == "stop":
+            raise TrainingDiverged(line)
+        if not self.warned:
+            self.warned = True
+            ctx.info(f"warning: {line}")
+            ctx.metrics.setdefault(self.stage, {})["guard"] = line
+
+    def problem(self, iteration: int, scalars: dict) -> str | None:
+        total = float(scalars["loss/total"])
+        if not math.isfinite(total):
+            return (f"the loss is {total}; likely cause: a learning rate or transfer-loss weight too large "
+                    f"(train.lr, {self.stage}.trade_off)")
+        if iteration < self.start:
+            return None
+        source_ce = self.means["loss/source_ce"].mean()
+        if source_ce >= CHANCE_SHARE * self.chance_ce:
+            return (f"the source classification loss is still at chance ({source_ce:.3f}, chance ln {self.num_classes} "
+                    f"= {self.chance_ce:.3f}, mean of the last {self.means['loss/source_ce'].values.maxlen} "
+                    f"iterations); likely cause: the transfer loss overpowers classification (lower "
+                    f"{self.stage}.trade_off or lengthen the reversal warm-up {self.stage}.grl_warmup)")
+        for name, chance in self.chances.items():
+            value = self.means[name].mean()
+            if value > DOMAIN_LOSS_LIMIT * chance:
+                return (f"{name} = {value:.3f} is far above its chance value {chance:.3f} (mean of the last "
+                        f"{self.means[name].values.maxlen} iterations): the discriminator is confidently wrong, "
+                        f"the minimax oscillates; likely cause: {self.stage}.trade_off too large")
+        return None
+
+    def state_dict(self) -> dict:
+        return {"warned": self.warned, **{name: mean.state_dict() for name, mean in self.means.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.warned = state["warned"]
+        for name, mean in self.means.items():
+            mean.load_state_dict(state[name])
+
+
+# ------------------------------------------------------------------------------------- options
+
+
+@dataclass
+class GuardOptions:
+    """The divergence guard's recipe keys, shared by the whole family."""
+
+    guard: Literal["stop", "warn", "ignore"] = "stop"  # what a diverged run does (see DivergenceGuard)
+    guard_after: float = 0.2  # share of the budget after which the source CE must be below chance
+
+    def __post_init__(self):
+        if not 0 <= self.guard_after <= 1:
+            raise UserError(f"feature.guard_after: must lie in [0, 1], got {self.guard_after}")
+
+
+@dataclass
+class ClassConfusionOptions:
+    """MCC added to another method: its weight (0: off) and temperature."""
+
+    mcc_trade_off: float = 0.0  # weight of the MCC loss on the target predictions; 0 = no MCC
+    mcc_temperature: float = 2.5  # T of softmax(z / T)
+
+    def __post_init__(self):
+        if self.mcc_trade_off < 0:
+            raise UserError(f"feature.mcc_trade_off: must be zero or more, got {self.mcc_trade_off}")
+        if self.mcc_temperature <= 0:
+            raise UserError(f"feature.mcc_temperature: must be positive, got {self.mcc_temperature}")
+
+    def class_confusion_terms(self) -> list[tuple[str, float, nn.Module]]:
+        if self.mcc_trade_off == 0:
+            return []
+        return [("loss/mcc", self.mcc_trade_off, MinimumClassConfusionLoss(self.mcc_temperature))]
+
+
+@dataclass
+class AdversarialOptions(ClassConfusionOptions, GuardOptions):
+    """The recipe's `feature:` keys of a domain-adversarial method (DANN, CDAN)."""
+
+    trade_off: float = 1.0  # weight of the domain loss L_d (the mean BCE over both domains)
+    grl: Literal["schedule", "fixed"] = "schedule"  # schedule: warm-up λ_i (below); fixed: λ = c
+    grl_coefficient: float = 1.0  # c: the fixed λ, or the warm-up's final value
+    grl_gamma: float = 10.0  # γ of the warm-up
+    grl_warmup: int | None = 10000  # H: λ_i = c (2/(1+exp(-γ i/H)) - 1); null: H = the run's iterations
+    discriminator_hidden: list[int] = field(default_factory=lambda: [1024, 1024])
+    discriminator_batch_norm: bool = False  # batch norm rescales any domain gap to unit size: logits of 10-40
+    discriminator_dropout: float = 0.5
+
+    def __post_init__(self):
+        GuardOptions.__post_init__(self)
+        ClassConfusionOptions.__post_init__(self)
+        for key in ("trade_off", "grl_coefficient", "grl_gamma"):
+            if getattr(self, key) < 0:
+                raise UserError(f"feature.{key}: must be zero or more, got {getattr(self, key)}")
+        if self.grl_warmup is not None and self.grl_warmup < 1:
+            raise UserError(f"feature.grl_warmup: must be a positive number of iterations or null, got {self.grl_warmup}")
+        check_discriminator(self.discriminator_hidden, self.discriminator_dropout)
+
+    def reversal_coefficient(self, iteration: int, iterations: int) -> float:
+        """λ at `iteration` of `iterations`: c (2 / (1 + exp(−γ i / H)) − 1), H = grl_warmup (or the
+        run's length when null, the paper's λ_p over progress p), or c with `grl: fixed`."""
+        if self.grl == "fixed":
+            return self.grl_coefficient
+        horizon = self.grl_warmup if self.grl_warmup is not None else max(iterations, 1)
+        return self.grl_coefficient * grl_coefficient(iteration / horizon, self.grl_gamma)
+
+    def discriminator(self, in_features: int) -> DomainDiscriminator:
+        return DomainDiscriminator(in_features, self.discriminator_hidden, self.discriminator_batch_norm,
+                                   self.discriminator_dropout)
+
+
+# --------------------------------------------------------------------------------- the training
+
+
+class JointAdaptation(FeatureAdapter):
+    """A feature adapter that trains the classifier jointly with the terms of `transfer_losses`."""
+
+    def transfer_losses(self, classifier: nn.Module, num_classes: int) -> list[tuple[str, float, nn.Module]]:
+        """(scalar name, weight, loss module) of each transfer term."""
+        raise NotImplementedError
+
+    def fit(self, classifier, source, target, ctx):
+        o = self.options
+        terms = [(name, weight, loss.to(ctx.device))
+                 for name, weight, loss in self.transfer_losses(classifier, classifier.num_classes)]
+        reversals = [loss.grl for _, _, loss in terms if isinstance(getattr(loss, "grl", None), GradientReversal)]
+        training = SupervisedTraining(classifier, source, target, self.train, ctx,
+                                      extra_modules=tuple(loss for _, _, loss in terms))
+        iterations = self.train.iterations
+        guard = DivergenceGuard("feature", iterations, classifier.num_classes, o.guard, o.guard_after,
+                                {name: loss.chance for name, _, loss in terms if loss.chance is not None})
+        domain_accuracy = RecentMean()
+
+        def step(iteration: int) -> dict:
+            coefficient = o.reversal_coefficient(iteration, iterations) if reversals else None
+            for grl in reversals:
+                grl.coefficient = coefficient
+            source_images, source_labels = next(training.source)
+            target_images, _ = next(training.target)
+            with ctx.autocast():
+                features = classifier.features(torch.cat([source_images, target_images]))
+                logits = classifier.head(features)
+                sizes = [len(source_images), len(target_images)]
+                (source_features, target_features), (source_logits, target_logits) = features.split(sizes), logits.split(sizes)
+                loss, scalars = training.classification_loss(source_logits, source_labels)
+                for name, weight, transfer in terms:
+                    value, extra = transfer(source_features, target_features, source_logits, target_logits)
+                    loss = loss + weight * value
+                    scalars[name] = value.detach()
+                    scalars.update(extra)
+            training.update(loss)
+            scalars = {"loss/total": loss.detach(), **scalars}
+            if "domain/accuracy" in scalars:
+                domain_accuracy.add(scalars["domain/accuracy"])
+            if coefficient is not None:
+                scalars["domain/grl_coefficient"] = coefficient
+            scalars["lr"] = training.scheduler.get_last_lr()[0]
+            guard.check(iteration + 1, scalars, ctx)
+            return scalars
+
+        classifier.train()
+        for _, _, loss in terms:
+            loss.train()
+        state = {**training.state(), **{f"transfer{k}": loss for k, (_, _, loss) in enumerate(terms)},
+                 "domain_accuracy": domain_accuracy, "guard": guard}
+        train_loop(ctx, "feature", iterations, step, state)
+        if domain_accuracy.values:
+            report_domain_accuracy(ctx, domain_accuracy)
+        return classifier
