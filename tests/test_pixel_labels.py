@@ -163,3 +163,17 @@ def test_large_images_keep_the_reference_networks_and_the_recipe_wins():
         CycleGAN.check(CycleGANOptions(), 27, 1)
     with pytest.raises(UserError, match="translated_fraction"):
         CycleGANOptions(translated_fraction=1.5)
+
+
+def test_diagnostics_report_the_filter_and_keep_the_unfiltered_translation(tmp_path):
+    from da_toolkit.adapters.base import AdapterSetup
+    from da_toolkit.recipe import recipe_from_dict
+    from conftest import toy_recipe_dict
+    recipe = recipe_from_dict(toy_recipe_dict(pixel={"adapter": "cyclegan", "label_preservation_iterations": 0}))
+    adapter = CycleGAN(tiny(feature_data="translated"), AdapterSetup.from_recipe(recipe))
+    source, ctx = toy(0, 40), Context(tmp_path, progress=False)
+    adapter.translator = CycleGANTranslator(nn.Identity(), ctx, adapter.options, Always(3))
+    kept = adapter.translator.translate(source)
+    out = adapter.diagnostics(source, kept, ctx)
+    assert out["label_filter"]["kept"] == len(kept) < len(source)
+    assert len(adapter.translator.translated) == len(source)
