@@ -304,7 +304,7 @@ def test_translate_folder_needs_a_pixel_stage(write_recipe, tmp_path):
 
 def test_translated_dataset_keeps_labels(tmp_path):
     source, target = toy(0, 12), toy(60, 12)
-    recipe = toy_pixel_recipe(iterations=1)
+    recipe = toy_pixel_recipe(iterations=1, feature_data="translated", label_filter="off")  # the translation alone
     translator = CycleGAN(recipe.pixel.options, AdapterSetup.from_recipe(recipe)).fit(source, target, Context(tmp_path, progress=False))
     translated = translator.translate(DomainDataset(source.images, source.labels, "toy"))
     assert translated.name == "toy→cyclegan" and torch.equal(translated.labels, source.labels)

@@ -171,11 +171,12 @@ def test_the_semantic_term_is_optimised_with_its_weight(tiny):
     gradients = record_gradients(semantic)
     scalars = semantic.step(0)
 
-    # L_sem = CE(f_S(G(a)), y_a) + CE(f_S(F(b)), argmax f_S(b)), worked out with autograd on g and f
+    # L_sem = CE(f_S(G(a)), argmax f_S(a)) + CE(f_S(F(b)), argmax f_S(b)) (CyCADA's targets, the default),
+    # worked out with autograd on g and f
     g, f = torch.tensor(G, requires_grad=True), torch.tensor(F_, requires_grad=True)
     image_a, image_b = torch.full((2, 1, 4, 4), A), torch.full((2, 1, 4, 4), B)
     classifier = MeanClassifier()
-    l_sem = (nn.functional.cross_entropy(classifier(g * image_a), torch.tensor([1, 1]))
+    l_sem = (nn.functional.cross_entropy(classifier(g * image_a), classifier(image_a).argmax(1))
              + nn.functional.cross_entropy(classifier(f * image_b), torch.tensor([1, 1])))
     l_sem.backward()
     assert float(scalars["loss/semantic"]) == pytest.approx(weight * l_sem.item(), rel=1e-5)
@@ -222,6 +223,8 @@ def test_defaults_are_the_reference_implementations():
     β₁ = 0.5, LSGAN, instance norm, a 3-layer PatchGAN, LR constant for the first half then linear to 0."""
     o = CycleGANOptions()
     assert (o.lambda_a, o.lambda_b, o.lambda_identity, o.pool_size, o.lr, o.beta1) == (10.0, 10.0, 0.5, 50, 2e-4, 0.5)
-    assert (o.gan_loss, o.norm, o.discriminator_layers, o.lr_policy, o.decay_start) == ("lsgan", "instance", 3,
-                                                                                         "linear", 0.5)
+    assert (o.gan_loss, o.norm, o.lr_policy, o.decay_start) == ("lsgan", "instance", "linear", 0.5)
+    # above 64 px the reference networks: 2 down-samplings, a 3-layer PatchGAN (smaller images: see
+    # tests/test_pixel_labels.py)
+    assert (o.downsamplings_for(128), o.layers_for(128), o.layers_for(256)) == (2, 3, 3)
     assert (o.blocks_for(128), o.blocks_for(256), o.ngf, o.ndf) == (6, 9, 64, 64)

@@ -54,7 +54,8 @@ def test_report_has_every_section_and_no_external_url(runs, tmp_path):
     for section in ("summary", "feature-maps", "proxy-a-distance", "per-class", "pixel-stage", "training-curves"):
         assert f"<section id='{section}'>" in page
     assert not re.search(r"(src|href)=['\"]?(https?:)?//", page)  # everything embedded, nothing fetched
-    assert page.count("data:image/png;base64,") == 6  # maps, per class, pixel grid, 3 stages' curves
+    assert page.count("data:image/png;base64,") == 3 + len(json.loads((tmp_path / "report.json").read_text())["curves"])
+    # maps, per class, pixel grid, and one figure of curves per stage
 
     report = json.loads((tmp_path / "report.json").read_text())
     runs_in_report = list(report["runs"].values())
@@ -64,7 +65,7 @@ def test_report_has_every_section_and_no_external_url(runs, tmp_path):
         assert numbers["per_class_accuracy"] == metrics["target"]["per_class_accuracy"]
     run, base = (r["per_class_accuracy"] for r in runs_in_report)
     assert report["classes_worse_than_baseline"] == [c for c in range(10) if run[c] < base[c]]
-    assert set(report["curves"]) == {"pixel", "pixel_oracle", "feature"}  # every stage that logged
+    assert set(report["curves"]) == {"pixel_classifier", "pixel", "pixel_oracle", "feature"}  # every stage that logged
     assert report["pixel"]["images"] == 100 and len(report["pixel"]["oracle_reads_per_class"]) == 10
 
 

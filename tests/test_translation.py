@@ -28,7 +28,8 @@ from da_toolkit.training.checkpoint import load_checkpoint
 from conftest import toy_digits, toy_recipe_dict
 
 TINY = {"adapter": "cyclegan", "iterations": 2, "batch_size": 4, "ngf": 4, "ndf": 4, "generator_blocks": 1,
-        "discriminator_layers": 2, "pool_size": 3, "image_grid_every": 0, "label_preservation_iterations": 0}
+        "discriminator_layers": 2, "pool_size": 3, "image_grid_every": 0, "label_preservation_iterations": 0,
+        "semantic_weight": 0, "label_filter": "off", "feature_data": "translated"}  # the translation alone
 RECEIVED: dict = {}
 
 if "test_record" not in ADAPTERS:
@@ -74,7 +75,8 @@ def test_cache_hit_is_exactly_the_generators_output_and_a_retrained_generator_mi
     generator = ResnetGenerator(1, 1, ngf=4, n_blocks=1)
     ctx = Context(tmp_path, progress=False)
     source = toy16(0)
-    translator = CycleGANTranslator(generator, ctx, batch_size=16)
+    options = pixel_recipe(translate_batch_size=16, feature_data="translated", label_filter="off").pixel.options
+    translator = CycleGANTranslator(generator, ctx, options)  # the translation alone: no filter, no mix
     first = translator.translate(source)
     assert ctx.metrics["pixel"]["translation_cache"] == "miss"
     assert torch.equal(first.images, translate_images(generator, source.images, torch.device("cpu"), 16))

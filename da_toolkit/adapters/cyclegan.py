@@ -35,8 +35,9 @@ from da_toolkit.context import Context
 from da_toolkit.data import BatchStream, DomainDataset
 from da_toolkit.data.base import to_float, to_uint8
 from da_toolkit.errors import UserError
-from da_toolkit.evaluate import evaluate
+from da_toolkit.evaluate import evaluate, predict
 from da_toolkit.models import PatchDiscriminator, ResnetGenerator
+from da_toolkit.models.cyclegan import small_image_defaults
 from da_toolkit.training import schedules
 from da_toolkit.training.checkpoint import load_checkpoint, save_checkpoint
 from da_toolkit.training.gan_losses import GANLoss, cycle_consistency_loss, identity_loss, semantic_consistency_loss
@@ -53,14 +54,20 @@ class CycleGANOptions:
     ngf: int = 64  # generator width (first conv)
     ndf: int = 64  # discriminator width (first conv)
     generator_blocks: int | None = None  # residual blocks; None: 6 for images up to 128 px, else 9 (the reference)
-    discriminator_layers: int = 3  # PatchGAN stride-2 layers (70×70 patches at 3); needs image_size >= 3·2^layers
+    generator_downsamplings: int | None = None  # None: 1 for images up to 64 px, else 2 (the reference)
+    discriminator_layers: int | None = None  # PatchGAN stride-2 layers; None: 2 up to 64 px, else 3 (70×70 patches)
     norm: Literal["instance", "batch"] = "instance"
     gan_loss: Literal["lsgan", "vanilla"] = "lsgan"  # least squares, or the original log loss
     lambda_a: float = 10.0  # cycle weight A -> B -> A
     lambda_b: float = 10.0  # cycle weight B -> A -> B
     lambda_identity: float = 0.5  # identity weight, relative to lambda_a/b; 0 skips the identity passes
-    semantic_weight: float = 0.0  # CyCADA semantic-consistency weight; > 0 trains a source classifier first
-    semantic_classifier_iterations: int = 2000  # training of that source classifier (stage pixel_classifier)
+    semantic_weight: float = 1.0  # CyCADA semantic-consistency weight; 0: plain CycleGAN
+    semantic_targets: Literal["predicted", "labels"] = "predicted"  # G(a)'s target: f_S(a)'s class (CyCADA) or y_a
+    semantic_classifier_iterations: int = 2000  # training of f_S on labeled source (stage pixel_classifier)
+    label_filter: Literal["drop", "off"] = "drop"  # drop translated images whose f_S class disagrees with the label
+    agreement_warning: float = 0.7  # warn when f_S agrees with fewer than this fraction of translated labels
+    feature_data: Literal["both", "translated", "source"] = "both"  # what the feature stage trains on
+    translated_fraction: float = 0.5  # feature_data both: share of translated images in the mixed set
     pool_size: int = 50  # history of generated images per direction; 0 disables it
     lr: float = 2e-4
     beta1: float = 0.5
@@ -71,26 +78,42 @@ class CycleGANOptions:
     label_preservation_iterations: int = 1000  # the target-label oracle of the diagnostic (stage pixel_oracle); 0: off
 
     def __post_init__(self):
-        at_least = {"iterations": 0, "batch_size": 1, "ngf": 1, "ndf": 1, "discriminator_layers": 1,
+        at_least = {"iterations": 0, "batch_size": 1, "ngf": 1, "ndf": 1,
                     "semantic_classifier_iterations": 0, "pool_size": 0, "image_grid_every": 0,
                     "translate_batch_size": 1, "label_preservation_iterations": 0, "lambda_a": 0, "lambda_b": 0,
                     "lambda_identity": 0, "semantic_weight": 0}
-        if self.generator_blocks is not None:
-            at_least["generator_blocks"] = 0
+        for key, low in (("generator_blocks", 0), ("generator_downsamplings", 0), ("discriminator_layers", 1)):
+            if getattr(self, key) is not None:
+                at_least[key] = low
         for key, low in at_least.items():
             if getattr(self, key) < low:
                 raise UserError(f"pixel.{key}: must be {low} or more, got {getattr(self, key)}")
         for key in ("lr", "beta1"):
             if not 0 < getattr(self, key) < 1:
                 raise UserError(f"pixel.{key}: must lie strictly between 0 and 1, got {getattr(self, key)}")
-        if not 0 <= self.decay_start <= 1:
-            raise UserError(f"pixel.decay_start: a fraction of pixel.iterations in [0, 1], got {self.decay_start}")
+        for key in ("decay_start", "agreement_warning", "translated_fraction"):
+            if not 0 <= getattr(self, key) <= 1:
+                raise UserError(f"pixel.{key}: a fraction in [0, 1], got {getattr(self, key)}")
 
     def blocks_for(self, image_size: int) -> int:
         if self.generator_blocks is not None:
             return self.generator_blocks
         return 6 if image_size <= 128 else 9
 
+    def downsamplings_for(self, image_size: int) -> int:
+        if self.generator_downsamplings is not None:
+            return self.generator_downsamplings
+        return small_image_defaults(image_size)["downsamplings"]
+
+    def layers_for(self, image_size: int) -> int:
+        if self.discriminator_layers is not None:
+            return self.discriminator_layers
+        return small_image_defaults(image_size)["discriminator_layers"]
+
+    @property
+    def needs_source_classifier(self) -> bool:
+        """f_S is trained when the semantic loss or the label filter uses it."""
+        return self.semantic_weight > 0 or self.label_filter != "off"
 
 def lr_lambda(policy: str, iterations: int, decay_start: float):
     """The LambdaLR factor of CycleGAN's LR policies over `iterations`.
@@ -110,8 +133,9 @@ def lr_lambda(policy: str, iterations: int, decay_start: float):
 
 def build_generators(options: CycleGANOptions, channels: int, image_size: int) -> tuple[nn.Module, nn.Module]:
     """(G: A -> B, F: B -> A)."""
-    blocks = options.blocks_for(image_size)
-    return tuple(ResnetGenerator(channels, channels, options.ngf, blocks, options.norm) for _ in range(2))
+    blocks, downsamplings = options.blocks_for(image_size), options.downsamplings_for(image_size)
+    return tuple(ResnetGenerator(channels, channels, options.ngf, blocks, options.norm, downsamplings)
+                 for _ in range(2))
 
 
 def set_requires_grad(modules: tuple[nn.Module, ...], flag: bool) -> None:
@@ -132,7 +156,7 @@ class CycleGANTraining:
         self.options = options
         self.ctx = ctx
         self.g_ab, self.g_ba = (g.to(ctx.device) for g in build_generators(options, channels, size))
-        self.d_a, self.d_b = (PatchDiscriminator(channels, options.ndf, options.discriminator_layers, options.norm)
+        self.d_a, self.d_b = (PatchDiscriminator(channels, options.ndf, options.layers_for(size), options.norm)
                               .to(ctx.device) for _ in range(2))
         self.gan_loss = GANLoss(options.gan_loss)
         betas = (options.beta1, 0.999)
@@ -174,7 +198,10 @@ class CycleGANTraining:
             if o.lambda_identity > 0:
                 scalars["loss/identity_b"] = identity_loss(self.g_ab(real_b), real_b, o.lambda_b, o.lambda_identity)
                 scalars["loss/identity_a"] = identity_loss(self.g_ba(real_a), real_a, o.lambda_a, o.lambda_identity)
-            if self.semantic_classifier is not None:
+            if self.semantic_classifier is not None and o.semantic_weight > 0:
+                if o.semantic_targets == "predicted":
+                    with torch.no_grad():
+                        labels_a = self.semantic_classifier(real_a).argmax(1)
                 scalars["loss/semantic"] = o.semantic_weight * semantic_consistency_loss(
                     self.semantic_classifier, fake_b, labels_a, fake_a, real_b)
             loss_g = sum(scalars.values())
@@ -203,12 +230,19 @@ class CycleGANTraining:
                 **{f"D_output/{name}": out.detach().float().mean() for name, out in outputs.items()},
                 "lr": self.scheduler_g.get_last_lr()[0]}
 
-    def add_image_grid(self, step: int, a_rows: tuple, b_rows: tuple, count: int = 8) -> None:
+    def add_image_grid(self, step: int, a_rows: tuple, b_rows: tuple) -> None:
         """TensorBoard images 'pixel/a2b' (real A / fake B / reconstructed A rows) and 'pixel/b2a'."""
         for tag, rows in (("pixel/a2b", a_rows), ("pixel/b2a", b_rows)):
-            images = torch.cat([r[:count].detach().float().cpu() for r in rows])
-            grid = make_grid(images, nrow=min(count, len(rows[0])), normalize=True, value_range=(-1, 1))
-            self.ctx.writer.add_image(tag, grid, step)
+            self.ctx.writer.add_image(tag, translation_grid(rows), step)
+
+
+def translation_grid(rows: tuple[torch.Tensor, ...], count: int = 8, scale: int = 4) -> torch.Tensor:
+    """3×H×W float grid in [0, 1]: one row of `count` images per tensor of `rows` (images in [-1, 1],
+    e.g. source / translation / reconstruction), each image upscaled `scale`× (nearest) so that
+    small digits can be read."""
+    images = torch.cat([r[:count].detach().float().cpu() for r in rows])
+    images = nn.functional.interpolate(images, scale_factor=scale, mode="nearest")
+    return make_grid(images, nrow=min(count, len(rows[0])), normalize=True, value_range=(-1, 1))
 
 
 def weights_hash(module: nn.Module) -> str:
@@ -236,14 +270,43 @@ def translate_images(generator: nn.Module, images: torch.Tensor, device: torch.d
 
 
 class CycleGANTranslator:
-    """Translates datasets with a trained G: A -> B; results are cached on disk by weights and data."""
+    """Translates datasets with a trained G: A -> B (cached on disk by weights and data), then makes
+    what the feature stage trains on: f_S's label filter and the mix with the raw source (`prepare`)."""
 
-    def __init__(self, generator: nn.Module, ctx: Context, batch_size: int):
+    def __init__(self, generator: nn.Module, ctx: Context, options: CycleGANOptions,
+                 source_classifier: nn.Module | None = None):
         self.generator = generator
         self.ctx = ctx
-        self.batch_size = batch_size
+        self.options = options
+        self.source_classifier = source_classifier
+        self.translated: DomainDataset | None = None  # the last unfiltered translation, for the diagnostics
+        self.report: dict = {}  # agreement and kept fractions of the last `translate`
 
     def translate(self, dataset: DomainDataset) -> DomainDataset:
+        """The feature stage's training set from labeled `dataset`: its translation (`translate_only`),
+        filtered by f_S (`filter_by_agreement`, when pixel.label_filter is drop) and combined with
+        the raw images as pixel.feature_data says (`mix`). Warns when f_S's agreement is low."""
+        o, ctx = self.options, self.ctx
+        translated = self.translated = self.translate_only(dataset)
+        kept = translated
+        if self.source_classifier is not None:
+            predictions = predict(self.source_classifier, translated, ctx.device, o.translate_batch_size)
+            keep, self.report = agreement_report(predictions, translated.labels, translated.num_classes)
+            ctx.info(f"pixel: f_S agrees with {100 * self.report['agreement']:.2f}% of the translated labels")
+            if o.label_filter == "drop":
+                kept = translated.subset(torch.nonzero(keep).flatten(), f"{translated.name}[agreeing]")
+                per_class = " ".join(f"{c}:{100 * f:.0f}%" for c, f in self.report["kept_per_class"].items())
+                ctx.info(f"pixel: label filter keeps {len(kept)}/{len(translated)} translated images; per class {per_class}")
+            if self.report["agreement"] < o.agreement_warning:
+                self.report["warning"] = (
+                    f"f_S agrees with only {100 * self.report['agreement']:.1f}% of the translated labels (below "
+                    f"pixel.agreement_warning={o.agreement_warning}): the translator is damaging labels; raise "
+                    f"pixel.semantic_weight or pixel.semantic_classifier_iterations, or drop the pixel stage")
+                ctx.info(f"warning: pixel: {self.report['warning']}")
+            ctx.metrics.setdefault("pixel", {}).update(self.report)
+        return mix(dataset, kept, o.feature_data, o.translated_fraction, ctx.seed)
+
+    def translate_only(self, dataset: DomainDataset) -> DomainDataset:
         """`dataset` in target style, same labels, name '<name>→cyclegan'.
 
         Cached as ctx.cache_dir/translated_<weights hash>_<dataset fingerprint>.pt, so a second run,
@@ -256,12 +319,47 @@ class CycleGANTranslator:
         if hit:
             ctx.info(f"pixel: translated {dataset.name} read from the cache ({path})")
         else:
-            images = translate_images(self.generator, dataset.images, ctx.device, self.batch_size, ctx)
+            images = translate_images(self.generator, dataset.images, ctx.device, self.options.translate_batch_size,
+                                      ctx)
             save_checkpoint({"images": images}, path, "translation")
             ctx.info(f"pixel: translated {len(images)} images of {dataset.name}, cached in {path}")
         ctx.metrics.setdefault("pixel", {}).update(translation_cache="hit" if hit else "miss",
                                                    translation_cache_file=path.name)
         return DomainDataset(images, dataset.labels, f"{dataset.name}→cyclegan", dataset.num_classes)
+
+
+def agreement_report(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, dict]:
+    """(keep mask, report) of the label filter: an image is kept when f_S's prediction equals its label.
+
+    report: agreement (kept / all), kept (count), total, and kept_per_class {class: kept / images of
+    that class} for the classes present. Reads only the (source) labels the translation carries.
+    """
+    keep = predictions == labels
+    per_class = {c: keep[labels == c].float().mean().item() for c in range(num_classes) if (labels == c).any()}
+    agreement = keep.float().mean().item() if len(keep) else 1.0
+    return keep, {"agreement": agreement, "kept": int(keep.sum()), "total": len(keep), "kept_per_class": per_class}
+
+
+def mix(source: DomainDataset, translated: DomainDataset, feature_data: str, translated_fraction: float,
+        seed: int) -> DomainDataset:
+    """The feature stage's labeled set: `translated`, the raw `source`, or both.
+
+    both: len(source) images, round(translated_fraction · len(source)) of them translated and the
+    rest raw source, each part drawn without repetition in a seeded random order (the translated
+    part cycles through `translated` when the filter left fewer images than it needs).
+    """
+    if feature_data == "translated":
+        return translated
+    if feature_data == "source":
+        return source
+    generator = torch.Generator().manual_seed(seed + 5)
+    n_translated = round(translated_fraction * len(source)) if len(translated) else 0
+    order = torch.randperm(len(translated), generator=generator) if len(translated) else torch.zeros(0, dtype=torch.long)
+    pick_translated = order.repeat(-(-n_translated // max(len(order), 1)))[:n_translated]
+    pick_source = torch.randperm(len(source), generator=generator)[:len(source) - n_translated]
+    images = torch.cat([translated.images[pick_translated], source.images[pick_source]])
+    labels = torch.cat([translated.labels[pick_translated], source.labels[pick_source]])
+    return DomainDataset(images, labels, f"{translated.name}+{source.name}", source.num_classes)
 
 
 def read_translation_cache(path: Path, dataset: DomainDataset, ctx: Context) -> torch.Tensor | None:
@@ -302,29 +400,41 @@ class CycleGAN(PixelAdapter):
 
     @classmethod
     def check(cls, options: CycleGANOptions, image_size: int, channels: int) -> None:
-        size, layers = image_size, options.discriminator_layers
+        size, layers = image_size, options.layers_for(image_size)
         if PatchDiscriminator.output_size(size, layers) < 1:
             raise UserError(f"pixel.discriminator_layers: {layers} layers need images of at least "
                             f"{3 * 2 ** layers} px, but data.image_size is {size}; use fewer layers")
-        if size % 4:
-            raise UserError(f"data.image_size: CycleGAN's generator down-samples twice by 2, so the image size must "
-                            f"be a multiple of 4, got {size}")
+        factor = 2 ** options.downsamplings_for(size)
+        if size % factor:
+            raise UserError(f"data.image_size: CycleGAN's generator down-samples by {factor}, so the image size must "
+                            f"be a multiple of {factor}, got {size}")
 
     def fit(self, source: DomainDataset, target: DomainDataset, ctx: Context) -> CycleGANTranslator:
         o = self.options
         semantic = None
-        if o.semantic_weight > 0:
+        if o.needs_source_classifier:
             semantic = train_classifier(self.setup, source.labeled(), ctx, "pixel_classifier",
                                         o.semantic_classifier_iterations)
         training = CycleGANTraining(o, source, target, ctx, semantic)
         train_loop(ctx, "pixel", o.iterations, training.step, training.state())
-        return CycleGANTranslator(training.g_ab, ctx, o.translate_batch_size)
+        self.translator = CycleGANTranslator(training.g_ab, ctx, o, semantic)
+        return self.translator
 
     def diagnostics(self, source: DomainDataset, translated: DomainDataset, ctx: Context) -> dict:
-        """metrics.json entries about the translation: its label preservation (see `label_preservation`)."""
+        """metrics.json entries about the translation: its label preservation (see `label_preservation`),
+        measured on the whole unfiltered translation, and f_S's agreement / label-filter report.
+        The warning about low agreement is printed again, last, so that a user sees it."""
+        translator = getattr(self, "translator", None)
+        if translator is not None and translator.translated is not None:
+            translated = translator.translated
         preservation = label_preservation(self.setup, self.options.label_preservation_iterations, source,
                                           translated, ctx)
-        return {} if preservation is None else {"label_preservation": preservation}
+        out = {} if preservation is None else {"label_preservation": preservation}
+        if translator is not None and translator.report:
+            out["label_filter"] = translator.report
+            if "warning" in translator.report:
+                ctx.info(f"warning: pixel: {translator.report['warning']}")
+        return out
 
 
 def label_preservation(setup: AdapterSetup, iterations: int, source: DomainDataset, translated: DomainDataset,

@@ -54,11 +54,12 @@ def semantic_consistency_loss(classifier: nn.Module, fake_b: torch.Tensor, label
                               fake_a: torch.Tensor, real_b: torch.Tensor) -> torch.Tensor:
     """CyCADA's semantic consistency with a frozen source classifier f_S:
 
-        L_sem = CE(f_S(G(a)), y_a) + CE(f_S(F(b)), argmax f_S(b))
+        L_sem = CE(f_S(G(a)), t_a) + CE(f_S(F(b)), argmax f_S(b))
 
-    Translation must keep the class: the translated source image keeps its label y_a, and the
-    translated target image keeps the class f_S predicts for the original. (CyCADA uses f_S's
-    prediction on a as the first target too; the true source label is at hand and at least as good.)
+    (CE averaged over the batch.) Translation must keep the class: the translated source image keeps
+    t_a, and the translated target image keeps the class f_S predicts for the original. `labels_a`
+    is t_a: CyCADA's argmax f_S(a) (the adapter's default, pixel.semantic_targets=predicted) or
+    the true source labels y_a (semantic_targets=labels). No target label is read.
     """
     with torch.no_grad():
         pseudo_labels_b = classifier(real_b).argmax(1)
