@@ -142,6 +142,20 @@ def test_guard_stops_a_source_classifier_at_chance_after_its_share_of_the_budget
         learning.check(iteration, guard_scalars(2.0), ctx)  # below 0.9 ln 10 = 2.072: learning
 
 
+def test_a_short_run_is_judged_on_its_last_iterations_not_its_first_fifth(tmp_path):
+    ctx = Context(tmp_path, progress=False)
+    short = DivergenceGuard("feature", 300, 10, "stop", 0.2, {}, window=50)
+    for iteration in range(1, 200):  # 20% of 300 is 60, but nothing is judged before iteration 200
+        short.check(iteration, guard_scalars(2.30), ctx)
+    with pytest.raises(TrainingDiverged, match="at iteration 200 of 300"):
+        short.check(200, guard_scalars(2.30), ctx)
+    tiny = DivergenceGuard("feature", 120, 10, "stop", 0.2, {}, window=50)
+    for iteration in range(1, 120):
+        tiny.check(iteration, guard_scalars(2.30), ctx)
+    with pytest.raises(TrainingDiverged, match="at iteration 120 of 120"):  # a run shorter than 200: its last
+        tiny.check(120, guard_scalars(2.30), ctx)
+
+
 def test_guard_on_the_domain_loss_warns_once_when_asked_and_stops_on_nan(tmp_path):
     ctx = Context(tmp_path, progress=False)
     guard = DivergenceGuard("feature", 100, 10, "warn", 0.0, {"loss/domain": math.log(2)}, window=10)

@@ -76,13 +76,17 @@ def check_discriminator(hidden: list[int], dropout: float, prefix: str = "featur
 
 
 CHANCE_SHARE = 0.9  # the source CE counts as "at chance" above 0.9 · ln(C)
+MIN_JUDGED_ITERATION = 200  # no run is judged "at chance" before this iteration (or its last, if shorter)
 DOMAIN_LOSS_LIMIT = 10.0  # the domain loss counts as diverged above 10 × its chance value (healthy runs: ≤ 4.1 ×)
 
 
 class DivergenceGuard:
     """Stops (or warns about) a run of the adversarial family that learns nothing.
 
-    From iteration max(⌈after · iterations⌉, window) on, over the last `window` iterations:
+    From iteration max(⌈after · iterations⌉, window) on, over the last `window` iterations (the
+    first check from iteration 200 on, or the run's last if it is shorter: even without a transfer
+    loss the DTN needs 100–150 iterations to leave chance on the syndigits tasks, so a short run is
+    judged on its last iterations, not on its first fifth):
     * the mean source cross-entropy ≥ 0.9 · ln C (chance: ln C for C classes): the classifier
       has not learned the labeled source, the transfer loss overpowers it;
     * the mean of a transfer loss with a chance value (the domain losses: ln 2) > 10 × chance:
@@ -95,6 +99,7 @@ class DivergenceGuard:
                  chances: dict[str, float], window: int = 50):
         self.stage, self.iterations, self.mode = stage, iterations, mode
         self.start = max(math.ceil(after * iterations), window)
+        self.chance_start = min(iterations, max(self.start, MIN_JUDGED_ITERATION))
         self.num_classes = num_classes
         self.chance_ce = math.log(num_classes)
         self.chances = chances
@@ -127,7 +132,7 @@ class DivergenceGuard:
         if iteration < self.start:
             return None
         source_ce = self.means["loss/source_ce"].mean()
-        if source_ce >= CHANCE_SHARE * self.chance_ce:
+        if iteration >= self.chance_start and source_ce >= CHANCE_SHARE * self.chance_ce:
             return (f"the source classification loss is still at chance ({source_ce:.3f}, chance ln {self.num_classes} "
                     f"= {self.chance_ce:.3f}, mean of the last {self.means['loss/source_ce'].values.maxlen} "
                     f"iterations); likely cause: the transfer loss overpowers classification (lower "
