@@ -3,13 +3,15 @@
 1. stage ``feature_pretrain``: the source encoder M_s and the head C are trained on labeled
    source (+ any labeled target images) with CE and the recipe's `train` settings.
 2. the target encoder M_t is initialised as a copy of M_s.
-3. stage ``feature_adapt``: M_s and C are frozen (requires_grad off). M_s and M_t run in one
-   mode (`adaptation_mode`): dropout off, batch norm normalising each batch with its own
-   statistics. So for equal weights they compute the same function of their batch, and D can
-   tell the domains apart only by what M_t has learned, never by dropout noise that only one side
-   has; M_t's running statistics follow the target batches (used when it classifies target
-   images), and M_s's, which nothing reads after pre-training, follow source batches. Each
-   iteration takes one Adam step of the discriminator D on
+3. stage ``feature_adapt``: M_s and C are frozen (requires_grad off, M_s in eval mode so its
+   batch-norm statistics stay fixed); M_t trains in train mode (its dropout on, its batch norm on
+   target batch statistics). The two encoders are thus in different modes, and D could tell them
+   apart by dropout noise alone. Both in one mode was measured on this project's CPU (one thread,
+   2,500 + 2,500 iterations, MNIST→USPS): dropout off and batch norm on batch statistics in both
+   85.80 ± 1.05% (3 seeds), both in eval mode 87.29% (seed 0), dropout on in both 83.96% (seed
+   0), against 89.6% for these modes; the quickstart lost 5 points likewise. The dropout noise on
+   M_t regularises more than it leaks, so these modes stay until a study over tasks and seeds says
+   otherwise. Each iteration takes one Adam step of the discriminator D on
 
        L_advD = −E[log D(M_s(x_s))] − E[log(1 − D(M_t(x_t)))]
 
@@ -69,15 +71,6 @@ class ADDAOptions:
         check_discriminator(self.discriminator_hidden, self.discriminator_dropout)
 
 
-def adaptation_mode(encoder: torch.nn.Module) -> None:
-    """ADDA's mode for both encoders during adaptation: train mode (batch norm uses and tracks batch
-    statistics) with every dropout layer off."""
-    encoder.train()
-    for module in encoder.modules():
-        if isinstance(module, torch.nn.modules.dropout._DropoutNd):
-            module.eval()
-
-
 @ADAPTERS.register("adda")
 class ADDA(FeatureAdapter):
     """ADDA: a separate target encoder trained adversarially against the frozen source encoder."""
@@ -92,9 +85,7 @@ class ADDA(FeatureAdapter):
         train_loop(ctx, "feature_pretrain", pretrain_iterations, training.supervised_step, training.state())
 
         classifier.eval().requires_grad_(False)  # M_s and C stay as pre-trained
-        target_encoder = classifier.copy_encoder().requires_grad_(True)
-        adaptation_mode(classifier.encoder)
-        adaptation_mode(target_encoder)
+        target_encoder = classifier.copy_encoder().train().requires_grad_(True)  # modes: see the docstring
         discriminator = DomainDiscriminator(classifier.feature_dim, o.discriminator_hidden,
                                             o.discriminator_batch_norm, o.discriminator_dropout).to(ctx.device)
         betas = (o.beta1, o.beta2)
