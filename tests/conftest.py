@@ -37,6 +37,16 @@ if "toy_source" not in DATASETS:
     DATASETS.register("toy_target", "test-only toy domain, brighter")(lambda split, **_: toy_digits(split, 60))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Tiny networks gain nothing from intra-op threads, and when another process keeps the cores
+    busy, OpenMP threads waiting on each other make each small op ~50× slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def toy_recipe_dict(**sections) -> dict:
     """A minimal recipe on the toy domains (16×16 grey, lenet), updated by `sections`."""
     recipe = {

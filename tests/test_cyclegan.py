@@ -34,15 +34,6 @@ TINY = {"adapter": "cyclegan", "iterations": 6, "batch_size": 4, "ngf": 4, "ndf"
         "label_preservation_iterations": 30}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks gain nothing from intra-op threads, and when another process keeps the cores
-    busy, OpenMP threads waiting on each other make each small op ~50× slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def tiny_options(**changes) -> CycleGANOptions:
     return CycleGANOptions(**{**{k: v for k, v in TINY.items() if k != "adapter"}, **changes})

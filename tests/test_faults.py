@@ -18,13 +18,6 @@ from da_toolkit.training.checkpoint import load_checkpoint
 from da_toolkit.training.loop import Interrupted, train_loop
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def invoke(*args):
     return CliRunner().invoke(main, [str(a) for a in args])

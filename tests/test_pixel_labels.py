@@ -19,13 +19,6 @@ from da_toolkit.training.gan_losses import semantic_consistency_loss
 from conftest import toy_digits
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def logits(*rows) -> torch.Tensor:
     """N×K×1×1 images that nn.Flatten() turns into the logits `rows`."""

@@ -40,13 +40,6 @@ def write_hostile(path: Path, marker: Path) -> None:
     torch.save({"state_dict": MakesMarker(marker), "images": MakesMarker(marker)}, path)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def pixel_run(tmp_path_factory):
