@@ -34,12 +34,15 @@ def write_yaml(path: Path, data: dict) -> Path:
 @pytest.fixture
 def toy_recipes(tmp_path):
     """recipes/toy_<method>.yaml for source_only, cyclegan, cyclegan_ft (same pixel stage, a longer
-    feature stage) and cyclegan_wide (another pixel stage)."""
+    feature stage), cyclegan_translated (same pixel stage, its translations used alone) and
+    cyclegan_wide (another pixel stage)."""
     folder = tmp_path / "recipes"
     folder.mkdir()
     write_yaml(folder / "toy_source_only.yaml", toy_recipe_dict())
     write_yaml(folder / "toy_cyclegan.yaml", toy_recipe_dict(pixel=TINY_PIXEL))
     write_yaml(folder / "toy_cyclegan_ft.yaml", toy_recipe_dict(pixel=TINY_PIXEL, train={"iterations": 90}))
+    write_yaml(folder / "toy_cyclegan_translated.yaml",
+               toy_recipe_dict(pixel={**TINY_PIXEL, "feature_data": "translated", "translated_fraction": 0.3}))
     write_yaml(folder / "toy_cyclegan_wide.yaml", toy_recipe_dict(pixel={**TINY_PIXEL, "ngf": 8}))
     return folder
 
@@ -168,12 +171,14 @@ def test_scarce_label_subsets_have_exactly_k_labels_per_class(write_recipe):
 
 
 def test_cells_with_the_same_pixel_stage_share_one_translator(tmp_path, toy_recipes):
-    path = benchmark_file(tmp_path, methods=["cyclegan_ft", "source_only", "cyclegan", "cyclegan_wide"],
+    path = benchmark_file(tmp_path, methods=["cyclegan_ft", "source_only", "cyclegan", "cyclegan_translated",
+                                                   "cyclegan_wide"],
                           target_labels_per_class=[0, 3], seeds=[0])
     cells = {c.name: c for c in cells_of(path)}
     owner = cells["toy/cyclegan_k0/seed0"]  # the shortest cell trains it, though cyclegan_ft comes first
     assert owner.owner is None and cells["toy/source_only_k0/seed0"].owner is None
-    for name in ("toy/cyclegan_ft_k0/seed0", "toy/cyclegan_ft_k3/seed0", "toy/cyclegan_k3/seed0"):
+    for name in ("toy/cyclegan_ft_k0/seed0", "toy/cyclegan_ft_k3/seed0", "toy/cyclegan_k3/seed0",
+                 "toy/cyclegan_translated_k0/seed0", "toy/cyclegan_translated_k3/seed0"):
         assert cells[name].owner is owner
         assert f"pixel_from={owner.run_dir}" in cells[name].arguments()
     assert cells["toy/cyclegan_wide_k0/seed0"].owner is None  # another pixel stage: its own translator

@@ -115,21 +115,27 @@ def expand(benchmark: Benchmark, profile: str | None, bench_dir: Path) -> tuple[
     return cells, skipped
 
 
+# Pixel keys read only after translation, when the feature stage's training set is assembled.
+FEATURE_USE_KEYS = ("feature_data", "translated_fraction", "agreement_warning")
+
+
 def pixel_signature(recipe: Recipe) -> str | None:
     """What the pixel stage's result depends on, as a comparable string; None without a pixel stage.
 
     The pixel section, the data, the seed, the classifier (the pixel stage's semantic and oracle
     classifiers use it) and where and how precisely it runs. Not the number of labeled target
     images: CycleGAN learns from the images and never reads target labels, so the cells of all k
-    share one translator. The train section's optimisation keys matter only to a
-    semantic-consistency classifier.
+    share one translator. Nor the pixel keys that only say how the feature stage uses the
+    translations (`FEATURE_USE_KEYS`): cyclegan and cyclegan_translated share one translator. The
+    train section's optimisation keys matter only to a semantic-consistency classifier.
     """
     if recipe.pixel is None:
         return None
     resolved = recipe.to_dict()
     train = resolved["train"]
     data = {key: value for key, value in resolved["data"].items() if key != "target_labels_per_class"}
-    depends = {"pixel": resolved["pixel"], "data": data, "seed": recipe.seed,
+    pixel = {key: value for key, value in resolved["pixel"].items() if key not in FEATURE_USE_KEYS}
+    depends = {"pixel": pixel, "data": data, "seed": recipe.seed,
                "classifier": resolved["classifier"], "device": train["device"], "precision": train["precision"]}
     if getattr(recipe.pixel.options, "semantic_weight", 0) > 0:
         depends["train"] = {k: v for k, v in train.items() if k not in ("iterations", "log_every", "eval_batch_size")}
