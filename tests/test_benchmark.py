@@ -149,8 +149,7 @@ def test_shipped_benchmark_files_are_valid():
     cyclegan_adda = cpu["cyclegan_adda"]  # a YAML alias inside the list, flattened
     assert "feature.adapt_iterations=1000" in cyclegan_adda and set(cpu["cyclegan"]) <= set(cyclegan_adda)
     scarce = bench.load_benchmark(BENCHMARKS / "scarce_labels.yaml")
-    assert scarce.label_counts == [0, 1, 5, 10, 25] and scarce.methods == ["target_only", "source_only", "cyclegan",
-                                                                           "cyclegan_translated"]
+    assert scarce.label_counts == [0, 1, 5, 10, 25] and scarce.methods == ["target_only", "source_only", "cyclegan"]
     assert scarce.recipe_path("mnist2usps", "target_only").name == "mnist2usps_source_only.yaml"
     published = bench.load_published(digits.published)
     assert published.get("mnist2usps", "source_only", "cycada").accuracy == 82.2
