@@ -4,7 +4,8 @@
 
 Rows: method (and k); columns: task, "before → after". With --label-preservation, the mean oracle label
 preservation of AFTER's pixel-stage cells (`label_preservation.rate` in each metrics.json under
-RUNS, a diagnostic that uses target labels) is added per task.
+RUNS, a diagnostic that uses target labels; one per trained translator: the `cyclegan` cells) is
+added per task.
 """
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ def text(values: list[float] | None) -> str:
 def label_preservation(runs: Path) -> dict[str, list[float]]:
     rates: dict = defaultdict(list)
     for metrics in sorted(runs.glob("*/*/seed*/metrics.json")):
+        if metrics.parts[-3] not in ("cyclegan", "cyclegan_k0"):  # the cells that trained a translator
+            continue
         rate = (json.loads(metrics.read_text()).get("label_preservation") or {}).get("rate")
         if rate is not None:
             rates[metrics.parts[-4]].append(100 * rate)
