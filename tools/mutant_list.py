@@ -387,6 +387,10 @@ MUTANTS = [
     Mutant("collapse.top-share-bar", "da_toolkit/evaluate.py",
            "top_bar = round((1 + float(source.max()) / max(int(source.sum()), 1)) / 2, 4)", "top_bar = 1.0",
            "the collapse alarm never rings on one dominant class", ("tests/test_collapse.py",)),
+    Mutant("cluster.run-error-hidden", "da_toolkit/benchmark/cluster.py",
+           "if error is not None and not isinstance(error, FailedJobError):", "if error is not None:",
+           "a cell job whose run failed reports a scheduler message instead of the run's own error",
+           ("tests/test_cluster.py",)),
 ]
 
 # survivors judged harmless, by name, with the one-line reason printed in the report
