@@ -391,6 +391,20 @@ MUTANTS = [
            "if error is not None and not isinstance(error, FailedJobError):", "if error is not None:",
            "a cell job whose run failed reports a scheduler message instead of the run's own error",
            ("tests/test_cluster.py",)),
+    Mutant("pretrained.input-not-shifted", "da_toolkit/models/classifier.py",
+           'self.register_buffer("shift", (0.5 - mean) / std, persistent=False)',
+           'self.register_buffer("shift", -mean / std, persistent=False)',
+           "a pretrained backbone sees [-1, 1] images scaled but not shifted to its mean/std",
+           ("tests/test_pretrained.py",)),
+    Mutant("pretrained.backbone-lr-not-lowered", "da_toolkit/adapters/base.py",
+           'groups = [{**group, "lr": lr * group.pop("lr_scale", 1.0)}',
+           'groups = [{**group, "lr": lr + 0 * group.pop("lr_scale", 1.0)}',
+           "classifier.backbone_lr_multiplier is ignored: the pretrained backbone learns at the full lr",
+           ("tests/test_pretrained.py",)),
+    Mutant("pretrained.norm-bias-decayed", "da_toolkit/adapters/base.py",
+           "split = param_groups_weight_decay(module, weight_decay)",
+           'split = [{"params": [p for p in module.parameters() if p.requires_grad]}]',
+           "fine-tuning decays the norm and bias parameters too", ("tests/test_pretrained.py",)),
 ]
 
 # survivors judged harmless, by name, with the one-line reason printed in the report
