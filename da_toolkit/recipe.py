@@ -260,6 +260,12 @@ def recipe_from_dict(raw: dict, source_path: Path | None = None) -> Recipe:
             raise UserError(DATASETS.unknown_message(spec.name, key=f"data.{key}.name"))
         if spec is not None and spec.root is not None and source_path is not None:
             spec.root = str((source_path.parent / spec.root).resolve())
+        domain = getattr(recipe.data, key.replace("_test", ""))
+        if spec is not None and spec.root is None and key.endswith("_test") and spec.name == domain.name:
+            spec.root = domain.root  # a test split without a folder of its own: its domain's folder
+        if spec is not None and spec.name == "imagefolder" and spec.root is None:
+            raise UserError(f"data.{key}.root: missing: an imagefolder domain needs its folder of class "
+                            f"sub-folders (data.{key}.root=PATH on the command line, or root: in the recipe)")
         if spec is not None and spec.skip_unreadable and spec.name != "imagefolder":
             raise UserError(f"data.{key}.skip_unreadable: only an imagefolder domain reads image files; "
                             f"'{spec.name}' does not take it")

@@ -405,6 +405,13 @@ MUTANTS = [
            "split = param_groups_weight_decay(module, weight_decay)",
            'split = [{"params": [p for p in module.parameters() if p.requires_grad]}]',
            "fine-tuning decays the norm and bias parameters too", ("tests/test_pretrained.py",)),
+    Mutant("pretrained.evaluate-rebuilds-scratch-classifier", "da_toolkit/pipeline.py",
+           "pretrained=recipe.classifier.pretrained, fetch_weights=False)", "fetch_weights=False)",
+           "evaluate/translate rebuild a pretrained run's classifier without its input normalisation",
+           ("tests/test_own_domains.py",)),
+    Mutant("own-domains.test-split-without-folder", "da_toolkit/recipe.py",
+           "spec.root = domain.root  # a test split", "pass  # a test split",
+           "a test split without root: does not take its domain's folder", ("tests/test_own_domains.py",)),
 ]
 
 # survivors judged harmless, by name, with the one-line reason printed in the report
