@@ -154,3 +154,21 @@ def test_bad_augment_keys_name_the_key(write_recipe, override, message):
     with pytest.raises(UserError) as error:
         load_recipe(write_recipe(), [override])
     assert message in str(error.value)
+
+
+def test_a_run_saved_before_these_keys_existed_resumes(write_recipe, tmp_path):
+    """recipe.yaml of an older da-toolkit lacks classifier.checkpoint, backbone_lr_multiplier and
+    train.augment: `--resume` and `compare` read it as their defaults, not as a changed recipe."""
+    from da_toolkit.rundir import RunDir
+
+    now = load_recipe(write_recipe()).to_dict()
+    old = {**now, "classifier": {k: v for k, v in now["classifier"].items()
+                                 if k not in ("checkpoint", "backbone_lr_multiplier")},
+           "train": {k: v for k, v in now["train"].items() if k != "augment"}}
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    run.write_recipe(old)
+    assert run.recipe_changes(now) == []
+    assert run.recipe_changes({**now, "seed": 7}) == ["seed"]
+    augmented = load_recipe(write_recipe(), ["train.augment.hflip=true"]).to_dict()
+    assert run.recipe_changes(augmented) == ["train"]

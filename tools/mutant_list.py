@@ -412,6 +412,10 @@ MUTANTS = [
     Mutant("own-domains.test-split-without-folder", "da_toolkit/recipe.py",
            "spec.root = domain.root  # a test split", "pass  # a test split",
            "a test split without root: does not take its domain's folder", ("tests/test_own_domains.py",)),
+    Mutant("rundir.saved-recipe-not-normalised", "da_toolkit/rundir.py",
+           "before = recipe_from_dict(before).to_dict()", "before = before",
+           "a run saved before a recipe key was added can no longer be resumed or skipped by compare",
+           ("tests/test_pretrained.py",)),
 ]
 
 # survivors judged harmless, by name, with the one-line reason printed in the report
