@@ -127,3 +127,19 @@ def test_slurm_options_on_the_command_line(tmp_path, monkeypatch):
     assert seen["cluster"] == ClusterOptions("gpu", 120, 2, 8, None) and seen["jobs"] is None
     result = CliRunner().invoke(main, ["compare", "b.yaml", "--slurm-partition", "gpu"])
     assert result.exit_code == 2 and "--slurm-partition and --slurm-mem-gb need --executor slurm" in result.output
+
+
+def test_each_cell_asks_slurm_for_the_options_given(tmp_path, monkeypatch):
+    """Without Slurm, --executor slurm is one line; with `srun` on the PATH, the batch script a cell
+    would be submitted with asks for the partition, time, GPUs, CPUs and memory."""
+    options = ClusterOptions("gpu", 90, 2, 8, 32)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(UserError, match='--executor slurm: Could not detect "srun".*login node'):
+        cluster.ClusterLauncher(tmp_path / "submitit", options)
+    (tmp_path / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (tmp_path / "srun").chmod(0o755)
+    script = cluster.ClusterLauncher(tmp_path / "submitit", options).executor._executor \
+        ._make_submission_file_text("CMD", "0")
+    for line in ("--partition=gpu", "--time=90", "--gpus-per-node=2", "--cpus-per-task=8", "--mem=32GB",
+                 "--ntasks-per-node=1"):
+        assert f"#SBATCH {line}\n" in script

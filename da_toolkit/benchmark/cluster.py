@@ -67,7 +67,11 @@ class ClusterLauncher:
 
         self.submitit = submitit
         self.options = options
-        self.executor = submitit.AutoExecutor(folder=Path(folder) / "%j", cluster=options.cluster)
+        try:
+            self.executor = submitit.AutoExecutor(folder=Path(folder) / "%j", cluster=options.cluster)
+        except RuntimeError as error:  # submitit: 'Could not detect "srun", are you indeed on a slurm cluster?'
+            raise UserError(f"--executor {options.cluster}: {error} (run compare on a node that submits Slurm "
+                            f"jobs, e.g. the cluster's login node)") from None
         self.executor.update_parameters(
             name="da-toolkit-cell", timeout_min=options.time_min, gpus_per_node=options.gpus, tasks_per_node=1,
             cpus_per_task=options.cpus, **({"mem_gb": options.mem_gb} if options.mem_gb else {}),
