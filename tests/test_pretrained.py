@@ -172,3 +172,34 @@ def test_a_run_saved_before_these_keys_existed_resumes(write_recipe, tmp_path):
     assert run.recipe_changes({**now, "seed": 7}) == ["seed"]
     augmented = load_recipe(write_recipe(), ["train.augment.hflip=true"]).to_dict()
     assert run.recipe_changes(augmented) == ["train"]
+
+
+def test_an_augmented_run_resumes_exactly(tmp_path, monkeypatch):
+    """The crops, flips and colours come from the checkpointed RNG: a DANN run interrupted inside its
+    stage and resumed ends with the weights of the uninterrupted run, which differ from a plain run's."""
+    from conftest import toy_recipe_dict
+    from da_toolkit.pipeline import run
+    from da_toolkit.recipe import recipe_from_dict
+    from da_toolkit.training.checkpoint import load_checkpoint
+    from da_toolkit.training.loop import Interrupted
+    from test_resume import interrupt_in
+
+    def recipe(**augment):
+        return recipe_from_dict(toy_recipe_dict(
+            feature={"adapter": "dann", "discriminator_hidden": [16]},
+            train={"iterations": 6, "batch_size": 16, "log_every": 1, "checkpoint_every": 1000, "augment": augment}))
+
+    def weights(run_dir):
+        return load_checkpoint(run_dir / "classifier.pt")["state_dict"]
+
+    augmented = recipe(random_resized_crop=0.6, hflip=True, color_jitter=0.3)
+    run(augmented, tmp_path / "straight", progress=False)
+    run(recipe(), tmp_path / "plain", progress=False)
+    with monkeypatch.context() as patch:
+        interrupt_in(patch, "feature", 3)
+        with pytest.raises(Interrupted):
+            run(augmented, tmp_path / "resumed", progress=False)
+    run(augmented, tmp_path / "resumed", resume=True, progress=False)
+    straight, resumed, plain = (weights(tmp_path / name) for name in ("straight", "resumed", "plain"))
+    assert all(torch.equal(straight[key], resumed[key]) for key in straight)
+    assert not all(torch.equal(straight[key], plain[key]) for key in straight)
