@@ -135,8 +135,20 @@ def report(run_dir, baseline, output, sample):
 @main.command()
 @click.argument("benchmark", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--profile", help="Profile of the benchmark file to apply (e.g. cpu, gpu).")
-@click.option("-j", "--jobs", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Cells run at the same time, each in its own process.")
+@click.option("-j", "--jobs", type=click.IntRange(min=1),
+              help="Cells run at the same time, each in its own process (default 1); with --executor slurm, cells "
+                   "in the queue at a time (default: all).")
+@click.option("--executor", type=click.Choice(["local", "slurm"]), default="local", show_default=True,
+              help="local: processes on this machine; slurm: one Slurm job per cell, through submitit (a cell that "
+                   "reuses a translator is submitted once its owner finished).")
+@click.option("--slurm-partition", help="With --executor slurm: the partition (default: the cluster's).")
+@click.option("--slurm-time", default="1440", show_default=True,
+              help="With --executor slurm: time limit of a cell's job, minutes or H:MM:SS.")
+@click.option("--slurm-gpus", default=1, show_default=True, type=click.IntRange(min=0),
+              help="With --executor slurm: GPUs per cell.")
+@click.option("--slurm-cpus", default=8, show_default=True, type=click.IntRange(min=1),
+              help="With --executor slurm: CPU cores per cell.")
+@click.option("--slurm-mem-gb", type=click.IntRange(min=1), help="With --executor slurm: memory per cell in GB.")
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
               help="Benchmark directory (default: <output_dir of the benchmark file>/<its name>).")
 @click.option("--dry-run", is_flag=True, help="List the cells and their state without running them.")
@@ -149,12 +161,19 @@ def report(run_dir, baseline, output, sample):
 @click.option("--reports", is_flag=True,
               help="Also write each finished cell's run report (beside its task's source-only cell), linked from "
                    "results.md.")
-def compare(benchmark, profile, jobs, output, dry_run, only, verify, tolerance, reports):
+def compare(benchmark, profile, jobs, executor, slurm_partition, slurm_time, slurm_gpus, slurm_cpus, slurm_mem_gb,
+            output, dry_run, only, verify, tolerance, reports):
     """Run the tasks x methods x seeds grid of BENCHMARK and write results.md/csv/json and plots."""
     from da_toolkit.benchmark import compare as run_compare
+    from da_toolkit.benchmark.cluster import ClusterOptions, parse_minutes
 
+    cluster = None
+    if executor == "local" and (slurm_partition or slurm_mem_gb):
+        raise UserError("--slurm-partition and --slurm-mem-gb need --executor slurm")
+    if executor == "slurm":
+        cluster = ClusterOptions(slurm_partition, parse_minutes(slurm_time), slurm_gpus, slurm_cpus, slurm_mem_gb)
     run_compare(benchmark, profile=profile, jobs=jobs, output=output, dry_run=dry_run, only=only, verify=verify,
-                tolerance=tolerance, reports=reports)
+                tolerance=tolerance, reports=reports, cluster=cluster)
 
 
 @main.command()

@@ -176,6 +176,7 @@ def load_run(run_dir: Path) -> tuple[Recipe, torch.nn.Module]:
     recipe = recipe_from_dict(rundir.read_recipe())
     state, num_classes = rundir.load_classifier()
     classifier = create_classifier(recipe.classifier.backbone, recipe.data.channels, recipe.data.image_size,
-                                   num_classes, bottleneck_dim=recipe.classifier.bottleneck_dim)
+                                   num_classes, bottleneck_dim=recipe.classifier.bottleneck_dim,
+                                   pretrained=recipe.classifier.pretrained, fetch_weights=False)
     load_state(classifier, state, rundir.classifier_file, "classifier weights")
     return recipe, classifier.eval()

@@ -98,8 +98,7 @@ class RunDir:
             state = "a finished run (metrics.json)" if self.finished else "an unfinished run"
             raise UserError(f"{self} already holds {state}; pass --resume to continue it, --overwrite to replace it, "
                             f"or --output DIR for a new run")
-        before = self.read_recipe()
-        changed = sorted(k for k in set(before) | set(recipe) if before.get(k) != recipe.get(k) and k != "output_dir")
+        changed = self.recipe_changes(recipe)
         if changed:
             raise UserError(f"--resume: the recipe differs from the one {self} was started with in: "
                             f"{', '.join(changed)}; resume with the same recipe and overrides, or use --output DIR")
@@ -136,6 +135,20 @@ class RunDir:
         """The saved recipe as a dict (safe YAML); validate it with `recipe_from_dict`."""
         self.require("recipe.yaml")
         return read_yaml(self.recipe_file, "recipe")
+
+    def recipe_changes(self, recipe: dict) -> list[str]:
+        """Top-level keys (but output_dir) in which the resolved `recipe` differs from the saved one.
+
+        The saved recipe is read through today's schema first, so a key added to da-toolkit since
+        (saved without it, meaning its default) is no change."""
+        from da_toolkit.recipe import recipe_from_dict
+
+        before = self.read_recipe()
+        try:
+            before = recipe_from_dict(before).to_dict()
+        except UserError:
+            pass  # no longer a valid recipe: compared as saved, so the keys that differ are named
+        return sorted(k for k in set(before) | set(recipe) if before.get(k) != recipe.get(k) and k != "output_dir")
 
     def write_metrics(self, metrics: dict) -> None:
         write_json_atomic(self.metrics_file, metrics)

@@ -63,11 +63,7 @@ class Cell:
 
     def changed_keys(self) -> list[str]:
         """Top-level recipe keys in which a started run directory differs from this cell's recipe."""
-        if not self.started:
-            return []
-        before = RunDir(self.run_dir).read_recipe()
-        now = self.expected_recipe
-        return sorted(k for k in set(before) | set(now) if k != "output_dir" and before.get(k) != now.get(k))
+        return RunDir(self.run_dir).recipe_changes(self.expected_recipe) if self.started else []
 
     def arguments(self) -> list[str]:
         """The `da-toolkit` arguments that run (or, when started, resume) this cell."""
