@@ -23,7 +23,7 @@ from da_toolkit.data import build_domains
 from da_toolkit.errors import UserError
 from da_toolkit.evaluate import collapse_check, evaluate
 from da_toolkit.models import create_classifier
-from da_toolkit.recipe import Recipe, recipe_from_dict
+from da_toolkit.recipe import Recipe, normalised_recipe, recipe_from_dict
 from da_toolkit.rundir import RunDir, RunDirLock
 from da_toolkit.training.checkpoint import load_state, one_line
 
@@ -72,7 +72,7 @@ def run(recipe: Recipe, run_dir: Path | None = None, resume: bool = False, overw
 def _run_locked(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool, progress: bool) -> dict:
     began = time.perf_counter()
     rundir = RunDir(run_dir)
-    rundir.check_start(recipe.to_dict(), resume, overwrite)
+    rundir.check_start(recipe.to_dict(), resume, overwrite, normalised_recipe)
     # everything that can fail on bad input happens before the run directory is written
     rundir.pixel_home(recipe.pixel_from)
     device = resolve_device(recipe.train.device)

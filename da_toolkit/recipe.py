@@ -235,6 +235,15 @@ def apply_override(raw: dict, override: str) -> None:
     node[parts[-1]] = value
 
 
+def normalised_recipe(saved: dict) -> dict:
+    """A saved recipe.yaml read through today's schema (keys added since take their defaults), or as
+    saved when it is no longer a valid recipe (then the keys that differ are named)."""
+    try:
+        return recipe_from_dict(saved).to_dict()
+    except UserError:
+        return saved
+
+
 def recipe_from_dict(raw: dict, source_path: Path | None = None) -> Recipe:
     # imported here: the registries import adapters and datasets, which import this module
     from da_toolkit.adapters import ADAPTERS

@@ -159,6 +159,7 @@ def test_bad_augment_keys_name_the_key(write_recipe, override, message):
 def test_a_run_saved_before_these_keys_existed_resumes(write_recipe, tmp_path):
     """recipe.yaml of an older da-toolkit lacks classifier.checkpoint, backbone_lr_multiplier and
     train.augment: `--resume` and `compare` read it as their defaults, not as a changed recipe."""
+    from da_toolkit.recipe import normalised_recipe
     from da_toolkit.rundir import RunDir
 
     now = load_recipe(write_recipe()).to_dict()
@@ -168,10 +169,10 @@ def test_a_run_saved_before_these_keys_existed_resumes(write_recipe, tmp_path):
     run = RunDir(tmp_path / "run")
     run.path.mkdir()
     run.write_recipe(old)
-    assert run.recipe_changes(now) == []
-    assert run.recipe_changes({**now, "seed": 7}) == ["seed"]
+    assert run.recipe_changes(now, normalised_recipe) == []
+    assert run.recipe_changes({**now, "seed": 7}, normalised_recipe) == ["seed"]
     augmented = load_recipe(write_recipe(), ["train.augment.hflip=true"]).to_dict()
-    assert run.recipe_changes(augmented) == ["train"]
+    assert run.recipe_changes(augmented, normalised_recipe) == ["train"]
 
 
 def test_an_augmented_run_resumes_exactly(tmp_path, monkeypatch):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from da_toolkit.benchmark.spec import Benchmark
 from da_toolkit.errors import UserError
-from da_toolkit.recipe import Recipe, load_recipe
+from da_toolkit.recipe import Recipe, load_recipe, normalised_recipe
 from da_toolkit.rundir import RunDir
 
 
@@ -63,7 +63,7 @@ class Cell:
 
     def changed_keys(self) -> list[str]:
         """Top-level recipe keys in which a started run directory differs from this cell's recipe."""
-        return RunDir(self.run_dir).recipe_changes(self.expected_recipe) if self.started else []
+        return RunDir(self.run_dir).recipe_changes(self.expected_recipe, normalised_recipe) if self.started else []
 
     def arguments(self) -> list[str]:
         """The `da-toolkit` arguments that run (or, when started, resume) this cell."""
