@@ -16,6 +16,7 @@ from da_toolkit.errors import UserError
 from da_toolkit.recipe import recipe_from_dict
 from da_toolkit.rundir import RunDir
 from da_toolkit.training.checkpoint import UnreadableFile, load_checkpoint, load_state
+from da_toolkit.training.precision import Precision, resolve_precision
 
 GENERATOR_KEYS = {"a2b": "generator_ab", "b2a": "generator_ba"}  # pixel-stage checkpoint keys by direction
 
@@ -41,7 +42,8 @@ def translate_folder(run_dir: Path, input_dir: Path, output_dir: Path, direction
 
     Images are conformed to the run's image size and channels; each is written as PNG to the same
     relative path under `output_dir`. `direction` a2b is source -> target style (the generator G),
-    b2a the reverse (F). Returns the number of images written.
+    b2a the reverse (F). Runs on a GPU when there is one, in the run's `train.precision` resolved on
+    that device (as the run translated its source set). Returns the number of images written.
     """
     rundir, input_dir, output_dir = RunDir(run_dir), Path(input_dir), Path(output_dir)
     if direction not in GENERATOR_KEYS:
@@ -57,11 +59,12 @@ def translate_folder(run_dir: Path, input_dir: Path, output_dir: Path, direction
 
     size, channels = recipe.data.image_size, recipe.data.channels
     device = resolve_device("auto")
+    precision = Precision(resolve_precision(recipe.train.precision, device), device)
     generator.to(device)
     for start in range(0, len(paths), batch_size):
         chunk = paths[start:start + batch_size]
         images = torch.cat([conform(read_rgb(path)[None], size, channels) for path in chunk])
-        for path, image in zip(chunk, translate_images(generator, images, device, batch_size)):
+        for path, image in zip(chunk, translate_images(generator, images, device, batch_size, precision)):
             destination = (output_dir / path.relative_to(input_dir)).with_suffix(".png")
             destination.parent.mkdir(parents=True, exist_ok=True)
             pixels = image.permute(1, 2, 0).numpy()
