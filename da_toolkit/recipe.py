@@ -84,7 +84,7 @@ class TrainConfig:
             if getattr(self, key) < 0:
                 raise UserError(f"train.{key}: must be zero or more, got {getattr(self, key)}")
         if self.precision == "amp":
-            warnings.warn(AMP_DEPRECATION, FutureWarning, stacklevel=2)
+            warnings.warn(AMP_DEPRECATION, FutureWarning)
 
 
 @dataclass

@@ -2,6 +2,7 @@
 through the trained CycleGAN of a run directory."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -36,6 +37,17 @@ def load_generator(rundir: RunDir, recipe, direction: str = "a2b") -> torch.nn.M
     return generator
 
 
+def translation_precision(requested: str, device: torch.device) -> Precision:
+    """The run's `train.precision` resolved on this device; fp32, with a warning, where it cannot run
+    here (a run trained in fp16 on a GPU, translated on a CPU)."""
+    try:
+        return Precision(resolve_precision(requested, device), device)
+    except UserError as error:
+        warnings.warn(f"{error}; translating in fp32, so the images may differ slightly from the run's own "
+                      f"translations")
+        return Precision("fp32", device)
+
+
 def translate_folder(run_dir: Path, input_dir: Path, output_dir: Path, direction: str = "a2b",
                      batch_size: int = 64) -> int:
     """Translate every image under `input_dir` (recursively) with the CycleGAN of `run_dir`.
@@ -59,7 +71,7 @@ def translate_folder(run_dir: Path, input_dir: Path, output_dir: Path, direction
 
     size, channels = recipe.data.image_size, recipe.data.channels
     device = resolve_device("auto")
-    precision = Precision(resolve_precision(recipe.train.precision, device), device)
+    precision = translation_precision(recipe.train.precision, device)
     generator.to(device)
     for start in range(0, len(paths), batch_size):
         chunk = paths[start:start + batch_size]

@@ -21,13 +21,14 @@ from da_toolkit.context import Context
 from da_toolkit.data import build_domains
 from da_toolkit.errors import UserError
 from da_toolkit.models import ResnetGenerator
+from da_toolkit import pipeline
 from da_toolkit.pipeline import run
 from da_toolkit.recipe import recipe_from_dict
 from da_toolkit.training import loop, precision as precision_module
 from da_toolkit.training.checkpoint import load_checkpoint
 from da_toolkit.training.loop import train_loop
 from da_toolkit.training.precision import Precision, resolve_precision
-from da_toolkit.translate import translate_folder
+from da_toolkit.translate import translate_folder, translation_precision
 from conftest import toy_recipe_dict
 from test_cyclegan import tiny_options, toy
 from test_resume import cases, recipe_for
@@ -39,11 +40,19 @@ CPU = torch.device("cpu")
 # ------------------------------------------------------------------------------------- resolving
 
 
-def test_auto_is_fp32_on_the_cpu_and_explicit_precisions_are_kept():
+def test_auto_is_fp32_on_the_cpu_bf16_runs_there_and_fp16_is_refused():
     assert resolve_precision("auto", CPU) == "fp32"
     assert resolve_precision("amp", CPU) == "fp32"
-    for name in ("fp32", "bf16", "fp16"):
+    for name in ("fp32", "bf16"):
         assert resolve_precision(name, CPU) == name
+    with pytest.raises(UserError, match="train.precision: fp16 on the CPU is about 40 times slower"):
+        resolve_precision("fp16", CPU)
+
+
+def test_translate_falls_back_to_fp32_where_the_runs_precision_cannot_run():
+    with pytest.warns(UserWarning, match="fp16 on the CPU .*; translating in fp32"):
+        assert translation_precision("fp16", CPU).name == "fp32"
+    assert translation_precision("bf16", CPU).name == "bf16"
 
 
 @pytest.mark.parametrize("has_bf16, expected", [(True, "bf16"), (False, "fp16")])
@@ -60,8 +69,9 @@ def test_bf16_on_a_gpu_without_it_is_a_user_error(monkeypatch):
 
 
 def test_cells_of_amp_and_auto_share_a_translator_and_fp32_does_not():
-    signature = {name: pixel_signature(recipe_from_dict(toy_recipe_dict(pixel=TINY, train={"precision": name})))
-                 for name in ("amp", "auto", "fp32")}
+    with pytest.warns(FutureWarning, match="'amp' is deprecated"):
+        signature = {name: pixel_signature(recipe_from_dict(toy_recipe_dict(pixel=TINY, train={"precision": name})))
+                     for name in ("amp", "auto", "fp32")}
     assert signature["amp"] == signature["auto"] != signature["fp32"]
 
 
@@ -218,9 +228,11 @@ def test_bf16_trains_cyclegan_under_cpu_autocast_with_finite_losses(tmp_path):
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_a_run_records_its_precision_and_fp16_checkpoints_every_optimisers_scaler(precision, tmp_path):
+def test_a_run_records_its_precision_and_fp16_checkpoints_every_optimisers_scaler(precision, tmp_path, monkeypatch):
+    """fp16 as auto resolves it on a GPU without bf16 (a recipe asking for fp16 on the CPU is refused;
+    the library runs it on the CPU, slowly, which is enough for these tiny networks)."""
+    monkeypatch.setattr(pipeline, "resolve_precision", lambda requested, device: precision)
     recipe = recipe_for("cyclegan", "adda", 0)
-    recipe.train.precision = precision
     metrics = run(recipe, tmp_path, progress=False)
     assert metrics["precision"] == precision
     scalers = {path.stem: set(load_checkpoint(path)["grad_scalers"])
