@@ -2,7 +2,6 @@
 logging (TensorBoard + log file), progress bars, checkpoint locations and the run's metrics."""
 from __future__ import annotations
 
-import contextlib
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -12,6 +11,7 @@ import torch
 
 from da_toolkit.errors import UserError
 from da_toolkit.rundir import RunDir
+from da_toolkit.training.precision import Precision
 
 
 def resolve_device(name: str) -> torch.device:
@@ -27,19 +27,12 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def resolve_amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype: bfloat16 on a CUDA GPU that supports it for 'auto'/'amp', else None (fp32)."""
-    if precision == "fp32" or device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-
-
 @dataclass
 class Context:
     run_dir: Path
     device: torch.device = torch.device("cpu")
     seed: int = 0
-    amp_dtype: torch.dtype | None = None
+    precision: Precision | None = None  # resolved (training/precision.py); None: fp32 on `device`
     log_every: int = 50
     checkpoint_every: int = 500
     resume: bool = False
@@ -50,6 +43,8 @@ class Context:
 
     def __post_init__(self):
         self.run_dir = Path(self.run_dir)
+        if self.precision is None:
+            self.precision = Precision("fp32", self.device)
         self.run = RunDir(self.run_dir)
         self.pixel_home = self.run.pixel_home(None if self.pixel_from is None else str(self.pixel_from))
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -114,7 +109,9 @@ class Context:
         return self.pixel_home.cache_dir
 
     def autocast(self):
-        """Mixed precision on CUDA (bfloat16), a no-op in fp32."""
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+        """The forward passes' mixed precision (bf16 or fp16 autocast), a no-op in fp32."""
+        return self.precision.autocast()
+
+    def backward_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """One optimisation step on `loss` (zero_grad, backward, step), through a gradient scaler in fp16."""
+        self.precision.backward_step(loss, optimizer)

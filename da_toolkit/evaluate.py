@@ -8,7 +8,7 @@ from sklearn.metrics import confusion_matrix
 from torch import nn
 
 from da_toolkit.data import DomainDataset
-from da_toolkit.data.base import to_float
+from da_toolkit.data.base import device_batches
 
 
 @torch.no_grad()
@@ -17,7 +17,7 @@ def _outputs(model: nn.Module, dataset: DomainDataset, device: torch.device | st
     """head(logits) of every image, in dataset order, with the model in eval mode."""
     was_training = model.training
     model.eval()
-    outputs = [head(model(to_float(chunk.to(device)))).cpu() for chunk in dataset.images.split(batch_size)]
+    outputs = [head(model(images)).cpu() for images in device_batches(dataset.images, device, batch_size)]
     model.train(was_training)
     return torch.cat(outputs) if outputs else torch.empty(0)
 

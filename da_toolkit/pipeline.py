@@ -18,7 +18,7 @@ import torch
 import da_toolkit
 from da_toolkit.adapters import ADAPTERS
 from da_toolkit.adapters.base import AdapterSetup
-from da_toolkit.context import Context, resolve_amp_dtype, resolve_device
+from da_toolkit.context import Context, resolve_device
 from da_toolkit.data import build_domains
 from da_toolkit.errors import UserError
 from da_toolkit.evaluate import collapse_check, evaluate
@@ -26,6 +26,7 @@ from da_toolkit.models import create_classifier
 from da_toolkit.recipe import Recipe, normalised_recipe, recipe_from_dict
 from da_toolkit.rundir import RunDir, RunDirLock
 from da_toolkit.training.checkpoint import load_state, one_line
+from da_toolkit.training.precision import Precision, resolve_precision
 
 SELECTION = "final model after the last iteration (no target labels used for model selection)"
 
@@ -45,9 +46,9 @@ def check_classifier(setup: AdapterSetup, num_classes: int, backbone: str) -> No
                             f"small for the '{backbone}' backbone ({one_line(error)}); use a larger image size") from None
 
 
-def make_context(recipe: Recipe, run_dir: Path, device: torch.device, resume: bool, progress: bool) -> Context:
-    return Context(run_dir=run_dir, device=device, seed=recipe.seed, pixel_from=recipe.pixel_from,
-                   amp_dtype=resolve_amp_dtype(recipe.train.precision, device),
+def make_context(recipe: Recipe, run_dir: Path, device: torch.device, precision: Precision, resume: bool,
+                 progress: bool) -> Context:
+    return Context(run_dir=run_dir, device=device, seed=recipe.seed, pixel_from=recipe.pixel_from, precision=precision,
                    log_every=recipe.train.log_every, checkpoint_every=recipe.train.checkpoint_every,
                    resume=resume, progress=progress)
 
@@ -76,6 +77,7 @@ def _run_locked(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool, pr
     # everything that can fail on bad input happens before the run directory is written
     rundir.pixel_home(recipe.pixel_from)
     device = resolve_device(recipe.train.device)
+    precision = Precision(resolve_precision(recipe.train.precision, device), device)
     seed_everything(recipe.seed)
     domains = build_domains(recipe.data, recipe.seed)
     _check_classes(domains)
@@ -87,10 +89,10 @@ def _run_locked(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool, pr
 
     if overwrite:
         rundir.clear()
-    ctx = make_context(recipe, run_dir, device, resume, progress)
+    ctx = make_context(recipe, run_dir, device, precision, resume, progress)
     try:
         rundir.write_recipe(recipe.to_dict())
-        ctx.info(f"run {recipe.name}: {run_dir} on {ctx.device}")
+        ctx.info(f"run {recipe.name}: {run_dir} on {ctx.device}, precision {precision.name}")
 
         source = domains.source
         if pixel is not None:
@@ -138,6 +140,7 @@ def _metrics(recipe: Recipe, domains, classifier, ctx: Context, wall_time: float
         "stages": ctx.metrics,
         "wall_time_s": round(wall_time, 2),
         "hardware": hardware(ctx.device),
+        "precision": ctx.precision.name,  # as resolved on this device (train.precision: auto -> fp32/bf16/fp16)
         "versions": versions(),
     }
 

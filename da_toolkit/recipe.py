@@ -12,6 +12,7 @@ import copy
 import dataclasses
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +21,7 @@ import yaml
 
 from da_toolkit.errors import UserError
 from da_toolkit.training.checkpoint import read_yaml
+from da_toolkit.training.precision import AMP_DEPRECATION
 from da_toolkit.registry import did_you_mean
 
 
@@ -99,7 +101,9 @@ class TrainConfig:
     lr_gamma: float = 0.001  # inverse: lr0 · (1 + lr_gamma · i)^(-lr_decay) per iteration i (Transfer-Learning-Library)
     lr_decay: float = 0.75
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: Literal["auto", "fp32", "amp"] = "auto"  # auto: mixed precision on CUDA, fp32 on CPU
+    # fp32 | bf16 | fp16 (autocast, gradient scaling) | auto: bf16, else fp16 on CUDA, fp32 on the CPU;
+    # amp: deprecated, means auto (training/precision.py)
+    precision: Literal["auto", "fp32", "bf16", "fp16", "amp"] = "auto"
     log_every: int = 50
     checkpoint_every: int = 500
     eval_batch_size: int = 500
@@ -112,6 +116,8 @@ class TrainConfig:
         for key in ("lr_gamma", "lr_decay"):
             if getattr(self, key) < 0:
                 raise UserError(f"train.{key}: must be zero or more, got {getattr(self, key)}")
+        if self.precision == "amp":
+            warnings.warn(AMP_DEPRECATION, FutureWarning)
 
 
 @dataclass

@@ -20,6 +20,9 @@ class Mutant(NamedTuple):
 CG = "da_toolkit/adapters/cyclegan.py"
 CG_TESTS = ("tests/test_cyclegan_formulas.py", "tests/test_cyclegan.py", "tests/test_translation.py")
 RESUME = ("tests/test_resume.py",)
+DEVICE = ("tests/test_device_state.py",)
+PRECISION = ("tests/test_precision.py",)
+PREC = "da_toolkit/training/precision.py"
 
 MUTANTS = [
     # ------------------------------------------------------------------ CycleGAN iteration
@@ -85,9 +88,13 @@ MUTANTS = [
            "linear LR decay does not reach 0 at the end of the budget", CG_TESTS),
     # ------------------------------------------------------------------ translation, cache, diagnostics, CLI
     Mutant("cache.key-ignores-weights", CG,
-           'path = ctx.cache_dir / f"translated_{weights_hash(self.generator)}_{dataset.fingerprint()}.pt"',
-           'path = ctx.cache_dir / f"translated_{dataset.fingerprint()}.pt"',
+           'key = f"{weights_hash(self.generator)}_{dataset.fingerprint()}_{ctx.precision.name}"',
+           'key = f"{dataset.fingerprint()}_{ctx.precision.name}"',
            "translation cache keyed by the data only: a retrained translator gets stale images", CG_TESTS),
+    Mutant("cache.key-ignores-precision", CG,
+           'key = f"{weights_hash(self.generator)}_{dataset.fingerprint()}_{ctx.precision.name}"',
+           'key = f"{weights_hash(self.generator)}_{dataset.fingerprint()}"',
+           "a bf16 run reuses an fp32 run's translations (or the reverse) from a shared pixel stage", PRECISION),
     Mutant("cache.hash-ignores-values", CG,
            "digest.update(tensor.detach().float().cpu().numpy().tobytes())",
            "digest.update(str(tuple(tensor.shape)).encode())",
@@ -142,6 +149,10 @@ MUTANTS = [
     Mutant("pool.history-not-updated", "da_toolkit/training/image_pool.py",
            "self.images[slot] = image.clone()", "pass",
            "the pool keeps its first fakes forever", CG_TESTS),
+    Mutant("pool.restored-images-off-device", "da_toolkit/training/image_pool.py",
+           "self.images = list(images.to(self.device).unbind(0)) if images.numel() else []",
+           "self.images = list(images.unbind(0)) if images.numel() else []",
+           "a pool resumed on a GPU holds CPU images and the first swap fails on mixed devices", DEVICE),
     Mutant("pool.rng-not-restored", "da_toolkit/training/image_pool.py",
            'self.generator.set_state(state["generator"].cpu())', "pass",
            "a resumed pool draws other swaps than an uninterrupted one", RESUME + CG_TESTS),
@@ -164,7 +175,7 @@ MUTANTS = [
            "DANN's reversal coefficient starts at 0.5 instead of 0", ("tests/test_training.py", "tests/test_dann.py")),
     # ------------------------------------------------------------------ training loop, checkpoints
     Mutant("loop.rng-not-restored", "da_toolkit/training/loop.py",
-           'torch.set_rng_state(rng["torch"])', "None",
+           'torch.set_rng_state(rng["torch"].cpu())', "None",
            "a resumed stage draws other random numbers (dropout, init) than an uninterrupted one",
            ("tests/test_training.py",) + RESUME),
     Mutant("loop.resume-restarts-count", "da_toolkit/training/loop.py",
@@ -236,6 +247,10 @@ MUTANTS = [
     Mutant("data.stream-position-not-restored", "da_toolkit/data/base.py",
            'self._position = state["position"]', "self._position = 0",
            "a resumed batch stream repeats the batches of its epoch", RESUME),
+    Mutant("data.stream-copies-order-per-batch", "da_toolkit/data/base.py",
+           "index = self._order_on_device[self._position:self._position + self.batch_size]",
+           "index = self._order[self._position:self._position + self.batch_size].to(self.device)",
+           "every batch copies its indices from the host to the GPU (a sync per batch)", DEVICE),
     Mutant("data.syndigits-test-equals-train", "da_toolkit/data/synthetic.py",
            'SYNDIGITS_SEEDS = {"train": 20_000, "test": 20_001}', 'SYNDIGITS_SEEDS = {"train": 20_000, "test": 20_000}',
            "the syndigits test split is the training split", ("tests/test_known_answers.py", "tests/test_data.py")),
@@ -384,6 +399,32 @@ MUTANTS = [
            'TSNE(n_components=2, init="pca", perplexity=perplexity, random_state=seed)',
            'TSNE(n_components=2, init="random", perplexity=perplexity)',
            "the feature map is a different picture each time", ("tests/test_report.py",)),
+    # ------------------------------------------------------------------ precision
+    Mutant("precision.fp16-unscaled", PREC, "        if scaler is None:\n", "        if True:\n",
+           "fp16 steps without its gradient scaler: small gradients underflow, an inf gradient is applied",
+           PRECISION),
+    Mutant("precision.scaler-not-checkpointed", "da_toolkit/training/loop.py",
+           "scalers = {key: scaler.state_dict() for key, scaler in ctx.precision.scalers(state).items()}",
+           "scalers = {}", "fp16 checkpoints leave out the gradient scalers (a resumed run rescales from 2^16)",
+           PRECISION),
+    Mutant("precision.scaler-not-restored", "da_toolkit/training/loop.py",
+           'load_state(scaler, saved_scalers[key], path, f"gradient scaler of {key}")', "pass",
+           "a resumed fp16 run starts its gradient scalers afresh", PRECISION),
+    Mutant("precision.autocast-off", PREC, "        if self.dtype is None:\n            return contextlib.nullcontext()",
+           "        return contextlib.nullcontext()", "bf16 and fp16 silently train in fp32", PRECISION),
+    Mutant("precision.auto-prefers-fp16", PREC, 'return "bf16" if cuda_has_bf16(device) else "fp16"',
+           'return "fp16"', "auto picks fp16 (with gradient scaling) on a GPU that has bf16", PRECISION),
+    Mutant("precision.discriminator-bypasses-scaler", CG,
+           "ctx.backward_step(loss_d_a + loss_d_b, self.optimizer_d)",
+           "(loss_d_a + loss_d_b).backward(); self.optimizer_d.step(); self.optimizer_d.zero_grad()",
+           "CycleGAN's discriminators step outside the precision's backward_step (unscaled in fp16)", PRECISION),
+    Mutant("precision.translate-in-fp32", "da_toolkit/translate.py",
+           "translate_images(generator, images, device, batch_size, precision)",
+           "translate_images(generator, images, device, batch_size)",
+           "`translate` ignores the run's precision: its images differ from the run's translation", PRECISION),
+    Mutant("precision.signature-amp-differs", "da_toolkit/benchmark/grid.py",
+           '"precision": requested_precision(train["precision"])', '"precision": train["precision"]',
+           "cells saying amp and auto train two identical translators", PRECISION),
     Mutant("collapse.top-share-bar", "da_toolkit/evaluate.py",
            "top_bar = round((1 + float(source.max()) / max(int(source.sum()), 1)) / 2, 4)", "top_bar = 1.0",
            "the collapse alarm never rings on one dominant class", ("tests/test_collapse.py",)),

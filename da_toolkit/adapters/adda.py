@@ -103,9 +103,7 @@ class ADDA(FeatureAdapter):
                 logits = discriminator(torch.cat([source_features, target_features.detach()]))
                 source_logits, target_logits = logits.split([len(source_images), len(target_images)])
                 discriminator_loss, accuracy = domain_classification_loss(source_logits, target_logits)
-            discriminator_optimizer.zero_grad(set_to_none=True)
-            discriminator_loss.backward()
-            discriminator_optimizer.step()
+            ctx.backward_step(discriminator_loss, discriminator_optimizer)
 
             discriminator.requires_grad_(False)
             with ctx.autocast():
@@ -118,9 +116,7 @@ class ADDA(FeatureAdapter):
                     labeled_loss = F.cross_entropy(classifier.head(target_encoder(labeled_images)), labels)
                     scalars["loss/labeled_target_ce"] = labeled_loss.detach()
                     encoder_loss = encoder_loss + labeled_loss
-            encoder_optimizer.zero_grad(set_to_none=True)
-            encoder_loss.backward()
-            encoder_optimizer.step()
+            ctx.backward_step(encoder_loss, encoder_optimizer)
             discriminator.requires_grad_(True)
             domain_accuracy.add(accuracy)
             return scalars

@@ -190,9 +190,7 @@ class SupervisedTraining:
         return {"loss/total": loss.detach(), **scalars}
 
     def update(self, loss: torch.Tensor) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        self.ctx.backward_step(loss, self.optimizer)
         self.scheduler.step()
 
     def state(self) -> dict:
