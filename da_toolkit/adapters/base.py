@@ -126,6 +126,8 @@ class SupervisedTraining:
         self.target = BatchStream(target, batch, ctx.seed + 1, ctx.device)
         labeled = target.labeled()
         self.labeled_target = BatchStream(labeled, batch, ctx.seed + 2, ctx.device) if len(labeled) else None
+        for module in (classifier, *extra_modules):
+            ctx.distribute(module)
         params = [p for m in (classifier, *extra_modules) for p in m.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(params, train)
         total = train.iterations if iterations is None else iterations

@@ -52,7 +52,10 @@ class GlobalRNG:
 
 
 def save_stage(ctx: Context, stage: str, iteration: int, state: dict[str, Stateful], wall_time: float) -> None:
-    """Checkpoint `state` after `iteration` steps that took `wall_time` seconds in all (over resumes)."""
+    """Checkpoint `state` after `iteration` steps that took `wall_time` seconds in all (over resumes); only
+    the process that writes the run directory (`ctx.main`) does: the state is the same on every rank."""
+    if not ctx.main:
+        return
     states = {key: obj.state_dict() for key, obj in state.items()}
     save_checkpoint({"iteration": iteration, "rng": GlobalRNG.state_dict(), "state": states,
                      "wall_time_s": wall_time}, ctx.checkpoint_path(stage), "stage")
