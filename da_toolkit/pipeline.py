@@ -100,7 +100,7 @@ def _run_locked(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool, pr
             rundir.write_recipe(recipe.to_dict())
         world = distributed.current()
         ctx.info(f"run {recipe.name}: {run_dir} on {ctx.device}"
-                 + (f" and {world.size - 1} more processes like it" if world.size > 1 else ""))
+                 + (f" × {world.size} processes (torchrun)" if world.size > 1 else ""))
 
         source = domains.source
         if pixel is not None:
@@ -119,6 +119,8 @@ def _run_locked(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool, pr
             return None
         metrics = _metrics(recipe, domains, classifier, ctx, time.perf_counter() - began + ctx.earlier_wall_time)
         metrics.update(diagnostics)
+        if world.size > 1:
+            metrics["hardware"] += f" × {world.size} processes (torchrun)"
         rundir.write_metrics(metrics)
         ctx.info(f"target accuracy ({domains.target_test.name}): {100 * metrics['target_accuracy']:.2f}%")
         return metrics

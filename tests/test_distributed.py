@@ -206,7 +206,7 @@ def test_every_stage_trains_in_two_processes_into_one_run_directory(method, tmp_
     assert sorted(p.name for p in tmp_path.rglob("metrics.json")) == ["metrics.json"] * 2  # one per run
     assert done.stdout.count("target accuracy") == 1  # rank 0 reports, rank 1 is silent
     log = (tmp_path / "two" / "log.txt").read_text()
-    assert log.count("run toy:") == 1 and "and 1 more processes" in log
+    assert log.count("run toy:") == 1 and "on cpu × 2 processes (torchrun)" in log
     assert sorted(p.stem for p in (tmp_path / "two" / "checkpoints").glob("*.pt")) == \
         sorted(p.stem for p in (tmp_path / "one" / "checkpoints").glob("*.pt"))
     assert not (tmp_path / "two" / ".lock").exists()
