@@ -42,7 +42,10 @@ def main():
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace a finished or unfinished run in the run directory.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def run(recipe, overrides, output, resume, overwrite, quiet):
+@click.option("--nproc", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Train data-parallel in this many processes on this machine (through torchrun: one per GPU, "
+                   "or gloo on CPU); train.batch_size is the global batch.")
+def run(recipe, overrides, output, resume, overwrite, quiet, nproc):
     """Train and evaluate RECIPE; OVERRIDES are dotted key=value pairs, e.g. train.iterations=200."""
     from da_toolkit.pipeline import default_run_dir, run as run_recipe
     from da_toolkit.recipe import load_recipe
@@ -50,7 +53,14 @@ def run(recipe, overrides, output, resume, overwrite, quiet):
     signal.signal(signal.SIGINT, signal.default_int_handler)  # a run started in the background stops on SIGINT too
     loaded = load_recipe(recipe, list(overrides))
     run_dir = output or default_run_dir(loaded)
+    if nproc > 1:
+        from da_toolkit.training.distributed import launch
+
+        flags = [flag for flag, on in (("--resume", resume), ("--overwrite", overwrite), ("--quiet", quiet)) if on]
+        sys.exit(launch(nproc, ["run", str(recipe), *overrides, "--output", str(run_dir), *flags]))
     metrics = run_recipe(loaded, run_dir, resume=resume, overwrite=overwrite, progress=not quiet)
+    if metrics is None:  # a rank other than 0 of a torchrun launch: rank 0 reports
+        return
     click.echo(f"target accuracy  {100 * metrics['target_accuracy']:6.2f}%  ({metrics['target']['dataset']}, "
                f"{metrics['target']['images']} images; chance {100 / len(metrics['target']['per_class_accuracy']):.0f}%)")
     click.echo(f"source accuracy  {100 * metrics['source_accuracy']:6.2f}%  ({metrics['source']['dataset']})")

@@ -85,9 +85,11 @@ class ADDA(FeatureAdapter):
         train_loop(ctx, "feature_pretrain", pretrain_iterations, training.supervised_step, training.state())
 
         classifier.eval().requires_grad_(False)  # M_s and C stay as pre-trained
-        target_encoder = classifier.copy_encoder().train().requires_grad_(True)  # modes: see the docstring
-        discriminator = DomainDiscriminator(classifier.feature_dim, o.discriminator_hidden,
-                                            o.discriminator_batch_norm, o.discriminator_dropout).to(ctx.device)
+        # modes: see the docstring
+        target_encoder = ctx.distribute(classifier.copy_encoder().train().requires_grad_(True))
+        discriminator = ctx.distribute(DomainDiscriminator(classifier.feature_dim, o.discriminator_hidden,
+                                                           o.discriminator_batch_norm, o.discriminator_dropout)
+                                       .to(ctx.device))
         betas = (o.beta1, o.beta2)
         encoder_optimizer = torch.optim.Adam(target_encoder.parameters(), o.encoder_lr, betas=betas)
         discriminator_optimizer = torch.optim.Adam(discriminator.parameters(), o.discriminator_lr, betas=betas)

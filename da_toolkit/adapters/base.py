@@ -158,6 +158,8 @@ class SupervisedTraining:
         self.target = augment(BatchStream(target, batch, ctx.seed + 1, ctx.device))
         labeled = target.labeled()
         self.labeled_target = augment(BatchStream(labeled, batch, ctx.seed + 2, ctx.device)) if len(labeled) else None
+        for module in (classifier, *extra_modules):
+            ctx.distribute(module)
         self.optimizer = make_optimizer((classifier, *extra_modules), train)
         total = train.iterations if iterations is None else iterations
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(train.lr_schedule, total, train.lr_gamma,

@@ -156,9 +156,9 @@ class CycleGANTraining:
         channels, size = source.image_shape[0], source.image_shape[1]
         self.options = options
         self.ctx = ctx
-        self.g_ab, self.g_ba = (g.to(ctx.device) for g in build_generators(options, channels, size))
-        self.d_a, self.d_b = (PatchDiscriminator(channels, options.ndf, options.layers_for(size), options.norm)
-                              .to(ctx.device) for _ in range(2))
+        self.g_ab, self.g_ba = (ctx.distribute(g.to(ctx.device)) for g in build_generators(options, channels, size))
+        self.d_a, self.d_b = (ctx.distribute(PatchDiscriminator(channels, options.ndf, options.layers_for(size),
+                                                                options.norm).to(ctx.device)) for _ in range(2))
         self.gan_loss = GANLoss(options.gan_loss)
         betas = (options.beta1, 0.999)
         self.optimizer_g = torch.optim.Adam([*self.g_ab.parameters(), *self.g_ba.parameters()], options.lr, betas=betas)
@@ -321,7 +321,8 @@ class CycleGANTranslator:
         else:
             images = translate_images(self.generator, dataset.images, ctx.device, self.options.translate_batch_size,
                                       ctx.precision)
-            save_checkpoint({"images": images}, path, "translation")
+            if ctx.main:
+                save_checkpoint({"images": images}, path, "translation")
             ctx.info(f"pixel: translated {len(images)} images of {dataset.name}, cached in {path}")
         ctx.metrics.setdefault("pixel", {}).update(translation_cache="hit" if hit else "miss",
                                                    translation_cache_file=path.name)

@@ -17,6 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from da_toolkit.errors import UserError
+from da_toolkit.training.distributed import World, current, shard
+
 UNLABELED = -1
 
 
@@ -141,15 +144,27 @@ class BatchStream:
     move to the device once, each epoch's permutation is drawn on the CPU (by a CPU generator, so
     a GPU run draws the same batches as a CPU run) and moved there once, and a batch is gathered
     and converted to float on the device. The CPU copy of the permutation is what a checkpoint holds.
+
+    Several processes (`world`, default: torch.distributed's, see training/distributed.py): every
+    rank walks the same permutation and draws its slice of each global batch of `batch_size`, so
+    the ranks' batches together are the 1-process batch and the stream's state is the same on
+    every rank. A dataset smaller than the batch gives a global batch of its size rounded down to
+    a multiple of the process count.
     """
 
-    def __init__(self, dataset: DomainDataset, batch_size: int, seed: int, device: torch.device | str = "cpu"):
+    def __init__(self, dataset: DomainDataset, batch_size: int, seed: int, device: torch.device | str = "cpu",
+                 world: World | None = None):
         if len(dataset) == 0:
             raise ValueError(f"{dataset.name}: cannot draw batches from an empty dataset")
+        world = current() if world is None else world
         self.device = torch.device(device)
         self.images = dataset.images.to(self.device)
         self.labels = dataset.labels.to(self.device)
-        self.batch_size = min(batch_size, len(dataset))
+        shard(batch_size, world)  # the recipe's batch must split evenly over the ranks
+        self.batch_size = min(batch_size, len(dataset) // world.size * world.size)
+        if self.batch_size == 0:
+            raise UserError(f"{dataset.name}: {len(dataset)} images are fewer than the {world.size} processes")
+        self._shard = shard(self.batch_size, world)
         self.generator = torch.Generator().manual_seed(seed)
         self._set_order(torch.randperm(len(dataset), generator=self.generator))
         self._position = 0
@@ -166,7 +181,7 @@ class BatchStream:
         if self._position + self.batch_size > len(self._order):
             self._set_order(torch.randperm(len(self._order), generator=self.generator))
             self._position = 0
-        index = self._order_on_device[self._position:self._position + self.batch_size]
+        index = self._order_on_device[self._position:self._position + self.batch_size][self._shard]
         self._position += self.batch_size
         return to_float(self.images[index]), self.labels[index]
 

@@ -74,7 +74,10 @@ def to_cpu(value):
 
 def save_stage(ctx: Context, stage: str, iteration: int, state: dict[str, Stateful], wall_time: float) -> None:
     """Checkpoint `state` (and in fp16 its optimisers' gradient scalers) after `iteration` steps that took
-    `wall_time` seconds in all (over resumes); every tensor is written on the CPU."""
+    `wall_time` seconds in all (over resumes); every tensor is written on the CPU. Only the process that
+    writes the run directory (`ctx.main`) saves: the state is the same on every rank."""
+    if not ctx.main:
+        return
     states = {key: obj.state_dict() for key, obj in state.items()}
     scalers = {key: scaler.state_dict() for key, scaler in ctx.precision.scalers(state).items()}
     save_checkpoint(to_cpu({"iteration": iteration, "rng": GlobalRNG.state_dict(), "state": states,
