@@ -457,6 +457,18 @@ MUTANTS = [
            "before = recipe_from_dict(before).to_dict()", "before = before",
            "a run saved before a recipe key was added can no longer be resumed or skipped by compare",
            ("tests/test_pretrained.py",)),
+    # ------------------------------------------------------------------ several processes (torchrun)
+    # (gradient averaging and batch-norm sync are caught by the slow 2-process tests of test_distributed.py only)
+    Mutant("distributed.every-rank-draws-the-first-slice", "da_toolkit/training/distributed.py",
+           "return slice(world.rank * size, (world.rank + 1) * size)", "return slice(0, size)",
+           "every rank trains on the same quarter/half of each batch: the rest of the data is never seen",
+           ("tests/test_distributed.py",)),
+    Mutant("distributed.other-ranks-save-checkpoints", "da_toolkit/training/loop.py",
+           "    if not ctx.main:\n        return\n    states =", "    states =",
+           "every rank writes the same checkpoint file at once", ("tests/test_distributed.py",)),
+    Mutant("distributed.nproc-drops-resume", "da_toolkit/cli.py",
+           '(("--resume", resume), ', "(",
+           "`run --nproc N --resume` starts the torchrun processes without --resume", ("tests/test_distributed.py",)),
 ]
 
 # survivors judged harmless, by name, with the one-line reason printed in the report
