@@ -10,13 +10,12 @@ import yaml
 from click.testing import CliRunner
 from submitit.core.utils import FailedJobError, UncompletedJobError
 
-from conftest import toy_recipe_dict
 from da_toolkit import benchmark as bench
 from da_toolkit.benchmark import cluster
 from da_toolkit.benchmark.cluster import ClusterJob, ClusterOptions, parse_minutes
 from da_toolkit.cli import main
 from da_toolkit.errors import UserError
-from test_benchmark import TINY_PIXEL, benchmark_file, toy_recipes, write_yaml  # noqa: F401 (a fixture)
+from test_benchmark import benchmark_file, three_real_cells, toy_recipes  # noqa: F401 (a fixture)
 
 LOCAL = ClusterOptions(time_min=10, gpus=0, cpus=1, cluster="local")
 
@@ -58,14 +57,7 @@ def test_real_cells_run_as_submitit_jobs_share_a_translator_and_are_not_run_twic
     """source_only, cyclegan and cyclegan_ft (which reuses cyclegan's translator) as jobs of
     submitit's local executor: all finish, cyclegan_ft is submitted only after cyclegan finished
     and trains no CycleGAN of its own; a second compare submits nothing."""
-    folder = tmp_path / "recipes"
-    folder.mkdir()
-    data = {"source": {"name": "ucidigits", "limit": 120}, "target": {"name": "ucidigits", "limit": 120},
-            "target_test": {"name": "ucidigits", "split": "test", "limit": 100}}
-    write_yaml(folder / "uci_source_only.yaml", toy_recipe_dict(data=data, train={"iterations": 5}))
-    write_yaml(folder / "uci_cyclegan.yaml", toy_recipe_dict(data=data, pixel=TINY_PIXEL, train={"iterations": 5}))
-    write_yaml(folder / "uci_cyclegan_ft.yaml", toy_recipe_dict(data=data, pixel=TINY_PIXEL, train={"iterations": 8}))
-    path = benchmark_file(tmp_path, tasks=["uci"], methods=["source_only", "cyclegan", "cyclegan_ft"], seeds=[0])
+    path = three_real_cells(tmp_path)
 
     rows = bench.compare(path, output=tmp_path / "b", cluster=LOCAL)
     assert [r["status"] for r in rows] == ["done", "done", "done"]
