@@ -21,6 +21,7 @@ setup(
         "pyyaml>=6.0",
         "tqdm>=4.60",
         "matplotlib>=3.6",
+        "submitit>=1.5",
     ],
     extras_require={"test": ["pytest>=7"]},
     entry_points={"console_scripts": ["da-toolkit=da_toolkit.cli:main"]},

@@ -42,7 +42,10 @@ def main():
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace a finished or unfinished run in the run directory.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def run(recipe, overrides, output, resume, overwrite, quiet):
+@click.option("--nproc", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Train data-parallel in this many processes on this machine (through torchrun: one per GPU, "
+                   "or gloo on CPU); train.batch_size is the global batch.")
+def run(recipe, overrides, output, resume, overwrite, quiet, nproc):
     """Train and evaluate RECIPE; OVERRIDES are dotted key=value pairs, e.g. train.iterations=200."""
     from da_toolkit.pipeline import default_run_dir, run as run_recipe
     from da_toolkit.recipe import load_recipe
@@ -50,7 +53,14 @@ def run(recipe, overrides, output, resume, overwrite, quiet):
     signal.signal(signal.SIGINT, signal.default_int_handler)  # a run started in the background stops on SIGINT too
     loaded = load_recipe(recipe, list(overrides))
     run_dir = output or default_run_dir(loaded)
+    if nproc > 1:
+        from da_toolkit.training.distributed import launch
+
+        flags = [flag for flag, on in (("--resume", resume), ("--overwrite", overwrite), ("--quiet", quiet)) if on]
+        sys.exit(launch(nproc, ["run", str(recipe), *overrides, "--output", str(run_dir), *flags]))
     metrics = run_recipe(loaded, run_dir, resume=resume, overwrite=overwrite, progress=not quiet)
+    if metrics is None:  # a rank other than 0 of a torchrun launch: rank 0 reports
+        return
     click.echo(f"target accuracy  {100 * metrics['target_accuracy']:6.2f}%  ({metrics['target']['dataset']}, "
                f"{metrics['target']['images']} images; chance {100 / len(metrics['target']['per_class_accuracy']):.0f}%)")
     click.echo(f"source accuracy  {100 * metrics['source_accuracy']:6.2f}%  ({metrics['source']['dataset']})")
@@ -135,8 +145,20 @@ def report(run_dir, baseline, output, sample):
 @main.command()
 @click.argument("benchmark", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--profile", help="Profile of the benchmark file to apply (e.g. cpu, gpu).")
-@click.option("-j", "--jobs", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Cells run at the same time, each in its own process.")
+@click.option("-j", "--jobs", type=click.IntRange(min=1),
+              help="Cells run at the same time, each in its own process (default 1); with --executor slurm, cells "
+                   "in the queue at a time (default: all).")
+@click.option("--executor", type=click.Choice(["local", "slurm"]), default="local", show_default=True,
+              help="local: processes on this machine; slurm: one Slurm job per cell, through submitit (a cell that "
+                   "reuses a translator is submitted once its owner finished).")
+@click.option("--slurm-partition", help="With --executor slurm: the partition (default: the cluster's).")
+@click.option("--slurm-time", default="1440", show_default=True,
+              help="With --executor slurm: time limit of a cell's job, minutes or H:MM:SS.")
+@click.option("--slurm-gpus", default=1, show_default=True, type=click.IntRange(min=0),
+              help="With --executor slurm: GPUs per cell.")
+@click.option("--slurm-cpus", default=8, show_default=True, type=click.IntRange(min=1),
+              help="With --executor slurm: CPU cores per cell.")
+@click.option("--slurm-mem-gb", type=click.IntRange(min=1), help="With --executor slurm: memory per cell in GB.")
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
               help="Benchmark directory (default: <output_dir of the benchmark file>/<its name>).")
 @click.option("--dry-run", is_flag=True, help="List the cells and their state without running them.")
@@ -149,12 +171,19 @@ def report(run_dir, baseline, output, sample):
 @click.option("--reports", is_flag=True,
               help="Also write each finished cell's run report (beside its task's source-only cell), linked from "
                    "results.md.")
-def compare(benchmark, profile, jobs, output, dry_run, only, verify, tolerance, reports):
+def compare(benchmark, profile, jobs, executor, slurm_partition, slurm_time, slurm_gpus, slurm_cpus, slurm_mem_gb,
+            output, dry_run, only, verify, tolerance, reports):
     """Run the tasks x methods x seeds grid of BENCHMARK and write results.md/csv/json and plots."""
     from da_toolkit.benchmark import compare as run_compare
+    from da_toolkit.benchmark.cluster import ClusterOptions, parse_minutes
 
+    cluster = None
+    if executor == "local" and (slurm_partition or slurm_mem_gb):
+        raise UserError("--slurm-partition and --slurm-mem-gb need --executor slurm")
+    if executor == "slurm":
+        cluster = ClusterOptions(slurm_partition, parse_minutes(slurm_time), slurm_gpus, slurm_cpus, slurm_mem_gb)
     run_compare(benchmark, profile=profile, jobs=jobs, output=output, dry_run=dry_run, only=only, verify=verify,
-                tolerance=tolerance, reports=reports)
+                tolerance=tolerance, reports=reports, cluster=cluster)
 
 
 @main.command()

@@ -2,7 +2,6 @@
 logging (TensorBoard + log file), progress bars, checkpoint locations and the run's metrics."""
 from __future__ import annotations
 
-import contextlib
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -12,6 +11,8 @@ import torch
 
 from da_toolkit.errors import UserError
 from da_toolkit.rundir import RunDir
+from da_toolkit.training.distributed import distribute
+from da_toolkit.training.precision import Precision
 
 
 def resolve_device(name: str) -> torch.device:
@@ -27,19 +28,12 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def resolve_amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype: bfloat16 on a CUDA GPU that supports it for 'auto'/'amp', else None (fp32)."""
-    if precision == "fp32" or device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-
-
 @dataclass
 class Context:
     run_dir: Path
     device: torch.device = torch.device("cpu")
     seed: int = 0
-    amp_dtype: torch.dtype | None = None
+    precision: Precision | None = None  # resolved (training/precision.py); None: fp32 on `device`
     log_every: int = 50
     checkpoint_every: int = 500
     resume: bool = False
@@ -47,16 +41,26 @@ class Context:
     pixel_from: Path | None = None  # a run directory whose pixel stage (checkpoints, cache) this run reuses
     metrics: dict = field(default_factory=dict)  # what stages report for metrics.json
     earlier_wall_time: float = 0.0  # seconds this run's stages trained before the process that resumed them
+    # whether this process writes the run directory (log, TensorBoard, checkpoints, caches): rank 0 of
+    # several processes (training/distributed.py); the others read checkpoints only and print nothing
+    main: bool = True
 
     def __post_init__(self):
         self.run_dir = Path(self.run_dir)
+        if self.precision is None:
+            self.precision = Precision("fp32", self.device)
         self.run = RunDir(self.run_dir)
         self.pixel_home = self.run.pixel_home(None if self.pixel_from is None else str(self.pixel_from))
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.progress = self.progress and self.main
         self._writer = None
         self.logger = logging.getLogger(f"da_toolkit.run.{self.run_dir.resolve()}")
         self.logger.setLevel(logging.INFO)
         self.logger.propagate = False
+        self.logger.disabled = not self.main
+        if not self.main:
+            self._writer = _NoWriter()
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         if not self.logger.handlers:
             handler = logging.FileHandler(self.run.log_file)
             handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
@@ -83,6 +87,11 @@ class Context:
             from tqdm import tqdm
 
             tqdm.write(message, file=sys.stderr)
+
+    def distribute(self, module: torch.nn.Module) -> torch.nn.Module:
+        """`module` set up to train data-parallel over the processes torchrun started (a no-op in one
+        process); see training/distributed.py. Call it before building the module's optimiser."""
+        return distribute(module, self.device)
 
     def close(self) -> None:
         if self._writer is not None:
@@ -114,7 +123,16 @@ class Context:
         return self.pixel_home.cache_dir
 
     def autocast(self):
-        """Mixed precision on CUDA (bfloat16), a no-op in fp32."""
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+        """The forward passes' mixed precision (bf16 or fp16 autocast), a no-op in fp32."""
+        return self.precision.autocast()
+
+    def backward_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """One optimisation step on `loss` (zero_grad, backward, step), through a gradient scaler in fp16."""
+        self.precision.backward_step(loss, optimizer)
+
+
+class _NoWriter:
+    """The TensorBoard writer of a process that does not write the run directory: drops everything."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None

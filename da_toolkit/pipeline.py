@@ -7,6 +7,7 @@ image size, adapter options, pixel_from) is checked before the run directory is 
 """
 from __future__ import annotations
 
+import contextlib
 import platform
 import random
 import time
@@ -18,14 +19,16 @@ import torch
 import da_toolkit
 from da_toolkit.adapters import ADAPTERS
 from da_toolkit.adapters.base import AdapterSetup
-from da_toolkit.context import Context, resolve_amp_dtype, resolve_device
-from da_toolkit.data import build_domains
+from da_toolkit.context import Context, resolve_device
+from da_toolkit.data import DomainDataset, build_domains
 from da_toolkit.errors import UserError
 from da_toolkit.evaluate import collapse_check, evaluate
 from da_toolkit.models import create_classifier
-from da_toolkit.recipe import Recipe, recipe_from_dict
+from da_toolkit.recipe import Recipe, normalised_recipe, recipe_from_dict
 from da_toolkit.rundir import RunDir, RunDirLock
+from da_toolkit.training import distributed
 from da_toolkit.training.checkpoint import load_state, one_line
+from da_toolkit.training.precision import Precision, resolve_precision
 
 SELECTION = "final model after the last iteration (no target labels used for model selection)"
 
@@ -45,11 +48,11 @@ def check_classifier(setup: AdapterSetup, num_classes: int, backbone: str) -> No
                             f"small for the '{backbone}' backbone ({one_line(error)}); use a larger image size") from None
 
 
-def make_context(recipe: Recipe, run_dir: Path, device: torch.device, resume: bool, progress: bool) -> Context:
-    return Context(run_dir=run_dir, device=device, seed=recipe.seed, pixel_from=recipe.pixel_from,
-                   amp_dtype=resolve_amp_dtype(recipe.train.precision, device),
+def make_context(recipe: Recipe, run_dir: Path, device: torch.device, precision: Precision, resume: bool,
+                 progress: bool, main: bool = True) -> Context:
+    return Context(run_dir=run_dir, device=device, seed=recipe.seed, pixel_from=recipe.pixel_from, precision=precision,
                    log_every=recipe.train.log_every, checkpoint_every=recipe.train.checkpoint_every,
-                   resume=resume, progress=progress)
+                   resume=resume, progress=progress, main=main)
 
 
 def seed_everything(seed: int) -> None:
@@ -59,23 +62,28 @@ def seed_everything(seed: int) -> None:
 
 
 def run(recipe: Recipe, run_dir: Path | None = None, resume: bool = False, overwrite: bool = False,
-        progress: bool = True) -> dict:
+        progress: bool = True) -> dict | None:
     """Train and evaluate `recipe`; returns the metrics also written to run_dir/metrics.json.
 
     The run holds the run directory's write lock throughout (UserError naming the holder when
-    another process writes there)."""
+    another process writes there). Started by torchrun in several processes, every process trains
+    its share of each batch (training/distributed.py); rank 0 alone holds the lock, writes the run
+    directory and evaluates, and the other ranks return None."""
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(recipe)
-    with RunDirLock(run_dir):
-        return _run_locked(recipe, run_dir, resume, overwrite, progress)
+    with distributed.process_group(resolve_device(recipe.train.device)) as device:
+        main = distributed.current().main
+        with RunDirLock(run_dir) if main else contextlib.nullcontext():
+            return _run_locked(recipe, run_dir, resume, overwrite, progress, device, main)
 
 
-def _run_locked(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool, progress: bool) -> dict:
+def _run_locked(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool, progress: bool,
+                device: torch.device, main: bool) -> dict | None:
     began = time.perf_counter()
     rundir = RunDir(run_dir)
-    rundir.check_start(recipe.to_dict(), resume, overwrite)
+    rundir.check_start(recipe.to_dict(), resume, overwrite, normalised_recipe)
     # everything that can fail on bad input happens before the run directory is written
     rundir.pixel_home(recipe.pixel_from)
-    device = resolve_device(recipe.train.device)
+    precision = Precision(resolve_precision(recipe.train.precision, device), device)
     seed_everything(recipe.seed)
     domains = build_domains(recipe.data, recipe.seed)
     _check_classes(domains)
@@ -85,24 +93,35 @@ def _run_locked(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool, pr
     pixel = ADAPTERS.get(recipe.pixel.adapter)(recipe.pixel.options, setup) if recipe.pixel is not None else None
     feature = ADAPTERS.get(recipe.feature.adapter)(recipe.feature.options, setup)
 
-    if overwrite:
+    if overwrite and main:
         rundir.clear()
-    ctx = make_context(recipe, run_dir, device, resume, progress)
+    ctx = make_context(recipe, run_dir, device, precision, resume, progress, main)
     try:
-        rundir.write_recipe(recipe.to_dict())
-        ctx.info(f"run {recipe.name}: {run_dir} on {ctx.device}")
+        if main:
+            rundir.write_recipe(recipe.to_dict())
+        world = distributed.current()
+        ctx.info(f"run {recipe.name}: {run_dir} on {ctx.device}, precision {precision.name}"
+                 + (f" × {world.size} processes (torchrun)" if world.size > 1 else ""))
 
         source = domains.source
         if pixel is not None:
             source = pixel.fit(domains.source, domains.target, ctx).translate(domains.source)
+            if world.size > 1:  # every rank translated alike; rank 0's translation makes sure of it
+                source = DomainDataset(distributed.from_rank_zero(source.images),
+                                       distributed.from_rank_zero(source.labels), source.name, source.num_classes)
 
         classifier = setup.make_classifier(num_classes).to(ctx.device)
         classifier = feature.fit(classifier, source, domains.target, ctx)
-        rundir.save_classifier(classifier.state_dict(), num_classes, recipe.to_dict())
+        if main:
+            rundir.save_classifier(classifier.state_dict(), num_classes, recipe.to_dict())
 
         diagnostics = pixel.diagnostics(domains.source, source, ctx) if pixel is not None else {}
+        if not main:
+            return None
         metrics = _metrics(recipe, domains, classifier, ctx, time.perf_counter() - began + ctx.earlier_wall_time)
         metrics.update(diagnostics)
+        if world.size > 1:
+            metrics["hardware"] += f" × {world.size} processes (torchrun)"
         rundir.write_metrics(metrics)
         ctx.info(f"target accuracy ({domains.target_test.name}): {100 * metrics['target_accuracy']:.2f}%")
         return metrics
@@ -138,6 +157,7 @@ def _metrics(recipe: Recipe, domains, classifier, ctx: Context, wall_time: float
         "stages": ctx.metrics,
         "wall_time_s": round(wall_time, 2),
         "hardware": hardware(ctx.device),
+        "precision": ctx.precision.name,  # as resolved on this device (train.precision: auto -> fp32/bf16/fp16)
         "versions": versions(),
     }
 
@@ -176,6 +196,7 @@ def load_run(run_dir: Path) -> tuple[Recipe, torch.nn.Module]:
     recipe = recipe_from_dict(rundir.read_recipe())
     state, num_classes = rundir.load_classifier()
     classifier = create_classifier(recipe.classifier.backbone, recipe.data.channels, recipe.data.image_size,
-                                   num_classes, bottleneck_dim=recipe.classifier.bottleneck_dim)
+                                   num_classes, bottleneck_dim=recipe.classifier.bottleneck_dim,
+                                   pretrained=recipe.classifier.pretrained, fetch_weights=False)
     load_state(classifier, state, rundir.classifier_file, "classifier weights")
     return recipe, classifier.eval()

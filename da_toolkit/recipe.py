@@ -12,6 +12,7 @@ import copy
 import dataclasses
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +21,7 @@ import yaml
 
 from da_toolkit.errors import UserError
 from da_toolkit.training.checkpoint import read_yaml
+from da_toolkit.training.precision import AMP_DEPRECATION
 from da_toolkit.registry import did_you_mean
 
 
@@ -30,7 +32,8 @@ class DomainSpec:
     name: str
     split: Literal["train", "test"] = "train"
     limit: int | None = None  # keep at most this many images (a seeded random subset)
-    root: str | None = None  # folder of an imagefolder domain (relative to the recipe file)
+    root: str | None = None  # folder of an imagefolder domain (relative to the recipe file; in an override, to the
+    #                          current directory)
     skip_unreadable: bool = False  # imagefolder: skip unreadable images (with a warning that counts them)
 
 
@@ -48,8 +51,39 @@ class DataConfig:
 @dataclass
 class ClassifierConfig:
     backbone: str = "dtn"  # a digit backbone (lenet, dtn) or any timm model name
-    pretrained: bool = False  # timm pretrained weights (downloaded; fails offline)
+    pretrained: bool = False  # timm pretrained weights (downloaded, or from `checkpoint`); input normalised for them
+    checkpoint: str | None = None  # pretrained weights from this local state-dict file (relative to the recipe)
+    backbone_lr_multiplier: float = 1.0  # the backbone learns at train.lr times this (e.g. 0.1 when fine-tuning)
     bottleneck_dim: int = 256
+
+    def __post_init__(self):
+        if self.backbone_lr_multiplier < 0:
+            raise UserError(f"classifier.backbone_lr_multiplier: must be zero or more, got "
+                            f"{self.backbone_lr_multiplier}")
+        if self.checkpoint is not None and not self.pretrained:
+            raise UserError(f"classifier.checkpoint: pretrained weights from {self.checkpoint} need "
+                            f"classifier.pretrained=true")
+
+
+@dataclass
+class AugmentConfig:
+    """Random changes to the batches a classifier is trained on (never to evaluation, nor to a
+    pixel stage's images); all off by default. Each image of a batch draws its own."""
+
+    random_resized_crop: float = 1.0  # smallest share of the image area a crop keeps (resized back); 1: off
+    hflip: bool = False  # mirror half the images (off for digits, whose meaning a mirror changes)
+    color_jitter: float = 0.0  # brightness, contrast and saturation factors drawn from [1 - j, 1 + j]; 0: off
+
+    def __post_init__(self):
+        if not 0 < self.random_resized_crop <= 1:
+            raise UserError(f"train.augment.random_resized_crop: the smallest area share of a crop must lie in "
+                            f"(0, 1] (1: no crop), got {self.random_resized_crop}")
+        if not 0 <= self.color_jitter <= 1:
+            raise UserError(f"train.augment.color_jitter: must lie in [0, 1] (0: off), got {self.color_jitter}")
+
+    @property
+    def active(self) -> bool:
+        return self.random_resized_crop < 1 or self.hflip or self.color_jitter > 0
 
 
 @dataclass
@@ -67,10 +101,13 @@ class TrainConfig:
     lr_gamma: float = 0.001  # inverse: lr0 · (1 + lr_gamma · i)^(-lr_decay) per iteration i (Transfer-Learning-Library)
     lr_decay: float = 0.75
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: Literal["auto", "fp32", "amp"] = "auto"  # auto: mixed precision on CUDA, fp32 on CPU
+    # fp32 | bf16 | fp16 (autocast, gradient scaling) | auto: bf16, else fp16 on CUDA, fp32 on the CPU;
+    # amp: deprecated, means auto (training/precision.py)
+    precision: Literal["auto", "fp32", "bf16", "fp16", "amp"] = "auto"
     log_every: int = 50
     checkpoint_every: int = 500
     eval_batch_size: int = 500
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # training-batch augmentation
 
     def __post_init__(self):
         if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):
@@ -79,6 +116,8 @@ class TrainConfig:
         for key in ("lr_gamma", "lr_decay"):
             if getattr(self, key) < 0:
                 raise UserError(f"train.{key}: must be zero or more, got {getattr(self, key)}")
+        if self.precision == "amp":
+            warnings.warn(AMP_DEPRECATION, FutureWarning)
 
 
 @dataclass
@@ -127,8 +166,22 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     path = Path(path)
     raw = _read_with_bases(path, seen=())
     for override in overrides:
-        apply_override(raw, override)
+        apply_override(raw, _path_from_here(override))
     return recipe_from_dict(raw, source_path=path)
+
+
+# keys naming a file or folder: relative to the recipe file in a recipe, to the current directory in an override
+PATH_KEYS = ("classifier.checkpoint", *(f"data.{domain}.root" for domain in ("source", "target", "target_test",
+                                                                               "source_test")))
+
+
+def _path_from_here(override: str) -> str:
+    """`override`, with a relative path given to a PATH_KEYS key made absolute from the current directory
+    (a path typed on the command line means what it means in the shell)."""
+    key, _, value = override.partition("=")
+    if key.strip() not in PATH_KEYS or not value.strip() or value.strip() in ("null", "~"):
+        return override
+    return f"{key}={Path(value.strip()).expanduser().resolve()}"
 
 
 def _read_with_bases(path: Path, seen: tuple[Path, ...]) -> dict:
@@ -188,6 +241,15 @@ def apply_override(raw: dict, override: str) -> None:
     node[parts[-1]] = value
 
 
+def normalised_recipe(saved: dict) -> dict:
+    """A saved recipe.yaml read through today's schema (keys added since take their defaults), or as
+    saved when it is no longer a valid recipe (then the keys that differ are named)."""
+    try:
+        return recipe_from_dict(saved).to_dict()
+    except UserError:
+        return saved
+
+
 def recipe_from_dict(raw: dict, source_path: Path | None = None) -> Recipe:
     # imported here: the registries import adapters and datasets, which import this module
     from da_toolkit.adapters import ADAPTERS
@@ -213,9 +275,20 @@ def recipe_from_dict(raw: dict, source_path: Path | None = None) -> Recipe:
             raise UserError(DATASETS.unknown_message(spec.name, key=f"data.{key}.name"))
         if spec is not None and spec.root is not None and source_path is not None:
             spec.root = str((source_path.parent / spec.root).resolve())
+        domain = getattr(recipe.data, key.replace("_test", ""))
+        if spec is not None and spec.root is None and key.endswith("_test") and spec.name == domain.name:
+            spec.root = domain.root  # a test split without a folder of its own: its domain's folder
+        if spec is not None and spec.name == "imagefolder" and spec.root is None:
+            raise UserError(f"data.{key}.root: missing: an imagefolder domain needs its folder of class "
+                            f"sub-folders (data.{key}.root=PATH on the command line, or root: in the recipe)")
         if spec is not None and spec.skip_unreadable and spec.name != "imagefolder":
             raise UserError(f"data.{key}.skip_unreadable: only an imagefolder domain reads image files; "
                             f"'{spec.name}' does not take it")
+    if recipe.classifier.checkpoint is not None and source_path is not None:  # not a run directory's recipe.yaml:
+        checkpoint = (source_path.parent / recipe.classifier.checkpoint).resolve()  # its run needs no such file
+        if not checkpoint.is_file():
+            raise UserError(f"classifier.checkpoint: file not found: {checkpoint}")
+        recipe.classifier.checkpoint = str(checkpoint)
     _check_positive(recipe)
     check_backbone(recipe.classifier.backbone, "classifier.backbone")
     for stage in (recipe.pixel, recipe.feature):

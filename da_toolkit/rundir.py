@@ -25,6 +25,7 @@ import fcntl
 import os
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
@@ -89,17 +90,17 @@ class RunDir:
         training, e.g. on missing data files) has not started, and does not block a retry."""
         return self.finished or any((self.path / "checkpoints").glob("*.pt"))
 
-    def check_start(self, recipe: dict, resume: bool, overwrite: bool) -> None:
-        """Refuse to silently replace a run; on resume, refuse a recipe that differs from the saved one.
-        Changes nothing (`clear` removes an old run's outputs for --overwrite)."""
+    def check_start(self, recipe: dict, resume: bool, overwrite: bool,
+                    normalise: Callable[[dict], dict] | None = None) -> None:
+        """Refuse to silently replace a run; on resume, refuse a recipe that differs from the saved one
+        (see `recipe_changes`). Changes nothing (`clear` removes an old run's outputs for --overwrite)."""
         if overwrite or not self.started or not self.recipe_file.exists():
             return
         if not resume:
             state = "a finished run (metrics.json)" if self.finished else "an unfinished run"
             raise UserError(f"{self} already holds {state}; pass --resume to continue it, --overwrite to replace it, "
                             f"or --output DIR for a new run")
-        before = self.read_recipe()
-        changed = sorted(k for k in set(before) | set(recipe) if before.get(k) != recipe.get(k) and k != "output_dir")
+        changed = self.recipe_changes(recipe, normalise)
         if changed:
             raise UserError(f"--resume: the recipe differs from the one {self} was started with in: "
                             f"{', '.join(changed)}; resume with the same recipe and overrides, or use --output DIR")
@@ -136,6 +137,16 @@ class RunDir:
         """The saved recipe as a dict (safe YAML); validate it with `recipe_from_dict`."""
         self.require("recipe.yaml")
         return read_yaml(self.recipe_file, "recipe")
+
+    def recipe_changes(self, recipe: dict, normalise: Callable[[dict], dict] | None = None) -> list[str]:
+        """Top-level keys (but output_dir) in which the resolved `recipe` differs from the saved one.
+
+        `normalise` (`recipe.normalised_recipe`) reads the saved recipe through today's schema first,
+        so a key added to da-toolkit since (saved without it, meaning its default) is no change."""
+        before = self.read_recipe()
+        if normalise is not None:
+            before = normalise(before)
+        return sorted(k for k in set(before) | set(recipe) if before.get(k) != recipe.get(k) and k != "output_dir")
 
     def write_metrics(self, metrics: dict) -> None:
         write_json_atomic(self.metrics_file, metrics)

@@ -47,6 +47,19 @@ def toy_recipes(tmp_path):
     return folder
 
 
+def three_real_cells(tmp_path: Path) -> Path:
+    """A benchmark of three real ucidigits cells, one seed: source_only, cyclegan and cyclegan_ft
+    (cyclegan_ft reuses cyclegan's translator: same pixel stage, a longer feature stage)."""
+    folder = tmp_path / "recipes"
+    folder.mkdir()
+    data = {"source": {"name": "ucidigits", "limit": 120}, "target": {"name": "ucidigits", "limit": 120},
+            "target_test": {"name": "ucidigits", "split": "test", "limit": 100}}
+    write_yaml(folder / "uci_source_only.yaml", toy_recipe_dict(data=data, train={"iterations": 5}))
+    write_yaml(folder / "uci_cyclegan.yaml", toy_recipe_dict(data=data, pixel=TINY_PIXEL, train={"iterations": 5}))
+    write_yaml(folder / "uci_cyclegan_ft.yaml", toy_recipe_dict(data=data, pixel=TINY_PIXEL, train={"iterations": 8}))
+    return benchmark_file(tmp_path, tasks=["uci"], methods=["source_only", "cyclegan", "cyclegan_ft"], seeds=[0])
+
+
 def benchmark_file(tmp_path: Path, **keys) -> Path:
     data = {"name": "toy", "recipe_dir": "recipes", "output_dir": str(tmp_path / "out"), "tasks": ["toy"],
             "methods": ["source_only"], "seeds": [0, 1], **keys}
@@ -306,14 +319,7 @@ def test_learning_curve_for_the_label_axis(tmp_path, toy_recipes):
 def test_real_cells_in_two_processes_train_one_translator(tmp_path):
     """Three tiny cells through `da-toolkit run` subprocesses, two at a time; cyclegan_ft reuses the
     translator of cyclegan, so only cyclegan trains a CycleGAN. A re-run starts nothing."""
-    folder = tmp_path / "recipes"
-    folder.mkdir()
-    data = {"source": {"name": "ucidigits", "limit": 120}, "target": {"name": "ucidigits", "limit": 120},
-            "target_test": {"name": "ucidigits", "split": "test", "limit": 100}}
-    write_yaml(folder / "uci_source_only.yaml", toy_recipe_dict(data=data, train={"iterations": 5}))
-    write_yaml(folder / "uci_cyclegan.yaml", toy_recipe_dict(data=data, pixel=TINY_PIXEL, train={"iterations": 5}))
-    write_yaml(folder / "uci_cyclegan_ft.yaml", toy_recipe_dict(data=data, pixel=TINY_PIXEL, train={"iterations": 8}))
-    path = benchmark_file(tmp_path, tasks=["uci"], methods=["source_only", "cyclegan", "cyclegan_ft"], seeds=[0])
+    path = three_real_cells(tmp_path)
 
     rows = bench.compare(path, jobs=2, output=tmp_path / "b")
     assert [r["status"] for r in rows] == ["done", "done", "done"]

@@ -101,6 +101,12 @@ def test_a_classifier_that_did_not_learn_its_source_raises_the_alarm_whatever_it
     assert (result["threshold_source_accuracy"], result["collapsed"]) == (0.2, True)
     assert result["message"] == ("the classifier collapsed: its accuracy on the labeled source test images is 15.5%, "
                                  "below twice chance (20%); treat this run as failed, not as the method's result")
+    two = DomainDataset(coded_images([0, 1] * 4).images, torch.full((8,), UNLABELED), "two", num_classes=2)
+    two_source = torch.tensor([0, 1] * 10)
+    assert collapse_check(ReadsTheCode(), two, two, two_source, 0.9)["collapsed"] is False  # 2 × chance is 100%
+    result = collapse_check(ReadsTheCode(), two, two, two_source, 0.7)
+    assert (result["threshold_source_accuracy"], result["collapsed"]) == (0.75, True)
+    assert "source test images is 70.0%, below halfway from chance to 100% (75%)" in result["message"]
     result = collapse_check(AlwaysThree(), target, target, BALANCED_SOURCE, 0.1)
     assert result["message"] == ("the classifier collapsed: on the target train images it predicts class 3 for "
                                  "100.0% and uses 1.0 effective classes (alarm: one class above 55% or fewer than "

@@ -85,9 +85,11 @@ class ADDA(FeatureAdapter):
         train_loop(ctx, "feature_pretrain", pretrain_iterations, training.supervised_step, training.state())
 
         classifier.eval().requires_grad_(False)  # M_s and C stay as pre-trained
-        target_encoder = classifier.copy_encoder().train().requires_grad_(True)  # modes: see the docstring
-        discriminator = DomainDiscriminator(classifier.feature_dim, o.discriminator_hidden,
-                                            o.discriminator_batch_norm, o.discriminator_dropout).to(ctx.device)
+        # modes: see the docstring
+        target_encoder = ctx.distribute(classifier.copy_encoder().train().requires_grad_(True))
+        discriminator = ctx.distribute(DomainDiscriminator(classifier.feature_dim, o.discriminator_hidden,
+                                                           o.discriminator_batch_norm, o.discriminator_dropout)
+                                       .to(ctx.device))
         betas = (o.beta1, o.beta2)
         encoder_optimizer = torch.optim.Adam(target_encoder.parameters(), o.encoder_lr, betas=betas)
         discriminator_optimizer = torch.optim.Adam(discriminator.parameters(), o.discriminator_lr, betas=betas)
@@ -103,9 +105,7 @@ class ADDA(FeatureAdapter):
                 logits = discriminator(torch.cat([source_features, target_features.detach()]))
                 source_logits, target_logits = logits.split([len(source_images), len(target_images)])
                 discriminator_loss, accuracy = domain_classification_loss(source_logits, target_logits)
-            discriminator_optimizer.zero_grad(set_to_none=True)
-            discriminator_loss.backward()
-            discriminator_optimizer.step()
+            ctx.backward_step(discriminator_loss, discriminator_optimizer)
 
             discriminator.requires_grad_(False)
             with ctx.autocast():
@@ -118,9 +118,7 @@ class ADDA(FeatureAdapter):
                     labeled_loss = F.cross_entropy(classifier.head(target_encoder(labeled_images)), labels)
                     scalars["loss/labeled_target_ce"] = labeled_loss.detach()
                     encoder_loss = encoder_loss + labeled_loss
-            encoder_optimizer.zero_grad(set_to_none=True)
-            encoder_loss.backward()
-            encoder_optimizer.step()
+            ctx.backward_step(encoder_loss, encoder_optimizer)
             discriminator.requires_grad_(True)
             domain_accuracy.add(accuracy)
             return scalars

@@ -35,8 +35,9 @@ from da_toolkit.training.schedules import grl_coefficient
 
 
 class RecentMean:
-    """Mean of the last `window` values of a scalar; checkpointed with a stage, so a resumed run
-    reports what an uninterrupted one would."""
+    """Mean of the last `window` values of a scalar; checkpointed with a stage (as plain numbers), so a
+    resumed run reports what an uninterrupted one would. Values stay where the step made them (no
+    per-step copy from a GPU); the restored ones are CPU tensors until they leave the window."""
 
     def __init__(self, window: int = 100):
         self.values: deque = deque(maxlen=window)
@@ -45,7 +46,10 @@ class RecentMean:
         self.values.append(value.detach() if isinstance(value, torch.Tensor) else torch.tensor(float(value)))
 
     def mean(self) -> float | None:
-        return round(float(torch.stack(list(self.values)).float().mean()), 4) if self.values else None
+        if not self.values:
+            return None
+        device = self.values[-1].device
+        return round(float(torch.stack([value.to(device, torch.float32) for value in self.values]).mean()), 4)
 
     def full(self) -> bool:
         return len(self.values) == self.values.maxlen

@@ -19,11 +19,13 @@ from typing import Any, Callable, Protocol
 
 import torch
 import torch.nn.functional as F
+from timm.optim import param_groups_weight_decay
 from torch import nn
 
 from da_toolkit.context import Context
 from da_toolkit.data import BatchStream, DomainDataset, build_domain
-from da_toolkit.models import create_classifier
+from da_toolkit.data.augment import Augment
+from da_toolkit.models import DomainClassifier, create_classifier
 from da_toolkit.training.schedules import lr_factor
 
 
@@ -51,7 +53,7 @@ class AdapterSetup:
 
         def make_classifier(num_classes: int) -> nn.Module:
             return create_classifier(c.backbone, data.channels, data.image_size, num_classes, c.bottleneck_dim,
-                                     c.pretrained)
+                                     c.pretrained, c.checkpoint, c.backbone_lr_multiplier)
 
         def labeled_target() -> DomainDataset:
             return build_domain(data.target, data.image_size, data.channels, recipe.seed).labeled()
@@ -100,21 +102,50 @@ class FeatureAdapter(Adapter):
         raise NotImplementedError
 
 
-def make_optimizer(params, train, lr: float | None = None) -> torch.optim.Optimizer:
-    """SGD (momentum, optionally Nesterov) or Adam, with the recipe's lr and weight decay."""
+def parameter_groups(modules: tuple[nn.Module, ...], weight_decay: float) -> list[dict]:
+    """The trainable parameters of `modules` as optimiser groups.
+
+    One group, unless the first module is a `DomainClassifier` with a backbone_lr_multiplier other
+    than 1 (its backbone's group gets ``lr_scale``: lr = train.lr × multiplier) or a pretrained
+    backbone (fine-tuning: norm and bias parameters of every module get no weight decay, as timm's
+    `param_groups_weight_decay` splits them).
+    """
+    classifier = modules[0]
+    pretrained = isinstance(classifier, DomainClassifier) and classifier.pretrained
+    scale = classifier.backbone_lr_multiplier if isinstance(classifier, DomainClassifier) else 1.0
+    if not pretrained and scale == 1.0:
+        return [{"params": [p for m in modules for p in m.parameters() if p.requires_grad]}]
+    parts = [(classifier.backbone, scale),
+             (nn.ModuleList([*classifier.encoder[1:], classifier.head, *modules[1:]]), 1.0)]
+    groups = []
+    for module, lr_scale in parts:
+        if pretrained:
+            split = param_groups_weight_decay(module, weight_decay)
+        else:
+            split = [{"params": [p for p in module.parameters() if p.requires_grad]}]
+        groups += [{**group, "lr_scale": lr_scale} for group in split if group["params"]]
+    return groups
+
+
+def make_optimizer(modules: tuple[nn.Module, ...], train, lr: float | None = None) -> torch.optim.Optimizer:
+    """SGD (momentum, optionally Nesterov) or Adam over `parameter_groups(modules)`, with the recipe's
+    lr (times a group's lr_scale) and weight decay."""
     lr = train.lr if lr is None else lr
+    groups = [{**group, "lr": lr * group.pop("lr_scale", 1.0)} for group in parameter_groups(modules,
+                                                                                             train.weight_decay)]
     if train.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=train.momentum, weight_decay=train.weight_decay,
+        return torch.optim.SGD(groups, lr=lr, momentum=train.momentum, weight_decay=train.weight_decay,
                                nesterov=train.nesterov)
-    return torch.optim.Adam(params, lr=lr, weight_decay=train.weight_decay)
+    return torch.optim.Adam(groups, lr=lr, weight_decay=train.weight_decay)
 
 
 class SupervisedTraining:
     """The parts of classifier training every feature adapter shares.
 
     Batch streams of labeled source, of target (its labels are mostly -1) and of the labeled
-    target images (the scarce-label setting; None when k = 0); one optimiser over the
-    classifier and any extra modules (e.g. a domain discriminator) with the recipe's LR schedule.
+    target images (the scarce-label setting; None when k = 0), augmented as `train.augment` says;
+    one optimiser over the classifier and any extra modules (e.g. a domain discriminator) with the
+    recipe's LR schedule.
     """
 
     def __init__(self, classifier: nn.Module, source: DomainDataset, target: DomainDataset, train, ctx: Context,
@@ -122,12 +153,14 @@ class SupervisedTraining:
         self.classifier = classifier
         self.ctx = ctx
         batch = train.batch_size
-        self.source = BatchStream(source, batch, ctx.seed, ctx.device)
-        self.target = BatchStream(target, batch, ctx.seed + 1, ctx.device)
+        augment = Augment(train.augment)
+        self.source = augment(BatchStream(source, batch, ctx.seed, ctx.device))
+        self.target = augment(BatchStream(target, batch, ctx.seed + 1, ctx.device))
         labeled = target.labeled()
-        self.labeled_target = BatchStream(labeled, batch, ctx.seed + 2, ctx.device) if len(labeled) else None
-        params = [p for m in (classifier, *extra_modules) for p in m.parameters() if p.requires_grad]
-        self.optimizer = make_optimizer(params, train)
+        self.labeled_target = augment(BatchStream(labeled, batch, ctx.seed + 2, ctx.device)) if len(labeled) else None
+        for module in (classifier, *extra_modules):
+            ctx.distribute(module)
+        self.optimizer = make_optimizer((classifier, *extra_modules), train)
         total = train.iterations if iterations is None else iterations
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(train.lr_schedule, total, train.lr_gamma,
                                                                                     train.lr_decay))
@@ -159,9 +192,7 @@ class SupervisedTraining:
         return {"loss/total": loss.detach(), **scalars}
 
     def update(self, loss: torch.Tensor) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        self.ctx.backward_step(loss, self.optimizer)
         self.scheduler.step()
 
     def state(self) -> dict:

@@ -33,7 +33,7 @@ from da_toolkit.adapters import ADAPTERS
 from da_toolkit.adapters.base import AdapterSetup, PixelAdapter, SupervisedTraining
 from da_toolkit.context import Context
 from da_toolkit.data import BatchStream, DomainDataset
-from da_toolkit.data.base import to_float, to_uint8
+from da_toolkit.data.base import device_batches, to_uint8
 from da_toolkit.errors import UserError
 from da_toolkit.evaluate import evaluate, predict
 from da_toolkit.models import PatchDiscriminator, ResnetGenerator
@@ -43,6 +43,7 @@ from da_toolkit.training.checkpoint import load_checkpoint, save_checkpoint
 from da_toolkit.training.gan_losses import GANLoss, cycle_consistency_loss, identity_loss, semantic_consistency_loss
 from da_toolkit.training.image_pool import ImagePool
 from da_toolkit.training.loop import train_loop
+from da_toolkit.training.precision import Precision
 
 
 @dataclass
@@ -155,9 +156,9 @@ class CycleGANTraining:
         channels, size = source.image_shape[0], source.image_shape[1]
         self.options = options
         self.ctx = ctx
-        self.g_ab, self.g_ba = (g.to(ctx.device) for g in build_generators(options, channels, size))
-        self.d_a, self.d_b = (PatchDiscriminator(channels, options.ndf, options.layers_for(size), options.norm)
-                              .to(ctx.device) for _ in range(2))
+        self.g_ab, self.g_ba = (ctx.distribute(g.to(ctx.device)) for g in build_generators(options, channels, size))
+        self.d_a, self.d_b = (ctx.distribute(PatchDiscriminator(channels, options.ndf, options.layers_for(size),
+                                                                options.norm).to(ctx.device)) for _ in range(2))
         self.gan_loss = GANLoss(options.gan_loss)
         betas = (options.beta1, 0.999)
         self.optimizer_g = torch.optim.Adam([*self.g_ab.parameters(), *self.g_ba.parameters()], options.lr, betas=betas)
@@ -165,8 +166,8 @@ class CycleGANTraining:
         factor = lr_lambda(options.lr_policy, options.iterations, options.decay_start)
         self.scheduler_g = torch.optim.lr_scheduler.LambdaLR(self.optimizer_g, factor)
         self.scheduler_d = torch.optim.lr_scheduler.LambdaLR(self.optimizer_d, factor)
-        self.pool_a = ImagePool(options.pool_size, ctx.seed + 3)
-        self.pool_b = ImagePool(options.pool_size, ctx.seed + 4)
+        self.pool_a = ImagePool(options.pool_size, ctx.seed + 3, ctx.device)
+        self.pool_b = ImagePool(options.pool_size, ctx.seed + 4, ctx.device)
         self.source = BatchStream(source, options.batch_size, ctx.seed, ctx.device)
         self.target = BatchStream(target, options.batch_size, ctx.seed + 1, ctx.device)
         self.semantic_classifier = semantic_classifier
@@ -205,9 +206,7 @@ class CycleGANTraining:
                 scalars["loss/semantic"] = o.semantic_weight * semantic_consistency_loss(
                     self.semantic_classifier, fake_b, labels_a, fake_a, real_b)
             loss_g = sum(scalars.values())
-        self.optimizer_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        self.optimizer_g.step()
+        ctx.backward_step(loss_g, self.optimizer_g)
         set_requires_grad((self.d_a, self.d_b), True)
 
         # discriminators, on fakes from the history pools
@@ -216,9 +215,7 @@ class CycleGANTraining:
             d_fake_a, d_fake_b = self.d_a(self.pool_a.query(fake_a)), self.d_b(self.pool_b.query(fake_b))
             loss_d_a = 0.5 * (gan(d_real_a, True) + gan(d_fake_a, False))
             loss_d_b = 0.5 * (gan(d_real_b, True) + gan(d_fake_b, False))
-        self.optimizer_d.zero_grad(set_to_none=True)
-        (loss_d_a + loss_d_b).backward()
-        self.optimizer_d.step()
+        ctx.backward_step(loss_d_a + loss_d_b, self.optimizer_d)
         self.scheduler_g.step()
         self.scheduler_d.step()
 
@@ -256,15 +253,16 @@ def weights_hash(module: nn.Module) -> str:
 
 @torch.inference_mode()
 def translate_images(generator: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int,
-                     ctx: Context | None = None) -> torch.Tensor:
-    """uint8 N×C×H×W -> uint8 N×C×H×W through `generator` in eval mode, batch by batch."""
+                     precision: Precision | None = None) -> torch.Tensor:
+    """uint8 N×C×H×W -> uint8 N×C×H×W through `generator` in eval mode, batch by batch, under
+    `precision`'s autocast (None: fp32)."""
     was_training = generator.training
     generator.eval()
-    autocast = ctx.autocast if ctx is not None else contextlib.nullcontext
+    autocast = precision.autocast if precision is not None else contextlib.nullcontext
     out = []
-    for chunk in images.split(batch_size):
+    for batch in device_batches(images, device, batch_size):
         with autocast():
-            out.append(to_uint8(generator(to_float(chunk.to(device)))).cpu())
+            out.append(to_uint8(generator(batch)).cpu())
     generator.train(was_training)
     return torch.cat(out) if out else images[:0].clone()
 
@@ -307,21 +305,24 @@ class CycleGANTranslator:
         return mix(dataset, kept, o.feature_data, o.translated_fraction, ctx.seed)
 
     def translate_only(self, dataset: DomainDataset) -> DomainDataset:
-        """`dataset` in target style, same labels, name '<name>→cyclegan'.
+        """`dataset` in target style, same labels, name '<name>→cyclegan', translated in the run's precision.
 
-        Cached as ctx.cache_dir/translated_<weights hash>_<dataset fingerprint>.pt, so a second run,
-        or another run sharing this pixel stage (`pixel_from`), reuses the translation.
+        Cached as ctx.cache_dir/translated_<weights hash>_<dataset fingerprint>_<precision>.pt, so a
+        second run, or another run sharing this pixel stage (`pixel_from`), reuses the translation
+        when it runs in the same precision (bf16 or fp16 translations differ from fp32 ones).
         """
         ctx = self.ctx
-        path = ctx.cache_dir / f"translated_{weights_hash(self.generator)}_{dataset.fingerprint()}.pt"
+        key = f"{weights_hash(self.generator)}_{dataset.fingerprint()}_{ctx.precision.name}"
+        path = ctx.cache_dir / f"translated_{key}.pt"
         images = read_translation_cache(path, dataset, ctx)
         hit = images is not None
         if hit:
             ctx.info(f"pixel: translated {dataset.name} read from the cache ({path})")
         else:
             images = translate_images(self.generator, dataset.images, ctx.device, self.options.translate_batch_size,
-                                      ctx)
-            save_checkpoint({"images": images}, path, "translation")
+                                      ctx.precision)
+            if ctx.main:
+                save_checkpoint({"images": images}, path, "translation")
             ctx.info(f"pixel: translated {len(images)} images of {dataset.name}, cached in {path}")
         ctx.metrics.setdefault("pixel", {}).update(translation_cache="hit" if hit else "miss",
                                                    translation_cache_file=path.name)

@@ -17,8 +17,11 @@ Pixel once, features many: cells that would train the same pixel stage share one
 Results go to <bench_dir>/results.{md,csv,json}, results.png (bar chart) and, with a k axis,
 learning_curve.png.
 
+With ``--executor slurm`` each cell is a Slurm job submitted through submitit instead (cluster.py).
+
 One module per job: spec (the benchmark file), grid (cells and translator sharing), scheduler
-(processes), published (reference numbers), report (tables and plots), command (compare itself);
+(processes), cluster (Slurm jobs), published (reference numbers), report (tables and plots),
+command (compare itself);
 ``python -m da_toolkit.benchmark`` (__main__.py) is the entry point of a cell process.
 """
 from __future__ import annotations

@@ -6,6 +6,7 @@ import sys
 from fnmatch import fnmatchcase
 from pathlib import Path
 
+from da_toolkit.benchmark.cluster import ClusterLauncher, ClusterOptions
 from da_toolkit.benchmark.grid import Cell, expand, share_translators
 from da_toolkit.benchmark.report import cell_rows, write_results
 from da_toolkit.benchmark.scheduler import Outcome, launch_cell, run_cells
@@ -14,9 +15,10 @@ from da_toolkit.benchmark.verify import differences, recorded_accuracies
 from da_toolkit.errors import UserError
 
 
-def compare(benchmark_path: str | Path, profile: str | None = None, jobs: int = 1, output: str | Path | None = None,
-            dry_run: bool = False, launch=launch_cell, only: str | None = None, verify: str | Path | None = None,
-            tolerance: float = 0.0, reports: bool = False) -> list[dict]:
+def compare(benchmark_path: str | Path, profile: str | None = None, jobs: int | None = None,
+            output: str | Path | None = None, dry_run: bool = False, launch=None, only: str | None = None,
+            verify: str | Path | None = None, tolerance: float = 0.0, reports: bool = False,
+            cluster: ClusterOptions | None = None) -> list[dict]:
     """Run (with dry_run: list) the benchmark's cells and write the results; returns the per-cell rows.
 
     The benchmark directory is `output`, else <output_dir>/<name>[-<profile>][-verify]. `only`: a
@@ -26,6 +28,10 @@ def compare(benchmark_path: str | Path, profile: str | None = None, jobs: int = 
     one by more than `tolerance` percentage points. With `reports`, each finished cell also gets its
     run report (`da-toolkit report`, beside the source-only cell of its task and seed), linked from
     results.md.
+
+    Cells run as local processes (`launch`, by default `launch_cell`), `jobs` at a time (default
+    1), or with `cluster` as jobs of a scheduler (`ClusterLauncher`: Slurm through submitit),
+    `jobs` in the queue at a time (default: every cell).
     """
     benchmark = load_benchmark(benchmark_path)
     profile = choose_profile(benchmark, profile)
@@ -46,11 +52,15 @@ def compare(benchmark_path: str | Path, profile: str | None = None, jobs: int = 
             print(f"{cell.name:<44} {state}{shared}")
         print(f"{len(cells)} cells in {bench_dir}" + (f"; not applicable: {', '.join(skipped)}" if skipped else ""))
         return []
+    jobs = jobs or (max(1, len(cells)) if cluster else 1)
+    if launch is None:
+        launch = ClusterLauncher(bench_dir / "submitit", cluster) if cluster else launch_cell
     command = shlex.join(["da-toolkit", "compare", str(benchmark_path), *(["--profile", profile] if profile else []),
                           "--jobs", str(jobs), *(["-o", str(output)] if output else []),
-                          *(["--only", only] if only is not None else [])])
+                          *(["--only", only] if only is not None else []), *(cluster.arguments() if cluster else [])])
+    where = f"as {cluster.cluster} jobs (submitit files in {bench_dir / 'submitit'})" if cluster else "as processes"
     print(f"benchmark {benchmark.name}" + (f", profile {profile}" if profile else "") +
-          f": {len(cells)} cells in {bench_dir}, {jobs} at a time", file=sys.stderr)
+          f": {len(cells)} cells in {bench_dir}, {jobs} at a time {where}", file=sys.stderr)
     outcomes: dict[Cell, Outcome] = {}
     try:
         run_cells(cells, jobs, outcomes, launch)

@@ -16,8 +16,9 @@ from pathlib import Path
 
 from da_toolkit.benchmark.spec import Benchmark
 from da_toolkit.errors import UserError
-from da_toolkit.recipe import Recipe, load_recipe
+from da_toolkit.recipe import Recipe, load_recipe, normalised_recipe
 from da_toolkit.rundir import RunDir
+from da_toolkit.training.precision import requested_precision
 
 
 @dataclass(eq=False)
@@ -63,11 +64,7 @@ class Cell:
 
     def changed_keys(self) -> list[str]:
         """Top-level recipe keys in which a started run directory differs from this cell's recipe."""
-        if not self.started:
-            return []
-        before = RunDir(self.run_dir).read_recipe()
-        now = self.expected_recipe
-        return sorted(k for k in set(before) | set(now) if k != "output_dir" and before.get(k) != now.get(k))
+        return RunDir(self.run_dir).recipe_changes(self.expected_recipe, normalised_recipe) if self.started else []
 
     def arguments(self) -> list[str]:
         """The `da-toolkit` arguments that run (or, when started, resume) this cell."""
@@ -123,9 +120,11 @@ def pixel_signature(recipe: Recipe) -> str | None:
     """What the pixel stage's result depends on, as a comparable string; None without a pixel stage.
 
     The pixel section, the data, the seed, the classifier (the pixel stage's semantic and oracle
-    classifiers use it) and where and how precisely it runs. Not the number of labeled target
-    images: CycleGAN learns from the images and never reads target labels, so the cells of all k
-    share one translator. Nor the pixel keys that only say how the feature stage uses the
+    classifiers use it) and where and how precisely it runs (train.device and train.precision as the
+    recipe says them, amp read as auto: a cell resolves them where it runs, as the other cells of
+    its grid do, and the translation cache is keyed by the resolved precision). Not the number of
+    labeled target images: CycleGAN learns from the images and never reads target labels, so the
+    cells of all k share one translator. Nor the pixel keys that only say how the feature stage uses the
     translations (`FEATURE_USE_KEYS`): cyclegan and cyclegan_translated share one translator. The
     train section's optimisation keys matter only to a semantic-consistency classifier.
     """
@@ -136,7 +135,8 @@ def pixel_signature(recipe: Recipe) -> str | None:
     data = {key: value for key, value in resolved["data"].items() if key != "target_labels_per_class"}
     pixel = {key: value for key, value in resolved["pixel"].items() if key not in FEATURE_USE_KEYS}
     depends = {"pixel": pixel, "data": data, "seed": recipe.seed,
-               "classifier": resolved["classifier"], "device": train["device"], "precision": train["precision"]}
+               "classifier": resolved["classifier"], "device": train["device"],
+               "precision": requested_precision(train["precision"])}
     if getattr(recipe.pixel.options, "semantic_weight", 0) > 0:
         depends["train"] = {k: v for k, v in train.items() if k not in ("iterations", "log_every", "eval_batch_size")}
     return json.dumps(depends, sort_keys=True)

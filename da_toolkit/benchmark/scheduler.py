@@ -46,13 +46,23 @@ def launch_cell(cell: Cell, env: dict, argv: list[str] | None = None) -> subproc
     (``python -m da_toolkit.benchmark``, __main__.py) calls die_with_launcher, so the cell stops
     when compare dies, even by SIGKILL.
     """
-    cell.run_dir.mkdir(parents=True, exist_ok=True)
-    argv = argv or [sys.executable, "-m", "da_toolkit.benchmark", *cell.arguments()]
+    argv = argv or cell_argv(cell)
+    start_attempt(cell)
     with open(cell.log_path, "a") as log:
-        log.write(f"=== {datetime.now().isoformat(timespec='seconds')} {cell.command_line()}\n")
-        log.flush()
         return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env={**env, LAUNCHER_ENV: str(os.getpid())},
                                 start_new_session=True)
+
+
+def cell_argv(cell: Cell) -> list[str]:
+    """The command of a cell process: ``python -m da_toolkit.benchmark <da-toolkit run arguments>``."""
+    return [sys.executable, "-m", "da_toolkit.benchmark", *cell.arguments()]
+
+
+def start_attempt(cell: Cell) -> None:
+    """Create the cell's run directory and open a new attempt in its cell.log (a '=== time command' line)."""
+    cell.run_dir.mkdir(parents=True, exist_ok=True)
+    with open(cell.log_path, "a") as log:
+        log.write(f"=== {datetime.now().isoformat(timespec='seconds')} {cell.command_line()}\n")
 
 
 def die_with_launcher(poll_s: float = LAUNCHER_POLL_S, grace_s: float = LAUNCHER_GRACE_S) -> None:

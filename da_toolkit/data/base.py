@@ -3,16 +3,22 @@
 A domain is held in memory as uint8 images (N×C×H×W) and int64 labels (N); label -1 marks an
 unlabeled image. Indexing yields ``(image, label)`` with the image as a float tensor in [-1, 1],
 so a domain plugs into any torch DataLoader; training code draws batches with `BatchStream`,
-which indexes the tensors directly and never bottlenecks training.
+which indexes the tensors directly and never bottlenecks training (on a GPU, without a per-batch
+copy from the host); evaluation and translation read a dataset batch by batch with
+`device_batches` (through pinned memory to a GPU).
 """
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
+
+from da_toolkit.errors import UserError
+from da_toolkit.training.distributed import World, current, shard
 
 UNLABELED = -1
 
@@ -73,6 +79,20 @@ class DomainDataset(Dataset):
         return digest.hexdigest()[:16]
 
 
+def device_batches(images: torch.Tensor, device: torch.device | str, batch_size: int) -> Iterator[torch.Tensor]:
+    """uint8 N×C×H×W `images`, batch by batch in order, as float batches in [-1, 1] on `device`.
+
+    Evaluation and translation read a whole dataset once, so it stays where it is (the CPU) and
+    goes to the device a batch at a time, as uint8 (a quarter of float32's bytes), converted there.
+    From the CPU to a CUDA GPU each batch is copied through pinned (page-locked) memory: a direct
+    transfer that does not block the host, instead of the driver's staged copy of pageable memory.
+    """
+    device = torch.device(device)
+    pin = device.type == "cuda" and images.device.type == "cpu"
+    for chunk in images.split(batch_size):
+        yield to_float(chunk.pin_memory().to(device, non_blocking=True) if pin else chunk.to(device))
+
+
 def conform(images: torch.Tensor, image_size: int, channels: int) -> torch.Tensor:
     """Resize uint8 N×C×H×W images to N×channels×image_size×image_size.
 
@@ -118,37 +138,61 @@ class BatchStream:
 
     Walks a fresh random permutation each epoch (the last incomplete batch of an epoch is
     dropped when the dataset holds at least one full batch). `state_dict` / `load_state_dict`
-    make a resumed run draw exactly the batches an uninterrupted run would.
+    make a resumed run draw exactly the batches an uninterrupted run would, on any device.
+
+    On a GPU the data path has no per-batch host-device copy: the uint8 images and the labels
+    move to the device once, each epoch's permutation is drawn on the CPU (by a CPU generator, so
+    a GPU run draws the same batches as a CPU run) and moved there once, and a batch is gathered
+    and converted to float on the device. The CPU copy of the permutation is what a checkpoint holds.
+
+    Several processes (`world`, default: torch.distributed's, see training/distributed.py): every
+    rank walks the same permutation and draws its slice of each global batch of `batch_size`, so
+    the ranks' batches together are the 1-process batch and the stream's state is the same on
+    every rank. A dataset smaller than the batch gives a global batch of its size rounded down to
+    a multiple of the process count.
     """
 
-    def __init__(self, dataset: DomainDataset, batch_size: int, seed: int, device: torch.device | str = "cpu"):
+    def __init__(self, dataset: DomainDataset, batch_size: int, seed: int, device: torch.device | str = "cpu",
+                 world: World | None = None):
         if len(dataset) == 0:
             raise ValueError(f"{dataset.name}: cannot draw batches from an empty dataset")
+        world = current() if world is None else world
         self.device = torch.device(device)
         self.images = dataset.images.to(self.device)
         self.labels = dataset.labels.to(self.device)
-        self.batch_size = min(batch_size, len(dataset))
+        shard(batch_size, world)  # the recipe's batch must split evenly over the ranks
+        self.batch_size = min(batch_size, len(dataset) // world.size * world.size)
+        if self.batch_size == 0:
+            raise UserError(f"{dataset.name}: {len(dataset)} images are fewer than the {world.size} processes")
+        self._shard = shard(self.batch_size, world)
         self.generator = torch.Generator().manual_seed(seed)
-        self._order = torch.randperm(len(dataset), generator=self.generator)
+        self._set_order(torch.randperm(len(dataset), generator=self.generator))
         self._position = 0
+
+    def _set_order(self, order: torch.Tensor) -> None:
+        """This epoch's permutation: kept on the CPU (for checkpoints) and once on the device (for indexing)."""
+        self._order = order.cpu()
+        self._order_on_device = self._order.to(self.device)
 
     def __iter__(self) -> "BatchStream":
         return self
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._position + self.batch_size > len(self._order):
-            self._order = torch.randperm(len(self._order), generator=self.generator)
+            self._set_order(torch.randperm(len(self._order), generator=self.generator))
             self._position = 0
-        index = self._order[self._position:self._position + self.batch_size].to(self.device)
+        index = self._order_on_device[self._position:self._position + self.batch_size][self._shard]
         self._position += self.batch_size
         return to_float(self.images[index]), self.labels[index]
 
     def state_dict(self) -> dict:
+        """Generator state (a CPU ByteTensor), this epoch's permutation (on the CPU) and the position in it."""
         return {"generator": self.generator.get_state(), "order": self._order, "position": self._position}
 
     def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
-        self._order = state["order"]
+        """Takes the tensors of `state` on any device."""
+        self.generator.set_state(state["generator"].cpu())
+        self._set_order(state["order"])
         self._position = state["position"]
 
 

@@ -14,14 +14,16 @@ class ImagePool:
     `query(images)` goes through the batch one image at a time: while the pool is not full the
     image is stored and returned; once full, with probability ½ the image replaces a random
     stored one and the stored image is returned, otherwise the image itself is returned.
-    Random draws come from the pool's own generator, so `state_dict` / `load_state_dict` make a
-    resumed run draw exactly what an uninterrupted one would.
+    Random draws come from the pool's own CPU generator, so `state_dict` / `load_state_dict` make a
+    resumed run draw exactly what an uninterrupted one would, on any device: the stored images
+    live on `device` (where the generators run) and are checkpointed on the CPU.
     """
 
-    def __init__(self, size: int = 50, seed: int = 0):
+    def __init__(self, size: int = 50, seed: int = 0, device: torch.device | str = "cpu"):
         if size < 0:
             raise ValueError(f"pool size must be zero or more, got {size}")
         self.size = size
+        self.device = torch.device(device)
         self.images: list[torch.Tensor] = []
         self.generator = torch.Generator().manual_seed(seed)
 
@@ -47,9 +49,12 @@ class ImagePool:
         return torch.stack(out)
 
     def state_dict(self) -> dict:
-        stored = torch.stack(self.images) if self.images else torch.empty(0)
+        """The stored images (one N×C×H×W tensor on the CPU) and the generator state (a CPU ByteTensor)."""
+        stored = torch.stack(self.images).cpu() if self.images else torch.empty(0)
         return {"images": stored, "generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.images = list(state["images"].unbind(0)) if state["images"].numel() else []
+        """Takes the tensors of `state` on any device; the images go to the pool's device."""
+        images = state["images"]
+        self.images = list(images.to(self.device).unbind(0)) if images.numel() else []
         self.generator.set_state(state["generator"].cpu())

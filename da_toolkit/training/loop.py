@@ -5,7 +5,13 @@ and hands `train_loop` the objects whose state makes up the stage (modules, opti
 schedulers, batch streams, image pools: anything with state_dict / load_state_dict). The loop
 owns iteration counting, the progress bar, TensorBoard scalars, periodic atomic checkpoints,
 resuming and Ctrl-C. Checkpoints also hold the global RNG states, so a resumed run draws the
-same dropout masks and batches as an uninterrupted one.
+same dropout masks and batches as an uninterrupted one, and in fp16 the gradient scaler of every
+optimiser among the state (`Precision.scalers`), so a resumed run scales as an uninterrupted one.
+
+Checkpoints are device-neutral: every tensor is written on the CPU (RNG states as CPU
+ByteTensors), and every Stateful's `load_state_dict` takes tensors on any device and puts them
+where it works (modules and optimisers onto their parameters' device, streams and pools onto
+theirs, generator states onto the CPU), so a run trained on a GPU resumes on a CPU and the reverse.
 """
 from __future__ import annotations
 
@@ -35,7 +41,10 @@ class Interrupted(Exception):
 
 
 class GlobalRNG:
-    """torch's global RNG states (CPU, and CUDA when present) as a Stateful."""
+    """torch's global RNG states (CPU, and each CUDA GPU when present) as a Stateful: CPU ByteTensors.
+
+    A state saved with GPUs restores the CPU state and as many GPUs' states as both machines have (a
+    run trained on a GPU resumes on the CPU); one saved without restores the CPU state only."""
 
     @staticmethod
     def state_dict() -> dict:
@@ -46,16 +55,33 @@ class GlobalRNG:
 
     @staticmethod
     def load_state_dict(rng: dict) -> None:
-        torch.set_rng_state(rng["torch"])
+        torch.set_rng_state(rng["torch"].cpu())
         if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+            for index, state in enumerate(rng["cuda"][:torch.cuda.device_count()]):
+                torch.cuda.set_rng_state(state.cpu(), index)
+
+
+def to_cpu(value):
+    """`value` (nested dicts, lists and tuples of tensors and plain data) with every tensor on the CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {key: to_cpu(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_cpu(item) for item in value)
+    return value
 
 
 def save_stage(ctx: Context, stage: str, iteration: int, state: dict[str, Stateful], wall_time: float) -> None:
-    """Checkpoint `state` after `iteration` steps that took `wall_time` seconds in all (over resumes)."""
+    """Checkpoint `state` (and in fp16 its optimisers' gradient scalers) after `iteration` steps that took
+    `wall_time` seconds in all (over resumes); every tensor is written on the CPU. Only the process that
+    writes the run directory (`ctx.main`) saves: the state is the same on every rank."""
+    if not ctx.main:
+        return
     states = {key: obj.state_dict() for key, obj in state.items()}
-    save_checkpoint({"iteration": iteration, "rng": GlobalRNG.state_dict(), "state": states,
-                     "wall_time_s": wall_time}, ctx.checkpoint_path(stage), "stage")
+    scalers = {key: scaler.state_dict() for key, scaler in ctx.precision.scalers(state).items()}
+    save_checkpoint(to_cpu({"iteration": iteration, "rng": GlobalRNG.state_dict(), "state": states,
+                            "grad_scalers": scalers, "wall_time_s": wall_time}), ctx.checkpoint_path(stage), "stage")
 
 
 def restore_stage(ctx: Context, stage: str, state: dict[str, Stateful]) -> tuple[int, float]:
@@ -66,15 +92,20 @@ def restore_stage(ctx: Context, stage: str, state: dict[str, Stateful]) -> tuple
         return 0, 0.0
     saved = load_checkpoint(path, "stage")
     wall_time = saved.get("wall_time_s", 0.0)
+    saved_scalers = saved.get("grad_scalers", {})  # empty in a checkpoint written in fp32 or bf16: fresh scalers
     if (not isinstance(saved["iteration"], int) or not isinstance(saved["state"], dict)
-            or not isinstance(wall_time, (int, float))):
-        raise UnreadableFile(f"{path}: not a da-toolkit stage checkpoint (malformed iteration, state or wall time)")
+            or not isinstance(wall_time, (int, float)) or not isinstance(saved_scalers, dict)):
+        raise UnreadableFile(f"{path}: not a da-toolkit stage checkpoint (malformed iteration, state, gradient "
+                             f"scalers or wall time)")
     missing = [key for key in state if key not in saved["state"]]
     if missing:
         raise UnreadableFile(f"{path}: this {stage} checkpoint has no state for {', '.join(missing)}; it was written "
                              f"by another method or version (start afresh with --overwrite)")
     for key, obj in state.items():
         load_state(obj, saved["state"][key], path, f"state of {key}")
+    for key, scaler in ctx.precision.scalers(state).items():
+        if key in saved_scalers:
+            load_state(scaler, saved_scalers[key], path, f"gradient scaler of {key}")
     load_state(GlobalRNG, saved["rng"], path, "random number generator state")
     return saved["iteration"], float(wall_time)
 

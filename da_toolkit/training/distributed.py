@@ -1,0 +1,163 @@
+"""Data-parallel training over several processes, launched by torchrun (or `da-toolkit run --nproc N`).
+
+Every process (rank) runs the whole pipeline on its own slice of every batch; what keeps the ranks
+one model:
+
+* **the same global batch** — every `BatchStream` walks the same seeded permutation on every rank
+  and rank r takes the r-th of `world` equal slices of each global batch of `train.batch_size`
+  (`shard`), so the union of the ranks' batches is the batch a 1-process run draws. The batch size
+  must be a multiple of the process count.
+* **the same weights** — `distribute(module)` broadcasts rank 0's parameters and buffers, then
+  averages every parameter's gradient over the ranks as soon as backward has accumulated it
+  (an all-reduce in a post-accumulate-grad hook), so each optimiser step applies the gradient of
+  the mean loss over the global batch, as DistributedDataParallel's reducer does. Not the DDP
+  wrapper itself: the adapters call their networks through methods other than `forward`
+  (`classifier.features`, `.head`) and several times per backward (CycleGAN's generators, ADDA's
+  target encoder, the labeled-target batch), which DDP does not allow without rewriting each step.
+  Every rank seeds its RNGs alike, so the ranks stay in lock step and a checkpoint of rank 0 is
+  the state of every rank.
+* **batch-norm statistics** — on CUDA, batch-norm layers become `SyncBatchNorm` (mean and variance
+  over the global batch, as in a 1-process run: per-GPU batches are often too small for good
+  statistics). SyncBatchNorm has no CPU kernel, so on CPU (gloo) a layer normalises with its
+  rank's statistics and its running mean and variance are averaged over the ranks after every
+  training forward, which keeps evaluation identical on every rank.
+
+Rank 0 alone writes the run directory (lock, recipe, log, TensorBoard, checkpoints, caches,
+classifier, metrics) and evaluates; see `World.main`. One process (no torchrun) changes nothing.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import weakref
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from da_toolkit.errors import UserError
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the training processes."""
+
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def main(self) -> bool:
+        """Whether this process writes the run directory and evaluates (rank 0)."""
+        return self.rank == 0
+
+
+def current() -> World:
+    """The world of torch.distributed's default group, or a world of one process."""
+    if dist.is_available() and dist.is_initialized():
+        return World(dist.get_rank(), dist.get_world_size())
+    return World()
+
+
+def started_by_torchrun() -> bool:
+    """Whether torchrun started this process as one of several (WORLD_SIZE > 1)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+@contextlib.contextmanager
+def process_group(device: torch.device) -> Iterator[torch.device]:
+    """Join the group of the processes torchrun started, for the duration of a run; yields the
+    device of this rank (cuda:LOCAL_RANK on CUDA). Backend: nccl on CUDA, gloo on CPU. Without
+    torchrun (or when a group exists already) it yields `device` unchanged."""
+    if not started_by_torchrun() or dist.is_initialized():
+        yield device
+        return
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        yield device
+    finally:
+        dist.destroy_process_group()
+
+
+def shard(batch_size: int, world: World) -> slice:
+    """The slice of a global batch of `batch_size` that rank `world.rank` trains on; UserError when
+    the batch does not split evenly over the ranks."""
+    if batch_size % world.size:
+        raise UserError(f"a batch of {batch_size} images does not split evenly over {world.size} processes: use a "
+                        f"batch size that is a multiple of {world.size} (train.batch_size, pixel.batch_size)")
+    size = batch_size // world.size
+    return slice(world.rank * size, (world.rank + 1) * size)
+
+
+# parameters whose gradient is averaged already, so that distributing a module twice (SupervisedTraining
+# distributes what it trains, and a caller may have done so) hooks each parameter once
+_hooked: weakref.WeakSet = weakref.WeakSet()
+
+
+def distribute(module: nn.Module, device: torch.device) -> nn.Module:
+    """Make `module` train data-parallel over the current world (see the module docstring); returns
+    it (batch-norm layers converted in place). A no-op in a world of one process."""
+    world = current()
+    if world.size == 1:
+        return module
+    if device.type == "cuda":
+        module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    else:
+        for layer in module.modules():
+            if isinstance(layer, nn.modules.batchnorm._BatchNorm) and \
+                    _average_running_stats not in layer._forward_hooks.values():
+                layer.register_forward_hook(_average_running_stats)
+    with torch.no_grad():
+        for tensor in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(tensor, 0)
+    for parameter in module.parameters():
+        if parameter not in _hooked:
+            parameter.register_post_accumulate_grad_hook(_average_gradient)
+            _hooked.add(parameter)
+    return module
+
+
+def _average_gradient(parameter: torch.Tensor) -> None:
+    """grad ← mean over the ranks of grad (runs once per backward, after the gradient is accumulated)."""
+    dist.all_reduce(parameter.grad)
+    parameter.grad.div_(dist.get_world_size())
+
+
+def _average_running_stats(layer: nn.Module, inputs, output) -> None:
+    """After a training forward of a batch-norm layer: running mean and variance ← their mean over the ranks
+    (new tensors: backward may still need the ones the forward read)."""
+    if not (layer.training and layer.track_running_stats):
+        return
+    with torch.no_grad():
+        stats = torch.stack([layer.running_mean, layer.running_var])
+        dist.all_reduce(stats)
+        stats.div_(dist.get_world_size())
+        layer.running_mean, layer.running_var = stats[0].clone(), stats[1].clone()
+
+
+def from_rank_zero(tensor: torch.Tensor) -> torch.Tensor:
+    """Rank 0's `tensor` on every rank (the ranks' tensors have the same dtype and dimension count, their
+    sizes may differ); `tensor` itself in one process. Makes what every rank computed alike exactly alike
+    (the translated source set the feature stage trains on)."""
+    if current().size == 1:
+        return tensor
+    shape = torch.tensor(tensor.shape, dtype=torch.int64)
+    dist.broadcast(shape, 0)
+    same = tuple(shape.tolist()) == tuple(tensor.shape)
+    out = tensor.contiguous() if same else torch.empty(shape.tolist(), dtype=tensor.dtype, device=tensor.device)
+    dist.broadcast(out, 0)
+    return out
+
+
+def launch(nproc: int, arguments: list[str]) -> int:
+    """`da-toolkit run --nproc N ...`: `da-toolkit <arguments>` in `nproc` processes under torchrun on
+    this machine; returns torchrun's exit status."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "da_toolkit", *arguments]
+    return subprocess.run(command, check=False).returncode
