@@ -98,9 +98,10 @@ def collapse_check(model: nn.Module, target: DomainDataset, target_test: DomainD
               "target_test": prediction_statistics(model, target_test, device, batch_size)}
     crossed = [name for name, stats in splits.items()
                if stats["top_share"] > top_bar or stats["effective_classes"] < classes_bar]
-    twice_chance = 2 / target.num_classes
-    source_bar = round(min(twice_chance, (1 + 1 / target.num_classes) / 2), 4)
-    bar_name = "twice chance" if source_bar == round(twice_chance, 4) else "halfway from chance to 100%"
+    twice_chance, halfway = 2 / target.num_classes, (1 + 1 / target.num_classes) / 2
+    bar, bar_name = ((twice_chance, "twice chance") if twice_chance <= halfway
+                     else (halfway, "halfway from chance to 100%"))
+    source_bar = round(bar, 4)
     reasons = [f"on the {name.replace('_', ' ')} images it predicts class {splits[name]['top_class']} for "
                f"{100 * splits[name]['top_share']:.1f}% and uses {splits[name]['effective_classes']:.1f} effective "
                f"classes (alarm: one class above {100 * top_bar:.0f}% or fewer than {classes_bar:.1f} classes)"
