@@ -26,11 +26,20 @@ from da_toolkit.evaluate import collapse_check, evaluate
 from da_toolkit.models import create_classifier
 from da_toolkit.recipe import Recipe, normalised_recipe, recipe_from_dict
 from da_toolkit.rundir import RunDir, RunDirLock
+from da_toolkit.selection import Selection, hold_out_target_labels
 from da_toolkit.training import distributed
 from da_toolkit.training.checkpoint import load_state, one_line
 from da_toolkit.training.precision import Precision, resolve_precision
 
-SELECTION = "final model after the last iteration (no target labels used for model selection)"
+
+
+def selection_summary(selection: dict) -> str:
+    """One line for tables: which model the run returned, and that no target label chose it."""
+    chosen = selection["chosen"]
+    if selection["select"] == "last":
+        return "final model after the last iteration (no target labels used for model selection)"
+    return (f"{chosen['stage']} iteration {chosen['iteration']}, the best {selection['select']} of "
+            f"{len(selection['candidates'])} candidates (no target labels used for model selection)")
 
 
 def default_run_dir(recipe: Recipe) -> Path:
@@ -110,8 +119,15 @@ def _run_locked(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool, pr
                 source = DomainDataset(distributed.from_rank_zero(source.images),
                                        distributed.from_rank_zero(source.labels), source.name, source.num_classes)
 
+        target, held_out = domains.target, None
+        if recipe.selection.target_label_folds:
+            target, held_out = hold_out_target_labels(target, recipe.selection.target_label_folds, recipe.seed)
+        ctx.selection = Selection(recipe.selection, domains.source_test or domains.source, target,
+                                  domains.target_test, held_out, ctx, recipe.train.eval_batch_size)
         classifier = setup.make_classifier(num_classes).to(ctx.device)
-        classifier = feature.fit(classifier, source, domains.target, ctx)
+        classifier = feature.fit(classifier, source, target, ctx)
+        selection_line, selection = ctx.selection.choose(classifier)
+        ctx.info(selection_line)
         if main:
             rundir.save_classifier(classifier.state_dict(), num_classes, recipe.to_dict())
 
@@ -119,7 +135,7 @@ def _run_locked(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool, pr
         if not main:
             return None
         metrics = _metrics(recipe, domains, classifier, ctx, time.perf_counter() - began + ctx.earlier_wall_time)
-        metrics.update(diagnostics)
+        metrics.update(diagnostics, model_selection=selection, selection=selection_summary(selection))
         if world.size > 1:
             metrics["hardware"] += f" × {world.size} processes (torchrun)"
         rundir.write_metrics(metrics)
@@ -152,7 +168,6 @@ def _metrics(recipe: Recipe, domains, classifier, ctx: Context, wall_time: float
         "source": {"dataset": source_eval.name, **source},
         "collapse": collapse_check(classifier, domains.target, domains.target_test, domains.source.labels,
                                    source["accuracy"], ctx.device, batch),
-        "selection": SELECTION,
         "target_labels_per_class_used_in_training": recipe.data.target_labels_per_class,
         "stages": ctx.metrics,
         "wall_time_s": round(wall_time, 2),

@@ -121,6 +121,18 @@ class TrainConfig:
 
 
 @dataclass
+class SelectionConfig:
+    """Checkpoint selection without target labels (selection.py; the validators: validators.py)."""
+
+    # which candidate the run returns: the last iterate, or the best of one validator
+    select: Literal["last", "source_accuracy", "entropy", "info_max", "dev", "snd", "target_label_accuracy"] = "last"
+    every: int | None = None  # score the candidates every N iterations of the final stage; null: 10 times
+    samples: int = 1000  # source validation and target images in the fixed, seeded sample (each)
+    target_label_folds: int = 0  # >= 2: hold a fold of the k labeled target images out of training to validate
+    record_target_test: bool = False  # benchmark studies only: record each candidate's target test accuracy
+
+
+@dataclass
 class Stage:
     """An adapter stage: the adapter's registered name and its validated options dataclass."""
 
@@ -134,6 +146,7 @@ class Recipe:
     data: DataConfig
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
     pixel: Stage | None = None
     feature: Stage = field(default_factory=lambda: Stage("source_only", None))
     seed: int = 0
@@ -290,6 +303,7 @@ def recipe_from_dict(raw: dict, source_path: Path | None = None) -> Recipe:
             raise UserError(f"classifier.checkpoint: file not found: {checkpoint}")
         recipe.classifier.checkpoint = str(checkpoint)
     _check_positive(recipe)
+    _check_selection(recipe.selection, recipe.data.target_labels_per_class)
     check_backbone(recipe.classifier.backbone, "classifier.backbone")
     for stage in (recipe.pixel, recipe.feature):
         if stage is not None:
@@ -315,6 +329,24 @@ def _build_stage(kind: str, raw: Any, adapters) -> Stage:
             f"{', '.join(allowed)}"
         )
     return Stage(name, build_dataclass(adapter.Options, raw, f"{kind}."))
+
+
+def _check_selection(selection: SelectionConfig, target_labels_per_class: int) -> None:
+    """Refuse a selection section that cannot work with the data section."""
+    if selection.every is not None and selection.every < 1:
+        raise UserError(f"selection.every: must be a positive number of iterations or null, got {selection.every}")
+    if selection.samples < 10:
+        raise UserError(f"selection.samples: at least 10 images per domain, got {selection.samples}")
+    folds = selection.target_label_folds
+    if folds == 1 or folds < 0:
+        raise UserError(f"selection.target_label_folds: 0 (no held-out labeled target images) or at least 2, "
+                        f"got {folds}")
+    if folds and target_labels_per_class < folds:
+        raise UserError(f"selection.target_label_folds: {folds} folds need at least {folds} labeled target images "
+                        f"per class, data.target_labels_per_class is {target_labels_per_class}")
+    if selection.select == "target_label_accuracy" and not folds:
+        raise UserError("selection.select: target_label_accuracy needs held-out labeled target images: set "
+                        "selection.target_label_folds to 2 or more (and data.target_labels_per_class at least that)")
 
 
 def _check_positive(recipe: Recipe) -> None:

@@ -38,18 +38,19 @@ def test_one_adaptation_step_follows_the_formulas(k, tmp_path, monkeypatch):
     original_loop = adda.train_loop
 
     class Captured(Exception):
-        """Stops `fit` at the adaptation stage, before it swaps the target encoder into the classifier."""
+        """Stops `fit` at the adaptation stage, before its first step."""
 
-    def capture(ctx, stage, iterations, step, state):
+    def capture(ctx, stage, iterations, step, state, **selection):
         if stage == "feature_adapt":
-            captured.update(step=step, state=state)
+            captured.update(step=step, state=state, **selection)
             raise Captured
         else:
-            original_loop(ctx, stage, iterations, step, state)
+            original_loop(ctx, stage, iterations, step, state, **selection)
 
     monkeypatch.setattr(adda, "train_loop", capture)
     torch.manual_seed(0)
     classifier = create_classifier("lenet", 1, 16, 10, 32)
+    source_encoder = classifier.encoder  # M_s: fit swaps M_t into the classifier for the adaptation
     with pytest.raises(Captured):
         adda.ADDA(recipe.feature.options, AdapterSetup.from_recipe(recipe)).fit(classifier, domains.source, domains.target,
                                                       Context(tmp_path, progress=False))
@@ -73,7 +74,7 @@ def test_one_adaptation_step_follows_the_formulas(k, tmp_path, monkeypatch):
 
     # the discriminator step: L_advD on the frozen source encoder's and the target encoder's features
     with torch.no_grad():
-        source_features = classifier.features(source_images)
+        source_features = source_encoder(source_images)
     target_features = m0(target_images)
     s, t = d0(source_features), d0(target_features.detach())
     l_d = F.softplus(-s).mean() + F.softplus(t).mean()
@@ -92,4 +93,6 @@ def test_one_adaptation_step_follows_the_formulas(k, tmp_path, monkeypatch):
         total = total + ce
     expected = torch.autograd.grad(total, list(m0.parameters()))
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(seen["m_grads"], expected))
-    assert all(p.grad is None for p in classifier.parameters())  # M_s and C frozen
+    assert all(p.grad is None for p in [*source_encoder.parameters(), *classifier.head.parameters()])  # M_s, C frozen
+    # the adaptation's candidate for model selection is C ∘ M_t, scored from M_t = M_s on
+    assert captured["candidate"] is classifier and classifier.encoder is encoder and captured["score_start"]

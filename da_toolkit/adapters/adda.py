@@ -21,7 +21,8 @@
 
    The CE term exists only in the scarce-label setting (data.target_labels_per_class > 0): the
    few labeled target images then supervise M_t directly through the frozen head.
-4. the returned classifier is C ∘ M_t: the target encoder with the source head, unchanged.
+4. the returned classifier is C ∘ M_t: the target encoder with the source head, unchanged. Model
+   selection (selection.py) scores C ∘ M_t during adaptation, from its start (M_t = M_s) on.
 
 Both stages go through `train_loop`, so a run interrupted during adaptation resumes there: the
 finished pre-training stage is restored from its checkpoint, not retrained, and M_t, D and their
@@ -87,6 +88,7 @@ class ADDA(FeatureAdapter):
         classifier.eval().requires_grad_(False)  # M_s and C stay as pre-trained
         # modes: see the docstring
         target_encoder = ctx.distribute(classifier.copy_encoder().train().requires_grad_(True))
+        source_encoder, classifier.encoder = classifier.encoder, target_encoder  # classifier = C ∘ M_t from here
         discriminator = ctx.distribute(DomainDiscriminator(classifier.feature_dim, o.discriminator_hidden,
                                                            o.discriminator_batch_norm, o.discriminator_dropout)
                                        .to(ctx.device))
@@ -100,7 +102,7 @@ class ADDA(FeatureAdapter):
             target_images, _ = next(training.target)
             with ctx.autocast():
                 with torch.no_grad():
-                    source_features = classifier.features(source_images)
+                    source_features = source_encoder(source_images)
                 target_features = target_encoder(target_images)
                 logits = discriminator(torch.cat([source_features, target_features.detach()]))
                 source_logits, target_logits = logits.split([len(source_images), len(target_images)])
@@ -127,7 +129,7 @@ class ADDA(FeatureAdapter):
                  "encoder_optimizer": encoder_optimizer, "discriminator_optimizer": discriminator_optimizer,
                  "domain_accuracy": domain_accuracy, **{k: v for k, v in training.state().items()
                                                         if k.endswith("stream")}}
-        train_loop(ctx, "feature_adapt", o.adapt_iterations, step, state)
+        train_loop(ctx, "feature_adapt", o.adapt_iterations, step, state, candidate=classifier, score_start=True)
         report_domain_accuracy(ctx, domain_accuracy)
-        classifier.encoder = target_encoder.eval()
+        target_encoder.eval()
         return classifier

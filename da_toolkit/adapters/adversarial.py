@@ -282,7 +282,7 @@ class JointAdaptation(FeatureAdapter):
             loss.train()
         state = {**training.state(), **{f"transfer{k}": loss for k, (_, _, loss) in enumerate(terms)},
                  "domain_accuracy": domain_accuracy, "guard": guard}
-        train_loop(ctx, "feature", iterations, step, state)
+        train_loop(ctx, "feature", iterations, step, state, candidate=classifier)
         if domain_accuracy.values:
             report_domain_accuracy(ctx, domain_accuracy)
         return classifier

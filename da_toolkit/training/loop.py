@@ -156,7 +156,8 @@ def check_finite(stage: str, steps: list[tuple[int, dict]], last_saved: int) -> 
 
 
 def train_loop(ctx: Context, stage: str, iterations: int, step: Callable[[int], dict[str, float]],
-               state: dict[str, Stateful]) -> None:
+               state: dict[str, Stateful], candidate: torch.nn.Module | None = None,
+               score_start: bool = False) -> None:
     """Run ``step(i)`` for i in [start, iterations), start being 0 or the resumed iteration.
 
     Scalars returned by `step` go to TensorBoard as ``<stage>/<name>`` every `ctx.log_every`
@@ -166,7 +167,16 @@ def train_loop(ctx: Context, stage: str, iterations: int, step: Callable[[int], 
     two steps. The first Ctrl-C lets the current step finish, saves and raises Interrupted; a
     second one stops at once without saving (the last checkpoint is kept). Wall time accumulates
     over resumes (stored in the checkpoint).
+
+    `candidate`: the model this stage returns, given by the stage that trains the run's classifier;
+    the run's `ctx.selection` scores it every `selection.every` iterations, at the last one and,
+    with `score_start`, before the first (a model trained by an earlier stage), and is checkpointed
+    with the stage.
     """
+    selection = ctx.selection if candidate is not None else None
+    if selection is not None:
+        state = {**state, "selection": selection}
+        every = selection.every(iterations)
     start, earlier = restore_stage(ctx, stage, state)
     if not ctx.is_shared(stage):
         ctx.earlier_wall_time += earlier
@@ -181,6 +191,8 @@ def train_loop(ctx: Context, stage: str, iterations: int, step: Callable[[int], 
     began = time.perf_counter()
     iteration = last_saved = start
     unchecked: list[tuple[int, dict]] = []  # the steps' scalars since the last NaN/Inf check
+    if selection is not None and score_start and start == 0:
+        selection.observe(stage, 0, candidate)
 
     def save() -> None:
         nonlocal last_saved
@@ -201,6 +213,9 @@ def train_loop(ctx: Context, stage: str, iterations: int, step: Callable[[int], 
                     ctx.log_scalars(stage, iteration, values)
                     bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in list(values.items())[:4]},
                                     refresh=False)
+                if selection is not None and (iteration % every == 0 or iteration == iterations):
+                    check_finite(stage, unchecked, last_saved)
+                    selection.observe(stage, iteration, candidate)
                 if ctrl_c["stop"]:
                     raise _StopRequested
                 if iteration % ctx.checkpoint_every == 0 and iteration < iterations:
