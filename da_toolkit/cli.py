@@ -189,7 +189,8 @@ def compare(benchmark, profile, jobs, executor, slurm_partition, slurm_time, slu
 @main.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
 def show(run_dirs):
-    """Print the target accuracy of finished RUN_DIRS side by side; mark runs whose classifier collapsed."""
+    """Print the target accuracy of finished RUN_DIRS side by side; mark runs whose classifier collapsed; and
+    the method each validator recommends per task (runs of one recipe with several seeds count together)."""
     from da_toolkit.pipeline import read_metrics
 
     rows = [read_metrics(run_dir) for run_dir in run_dirs]
@@ -204,6 +205,21 @@ def show(run_dirs):
     for run_dir, metrics in zip(run_dirs, rows):
         if metrics.get("collapse", {}).get("collapsed"):
             click.echo(f"COLLAPSED: {run_dir}: {metrics['collapse']['message']}")
+    records = [selection_record(metrics) for metrics in rows if metrics.get("model_selection")]
+    if records:
+        from da_toolkit.benchmark import recommend
+
+        click.echo("")
+        click.echo("\n".join(recommend.markdown(recommend.study(records))))
+
+
+def selection_record(metrics: dict) -> dict:
+    """A run's metrics.json as `recommend` reads it: the method is the recipe's name (source_only for
+    a run without adaptation, the no-harm baseline)."""
+    plain = metrics["pixel_adapter"] is None and metrics["feature_adapter"] == "source_only"
+    return {"task": metrics["task"], "method": "source_only" if plain else metrics["recipe"], "seed": metrics["seed"],
+            "collapsed": metrics.get("collapse", {}).get("collapsed"), "target_accuracy": metrics["target_accuracy"],
+            "model_selection": metrics["model_selection"]}
 
 
 if __name__ == "__main__":

@@ -52,7 +52,9 @@ def cases() -> list[tuple[str | None, str, int]]:
 def recipe_for(pixel: str | None, feature: str, k: int):
     sections = {"feature": {"adapter": feature, **SMALL.get(feature, {})},
                 "train": {"iterations": ITERATIONS, "batch_size": 16, "log_every": 1, "checkpoint_every": 1000},
-                "data": {"target_labels_per_class": k}}
+                "data": {"target_labels_per_class": k},
+                # model selection by a validator: its candidates and best weights are resumed too
+                "selection": {"select": "info_max", "every": 2, "samples": 40}}
     if pixel is not None:
         sections["pixel"] = {"adapter": pixel, **SMALL.get(pixel, {})}
     return recipe_from_dict(toy_recipe_dict(**sections))
@@ -123,7 +125,10 @@ def test_every_stage_of_every_method_resumes_exactly(case, straight_runs, tmp_pa
         assert resumed.keys() == expected.keys()
         differ = [key for key in expected if not torch.equal(expected[key], resumed[key])]
         assert not differ, f"interrupted in {stage}: {differ[:5]}"
-        assert metrics["target_accuracy"] == json.loads((straight / "metrics.json").read_text())["target_accuracy"]
+        straight_metrics = json.loads((straight / "metrics.json").read_text())
+        assert metrics["target_accuracy"] == straight_metrics["target_accuracy"]
+        assert metrics["model_selection"]["candidates"] == straight_metrics["model_selection"]["candidates"]
+        assert metrics["model_selection"]["chosen"] == straight_metrics["model_selection"]["chosen"]
 
 
 def test_periodic_checkpoints_survive_a_crash(tmp_path):

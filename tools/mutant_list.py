@@ -23,6 +23,8 @@ RESUME = ("tests/test_resume.py",)
 DEVICE = ("tests/test_device_state.py",)
 PRECISION = ("tests/test_precision.py",)
 PREC = "da_toolkit/training/precision.py"
+VALIDATE = ("tests/test_validators.py",)
+SELECT = ("tests/test_selection.py",)
 
 MUTANTS = [
     # ------------------------------------------------------------------ CycleGAN iteration
@@ -473,6 +475,51 @@ MUTANTS = [
     Mutant("distributed.nproc-drops-resume", "da_toolkit/cli.py",
            '(("--resume", resume), ', "(",
            "`run --nproc N --resume` starts the torchrun processes without --resume", ("tests/test_distributed.py",)),
+    # ------------------------------------------------------------------ model selection (issue 11)
+    Mutant("validators.snd-keeps-the-diagonal", "da_toolkit/validators.py",
+           "    similarity.fill_diagonal_(-math.inf)\n", "",
+           "SND counts each prediction as its own nearest neighbour", VALIDATE),
+    Mutant("validators.dev-control-variate-sign", "da_toolkit/validators.py",
+           "eta = -covariance / variance", "eta = covariance / variance",
+           "DEV's control variate added with the wrong sign: more variance, not less", VALIDATE),
+    Mutant("validators.im-without-diversity", "da_toolkit/validators.py",
+           "return diversity - float(_entropies(logits).mean())", "return -float(_entropies(logits).mean())",
+           "information maximisation without H(mean p): a collapsed model scores best", VALIDATE),
+    Mutant("validators.weights-without-size-ratio", "da_toolkit/validators.py",
+           "return (len(fit_source) / len(fit_target)) * d / (1 - d)", "return d / (1 - d)",
+           "density ratios not corrected for the fitting sets' sizes", VALIDATE),
+    Mutant("selection.best-weights-alias-the-model", "da_toolkit/selection.py",
+           'v.detach().to("cpu", copy=True)', "v.detach()",
+           "the kept best weights are the live tensors: training on overwrites the chosen candidate", SELECT),
+    Mutant("selection.modes-not-restored", "da_toolkit/selection.py",
+           "                module.train(training)", "                pass",
+           "scoring leaves the model in eval mode: training goes on without dropout or batch statistics", SELECT),
+    Mutant("selection.sample-from-the-global-rng", "da_toolkit/selection.py",
+           "torch.randperm(len(dataset), generator=generator)", "torch.randperm(len(dataset))",
+           "the validation sample drawn from the global generator: another sample per run, training perturbed",
+           SELECT),
+    Mutant("selection.chosen-weights-not-loaded", "da_toolkit/selection.py",
+           "            classifier.load_state_dict(self.best[\"weights\"])\n", "",
+           "metrics.json names the chosen iteration but the run returns the last iterate", SELECT),
+    Mutant("selection.held-out-fold-trained-on", "da_toolkit/selection.py",
+           "    labels[held_out] = UNLABELED\n", "",
+           "the held-out labeled target images are also trained on: their accuracy is optimistic", SELECT),
+    Mutant("loop.selection-not-checkpointed", "da_toolkit/training/loop.py",
+           'state = {**state, "selection": selection}', "state = state",
+           "a resumed run forgets the candidates scored before the interruption", RESUME),
+    Mutant("loop.last-iteration-not-scored", "da_toolkit/training/loop.py",
+           "iteration % every == 0 or iteration == iterations", "iteration % every == 0",
+           "the final iterate is not a candidate when the budget is not a multiple of selection.every", SELECT),
+    Mutant("adda.source-model-not-scored", "da_toolkit/adapters/adda.py",
+           "candidate=classifier, score_start=True", "candidate=classifier",
+           "ADDA's selection cannot fall back to the source-trained model when adaptation hurts", SELECT),
+    Mutant("recommend.no-harm-any-seed", "da_toolkit/benchmark/recommend.py",
+           "all(eligible[best][seed] > baseline[seed] for seed in shared)",
+           "any(eligible[best][seed] > baseline[seed] for seed in shared)",
+           "no harm rule satisfied by one lucky seed", SELECT),
+    Mutant("recommend.collapsed-methods-eligible", "da_toolkit/benchmark/recommend.py",
+           "m not in flagged}", "True}",
+           "a method whose run collapsed can be recommended", SELECT),
 ]
 
 # survivors judged harmless, by name, with the one-line reason printed in the report

@@ -8,6 +8,8 @@ from datetime import datetime
 from pathlib import Path
 
 from da_toolkit.benchmark.grid import Cell
+from da_toolkit.benchmark import recommend
+from da_toolkit.benchmark.recommend import markdown_table
 from da_toolkit.benchmark.published import Published, PublishedNumber, load_published, published_text
 from da_toolkit.benchmark.scheduler import Outcome
 from da_toolkit.benchmark.spec import Benchmark, Profile
@@ -24,7 +26,8 @@ def cell_rows(cells: list[Cell], outcomes: dict[Cell, Outcome]) -> list[dict]:
         rows.append({"cell": cell.name, "task": cell.task, "method": cell.method, "seed": cell.seed, "k": cell.k,
                      "status": outcome.status, "target_accuracy": metrics.get("target_accuracy"),
                      "wall_time_s": metrics.get("wall_time_s"), "hardware": metrics.get("hardware"),
-                     "selection": metrics.get("selection"), "collapsed": metrics.get("collapse", {}).get("collapsed"),
+                     "selection": metrics.get("selection"), "model_selection": metrics.get("model_selection"),
+                     "collapsed": metrics.get("collapse", {}).get("collapsed"),
                      "error": outcome.error, "run_dir": str(cell.run_dir),
                      "report": str(cell.run_dir / "report" / "report.html")
                      if (cell.run_dir / "report" / "report.html").exists() else None,
@@ -79,13 +82,9 @@ def write_csv(path: Path, summary: list[dict], published: Published | None) -> N
     write_text_atomic(path, buffer.getvalue())
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-            *("| " + " | ".join(row) + " |" for row in rows)]
-
-
 def markdown(benchmark: Benchmark, profile: str | None, command: str, rows: list[dict], summary: list[dict],
-             skipped: list[str], published: Published | None, bench_dir: Path, plots: list[str]) -> str:
+             skipped: list[str], published: Published | None, bench_dir: Path, plots: list[str],
+             recommendation: dict | None = None, selection_plots: list[str] = ()) -> str:
     with_k = benchmark.label_counts is not None
     done = [r for r in rows if r["status"] == "done"]
     lines = [f"# Benchmark `{benchmark.name}`" + (f", profile `{profile}`" if profile else ""), "",
@@ -98,13 +97,15 @@ def markdown(benchmark: Benchmark, profile: str | None, command: str, rows: list
     lines.append("")
     header = ["task", "method", *(["k"] if with_k else []), "ours (%)", "n",
               *(published.columns.values() if published else []), "wall time / cell (s)"]
-    lines += _table(header, [
+    lines += markdown_table(header, [
         [e["task"], e["method"] + (" ↻" if e["shared_translator"] else ""), *([str(e["k"])] if with_k else []),
          "–" if e["mean"] is None else f"{e['mean']:.2f}" + ("" if e["std"] is None else f" ± {e['std']:.2f}")
          + (f" ⚠{e['collapsed']}" if e["collapsed"] else ""),
          f"{e['n']}/{e['seeds']}", *(published_text(n) for n in _numbers(published, e)),
          "–" if e["wall_time_s"] is None else f"{e['wall_time_s']:.0f}"] for e in summary])
     lines += ["", *(f"![{name}]({name})" for name in plots), ""]
+    if recommendation and recommendation["tasks"]:
+        lines += [*recommend.markdown(recommendation), "", *(f"![{name}]({name})" for name in selection_plots), ""]
 
     chosen = benchmark.profiles[profile] if profile else Profile()
     hardware = sorted({r["hardware"] for r in done if r["hardware"]})
@@ -139,7 +140,7 @@ def markdown(benchmark: Benchmark, profile: str | None, command: str, rows: list
                           for (_, m, s), n in published.numbers.items() if m in benchmark.methods})
         lines += [f"* {m} ↔ {heading}: {reported} ({match} match)" for m, heading, reported, match in mapping]
     lines += ["", "## Cells", ""]
-    lines += _table(["cell", "status", "target acc. (%)", "wall time (s)", "hardware", "report"], [
+    lines += markdown_table(["cell", "status", "target acc. (%)", "wall time (s)", "hardware", "report"], [
         [r["cell"] + (" ↻" if r["translator_from"] else ""), r["status"] + (" ⚠ collapsed" if r["collapsed"] else ""),
          "–" if r["target_accuracy"] is None else f"{100 * r['target_accuracy']:.2f}",
          "–" if r["wall_time_s"] is None else f"{r['wall_time_s']:.0f}", r["hardware"] or "–",
@@ -238,10 +239,24 @@ def write_results(bench_dir: Path, benchmark: Benchmark, profile: str | None, co
         else:
             bar_chart(bench_dir / plot, summary, published)
         plots.append(plot)
+    records = selection_records(rows)
+    recommendation = recommend.study(records) if records else None
+    selection_plots = []
+    for task in (recommendation or {}).get("tasks", {}):
+        name = f"selection_{task.replace('/', '_')}.png"
+        if recommend.plot(bench_dir / name, records, task):
+            selection_plots.append(name)
     write_json_atomic(bench_dir / "results.json", {"benchmark": benchmark.name, "profile": profile,
                                                    "command": command, "cells": rows, "summary": summary,
-                                                   "not_applicable": skipped})
+                                                   "recommendation": recommendation, "not_applicable": skipped})
     write_csv(bench_dir / "results.csv", summary, published)
     write_text_atomic(bench_dir / "results.md", markdown(benchmark, profile, command, rows, summary, skipped,
-                                                         published, bench_dir, plots))
+                                                         published, bench_dir, plots, recommendation,
+                                                         selection_plots))
     return summary
+
+
+def selection_records(rows: list[dict]) -> list[dict]:
+    """The finished cells that scored candidates, as `recommend` reads them (a task per task and k)."""
+    return [{**row, "task": row["task"] + (f"/k{row['k']}" if row["k"] else "")} for row in rows
+            if row["status"] == "done" and (row.get("model_selection") or {}).get("candidates")]

@@ -1,0 +1,226 @@
+"""Which method, and did adaptation help? A recommendation from the validators, without target labels.
+
+Input: one record per finished run {task, method, seed, collapsed, target_accuracy, model_selection}
+(a benchmark's cells, or the run directories given to `da-toolkit show`). For every task and
+validator V (validators.py):
+
+* each run's score is V of the model the run returned (its chosen candidate); a method's score is
+  the mean over its seeds;
+* methods with a seed the collapse alarm flagged (no target label read) are not recommended;
+* the pick is the method with the highest score; **no harm**: an adapted method is recommended only
+  when it beats source-only's score in every seed both have (paired by seed), else source-only;
+* with target test accuracies at hand (a benchmark's hindsight, never an input to the pick): the
+  true best method, the regret (best mean accuracy − the pick's, in points), whether the pick is
+  harmful (more than 5 points below source-only), the Spearman rank correlation between V and target
+  accuracy over every candidate of every run of the task (needs `selection.record_target_test`), and
+  the mean change in target accuracy from choosing each run's checkpoint by V instead of the last one.
+
+`DEFAULT_VALIDATOR` is the one a user is told to trust; the study behind it is in
+benchmarks/results/selection/README.md.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+
+from da_toolkit.validators import VALIDATORS
+
+DEFAULT_VALIDATOR = "info_max"
+BASELINE = "source_only"
+HARM_POINTS = 5.0  # a pick more than this many points below source-only is harmful
+
+
+def _mean(values: list[float]) -> float | None:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    return statistics.fmean(values) if values else None
+
+
+def returned_scores(record: dict) -> dict[str, float]:
+    """The validator scores of the model a run returned (its chosen candidate)."""
+    selection = record.get("model_selection") or {}
+    candidates = selection.get("candidates") or []
+    if not candidates:
+        return {}
+    return candidates[selection["chosen"]["index"]]["scores"]
+
+
+def best_candidate(candidates: list[dict], validator: str) -> dict:
+    """The candidate with the highest score of `validator` (ties: the later one), as `Selection` chooses."""
+    best = None
+    for candidate in candidates:
+        score = candidate["scores"].get(validator)
+        if score is not None and not math.isnan(score) and (best is None or score >= best["scores"][validator]):
+            best = candidate
+    return best if best is not None else candidates[-1]
+
+
+def spearman(x: list[float], y: list[float]) -> float | None:
+    """Spearman's rank correlation (scipy.stats.spearmanr, average ranks for ties); None below 3 points
+    or when one side is constant."""
+    from scipy.stats import spearmanr
+
+    pairs = [(a, b) for a, b in zip(x, y) if a is not None and b is not None and not math.isnan(a)]
+    if len(pairs) < 3 or len({a for a, _ in pairs}) < 2 or len({b for _, b in pairs}) < 2:
+        return None
+    return float(spearmanr([a for a, _ in pairs], [b for _, b in pairs]).statistic)
+
+
+def validators_of(records: list[dict]) -> list[str]:
+    seen = {name for record in records for name in returned_scores(record)}
+    return [name for name in VALIDATORS if name in seen]
+
+
+def pick(records: list[dict], validator: str) -> tuple[str | None, str]:
+    """(recommended method, why) among the runs of one task, by `validator`; reads no target label."""
+    by_method: dict[str, dict[int, float]] = {}
+    flagged = set()
+    for record in records:
+        score = returned_scores(record).get(validator)
+        if record.get("collapsed"):
+            flagged.add(record["method"])
+        if score is not None and not math.isnan(score):
+            by_method.setdefault(record["method"], {})[record["seed"]] = score
+    eligible = {m: seeds for m, seeds in by_method.items() if m not in flagged}
+    if not eligible:
+        return None, "no run has this validator's score, or every method has a seed with a collapse alarm"
+    best = max(eligible, key=lambda m: (_mean(list(eligible[m].values())), m == BASELINE))
+    if best == BASELINE or BASELINE not in eligible:
+        return best, "highest score" + ("" if BASELINE in eligible else " (no source-only run to compare with)")
+    baseline = eligible[BASELINE]
+    shared = [seed for seed in eligible[best] if seed in baseline]
+    if shared and all(eligible[best][seed] > baseline[seed] for seed in shared):
+        return best, f"highest score, above source-only's in all {len(shared)} seed(s)"
+    return BASELINE, f"no harm: {best} scored highest but not above source-only in every seed"
+
+
+def task_study(records: list[dict], validator: str) -> dict:
+    """The recommendation of one task by `validator`, with the hindsight figures when accuracies are known."""
+    method, why = pick(records, validator)
+    accuracy: dict[str, float] = {}
+    for name in {r["method"] for r in records}:
+        value = _mean([r["target_accuracy"] for r in records if r["method"] == name])
+        if value is not None:
+            accuracy[name] = 100 * value
+    out = {"validator": validator, "pick": method, "why": why}
+    if accuracy and method in accuracy:
+        best = max(accuracy, key=accuracy.get)
+        out.update(best=best, best_accuracy=round(accuracy[best], 2), pick_accuracy=round(accuracy[method], 2),
+                   regret=round(accuracy[best] - accuracy[method], 2))
+        if BASELINE in accuracy:
+            out["harmful"] = accuracy[method] < accuracy[BASELINE] - HARM_POINTS
+    points = [(c["scores"].get(validator), c["target_test_accuracy"]) for r in records
+              for c in (r.get("model_selection") or {}).get("candidates", []) if "target_test_accuracy" in c]
+    if points:
+        out["spearman"] = spearman([p[0] for p in points], [p[1] for p in points])
+        changes = []
+        for r in records:
+            candidates = (r.get("model_selection") or {}).get("candidates", [])
+            if candidates and all("target_test_accuracy" in c for c in candidates):
+                chosen = best_candidate(candidates, validator)
+                changes.append(100 * (chosen["target_test_accuracy"] - candidates[-1]["target_test_accuracy"]))
+        if changes:
+            out["checkpoint_change"] = round(statistics.fmean(changes), 2)
+    return out
+
+
+def study(records: list[dict]) -> dict:
+    """{task: {validator: task_study}} and, per validator, the means over tasks."""
+    tasks = sorted({r["task"] for r in records}, key=[r["task"] for r in records].index)
+    validators = validators_of(records)
+    per_task = {task: {v: task_study([r for r in records if r["task"] == task], v) for v in validators}
+                for task in tasks}
+    overall = {}
+    for v in validators:
+        entries = [per_task[t][v] for t in tasks]
+        overall[v] = {"mean_regret": _round(_mean([e.get("regret") for e in entries])),
+                      "harmful_picks": sum(bool(e.get("harmful")) for e in entries),
+                      "mean_spearman": _round(_mean([e.get("spearman") for e in entries]), 3),
+                      "mean_checkpoint_change": _round(_mean([e.get("checkpoint_change") for e in entries]))}
+    return {"default_validator": DEFAULT_VALIDATOR, "tasks": per_task, "overall": overall}
+
+
+def _round(value: float | None, digits: int = 2) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _number(value, digits: int = 2, sign: bool = False) -> str:
+    if value is None:
+        return "–"
+    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
+
+
+def markdown(result: dict) -> list[str]:
+    """The recommendation section of results.md (and of `da-toolkit show`)."""
+    default = result["default_validator"]
+    lines = ["## Recommendation without target labels", "",
+             f"Per task, the method each validator picks (the mean over seeds of its score of the model each run "
+             f"returned; methods with a collapse alarm excluded; no harm: an adapted method only when it beats "
+             f"source-only's score in every seed). **Recommended** = the default validator, `{default}`. The columns "
+             f"after the pick are **hindsight** from target test labels, the benchmark's judgement of the "
+             f"validators, never an input to the pick: the true best method, the regret (points of target "
+             f"accuracy lost by the pick), Spearman's ρ between the validator and target accuracy over every "
+             f"checkpoint of every run of the task, and the mean change from choosing each run's checkpoint by "
+             f"the validator instead of its last iterate.", ""]
+    rows = []
+    for task, entries in result["tasks"].items():
+        for validator, e in entries.items():
+            name = f"**{validator}** (default)" if validator == default else validator
+            harmful = " ⚠ harmful" if e.get("harmful") else ""
+            rows.append([task, name, f"{e['pick'] or '–'}{harmful}", e.get("best") or "–",
+                         _number(e.get("regret")), _number(e.get("spearman"), 3), _number(e.get("checkpoint_change"),
+                                                                                        sign=True), e["why"]])
+    lines += markdown_table(["task", "validator", "pick", "best (hindsight)", "regret (pts)", "Spearman ρ",
+                     "checkpoint vs last (pts)", "why"], rows)
+    lines += ["", "Over the tasks:", ""]
+    lines += markdown_table(["validator", "mean regret (pts)", "harmful picks (> 5 pts below source-only)",
+                     "mean Spearman ρ", "mean checkpoint vs last (pts)", "what it reads"],
+                    [[f"**{v}** (default)" if v == default else v, _number(o["mean_regret"]), str(o["harmful_picks"]),
+                      _number(o["mean_spearman"], 3), _number(o["mean_checkpoint_change"], sign=True), VALIDATORS[v]]
+                     for v, o in result["overall"].items()])
+    return lines
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def plot(path: Path, records: list[dict], task: str) -> bool:
+    """validator score (x) vs target test accuracy (y), one point per checkpoint of every run of `task`,
+    coloured by method, the returned models ringed; one panel per validator. False when no candidate
+    has a recorded target test accuracy."""
+    runs = [r for r in records if r["task"] == task]
+    validators = validators_of(runs)
+    if not any("target_test_accuracy" in c for r in runs for c in (r.get("model_selection") or {}).get("candidates", [])):
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = list(dict.fromkeys(r["method"] for r in runs))
+    colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
+    figure, axes = plt.subplots(1, len(validators), figsize=(3.2 * len(validators), 3.2), squeeze=False)
+    for axis, validator in zip(axes[0], validators):
+        for run in runs:
+            selection = run.get("model_selection") or {}
+            candidates = [c for c in selection.get("candidates", []) if "target_test_accuracy" in c]
+            x = [c["scores"].get(validator) for c in candidates]
+            y = [100 * c["target_test_accuracy"] for c in candidates]
+            axis.scatter(x, y, s=8, color=colours[run["method"]], alpha=0.6,
+                         label=run["method"] if run["seed"] == min(r["seed"] for r in runs) else None)
+            chosen = selection["candidates"][selection["chosen"]["index"]]
+            axis.scatter([chosen["scores"].get(validator)], [100 * run["target_accuracy"]], s=40,
+                         facecolors="none", edgecolors=colours[run["method"]])
+        rho = task_study(runs, validator).get("spearman")
+        axis.set_title(f"{validator} (ρ = {_number(rho, 2)})", fontsize=9)
+        axis.set_xlabel("score (higher = predicted better)", fontsize=8)
+        axis.tick_params(labelsize=7)
+    axes[0][0].set_ylabel(f"{task}: target test accuracy (%)", fontsize=8)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    figure.legend(unique.values(), unique.keys(), loc="lower center", ncol=min(len(unique), 9), fontsize=7)
+    figure.tight_layout(rect=(0, 0.1, 1, 1))
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return True

@@ -1,0 +1,181 @@
+"""Model selection without target labels: candidates inside a run (selection.py), the held-out labeled
+target folds, the recipe's checks, and the method recommendation (benchmark/recommend.py)."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from da_toolkit.benchmark import recommend
+from da_toolkit.context import Context
+from da_toolkit.data import DomainDataset, build_domains
+from da_toolkit.errors import UserError
+from da_toolkit.models import create_classifier
+from da_toolkit.pipeline import load_run, run
+from da_toolkit.recipe import recipe_from_dict
+from da_toolkit.selection import Selection, hold_out_target_labels
+from conftest import toy_recipe_dict
+
+
+def toy_selection(tmp_path, **options):
+    recipe = recipe_from_dict(toy_recipe_dict(selection={"samples": 60, **options}))
+    domains = build_domains(recipe.data, 0)
+    ctx = Context(tmp_path, progress=False)
+    return Selection(recipe.selection, domains.source_test or domains.source, domains.target, domains.target_test,
+                     None, ctx), domains
+
+
+def test_scoring_a_candidate_changes_nothing_in_training(tmp_path):
+    selection, _ = toy_selection(tmp_path, select="source_accuracy")
+    torch.manual_seed(0)
+    model = create_classifier("lenet", 1, 16, 10, 32).train()
+    model.head.eval()  # a mixed-mode model, as ADDA's C ∘ M_t
+    weights = copy.deepcopy(model.state_dict())
+    rng = torch.get_rng_state()
+    selection.observe("feature", 10, model)
+    assert torch.equal(torch.get_rng_state(), rng)  # no draw from the global generator
+    assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
+    assert model.encoder.training and not model.head.training  # each module's mode restored
+    # the best weights are a copy, not the live tensors: training on does not change them
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    assert torch.equal(selection.best["weights"][next(iter(weights))], weights[next(iter(weights))])
+
+
+def test_the_sample_is_fixed_by_the_seed(tmp_path):
+    first, domains = toy_selection(tmp_path)
+    second, _ = toy_selection(tmp_path)
+    assert len(first.source) == len(first.target) == 60
+    assert torch.equal(first.source.images, second.source.images) and torch.equal(first.target.images,
+                                                                                  second.target.images)
+    assert (first.target.labels == -1).all()  # target labels are never part of the sample
+    torch.manual_seed(0)
+    model = create_classifier("lenet", 1, 16, 10, 32).eval()  # observe scores in eval mode
+    assert first.scores(model) == second.scores(model)
+
+
+def test_a_run_returns_the_candidate_its_validator_scored_best(tmp_path):
+    recipe = recipe_from_dict(toy_recipe_dict(feature={"adapter": "dann", "discriminator_hidden": [16]},
+                                              train={"iterations": 40},
+                                              selection={"select": "dev", "every": 10, "samples": 80,
+                                                         "record_target_test": True}))
+    metrics = run(recipe, tmp_path / "run", progress=False)
+    selection = metrics["model_selection"]
+    candidates = selection["candidates"]
+    assert [c["iteration"] for c in candidates] == [10, 20, 30, 40]
+    scores = [c["scores"]["dev"] for c in candidates]
+    chosen = max(i for i, s in enumerate(scores) if s == max(scores))  # ties: the later one
+    assert selection["chosen"]["index"] == chosen and selection["chosen"]["iteration"] == 10 * (chosen + 1)
+    assert metrics["target_accuracy"] == candidates[chosen]["target_test_accuracy"]
+    assert "hindsight" in selection["note"] and "dev" in metrics["selection"]
+    # the saved classifier is that candidate: scoring it again gives its scores
+    _, classifier = load_run(tmp_path / "run")
+    again, _ = toy_selection(tmp_path / "again", samples=80)
+    assert again.scores(classifier)["dev"] == pytest.approx(scores[chosen], abs=1e-6)
+    assert set(selection["wall_time_s"]) == {"validators", "target_test_study"}
+
+
+def test_last_is_the_default_and_returns_the_last_iterate(tmp_path):
+    recipe = recipe_from_dict(toy_recipe_dict(train={"iterations": 30}, selection={"record_target_test": True}))
+    assert recipe.selection.select == "last"
+    metrics = run(recipe, tmp_path / "run", progress=False)
+    candidates = metrics["model_selection"]["candidates"]
+    assert [c["iteration"] for c in candidates] == list(range(3, 31, 3))  # 10 times by default
+    assert metrics["model_selection"]["chosen"]["index"] == len(candidates) - 1
+    assert metrics["target_accuracy"] == candidates[-1]["target_test_accuracy"]
+    assert "target_test_accuracy" not in run(recipe_from_dict(toy_recipe_dict(train={"iterations": 30})),
+                                             tmp_path / "plain", progress=False)["model_selection"]["candidates"][0]
+
+
+def test_adda_scores_its_source_model_first_and_can_return_it(tmp_path):
+    recipe = recipe_from_dict(toy_recipe_dict(
+        feature={"adapter": "adda", "pretrain_iterations": 30, "adapt_iterations": 20, "discriminator_hidden": [16],
+                 "encoder_lr": 0.05},
+        selection={"select": "source_accuracy", "every": 10, "samples": 80}))
+    metrics = run(recipe, tmp_path / "run", progress=False)
+    candidates = metrics["model_selection"]["candidates"]
+    assert [(c["stage"], c["iteration"]) for c in candidates] == [("feature_adapt", i) for i in (0, 10, 20)]
+    _, classifier = load_run(tmp_path / "run")
+    again, _ = toy_selection(tmp_path / "again", samples=80)
+    chosen = candidates[metrics["model_selection"]["chosen"]["index"]]
+    assert again.scores(classifier)["source_accuracy"] == chosen["scores"]["source_accuracy"]
+
+
+def test_held_out_folds_split_the_labeled_target_images():
+    labels = torch.tensor([0, 1, 0, 1, 0, 1, 0, 1, -1, -1])
+    target = DomainDataset(torch.zeros(10, 1, 4, 4, dtype=torch.uint8), labels, "t", 2)
+    train0, held0 = hold_out_target_labels(target, 2, seed=0)
+    train1, held1 = hold_out_target_labels(target, 2, seed=1)
+    # each class's labeled images (indices 0,2,4,6 and 1,3,5,7) dealt in turn: fold 0 = 0,4 and 1,5
+    assert held0.labels.tolist() == [0, 1, 0, 1] and torch.nonzero(train0.labels >= 0).flatten().tolist() == [2, 3, 6, 7]
+    assert torch.nonzero(train1.labels >= 0).flatten().tolist() == [0, 1, 4, 5]
+    assert len(train0) == len(target)  # held-out images stay in the target set, unlabeled
+    assert len(held0) + len(held1) == 8
+
+
+def test_a_run_validates_on_held_out_target_labels_it_never_trains_on(tmp_path):
+    recipe = recipe_from_dict(toy_recipe_dict(data={"target_labels_per_class": 4}, train={"iterations": 20},
+                                              selection={"target_label_folds": 2, "select": "target_label_accuracy"}))
+    metrics = run(recipe, tmp_path / "run", progress=False)
+    assert metrics["model_selection"]["samples"]["held_out_target"] == 20  # 2 of 4 per class, 10 classes
+    assert all("target_label_accuracy" in c["scores"] for c in metrics["model_selection"]["candidates"])
+
+
+@pytest.mark.parametrize("selection, data, message", [
+    ({"select": "target_label_accuracy"}, {}, "needs held-out labeled target images"),
+    ({"target_label_folds": 3}, {"target_labels_per_class": 2}, "3 folds need at least 3"),
+    ({"target_label_folds": 1}, {"target_labels_per_class": 2}, "0 .* or at least 2"),
+    ({"every": 0}, {}, "selection.every: must be a positive"),
+    ({"samples": 5}, {}, "at least 10 images"),
+    ({"select": "accuracy"}, {}, "selection.select"),
+])
+def test_impossible_selections_are_refused(selection, data, message):
+    with pytest.raises(UserError, match=message):
+        recipe_from_dict(toy_recipe_dict(selection=selection, data=data))
+
+
+# ------------------------------------------------------------------------------- recommendation
+
+
+def record(task, method, seed, accuracy, scores, collapsed=False, candidates=None):
+    candidates = candidates or [{"stage": "feature", "iteration": 1, "scores": scores}]
+    return {"task": task, "method": method, "seed": seed, "target_accuracy": accuracy, "collapsed": collapsed,
+            "model_selection": {"chosen": {"index": len(candidates) - 1}, "candidates": candidates}}
+
+
+def test_the_pick_regret_and_harm_by_hand():
+    records = [record("t", "source_only", s, 0.70, {"info_max": 1.0}) for s in (0, 1)]
+    records += [record("t", "dann", 0, 0.80, {"info_max": 1.5}), record("t", "dann", 1, 0.84, {"info_max": 1.2})]
+    records += [record("t", "mcc", 0, 0.60, {"info_max": 2.0}), record("t", "mcc", 1, 0.62, {"info_max": 2.2})]
+    result = recommend.task_study(records, "info_max")
+    # mcc has the highest mean score (2.1) and beats source-only in both seeds: picked
+    assert result["pick"] == "mcc" and result["best"] == "dann"
+    assert result["regret"] == pytest.approx(82.0 - 61.0)  # dann's mean 82 % − mcc's 61 %
+    assert result["harmful"] is True  # 61 < 70 − 5
+
+
+def test_no_harm_falls_back_to_source_only():
+    records = [record("t", "source_only", 0, 0.70, {"dev": 1.0}), record("t", "source_only", 1, 0.70, {"dev": 1.0})]
+    # dann's mean score is higher (1.45) but not in seed 1 (0.9 < 1.0): not recommended
+    records += [record("t", "dann", 0, 0.50, {"dev": 2.0}), record("t", "dann", 1, 0.52, {"dev": 0.9})]
+    method, why = recommend.pick(records, "dev")
+    assert method == "source_only" and "no harm" in why
+
+
+def test_a_method_with_a_collapsed_seed_is_never_recommended():
+    records = [record("t", "source_only", 0, 0.70, {"entropy": -2.0}),
+               record("t", "dann", 0, 0.10, {"entropy": -0.01}, collapsed=True),
+               record("t", "mcc", 0, 0.80, {"entropy": -1.0})]
+    assert recommend.pick(records, "entropy")[0] == "mcc"
+
+
+def test_spearman_and_checkpoint_change_by_hand():
+    candidates = [{"stage": "feature", "iteration": i, "scores": {"snd": s}, "target_test_accuracy": a}
+                  for i, (s, a) in enumerate([(1.0, 0.5), (3.0, 0.7), (2.0, 0.9)])]
+    result = recommend.task_study([record("t", "dann", 0, 0.9, {}, candidates=candidates)], "snd")
+    # ranks of the scores 1, 3, 2 and of the accuracies 1, 2, 3: ρ = 1 − 6 Σd² / (n (n² − 1)) = 1 − 6·2/24 = 0.5
+    assert result["spearman"] == pytest.approx(0.5)
+    # snd chooses iteration 1 (score 3.0, accuracy 70 %) instead of the last (90 %): −20 points
+    assert result["checkpoint_change"] == pytest.approx(-20.0)
+    assert recommend.spearman([1, 2], [3, 4]) is None  # too few points
