@@ -219,7 +219,7 @@ def selection_record(metrics: dict) -> dict:
     plain = metrics["pixel_adapter"] is None and metrics["feature_adapter"] == "source_only"
     return {"task": metrics["task"], "method": "source_only" if plain else metrics["recipe"], "seed": metrics["seed"],
             "collapsed": metrics.get("collapse", {}).get("collapsed"), "target_accuracy": metrics["target_accuracy"],
-            "model_selection": metrics["model_selection"]}
+            "wall_time_s": metrics.get("wall_time_s"), "model_selection": metrics["model_selection"]}
 
 
 if __name__ == "__main__":

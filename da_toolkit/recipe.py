@@ -127,7 +127,7 @@ class SelectionConfig:
     # which candidate the run returns: the last iterate, or the best of one validator
     select: Literal["last", "source_accuracy", "entropy", "info_max", "dev", "snd", "target_label_accuracy"] = "last"
     every: int | None = None  # score the candidates every N iterations of the final stage; null: 10 times
-    samples: int = 1000  # source validation and target images in the fixed, seeded sample (each)
+    samples: int = 500  # source validation and target images in the fixed, seeded sample (each)
     target_label_folds: int = 0  # >= 2: hold a fold of the k labeled target images out of training to validate
     record_target_test: bool = False  # benchmark studies only: record each candidate's target test accuracy
 

@@ -137,7 +137,22 @@ def study(records: list[dict]) -> dict:
                       "harmful_picks": sum(bool(e.get("harmful")) for e in entries),
                       "mean_spearman": _round(_mean([e.get("spearman") for e in entries]), 3),
                       "mean_checkpoint_change": _round(_mean([e.get("checkpoint_change") for e in entries]))}
-    return {"default_validator": DEFAULT_VALIDATOR, "tasks": per_task, "overall": overall}
+    return {"default_validator": DEFAULT_VALIDATOR, "tasks": per_task, "overall": overall, "cost": cost(records)}
+
+
+def cost(records: list[dict]) -> dict | None:
+    """Seconds the validators (and the study's target test scoring) took per run, and what they add to the
+    run's wall time without them (v / (wall time − v − study)): means over the runs that report both."""
+    timed = [(r["model_selection"]["wall_time_s"], r["wall_time_s"]) for r in records
+             if (r.get("model_selection") or {}).get("wall_time_s") and r.get("wall_time_s")]
+    if not timed:
+        return None
+    validators = [seconds["validators"] for seconds, _ in timed]
+    study_only = [seconds.get("target_test_study", 0.0) for seconds, _ in timed]
+    return {"runs": len(timed), "validators_s": round(statistics.fmean(validators), 2),
+            "target_test_study_s": round(statistics.fmean(study_only), 2),
+            "validators_share": round(statistics.fmean(v / (total - t - v) for v, t, (_, total) in
+                                                        zip(validators, study_only, timed)), 4)}
 
 
 def _round(value: float | None, digits: int = 2) -> float | None:
@@ -178,6 +193,12 @@ def markdown(result: dict) -> list[str]:
                     [[f"**{v}** (default)" if v == default else v, _number(o["mean_regret"]), str(o["harmful_picks"]),
                       _number(o["mean_spearman"], 3), _number(o["mean_checkpoint_change"], sign=True), VALIDATORS[v]]
                      for v, o in result["overall"].items()])
+    spent = result.get("cost")
+    if spent:
+        lines += ["", f"Cost: the validators took {spent['validators_s']:.1f} s per run on average, adding "
+                      f"{100 * spent['validators_share']:.1f}% to a run's wall time without them; the study's target "
+                      f"test scoring took a further {spent['target_test_study_s']:.1f} s per run (benchmarks only); "
+                      f"{spent['runs']} runs."]
     return lines
 
 
