@@ -74,7 +74,7 @@ def cells_of(path: Path, profile: str | None = None) -> list[bench.Cell]:
 
 
 def fake_launch(accuracy: dict[str, float] | None = None, fail: str | None = None, order: list | None = None,
-                collapsed: tuple[str, ...] = ()):
+                collapsed: tuple[str, ...] = (), selection: dict[str, dict] | None = None):
     """A launcher that runs a tiny Python process instead of `da-toolkit run`: it records the recipe
     and writes metrics.json (target accuracy from `accuracy`, by cell name; the collapse flag for
     the cells in `collapsed`), or fails for `fail`."""
@@ -90,6 +90,8 @@ def fake_launch(accuracy: dict[str, float] | None = None, fail: str | None = Non
             metrics = {"target_accuracy": (accuracy or {}).get(cell.name, 0.5), "wall_time_s": 2.0,
                        "hardware": "CPU: toy", "selection": "final model after the last iteration",
                        "collapse": {"collapsed": cell.name in collapsed}}
+            if selection and cell.name in selection:
+                metrics["model_selection"] = selection[cell.name]
             script = ("import pathlib, sys; pathlib.Path(sys.argv[1], 'metrics.json').write_text(sys.argv[2])")
             return bench.launch_cell(cell, env, [sys.executable, "-c", script, str(cell.run_dir),
                                                  json.dumps(metrics)])
@@ -303,6 +305,35 @@ def test_summary_markdown_and_csv_from_hand_made_metrics(tmp_path, toy_recipes):
     results = json.loads((tmp_path / "b" / "results.json").read_text())
     assert {"task", "method", "seed", "k", "target_accuracy", "wall_time_s", "hardware", "selection",
             "status"} <= set(results["cells"][0])
+
+
+def test_results_recommend_a_method_per_validator_with_hindsight(tmp_path, toy_recipes):
+    path = benchmark_file(tmp_path, methods=["source_only", "cyclegan"], seeds=[0, 1])
+
+    def scored(im, accuracies):  # one run's candidates: (info_max, target test accuracy) per checkpoint
+        return {"chosen": {"index": len(accuracies) - 1}, "wall_time_s": {"validators": 1.0, "target_test_study": 0.5},
+                "candidates": [{"stage": "feature", "iteration": i, "scores": {"info_max": s},
+                                "target_test_accuracy": a} for i, (s, a) in enumerate(zip(im, accuracies))]}
+
+    selection = {"toy/source_only/seed0": scored([0.1, 0.5], [0.6, 0.7]),
+                 "toy/source_only/seed1": scored([0.2, 0.4], [0.6, 0.7]),
+                 "toy/cyclegan/seed0": scored([0.3, 0.9], [0.5, 0.9]),
+                 "toy/cyclegan/seed1": scored([0.3, 0.8], [0.6, 0.9])}
+    accuracy = {name: s["candidates"][-1]["target_test_accuracy"] for name, s in selection.items()}
+    bench.compare(path, output=tmp_path / "b", launch=fake_launch(accuracy, selection=selection))
+    result = json.loads((tmp_path / "b" / "results.json").read_text())["recommendation"]
+    study = result["tasks"]["toy"]["info_max"]
+    # cyclegan's mean score (0.85) beats source-only's (0.45) in both seeds: picked, and it is the best (90 vs 70 %)
+    assert (study["pick"], study["best"], study["regret"]) == ("cyclegan", "cyclegan", 0.0)
+    # 8 checkpoints, average ranks for ties: scores 1 6 2 5 3.5 8 3.5 7, accuracies 3 5.5 3 5.5 1 7.5 3 7.5;
+    # ρ = Σ dx dy / √(Σ dx² Σ dy²) = 34 / √(41.5 · 39) = 0.8451. Every run's best score is its last checkpoint
+    assert study["spearman"] == pytest.approx(34 / (41.5 * 39) ** 0.5) and study["checkpoint_change"] == 0.0
+    # cost: 1 s of validators in a 2 s run without the 0.5 s of study scoring: adds 1 / (2 − 1 − 0.5) = 200 %
+    assert result["cost"] == {"runs": 4, "validators_s": 1.0, "target_test_study_s": 0.5, "validators_share": 2.0}
+    text = (tmp_path / "b" / "results.md").read_text()
+    assert "| toy | **info_max** (default) | cyclegan | cyclegan | 0.00 | 0.845 | +0.00 |" in text
+    assert "![selection_toy.png](selection_toy.png)" in text
+    assert (tmp_path / "b" / "selection_toy.png").stat().st_size > 1000
 
 
 def test_learning_curve_for_the_label_axis(tmp_path, toy_recipes):

@@ -179,3 +179,24 @@ def test_spearman_and_checkpoint_change_by_hand():
     # snd chooses iteration 1 (score 3.0, accuracy 70 %) instead of the last (90 %): −20 points
     assert result["checkpoint_change"] == pytest.approx(-20.0)
     assert recommend.spearman([1, 2], [3, 4]) is None  # too few points
+
+
+def test_show_prints_the_recommendation_of_the_runs_it_is_given(tmp_path):
+    from click.testing import CliRunner
+
+    from da_toolkit.cli import main, selection_record
+
+    metrics = {}
+    for name, feature in (("toy_plain", {"adapter": "source_only"}),
+                          ("toy_dann", {"adapter": "dann", "discriminator_hidden": [16]})):
+        recipe = recipe_from_dict(toy_recipe_dict(name=name, feature=feature, train={"iterations": 120}))
+        metrics[name] = run(recipe, tmp_path / name, progress=False)
+    result = CliRunner().invoke(main, ["show", str(tmp_path / "toy_plain"), str(tmp_path / "toy_dann")])
+    assert result.exit_code == 0, result.output
+    records = [selection_record(m) for m in metrics.values()]
+    assert [r["method"] for r in records] == ["source_only", "toy_dann"]  # the plain run is the no-harm baseline
+    assert [r["collapsed"] for r in records] == [False, True]  # DANN's 120 toy iterations collapse
+    for validator in ("source_accuracy", "info_max", "dev"):
+        picked, _ = recommend.pick(records, validator)
+        shown = [line for line in result.output.splitlines() if f"| {validator} " in line or f"**{validator}**" in line]
+        assert picked == "source_only" and shown[0].split("|")[3].strip() == picked  # never the collapsed run
