@@ -329,7 +329,8 @@ def test_results_recommend_a_method_per_validator_with_hindsight(tmp_path, toy_r
     # ρ = Σ dx dy / √(Σ dx² Σ dy²) = 34 / √(41.5 · 39) = 0.8451. Every run's best score is its last checkpoint
     assert study["spearman"] == pytest.approx(34 / (41.5 * 39) ** 0.5) and study["checkpoint_change"] == 0.0
     # cost: 1 s of validators in a 2 s run without the 0.5 s of study scoring: adds 1 / (2 − 1 − 0.5) = 200 %
-    assert result["cost"] == {"runs": 4, "validators_s": 1.0, "target_test_study_s": 0.5, "validators_share": 2.0}
+    assert result["cost"] == {"runs": 4, "validators_s": 1.0, "target_test_study_s": 0.5, "validators_share": 2.0,
+                              "validators_share_max": 2.0}
     text = (tmp_path / "b" / "results.md").read_text()
     assert "| toy | **info_max** (default) | cyclegan | cyclegan | 0.00 | 0.845 | +0.00 |" in text
     assert "![selection_toy.png](selection_toy.png)" in text

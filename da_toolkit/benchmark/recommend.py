@@ -149,10 +149,10 @@ def cost(records: list[dict]) -> dict | None:
         return None
     validators = [seconds["validators"] for seconds, _ in timed]
     study_only = [seconds.get("target_test_study", 0.0) for seconds, _ in timed]
+    shares = [v / (total - t - v) for v, t, (_, total) in zip(validators, study_only, timed)]
     return {"runs": len(timed), "validators_s": round(statistics.fmean(validators), 2),
             "target_test_study_s": round(statistics.fmean(study_only), 2),
-            "validators_share": round(statistics.fmean(v / (total - t - v) for v, t, (_, total) in
-                                                        zip(validators, study_only, timed)), 4)}
+            "validators_share": round(statistics.fmean(shares), 4), "validators_share_max": round(max(shares), 4)}
 
 
 def _round(value: float | None, digits: int = 2) -> float | None:
@@ -196,7 +196,8 @@ def markdown(result: dict) -> list[str]:
     spent = result.get("cost")
     if spent:
         lines += ["", f"Cost: the validators took {spent['validators_s']:.1f} s per run on average, adding "
-                      f"{100 * spent['validators_share']:.1f}% to a run's wall time without them; the study's target "
+                      f"{100 * spent['validators_share']:.1f}% to a run's wall time without them (at most "
+                      f"{100 * spent['validators_share_max']:.1f}%); the study's target "
                       f"test scoring took a further {spent['target_test_study_s']:.1f} s per run (benchmarks only); "
                       f"{spent['runs']} runs."]
     return lines
