@@ -4,10 +4,10 @@ The stage that trains the classifier a run returns (`feature`, or ADDA's `featur
 `train_loop` a `candidate`: every `selection.every` iterations and at its last, `Selection.observe`
 scores the current model with every validator of validators.py on one fixed, seeded sample (the
 same images at every evaluation and on resume): `selection.samples` labeled source validation
-images (the source test split, never trained on) and as many unlabeled target training images (500 each:
-scoring 10 times adds a few per cent to a run),
-plus the held-out labeled target fold when `selection.target_label_folds` ≥ 2. ADDA's adaptation
-also scores its starting point, the source-trained model.
+images (the source test split, never trained on) and as many unlabeled target training images
+(default 500 each: scoring 10 times adds a few per cent to a run), plus the held-out labeled
+target fold when `selection.target_label_folds` ≥ 2. ADDA's adaptation also scores its starting
+point, the source-trained model.
 
 `selection.select` names the validator whose best candidate the run returns (ties: the later
 iteration), or `last` (the default: the final iterate). The chosen iteration and why are printed
