@@ -53,8 +53,8 @@ def negative_entropy(logits: torch.Tensor) -> float:
 def information_maximization(logits: torch.Tensor) -> float:
     """IM = H(p̄) − (1/N) Σ_i H(p_i), p̄ = (1/N) Σ_i p_i: confident (second term) and diverse (first
     term) target predictions; the mutual information between image and predicted class (Gomes, Krause &
-    Perona, NeurIPS 2010; the objective of SHOT, Liang et al., ICML 2020; a validator in Musgrave et al.,
-    ECCV 2022). Range [0, log C]; a collapsed model (one class) scores near 0."""
+    Perona, NeurIPS 2010; the objective of SHOT, Liang et al., ICML 2020; one of the validators compared by
+    Musgrave, Belongie & Lim, 2022). Range [0, log C]; a collapsed model (one class) scores near 0."""
     p_mean = F.softmax(logits.double(), dim=1).mean(0)
     diversity = float(-(p_mean * p_mean.clamp_min(1e-300).log()).sum())
     return diversity - float(_entropies(logits).mean())

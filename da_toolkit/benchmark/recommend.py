@@ -177,6 +177,11 @@ def markdown(result: dict) -> list[str]:
              f"accuracy lost by the pick), Spearman's ρ between the validator and target accuracy over every "
              f"checkpoint of every run of the task, and the mean change from choosing each run's checkpoint by "
              f"the validator instead of its last iterate.", ""]
+    for task, entries in result["tasks"].items():
+        if default in entries:
+            e = entries[default]
+            lines.append(f"* **{task}**: recommended **{e['pick'] or 'none'}** ({default}: {e['why']})")
+    lines.append("")
     rows = []
     for task, entries in result["tasks"].items():
         for validator, e in entries.items():
