@@ -200,11 +200,11 @@ def markdown(result: dict) -> list[str]:
                      for v, o in result["overall"].items()])
     spent = result.get("cost")
     if spent:
+        study = (f"; the study's target test scoring took a further {spent['target_test_study_s']:.1f} s per run "
+                 f"(benchmarks only)" if spent["target_test_study_s"] else "")
         lines += ["", f"Cost: the validators took {spent['validators_s']:.1f} s per run on average, adding "
                       f"{100 * spent['validators_share']:.1f}% to a run's wall time without them (at most "
-                      f"{100 * spent['validators_share_max']:.1f}%); the study's target "
-                      f"test scoring took a further {spent['target_test_study_s']:.1f} s per run (benchmarks only); "
-                      f"{spent['runs']} runs."]
+                      f"{100 * spent['validators_share_max']:.1f}%){study}; {spent['runs']} runs."]
     return lines
 
 
