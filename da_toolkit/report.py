@@ -83,10 +83,7 @@ def tsne(features: np.ndarray, seed: int = 0) -> np.ndarray:
 
 
 def seeded_sample(dataset: DomainDataset, count: int, seed: int) -> DomainDataset:
-    if len(dataset) <= count:
-        return dataset
-    keep = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:count].sort().values
-    return dataset.subset(keep)
+    return dataset.sample(count, torch.Generator().manual_seed(seed))
 
 
 @torch.no_grad()

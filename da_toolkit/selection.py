@@ -58,12 +58,6 @@ def hold_out_target_labels(target: DomainDataset, folds: int, seed: int) -> tupl
             target.subset(held_out, f"{target.name}[held-out fold {seed % folds} of {folds}]"))
 
 
-def _sample(dataset: DomainDataset, count: int, generator: torch.Generator) -> DomainDataset:
-    if len(dataset) <= count:
-        return dataset
-    return dataset.subset(torch.randperm(len(dataset), generator=generator)[:count].sort().values)
-
-
 @torch.no_grad()
 def _features_and_logits(model, images: torch.Tensor, device, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     features, logits = [], []
@@ -81,8 +75,8 @@ class Selection:
                  target_test: DomainDataset | None, held_out: DomainDataset | None, ctx, batch_size: int = 500):
         self.options, self.ctx, self.batch_size = options, ctx, batch_size
         generator = torch.Generator().manual_seed(ctx.seed + SAMPLE_SEED_OFFSET)
-        self.source = _sample(source_validation, options.samples, generator)
-        self.target = _sample(target.without_labels(), options.samples, generator)
+        self.source = source_validation.sample(options.samples, generator)
+        self.target = target.without_labels().sample(options.samples, generator)
         self.held_out = held_out
         self.target_test = target_test if options.record_target_test else None
         self.candidates: list[dict] = []

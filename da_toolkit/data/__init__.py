@@ -39,9 +39,8 @@ def build_domain(spec, image_size: int, channels: int, seed: int, root: Path | N
     options = {"skip_unreadable": True} if spec.skip_unreadable else {}
     dataset = loader(split=spec.split, root=root or data_root(), seed=seed, image_size=image_size, folder=spec.root,
                      **options)
-    if spec.limit is not None and spec.limit < len(dataset):
-        generator = torch.Generator().manual_seed(seed)
-        dataset = dataset.subset(torch.randperm(len(dataset), generator=generator)[:spec.limit].sort().values)
+    if spec.limit is not None:
+        dataset = dataset.sample(spec.limit, torch.Generator().manual_seed(seed))
     images = conform(dataset.images, image_size, channels)
     return DomainDataset(images, dataset.labels, f"{spec.name}/{spec.split}", dataset.num_classes)
 

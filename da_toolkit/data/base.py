@@ -63,6 +63,13 @@ class DomainDataset(Dataset):
     def subset(self, indices: torch.Tensor, name: str | None = None) -> "DomainDataset":
         return DomainDataset(self.images[indices], self.labels[indices], name or self.name, self.num_classes)
 
+    def sample(self, count: int, generator: torch.Generator) -> "DomainDataset":
+        """At most `count` images drawn without replacement with `generator`, kept in index order (all of
+        them, and no draw, when there are no more than `count`)."""
+        if len(self) <= count:
+            return self
+        return self.subset(torch.randperm(len(self), generator=generator)[:count].sort().values)
+
     def labeled(self) -> "DomainDataset":
         """Only the images that carry a label."""
         return self.subset(torch.nonzero(self.labels != UNLABELED).flatten(), f"{self.name}[labeled]")
