@@ -95,18 +95,20 @@ def list_components():
 @click.option("--root", help="Folder of an imagefolder dataset.")
 def evaluate(run_dir, dataset, split, root):
     """Evaluate the trained classifier of RUN_DIR on a labeled dataset split."""
-    from da_toolkit.data import build_domain
+    from da_toolkit.data import build_domain, match_classes
     from da_toolkit.evaluate import evaluate as evaluate_model
     from da_toolkit.pipeline import load_run
     from da_toolkit.recipe import DomainSpec
 
     recipe, classifier = load_run(run_dir)
     data = build_domain(DomainSpec(dataset, split, root=root), recipe.data.image_size, recipe.data.channels,
-                        recipe.seed)
+                        recipe.seed, workers=recipe.train.workers, memory_budget_gb=recipe.data.memory_budget_gb)
+    data = match_classes(build_domain(recipe.data.source, recipe.data.image_size, recipe.data.channels, recipe.seed,
+                                      memory_budget_gb=0), data, "--dataset")
     result = evaluate_model(classifier, data)
     click.echo(f"accuracy {100 * result['accuracy']:.2f}% on {data.name} ({result['images']} images)")
-    for cls, acc in enumerate(result["per_class_accuracy"]):
-        click.echo(f"  class {cls}: {'-' if acc is None else f'{100 * acc:.1f}%'}")
+    for name, acc in zip(result["class_names"], result["per_class_accuracy"]):
+        click.echo(f"  class {name}: {'-' if acc is None else f'{100 * acc:.1f}%'}")
 
 
 @main.command()

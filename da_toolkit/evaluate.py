@@ -7,30 +7,31 @@ import torch
 from sklearn.metrics import confusion_matrix
 from torch import nn
 
-from da_toolkit.data import DomainDataset
+from da_toolkit.data import Domain
 from da_toolkit.data.base import device_batches
 
 
 @torch.no_grad()
-def _outputs(model: nn.Module, dataset: DomainDataset, device: torch.device | str, batch_size: int,
+def _outputs(model: nn.Module, dataset: Domain, device: torch.device | str, batch_size: int,
              head) -> torch.Tensor:
     """head(logits) of every image, in dataset order, with the model in eval mode."""
     was_training = model.training
     model.eval()
-    outputs = [head(model(images)).cpu() for images in device_batches(dataset.images, device, batch_size)]
+    outputs = [head(model(images)).cpu() for images in device_batches(dataset, device, batch_size)]
     model.train(was_training)
     return torch.cat(outputs) if outputs else torch.empty(0)
 
 
-def predict(model: nn.Module, dataset: DomainDataset, device: torch.device | str = "cpu",
+def predict(model: nn.Module, dataset: Domain, device: torch.device | str = "cpu",
             batch_size: int = 500) -> torch.Tensor:
     """Predicted class of every image, in dataset order, with the model in eval mode."""
     return _outputs(model, dataset, device, batch_size, lambda logits: logits.argmax(1)).to(torch.int64)
 
 
-def evaluate(model: nn.Module, dataset: DomainDataset, device: torch.device | str = "cpu",
+def evaluate(model: nn.Module, dataset: Domain, device: torch.device | str = "cpu",
              batch_size: int = 500) -> dict:
-    """{"accuracy", "per_class_accuracy", "confusion_matrix", "images"} of `model` on a labeled dataset.
+    """{"accuracy", "per_class_accuracy", "confusion_matrix", "class_names", "images"} of `model` on a labeled
+    dataset (per-class figures in the order of `class_names`).
 
     accuracy = mean(pred == label); per-class accuracy = diagonal / row sums of the confusion
     matrix (rows: true class, columns: predicted class); a class with no images gets None.
@@ -42,7 +43,7 @@ def evaluate(model: nn.Module, dataset: DomainDataset, device: torch.device | st
     per_class = [round(float(matrix[c, c] / totals[c]), 4) if totals[c] else None for c in classes]
     accuracy = float((predictions == dataset.labels).float().mean()) if len(dataset) else 0.0
     return {"accuracy": round(accuracy, 4), "per_class_accuracy": per_class,
-            "confusion_matrix": matrix.tolist(), "images": len(dataset)}
+            "confusion_matrix": matrix.tolist(), "class_names": list(dataset.class_names), "images": len(dataset)}
 
 
 # The collapse alarm rings when, on a target split (training or test images; no label is read),
@@ -65,7 +66,7 @@ def _effective_classes(counts: torch.Tensor) -> float:
     return math.exp(float(-(shares * shares.clamp_min(1e-300).log()).sum()))
 
 
-def prediction_statistics(model: nn.Module, dataset: DomainDataset, device: torch.device | str = "cpu",
+def prediction_statistics(model: nn.Module, dataset: Domain, device: torch.device | str = "cpu",
                           batch_size: int = 500) -> dict:
     """What the model predicts on `dataset`, using no labels.
 
@@ -86,7 +87,7 @@ def prediction_statistics(model: nn.Module, dataset: DomainDataset, device: torc
             "mean_prediction_entropy": round(entropy, 4)}
 
 
-def collapse_check(model: nn.Module, target: DomainDataset, target_test: DomainDataset, source_labels: torch.Tensor,
+def collapse_check(model: nn.Module, target: Domain, target_test: Domain, source_labels: torch.Tensor,
                    source_accuracy: float, device: torch.device | str = "cpu", batch_size: int = 500) -> dict:
     """The collapse alarm: prediction statistics on the target training and test split, the thresholds
     and whether one was crossed. No target label is read; the source labels and the source test

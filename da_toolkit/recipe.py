@@ -32,9 +32,13 @@ class DomainSpec:
     name: str
     split: Literal["train", "test"] = "train"
     limit: int | None = None  # keep at most this many images (a seeded random subset)
-    root: str | None = None  # folder of an imagefolder domain (relative to the recipe file; in an override, to the
-    #                          current directory)
-    skip_unreadable: bool = False  # imagefolder: skip unreadable images (with a warning that counts them)
+    root: str | None = None  # folder of an imagefolder domain, or the folder an imagelist's paths are relative to
+    #                          (relative to the recipe file; in an override, to the current directory)
+    list: str | None = None  # imagelist: the file of `relative/path.jpg label` lines (relative like root)
+    skip_unreadable: bool = False  # file domains read into memory: skip unreadable images (a warning counts them)
+    # file domains: read into memory, stream from the files (DataLoader workers, train.workers), or auto: memory
+    # when the decoded images fit data.memory_budget_gb
+    storage: Literal["auto", "memory", "stream"] = "auto"
 
 
 @dataclass
@@ -46,6 +50,12 @@ class DataConfig:
     image_size: int = 32
     channels: Literal[1, 3] = 3
     target_labels_per_class: int = 0  # k labeled target images per class (scarce-label setting)
+    memory_budget_gb: float = 4.0  # storage auto: a file domain whose decoded images take more is streamed
+
+    def __post_init__(self):
+        if self.memory_budget_gb < 0:
+            raise UserError(f"data.memory_budget_gb: must be zero or more (0: stream every file domain), got "
+                            f"{self.memory_budget_gb}")
 
 
 @dataclass
@@ -107,12 +117,16 @@ class TrainConfig:
     log_every: int = 50
     checkpoint_every: int = 500
     eval_batch_size: int = 500
+    workers: int = 2  # DataLoader worker processes decoding streamed (file) domains; 0: in the training process
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # training-batch augmentation
 
     def __post_init__(self):
         if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):
             raise UserError(f"train.nesterov: needs train.optimizer=sgd and train.momentum > 0, got "
                             f"{self.optimizer} with momentum {self.momentum}")
+        if self.workers < 0:
+            raise UserError(f"train.workers: must be zero or more (0: decode in the training process), got "
+                            f"{self.workers}")
         for key in ("lr_gamma", "lr_decay"):
             if getattr(self, key) < 0:
                 raise UserError(f"train.{key}: must be zero or more, got {getattr(self, key)}")
@@ -184,8 +198,8 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
 
 
 # keys naming a file or folder: relative to the recipe file in a recipe, to the current directory in an override
-PATH_KEYS = ("classifier.checkpoint", *(f"data.{domain}.root" for domain in ("source", "target", "target_test",
-                                                                               "source_test")))
+PATH_KEYS = ("classifier.checkpoint", *(f"data.{domain}.{key}" for domain in ("source", "target", "target_test",
+                                                                                "source_test") for key in ("root", "list")))
 
 
 def _path_from_here(override: str) -> str:
@@ -266,7 +280,7 @@ def normalised_recipe(saved: dict) -> dict:
 def recipe_from_dict(raw: dict, source_path: Path | None = None) -> Recipe:
     # imported here: the registries import adapters and datasets, which import this module
     from da_toolkit.adapters import ADAPTERS
-    from da_toolkit.data import DATASETS
+    from da_toolkit.data import DATASETS, FILE_DATASETS
     from da_toolkit.models import check_backbone
 
     raw = dict(raw)
@@ -286,17 +300,26 @@ def recipe_from_dict(raw: dict, source_path: Path | None = None) -> Recipe:
         spec = getattr(recipe.data, key)
         if spec is not None and spec.name not in DATASETS:
             raise UserError(DATASETS.unknown_message(spec.name, key=f"data.{key}.name"))
-        if spec is not None and spec.root is not None and source_path is not None:
-            spec.root = str((source_path.parent / spec.root).resolve())
+        for path_key in ("root", "list"):
+            if spec is not None and getattr(spec, path_key) is not None and source_path is not None:
+                setattr(spec, path_key, str((source_path.parent / getattr(spec, path_key)).resolve()))
         domain = getattr(recipe.data, key.replace("_test", ""))
-        if spec is not None and spec.root is None and key.endswith("_test") and spec.name == domain.name:
-            spec.root = domain.root  # a test split without a folder of its own: its domain's folder
+        if spec is not None and key.endswith("_test") and spec.name == domain.name:
+            # a test split without a folder (or list) of its own: its domain's
+            spec.root = domain.root if spec.root is None else spec.root
+            spec.list = domain.list if spec.list is None and spec.root == domain.root else spec.list
         if spec is not None and spec.name == "imagefolder" and spec.root is None:
             raise UserError(f"data.{key}.root: missing: an imagefolder domain needs its folder of class "
                             f"sub-folders (data.{key}.root=PATH on the command line, or root: in the recipe)")
-        if spec is not None and spec.skip_unreadable and spec.name != "imagefolder":
-            raise UserError(f"data.{key}.skip_unreadable: only an imagefolder domain reads image files; "
-                            f"'{spec.name}' does not take it")
+        if spec is not None and spec.name == "imagelist" and spec.list is None:
+            raise UserError(f"data.{key}.list: missing: an imagelist domain needs its file of `relative/path.jpg "
+                            f"label` lines (data.{key}.list=PATH on the command line, or list: in the recipe)")
+        if spec is not None and spec.list is not None and spec.name != "imagelist":
+            raise UserError(f"data.{key}.list: only an imagelist domain reads a list file; '{spec.name}' does not "
+                            f"take it")
+        if spec is not None and spec.skip_unreadable and spec.name not in FILE_DATASETS:
+            raise UserError(f"data.{key}.skip_unreadable: only a domain of image files ({', '.join(FILE_DATASETS)}) "
+                            f"reads image files; '{spec.name}' does not take it")
     if recipe.classifier.checkpoint is not None and source_path is not None:  # not a run directory's recipe.yaml:
         checkpoint = (source_path.parent / recipe.classifier.checkpoint).resolve()  # its run needs no such file
         if not checkpoint.is_file():

@@ -90,7 +90,7 @@ def seeded_sample(dataset: DomainDataset, count: int, seed: int) -> DomainDatase
 def features_of(classifier: torch.nn.Module, dataset: DomainDataset, batch_size: int = 500) -> np.ndarray:
     """The classifier's bottleneck features (what feature-level methods align), eval mode, CPU."""
     classifier.eval()
-    return torch.cat([classifier.features(to_float(chunk)) for chunk in dataset.images.split(batch_size)]).numpy()
+    return torch.cat([classifier.features(to_float(chunk)) for chunk in dataset.chunks(batch_size)]).numpy()
 
 
 # ------------------------------------------------------------------------------------- one run
@@ -180,7 +180,9 @@ def per_class_figure(results: list[tuple[str, dict]]) -> str:
     bars.set_title("per-class target accuracy (%)", fontsize=9)
     bars.set_xlabel("class")
     bars.set_xticks(np.arange(len(results[0][1]["per_class_accuracy"])) + 0.4 - width / 2)
-    bars.set_xticklabels(range(len(results[0][1]["per_class_accuracy"])))
+    count = len(results[0][1]["per_class_accuracy"])
+    bars.set_xticklabels(results[0][1].get("class_names") or range(count), rotation=90 if count > 12 else 0,
+                         fontsize=7 if count > 12 else None)
     bars.legend(fontsize=7)
     return png(figure)
 
@@ -242,7 +244,7 @@ def pixel_section(view: RunView, source: DomainDataset, seed: int, sample: int =
     if recipe.pixel is None:
         return None
     generator = load_generator(view.rundir, recipe)
-    sample = seeded_sample(source, sample, seed)
+    sample = seeded_sample(source, sample, seed).in_memory()
     translated = translate_images(generator, sample.images, torch.device("cpu"), 256)
     oracle_path = view.rundir.pixel_home(recipe.pixel_from).checkpoint("pixel_oracle")
     numbers: dict = {"images": len(sample)}
@@ -251,8 +253,9 @@ def pixel_section(view: RunView, source: DomainDataset, seed: int, sample: int =
         oracle = AdapterSetup.from_recipe(recipe).make_classifier(sample.num_classes)
         load_state(oracle, load_checkpoint(oracle_path, "stage")["state"].get("classifier"), oracle_path,
                    "oracle classifier")
-        result = evaluate(oracle, DomainDataset(translated, sample.labels, "translated", sample.num_classes))
-        read = (predict(oracle, DomainDataset(translated[:GRID], sample.labels[:GRID], "grid")) ==
+        result = evaluate(oracle, DomainDataset(translated, sample.labels, "translated", class_names=sample.class_names))
+        read = (predict(oracle, DomainDataset(translated[:GRID], sample.labels[:GRID], "grid",
+                                      class_names=sample.class_names)) ==
                 sample.labels[:GRID]).tolist()
         numbers.update(oracle_reads=result["accuracy"], oracle_reads_per_class=result["per_class_accuracy"])
     grid = grid_figure(sample.images[:GRID], translated[:GRID], sample.labels[:GRID].tolist(), read)
@@ -314,7 +317,8 @@ def write_report(run_dir: Path, baseline: Path | None = None, output: Path | Non
     worse = []
     if len(results) == 2:
         (_, mine), (_, base) = results
-        worse = [c for c, (a, b) in enumerate(zip(mine["per_class_accuracy"], base["per_class_accuracy"]))
+        names = mine.get("class_names") or list(range(len(mine["per_class_accuracy"])))
+        worse = [name for name, a, b in zip(names, mine["per_class_accuracy"], base["per_class_accuracy"])
                  if a is not None and b is not None and a < b]
         report["classes_worse_than_baseline"] = worse
     per_class_text = (f"<p>Classes worse than the baseline: {', '.join(map(str, worse)) or 'none'}.</p>"

@@ -32,7 +32,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from da_toolkit.data import DomainDataset
+from da_toolkit.data import Domain
 from da_toolkit.data.base import UNLABELED, device_batches
 from da_toolkit.evaluate import predict
 from da_toolkit.validators import (VALIDATORS, accuracy, deep_embedded_validation, importance_weights,
@@ -43,7 +43,7 @@ HINDSIGHT = ("target_test_accuracy: hindsight, recorded for benchmark studies on
 SAMPLE_SEED_OFFSET = 7919  # the selection sample's own generator: seed + this, never the global RNG
 
 
-def hold_out_target_labels(target: DomainDataset, folds: int, seed: int) -> tuple[DomainDataset, DomainDataset]:
+def hold_out_target_labels(target: Domain, folds: int, seed: int) -> tuple[Domain, Domain]:
     """(target training set without the held-out fold's labels, the held-out labeled images): the labeled
     images of each class, in index order, dealt into `folds` folds in turn; fold seed mod folds is held out."""
     labeled = torch.nonzero(target.labels != UNLABELED).flatten()
@@ -54,14 +54,14 @@ def hold_out_target_labels(target: DomainDataset, folds: int, seed: int) -> tupl
     held_out = torch.cat(held).sort().values
     labels = target.labels.clone()
     labels[held_out] = UNLABELED
-    return (DomainDataset(target.images, labels, target.name, target.num_classes),
+    return (target.with_labels(labels),
             target.subset(held_out, f"{target.name}[held-out fold {seed % folds} of {folds}]"))
 
 
 @torch.no_grad()
-def _features_and_logits(model, images: torch.Tensor, device, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _features_and_logits(model, domain: Domain, device, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     features, logits = [], []
-    for batch in device_batches(images, device, batch_size):
+    for batch in device_batches(domain, device, batch_size):
         f = model.features(batch)
         features.append(f.float().cpu())
         logits.append(model.head(f).float().cpu())
@@ -71,13 +71,14 @@ def _features_and_logits(model, images: torch.Tensor, device, batch_size: int) -
 class Selection:
     """Scores candidates of the returned classifier with every validator; keeps the chosen one (Stateful)."""
 
-    def __init__(self, options, source_validation: DomainDataset, target: DomainDataset,
-                 target_test: DomainDataset | None, held_out: DomainDataset | None, ctx, batch_size: int = 500):
+    def __init__(self, options, source_validation: Domain, target: Domain,
+                 target_test: Domain | None, held_out: Domain | None, ctx, batch_size: int = 500):
         self.options, self.ctx, self.batch_size = options, ctx, batch_size
         generator = torch.Generator().manual_seed(ctx.seed + SAMPLE_SEED_OFFSET)
-        self.source = source_validation.sample(options.samples, generator)
-        self.target = target.without_labels().sample(options.samples, generator)
-        self.held_out = held_out
+        # decoded once (a streamed domain's sample is read into memory: scored 10 times a run)
+        self.source = source_validation.sample(options.samples, generator).in_memory()
+        self.target = target.without_labels().sample(options.samples, generator).in_memory()
+        self.held_out = held_out.in_memory() if held_out is not None else None
         self.target_test = target_test if options.record_target_test else None
         self.candidates: list[dict] = []
         self.best: dict | None = None  # {"score", "index", "weights"} of the `select` validator's best candidate
@@ -90,8 +91,8 @@ class Selection:
     def scores(self, model) -> dict[str, float]:
         """Every validator's score of `model` (in eval mode) on the fixed sample."""
         device = self.ctx.device
-        source_features, source_logits = _features_and_logits(model, self.source.images, device, self.batch_size)
-        target_features, target_logits = _features_and_logits(model, self.target.images, device, self.batch_size)
+        source_features, source_logits = _features_and_logits(model, self.source, device, self.batch_size)
+        target_features, target_logits = _features_and_logits(model, self.target, device, self.batch_size)
         half = len(self.source) // 2  # DEV: the domain classifier is fitted on one half, the other is weighted
         weights = importance_weights(source_features[:half].numpy(), target_features.numpy(),
                                      source_features[half:].numpy(), self.ctx.seed)
@@ -102,7 +103,7 @@ class Selection:
                   "dev": deep_embedded_validation(losses, torch.from_numpy(weights)),
                   "snd": soft_neighbourhood_density(target_logits)}
         if self.held_out is not None:
-            _, logits = _features_and_logits(model, self.held_out.images, device, self.batch_size)
+            _, logits = _features_and_logits(model, self.held_out, device, self.batch_size)
             scores["target_label_accuracy"] = accuracy(logits, self.held_out.labels)
         assert set(scores) <= set(VALIDATORS)
         return {name: round(value, 6) for name, value in scores.items()}

@@ -12,7 +12,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from da_toolkit.adapters.cyclegan import build_generators, translate_images
 from da_toolkit.context import resolve_device
 from da_toolkit.data.base import conform
-from da_toolkit.data.real import find_images, read_rgb
+from da_toolkit.data.files import find_images, read_rgb
 from da_toolkit.errors import UserError
 from da_toolkit.recipe import recipe_from_dict
 from da_toolkit.rundir import RunDir

@@ -215,7 +215,7 @@ def test_image_pool_returns_exactly_the_images_its_rule_says():
 def test_pools_and_streams_of_the_two_domains_are_seeded_apart(tiny):
     training = tiny()
     assert not torch.equal(training.pool_a.generator.get_state(), training.pool_b.generator.get_state())
-    assert not torch.equal(training.source.generator.get_state(), training.target.generator.get_state())
+    assert not torch.equal(training.source.walk.generator.get_state(), training.target.walk.generator.get_state())
 
 
 def test_defaults_are_the_reference_implementations():

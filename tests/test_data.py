@@ -209,18 +209,20 @@ def test_imagefolder_finds_sorted_classes_resizes_and_keeps_colour(tmp_path):
     write_image(tmp_path / "ant" / "c.png", (0, 255, 0), size=(8, 8))
     with pytest.warns(UserWarning, match="split deterministically"):
         data = load("imagefolder", "train", tmp_path, folder=str(tmp_path))
-    assert data.images.shape == (3, 3, 32, 32) and data.labels.tolist() == [0, 0, 1] and data.num_classes == 2
-    assert data.images[2, 0].float().mean() > 250 and data.images[2, 1:].float().mean() < 5  # zebra is red
+    images = data.in_memory().images
+    assert images.shape == (3, 3, 32, 32) and data.labels.tolist() == [0, 0, 1] and data.num_classes == 2
+    assert data.class_names == ["ant", "zebra"]
+    assert images[2, 0].float().mean() > 250 and images[2, 1:].float().mean() < 5  # zebra is red
 
 
-def test_imagefolder_uses_split_subfolders_and_keeps_grey_images_grey(tmp_path):
+def test_imagefolder_uses_split_subfolders_and_reads_grey_images_at_the_recipes_channels(tmp_path):
     write_image(tmp_path / "train" / "one" / "a.png", 40, mode="L")
     write_image(tmp_path / "train" / "two" / "b.png", (90, 90, 90))
     write_image(tmp_path / "test" / "one" / "c.png", 200, mode="L")
-    train = load("imagefolder", "train", tmp_path, folder=str(tmp_path))
-    test = load("imagefolder", "test", tmp_path, folder=str(tmp_path))
+    train = load("imagefolder", "train", tmp_path, folder=str(tmp_path)).configured(32, 1, 0).in_memory()
+    test = load("imagefolder", "test", tmp_path, folder=str(tmp_path)).configured(32, 3, 0).in_memory()
     assert train.images.shape == (2, 1, 32, 32) and train.images[:, 0, 0, 0].tolist() == [40, 90]
-    assert test.images.shape == (1, 1, 32, 32) and test.images[0, 0, 0, 0] == 200
+    assert test.images.shape == (1, 3, 32, 32) and test.images[0, :, 0, 0].tolist() == [200, 200, 200]
 
 
 def test_imagefolder_without_split_folders_keeps_every_fifth_image_for_test(tmp_path):
@@ -229,8 +231,8 @@ def test_imagefolder_without_split_folders_keeps_every_fifth_image_for_test(tmp_
     with pytest.warns(UserWarning, match="every fifth image"):
         train = load("imagefolder", "train", tmp_path, folder=str(tmp_path))
         test = load("imagefolder", "test", tmp_path, folder=str(tmp_path))
-    assert test.images[:, 0, 0, 0].tolist() == [80, 180]  # files 04 and 09, the 5th and 10th
-    assert train.images[:, 0, 0, 0].tolist() == [i * 20 for i in range(12) if i not in (4, 9)]
+    assert test.in_memory().images[:, 0, 0, 0].tolist() == [80, 180]  # files 04 and 09, the 5th and 10th
+    assert train.in_memory().images[:, 0, 0, 0].tolist() == [i * 20 for i in range(12) if i not in (4, 9)]
 
 
 def test_imagefolder_errors_name_the_folder(tmp_path):

@@ -102,7 +102,7 @@ def test_cli_prints_one_line_and_exits_2(write_recipe):
     assert result.output.strip().splitlines() == [
         "error: train.iteratons: unknown key; did you mean 'iterations'? (allowed in train: iterations, batch_size, "
         "optimizer, lr, momentum, nesterov, weight_decay, lr_schedule, lr_gamma, lr_decay, device, precision, "
-        "log_every, checkpoint_every, eval_batch_size, augment)"]
+        "log_every, checkpoint_every, eval_batch_size, workers, augment)"]
 
 
 def test_cli_list_names_adapters_datasets_backbones():

@@ -17,8 +17,9 @@ from PIL import Image
 
 from conftest import toy_recipe_dict
 from da_toolkit.cli import main
-from da_toolkit.data import DATASETS
+from da_toolkit.data import build_domain
 from da_toolkit.errors import UserError
+from da_toolkit.recipe import DomainSpec
 from da_toolkit.training import checkpoint
 from da_toolkit.training.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint, write_json_atomic
 
@@ -207,33 +208,37 @@ def test_a_cache_entry_that_does_not_match_its_dataset_is_recomputed(copy_of):
 # --------------------------------------------------------------------------------- hostile images
 
 
+def read_folder(folder, storage, **options):
+    return build_domain(DomainSpec("imagefolder", root=str(folder), storage=storage, **options), 8, 1, 0)
+
+
 def test_decompression_bomb_is_refused_or_skipped(tmp_path, monkeypatch):
-    loader = DATASETS.get("imagefolder")
     for split in ("train", "test"):
         (tmp_path / split / "one").mkdir(parents=True)
         Image.new("L", (8, 8), 50).save(tmp_path / split / "one" / "small.png")
     Image.new("L", (40, 40), 50).save(tmp_path / "train" / "one" / "zbomb.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 40×40 = 1,600 pixels is a "bomb" here
     with pytest.raises(UserError, match=r"zbomb.png: refused: more than 1000 pixels"):
-        loader("train", tmp_path, image_size=8, folder=str(tmp_path))
+        read_folder(tmp_path, "memory")
+    with pytest.raises(UserError, match=r"zbomb.png: refused: more than 1000 pixels"):  # streamed: when it is read
+        list(read_folder(tmp_path, "stream").chunks(8))
     with pytest.warns(UserWarning, match="skipped 1 unreadable image"):
-        data = loader("train", tmp_path, image_size=8, folder=str(tmp_path), skip_unreadable=True)
+        data = read_folder(tmp_path, "memory", skip_unreadable=True)
     assert len(data) == 1
 
 
 def test_unreadable_image_names_the_file_and_symlink_loops_end(tmp_path):
-    loader = DATASETS.get("imagefolder")
     for split in ("train", "test"):
         (tmp_path / split / "one").mkdir(parents=True)
         Image.new("L", (8, 8), 50).save(tmp_path / split / "one" / "a.png")
     os.symlink(tmp_path / "train", tmp_path / "train" / "one" / "loop")  # a directory cycle
     os.symlink("self.png", tmp_path / "train" / "one" / "self.png")  # a link to itself
     with pytest.raises(UserError, match=r"self.png: not a readable image"):
-        loader("train", tmp_path, image_size=8, folder=str(tmp_path))
+        read_folder(tmp_path, "memory")
     (tmp_path / "train" / "one" / "self.png").unlink()
     (tmp_path / "train" / "one" / "broken.png").write_bytes(b"\x89PNG not really")
     with pytest.warns(UserWarning, match="skipped 1 unreadable image"):
-        data = loader("train", tmp_path, image_size=8, folder=str(tmp_path), skip_unreadable=True)
+        data = read_folder(tmp_path, "memory", skip_unreadable=True)
     assert len(data) == 1  # a.png once, although the loop reaches it again
 
 

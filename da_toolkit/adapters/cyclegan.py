@@ -252,10 +252,10 @@ def weights_hash(module: nn.Module) -> str:
 
 
 @torch.inference_mode()
-def translate_images(generator: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int,
+def translate_images(generator: nn.Module, images, device: torch.device, batch_size: int,
                      precision: Precision | None = None) -> torch.Tensor:
-    """uint8 N×C×H×W -> uint8 N×C×H×W through `generator` in eval mode, batch by batch, under
-    `precision`'s autocast (None: fp32)."""
+    """uint8 N×C×H×W (a tensor or a domain's images) -> uint8 N×C×H×W through `generator` in eval mode,
+    batch by batch, under `precision`'s autocast (None: fp32)."""
     was_training = generator.training
     generator.eval()
     autocast = precision.autocast if precision is not None else contextlib.nullcontext
@@ -264,7 +264,8 @@ def translate_images(generator: nn.Module, images: torch.Tensor, device: torch.d
         with autocast():
             out.append(to_uint8(generator(batch)).cpu())
     generator.train(was_training)
-    return torch.cat(out) if out else images[:0].clone()
+    return torch.cat(out) if out else torch.empty((0, *images.shape[1:]) if isinstance(images, torch.Tensor) else
+                                                  (0, *images.image_shape), dtype=torch.uint8)
 
 
 class CycleGANTranslator:
@@ -319,14 +320,14 @@ class CycleGANTranslator:
         if hit:
             ctx.info(f"pixel: translated {dataset.name} read from the cache ({path})")
         else:
-            images = translate_images(self.generator, dataset.images, ctx.device, self.options.translate_batch_size,
+            images = translate_images(self.generator, dataset, ctx.device, self.options.translate_batch_size,
                                       ctx.precision)
             if ctx.main:
                 save_checkpoint({"images": images}, path, "translation")
             ctx.info(f"pixel: translated {len(images)} images of {dataset.name}, cached in {path}")
         ctx.metrics.setdefault("pixel", {}).update(translation_cache="hit" if hit else "miss",
                                                    translation_cache_file=path.name)
-        return DomainDataset(images, dataset.labels, f"{dataset.name}→cyclegan", dataset.num_classes)
+        return DomainDataset(images, dataset.labels, f"{dataset.name}→cyclegan", class_names=dataset.class_names)
 
 
 def agreement_report(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, dict]:
@@ -358,9 +359,9 @@ def mix(source: DomainDataset, translated: DomainDataset, feature_data: str, tra
     order = torch.randperm(len(translated), generator=generator) if len(translated) else torch.zeros(0, dtype=torch.long)
     pick_translated = order.repeat(-(-n_translated // max(len(order), 1)))[:n_translated]
     pick_source = torch.randperm(len(source), generator=generator)[:len(source) - n_translated]
-    images = torch.cat([translated.images[pick_translated], source.images[pick_source]])
+    images = torch.cat([translated.read(pick_translated), source.read(pick_source)])
     labels = torch.cat([translated.labels[pick_translated], source.labels[pick_source]])
-    return DomainDataset(images, labels, f"{translated.name}+{source.name}", source.num_classes)
+    return DomainDataset(images, labels, f"{translated.name}+{source.name}", class_names=source.class_names)
 
 
 def read_translation_cache(path: Path, dataset: DomainDataset, ctx: Context) -> torch.Tensor | None:
@@ -372,11 +373,12 @@ def read_translation_cache(path: Path, dataset: DomainDataset, ctx: Context) -> 
     if not path.exists():
         return None
     images = load_checkpoint(path, "translation")["images"]
-    if isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.shape == dataset.images.shape:
+    shape = (len(dataset), *dataset.image_shape)
+    if isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.shape == shape:
         return images
     found = f"{images.dtype} {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images).__name__
     ctx.info(f"warning: pixel: discarding the translation cache entry {path}: it holds {found}, but {dataset.name} "
-             f"is uint8 {tuple(dataset.images.shape)}; translating again")
+             f"is uint8 {shape}; translating again")
     return None
 
 

@@ -29,7 +29,7 @@ class Augment:
 
     def __call__(self, stream):
         """`stream` itself when nothing is switched on, else a stream of its augmented batches."""
-        return AugmentedStream(stream, self.transform(stream.images.shape[-1])) if self.config.active else stream
+        return AugmentedStream(stream, self.transform(stream.image_shape[-1])) if self.config.active else stream
 
     def transform(self, image_size: int) -> v2.Compose:
         c = self.config

@@ -10,14 +10,11 @@ free); the returned tensors are shared and must be treated as read-only.
     usps         <root>/usps.bz2, <root>/usps.t.bz2 (LIBSVM; or under <root>/USPS/)   (torchvision)
     svhn         <root>/SVHN/{train,test}_32x32.mat (or <root>/{train,test}_32x32.mat)
     mnistm       <root>/mnist_m/mnist_m_{train,test}/*.png + mnist_m_{train,test}_labels.txt
-    imagefolder  <folder>/<class>/*.png|jpg, or <folder>/{train,test}/<class>/...
 """
 from __future__ import annotations
 
 import functools
-import os
 import tarfile
-import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -25,13 +22,12 @@ import numpy as np
 import scipy.io
 import torch
 import torchvision
-from PIL import Image
 from sklearn.datasets import load_svmlight_file
-from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.datasets.utils import download_and_extract_archive, download_url
 
 from da_toolkit.data import DATASETS
 from da_toolkit.data.base import DomainDataset
+from da_toolkit.data.files import last_line, read_rgb
 from da_toolkit.errors import UserError
 
 # Errors a failed download raises: no network (URLError is an OSError), a read-only folder,
@@ -63,12 +59,6 @@ def require_files(dataset: str, folder: Path, names: list[str], download: Callab
         f"{dataset}: missing {', '.join(missing())} in {folder} ({reason}). {how_to_place} "
         f"Or set DA_TOOLKIT_DATA to a data root that holds them (see data/README.md)."
     )
-
-
-def last_line(error: BaseException) -> str:
-    """The last non-empty line of an error message (where urllib and torchvision put the cause)."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[-1] if lines else type(error).__name__
 
 
 # --------------------------------------------------------------------------------------- MNIST
@@ -180,115 +170,3 @@ def _mnistm(split: str, root: Path) -> DomainDataset:
         images.append(read_rgb(path))
     labels = torch.tensor([int(label) for _, label in entries], dtype=torch.int64)
     return DomainDataset(torch.stack(images), labels, f"mnistm/{split}")
-
-
-# ---------------------------------------------------------------------------------- ImageFolder
-
-
-@DATASETS.register("imagefolder", "any <root>/<class>/*.png|jpg tree (recipe key `root`), resized on load")
-def imagefolder(split: str, root: Path, seed: int = 0, image_size: int = 32, folder: str | None = None,
-                skip_unreadable: bool = False) -> DomainDataset:
-    """Images in class sub-folders (sorted class names give labels 0, 1, ...), as torchvision's
-    ImageFolder finds them. `folder` is the recipe's `root` key; when it holds `train/` and `test/`
-    sub-folders the one matching `split` is read. Without them the folder is split
-    deterministically, per class and by sorted file order: every fifth image (the 5th, 10th, ...)
-    is the test split, the others the training split, and a warning says so — so a target domain's
-    training images never double as its test set. Images are resized to image_size × image_size;
-    kept grey (1 channel) when every image is grey. An unreadable image (corrupt, not an image, a
-    decompression bomb, a symlink loop) is an error naming the file, or, with the domain's
-    `skip_unreadable: true`, skipped with a warning that counts them."""
-    if folder is None:
-        raise UserError("imagefolder: the domain needs `root: <folder of class sub-folders>` in the recipe")
-    base = Path(folder).expanduser().resolve()
-    if not base.is_dir():
-        raise UserError(f"imagefolder: folder {base} does not exist")
-    if (base / "train").is_dir() and (base / "test").is_dir():
-        return _imagefolder(base / split, image_size, split, None, skip_unreadable)
-    dataset = _imagefolder(base, image_size, split, split, skip_unreadable)
-    warnings.warn(f"imagefolder: {base} has no train/ and test/ sub-folders, so it is split deterministically: every "
-                  f"fifth image of each class is the test split; add train/ and test/ sub-folders to choose the split")
-    return dataset
-
-
-TEST_EVERY = 5  # the deterministic split of a folder without train/ and test/: the 5th, 10th, ... image is test
-
-
-@functools.lru_cache(maxsize=4)
-def _imagefolder(folder: Path, image_size: int, split: str, split_by_order: str | None,
-                 skip_unreadable: bool) -> DomainDataset:
-    classes = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
-    samples = []
-    for label, name in enumerate(classes):
-        paths = find_images(folder / name)
-        if split_by_order is not None:
-            paths = [p for i, p in enumerate(paths) if (i % TEST_EVERY == TEST_EVERY - 1) == (split_by_order == "test")]
-        samples += [(path, label) for path in paths]
-    if not samples and split_by_order == "test":
-        raise UserError(f"imagefolder: {folder} has no test split (every fifth image of each class would be one, but "
-                        f"no class has 5 images); add train/ and test/ sub-folders")
-    if not samples:
-        raise UserError(f"imagefolder: {folder} holds no images in class sub-folders (<class>/*"
-                        f"{'|*'.join(IMG_EXTENSIONS)})")
-    images, labels, skipped = [], [], []
-    for path, label in samples:
-        try:
-            images.append(read_rgb(path, image_size))
-            labels.append(label)
-        except UnreadableImage as error:
-            if not skip_unreadable:
-                raise UserError(f"{error} (set `skip_unreadable: true` on the domain to skip such images)") from None
-            skipped.append(path)
-    if skipped:
-        warnings.warn(f"imagefolder: skipped {len(skipped)} unreadable image(s) of {len(samples)} in {folder} "
-                      f"(first: {skipped[0]})")
-    if not images:
-        raise UserError(f"imagefolder: none of the {len(samples)} images in {folder} could be read")
-    stacked = torch.stack(images)
-    if torch.equal(stacked, stacked[:, :1].expand_as(stacked)):
-        stacked = stacked[:, :1]
-    return DomainDataset(stacked, torch.tensor(labels, dtype=torch.int64), f"imagefolder:{folder.name}/{split}",
-                         num_classes=len(classes))
-
-
-def find_images(folder: Path) -> list[Path]:
-    """Image files under `folder`, recursively and following symbolic links, each directory visited
-    once (a symlink loop ends there), in sorted path order."""
-    seen: set[tuple[int, int]] = set()
-    found = []
-    for directory, subdirectories, files in os.walk(folder, followlinks=True):
-        try:
-            info = os.stat(directory)
-        except OSError:
-            subdirectories[:] = []
-            continue
-        if (info.st_dev, info.st_ino) in seen:
-            subdirectories[:] = []
-            continue
-        seen.add((info.st_dev, info.st_ino))
-        found += [Path(directory) / name for name in files if Path(name).suffix.lower() in IMG_EXTENSIONS]
-    return sorted(found)
-
-
-class UnreadableImage(UserError):
-    """An image file that cannot be decoded, or that is larger than Pillow's decompression-bomb limit."""
-
-
-def read_rgb(path: Path | str, size: int | None = None) -> torch.Tensor:
-    """An image file as uint8 3×H×W RGB, resized (bilinear, antialiased) to size × size if given.
-
-    Images of more than `PIL.Image.MAX_IMAGE_PIXELS` pixels (Pillow's decompression-bomb guard,
-    about 89 million) are refused before they are decoded.
-    """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                image = image.convert("RGB")
-                if size is not None:
-                    image = image.resize((size, size), Image.Resampling.BILINEAR)
-                return torch.from_numpy(np.array(image)).permute(2, 0, 1)
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-        raise UnreadableImage(f"{path}: refused: more than {Image.MAX_IMAGE_PIXELS} pixels (a decompression "
-                              f"bomb?)") from None
-    except (OSError, ValueError, SyntaxError) as error:  # UnidentifiedImageError is an OSError
-        raise UnreadableImage(f"{path}: not a readable image ({last_line(error)})") from None
