@@ -284,9 +284,11 @@ def decoded_batches(domain: Domain, batch_sampler, device: torch.device) -> Iter
     DataLoader in `domain.workers` worker processes (persistent, prefetching 4 batches each; pinned memory
     when the batches go to a CUDA GPU). A file that cannot be read is a UserError naming it."""
     workers = getattr(domain, "workers", 0)
+    # its own generator: the workers' seed would otherwise be drawn from the global RNG, and a streamed run
+    # would initialise and drop out differently from the same run in memory
     loader = DataLoader(_Decoded(domain), batch_sampler=batch_sampler, num_workers=workers,
                         persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
-                        pin_memory=device.type == "cuda")
+                        pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(0))
     for images, indices, errors in loader:
         failed = next((error for error in errors if error), None)
         if failed:
