@@ -1,5 +1,6 @@
 # `make run`: set up .venv and run the offline quickstart recipe. `make test`: set up and run the fast tests;
-# `make test-slow`: the tests marked slow; `make mutants`: the mutation check (tools/mutants.py).
+# `make test-slow`: the tests marked slow; `make mutants`: the mutation check (tools/mutants.py);
+# `make wheel-check`: build the wheel, install it alone into a fresh venv and run it (tools/check_wheel.sh).
 PYTHON ?= python3
 VENV ?= .venv
 # torch/torchvision pinned to the versions this project is developed and tested with
@@ -7,7 +8,7 @@ TORCH ?= torch==2.14.1 torchvision==0.29.1
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-slow mutants clean
+.PHONY: run test test-slow mutants wheel-check clean
 
 $(STAMP): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +31,11 @@ test-slow: $(STAMP)
 # one-line domain bugs put into a copy of the checkout one at a time; the fast suite must fail for each
 mutants: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python tools/mutants.py --jobs 2 --report tools/mutants-report.txt
+
+# not part of `make test`: about 40 s of CPU (2+ minutes wall on a busy 2-core machine); the fast
+# suite's tests/test_packaging.py checks what setup.py declares
+wheel-check: $(STAMP)
+	tools/check_wheel.sh $(BIN)/python
 
 clean:
 	rm -rf $(VENV) runs *.egg-info

@@ -1,0 +1,1 @@
+"""Training machinery every adapter shares: the one loop, checkpoints, losses, schedules, precision and devices."""
