@@ -8,10 +8,10 @@
 # The dependencies (torch, timm, ...) are not installed again: a .pth file puts DEPS_PYTHON's
 # site-packages on the fresh environment's path. A .pth line adds a folder but does not run the
 # .pth files inside it, so that environment's editable da_toolkit stays invisible; the script
-# checks that da_toolkit is imported from the wheel. Nothing is downloaded beyond pip's build backend.
+# checks that da_toolkit is imported from the wheel. Nothing is downloaded (the build uses DEPS_PYTHON's setuptools).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
-deps_python=${1:-$repo/.venv/bin/python}
+deps_python=$(realpath -s "${1:-$repo/.venv/bin/python}")  # absolute: the script works in a temporary folder
 work=$(mktemp -d "${TMPDIR:-/tmp}/da-toolkit-wheel.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 unset PYTHONPATH
@@ -22,7 +22,7 @@ mkdir source
 git -C "$repo" ls-files -z --cached --others --exclude-standard |
     (cd "$repo" && xargs -0 sh -c 'for f; do [ -e "$f" ] && printf "%s\0" "$f"; done' sh) |
     tar -C "$repo" --null -T - -cf - | tar -C source -xf -
-"$deps_python" -m pip wheel ./source --no-deps --quiet -w wheels
+"$deps_python" -m pip wheel ./source --no-deps --no-build-isolation --quiet -w wheels  # its setuptools: offline
 wheel=$(ls wheels/*.whl)
 echo "built $(basename "$wheel") ($("$deps_python" -m zipfile -l "$wheel" | tail -n +2 | wc -l) files)"
 
@@ -52,6 +52,6 @@ cd run
 head -n 5 list.txt
 # the recipe's bases are found beside it, the data (syndigits' rendering cache) in the checkout's data/
 DA_TOOLKIT_DATA=${DA_TOOLKIT_DATA:-$repo/data} "$work/venv/bin/da-toolkit" run "$repo/recipes/quickstart.yaml" \
-    train.iterations=200 feature.adapt_iterations=20 -o quickstart -q
+    train.iterations=50 feature.adapt_iterations=10 -o quickstart -q
 test -f quickstart/metrics.json
 echo "wheel check passed"
