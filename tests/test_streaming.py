@@ -15,7 +15,7 @@ from PIL import Image
 from da_toolkit.cli import main
 from da_toolkit.context import Context
 from da_toolkit.data import DATASETS, build_domain, match_classes
-from da_toolkit.data.base import DomainDataset
+from da_toolkit.data.base import BatchStream, DomainDataset
 from da_toolkit.errors import UserError
 from da_toolkit.pipeline import run
 from da_toolkit.recipe import DomainSpec, recipe_from_dict
@@ -93,6 +93,18 @@ def test_a_streamed_run_interrupted_resumes_to_the_same_weights(folders, streame
     run(recipe, tmp_path / "run", resume=True, progress=False)
     expected, resumed = weights(streamed_run[1]), weights(tmp_path / "run")
     assert all(torch.equal(expected[key], resumed[key]) for key in expected)
+
+
+def test_a_streamed_batch_stream_loaded_with_a_state_draws_from_there(folders):
+    domain = build_domain(DomainSpec(name="imagefolder", root=str(folders["train"]["a"].parent), storage="stream"),
+                          16, 1, 0, workers=1)
+    stream = BatchStream(domain, 5, seed=3)
+    next(stream)
+    state = {key: value.clone() if torch.is_tensor(value) else value for key, value in stream.state_dict().items()}
+    expected = [next(stream) for _ in range(6)]  # across an epoch's end (24 images: 4 batches of 5)
+    stream.load_state_dict(state)  # the workers have decoded ahead of here: they must start again
+    for (images, labels), (want_images, want_labels) in zip((next(stream) for _ in range(6)), expected):
+        assert torch.equal(images, want_images) and torch.equal(labels, want_labels)
 
 
 def test_storage_auto_reads_into_memory_what_fits_the_budget_and_says_so(folders):
