@@ -119,9 +119,12 @@ def test_storage_auto_reads_into_memory_what_fits_the_budget_and_says_so(folders
     assert "streamed from its files by 2 worker(s)" in lines[1] and "exceeds the memory budget" in lines[1]
 
 
-def test_only_file_domains_can_be_streamed():
+def test_only_file_domains_read_into_memory_skip_unreadable_images(folders):
     with pytest.raises(UserError, match="data.target.storage: stream needs a file-backed domain"):
         build_domain(DomainSpec(name="toy_target", storage="stream"), 16, 1, 0, key="data.target")
+    spec = DomainSpec(name="imagefolder", root=str(folders["train"]["a"].parent), skip_unreadable=True)
+    with pytest.raises(UserError, match="data.source.skip_unreadable: a streamed domain cannot skip"):
+        build_domain(spec, 16, 1, 0, memory_budget_gb=1e-6, key="data.source")
 
 
 # ---------------------------------------------------------------------------------- image lists

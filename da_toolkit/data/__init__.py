@@ -73,6 +73,10 @@ def build_domain(spec, image_size: int, channels: int, seed: int, root: Path | N
                    f"{memory_budget_gb:g} GB (data.memory_budget_gb)")
         else:
             why = f"{key}.storage: {storage}"
+        if storage == "stream" and spec.skip_unreadable:
+            raise UserError(f"{key}.skip_unreadable: a streamed domain cannot skip an unreadable image in the middle of "
+                            f"training ({name}, {why}); remove the unreadable files, or read the domain into memory "
+                            f"({key}.storage=memory, or a larger data.memory_budget_gb)")
         if report is not None:
             how = "read into memory" if storage == "memory" else f"streamed from its files by {workers} worker(s)"
             report(f"{key}: {name}, {len(files)} images {channels}×{image_size}×{image_size}, {how} ({why})")
