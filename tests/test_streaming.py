@@ -134,9 +134,9 @@ def test_an_image_list_names_its_classes_after_their_folders(tmp_path):
     write_folder(tmp_path / "images", per_class=2)
     listing = tmp_path / "lists" / "all.txt"
     listing.parent.mkdir()
-    listing.write_text("# path label\nimages/fox/0.png 2\n\nimages/cat/1.png 0\nimages/dog/0.png 1\n")
+    listing.write_text("# path label\nimages/fox/0.png 0\n\nimages/cat/1.png 2\nimages/dog/0.png 1\n")
     domain = DATASETS.get("imagelist")("train", tmp_path, image_size=16, folder=str(tmp_path), list_file=str(listing))
-    assert domain.class_names == ["cat", "dog", "fox"] and domain.labels.tolist() == [2, 0, 1]
+    assert domain.class_names == ["fox", "dog", "cat"] and domain.labels.tolist() == [0, 2, 1]  # the list's order
     assert domain.configured(16, 1, 0).in_memory().images.shape == (3, 1, 16, 16)
 
 
