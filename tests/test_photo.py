@@ -197,7 +197,8 @@ def test_photo_recipes_follow_tllibs_protocol(task, backbone):
     assert {p.stem.removeprefix(f"{task}_") for p in recipes} >= {"source_only", "dann", "mcc"}
     for path in recipes:
         recipe = load_recipe(path)
-        assert (recipe.classifier.backbone, recipe.classifier.pretrained, recipe.data.image_size) == (backbone, True, 224)
+        assert (recipe.classifier.backbone, recipe.classifier.pretrained) == (backbone, True)
+        assert recipe.data.image_size == 224
         assert recipe.classifier.backbone_lr_multiplier == 0.1 and recipe.train.nesterov
         assert (recipe.train.optimizer, recipe.train.momentum, recipe.train.weight_decay) == ("sgd", 0.9, 0.001)
         assert recipe.train.lr_schedule == "inverse" and recipe.train.augment.hflip

@@ -42,7 +42,9 @@ from da_toolkit.errors import UserError
 
 
 @dataclass(frozen=True)
-class Benchmark:
+class PhotoBenchmark:
+    """A benchmark: its folder, its published class list and the archive of its list files."""
+
     folder: str  # its folder under the data root
     title: str
     classes: tuple[str, ...]  # class i of the published lists
@@ -52,26 +54,28 @@ class Benchmark:
 
 @dataclass(frozen=True)
 class PhotoDomain:
+    """One domain of a benchmark, as registered: where its list files and images lie, and its archive."""
+
     name: str  # the registered name
-    benchmark: Benchmark
-    images: str  # the folder its images lie in (what its archive extracts to), in the benchmark folder
-    list_stem: str  # image_list/<list_stem>.txt, or image_list/<list_stem>_<split>.txt
-    archive_url: str
+    benchmark: PhotoBenchmark
+    images: str  # the folder of its images in the benchmark folder; also names its list files and archive
+    archive_url: str  # <images>.tgz, which extracts to <images>/
     description: str
 
     def list_file(self, split: str) -> str:
-        stem = f"{self.list_stem}_{split}" if self.benchmark.lists_per_split else self.list_stem
+        """image_list/<images>.txt, or image_list/<images>_<split>.txt for a benchmark with a list per split."""
+        stem = f"{self.images}_{split}" if self.benchmark.lists_per_split else self.images
         return f"image_list/{stem}.txt"
 
 
-OFFICE31 = Benchmark("office31", "Office-31", (
+OFFICE31 = PhotoBenchmark("office31", "Office-31", (
     "back_pack", "bike", "bike_helmet", "bookcase", "bottle", "calculator", "desk_chair", "desk_lamp",
     "desktop_computer", "file_cabinet", "headphones", "keyboard", "laptop_computer", "letter_tray", "mobile_phone",
     "monitor", "mouse", "mug", "paper_notebook", "pen", "phone", "printer", "projector", "punchers", "ring_binder",
     "ruler", "scissors", "speaker", "stapler", "tape_dispenser", "trash_can"),
     "https://cloud.tsinghua.edu.cn/f/2c1dd9fbcaa9455aa4ad/?dl=1", lists_per_split=False)
 
-OFFICEHOME = Benchmark("officehome", "Office-Home", (
+OFFICEHOME = PhotoBenchmark("officehome", "Office-Home", (
     "Drill", "Exit_Sign", "Bottle", "Glasses", "Computer", "File_Cabinet", "Shelf", "Toys", "Sink", "Laptop", "Kettle",
     "Folder", "Keyboard", "Flipflops", "Pencil", "Bed", "Hammer", "ToothBrush", "Couch", "Bike", "Postit_Notes", "Mug",
     "Webcam", "Desk_Lamp", "Telephone", "Helmet", "Mouse", "Pen", "Monitor", "Mop", "Sneakers", "Notebook",
@@ -81,12 +85,12 @@ OFFICEHOME = Benchmark("officehome", "Office-Home", (
     "Oven", "Refrigerator", "Marker"),
     "https://cloud.tsinghua.edu.cn/f/1b0171a188944313b1f5/?dl=1", lists_per_split=False)
 
-VISDA2017 = Benchmark("visda2017", "VisDA-2017", (
+VISDA2017 = PhotoBenchmark("visda2017", "VisDA-2017", (
     "aeroplane", "bicycle", "bus", "car", "horse", "knife", "motorcycle", "person", "plant", "skateboard", "train",
     "truck"),
     "https://cloud.tsinghua.edu.cn/f/c107de37b8094c5398dc/?dl=1", lists_per_split=False)
 
-DOMAINNET = Benchmark("domainnet", "DomainNet", (
+DOMAINNET = PhotoBenchmark("domainnet", "DomainNet", (
     "aircraft_carrier", "airplane", "alarm_clock", "ambulance", "angel", "animal_migration", "ant", "anvil", "apple",
     "arm", "asparagus", "axe", "backpack", "banana", "bandage", "barn", "baseball", "baseball_bat", "basket",
     "basketball", "bat", "bathtub", "beach", "bear", "beard", "bed", "bee", "belt", "bench", "bicycle", "binoculars",
@@ -128,25 +132,25 @@ DOMAINNET = Benchmark("domainnet", "DomainNet", (
 _TSINGHUA = "https://cloud.tsinghua.edu.cn/f/{}/?dl=1"
 
 DOMAINS = (
-    PhotoDomain("office31-amazon", OFFICE31, "amazon", "amazon", _TSINGHUA.format("ec12dfcddade43ab8101"),
+    PhotoDomain("office31-amazon", OFFICE31, "amazon", _TSINGHUA.format("ec12dfcddade43ab8101"),
                 "Office-31 amazon: 2,817 product photos from amazon.com, 31 classes"),
-    PhotoDomain("office31-dslr", OFFICE31, "dslr", "dslr", _TSINGHUA.format("a41d818ae2f34da7bb32"),
+    PhotoDomain("office31-dslr", OFFICE31, "dslr", _TSINGHUA.format("a41d818ae2f34da7bb32"),
                 "Office-31 dslr: 498 DSLR photos, 31 classes"),
-    PhotoDomain("office31-webcam", OFFICE31, "webcam", "webcam", _TSINGHUA.format("8a41009a166e4131adcd"),
+    PhotoDomain("office31-webcam", OFFICE31, "webcam", _TSINGHUA.format("8a41009a166e4131adcd"),
                 "Office-31 webcam: 795 webcam photos, 31 classes"),
-    PhotoDomain("officehome-art", OFFICEHOME, "Art", "Art", _TSINGHUA.format("6a006656b9a14567ade2"),
+    PhotoDomain("officehome-art", OFFICEHOME, "Art", _TSINGHUA.format("6a006656b9a14567ade2"),
                 "Office-Home Art: 2,427 paintings, sketches and artistic images, 65 classes"),
-    PhotoDomain("officehome-clipart", OFFICEHOME, "Clipart", "Clipart", _TSINGHUA.format("ae88aa31d2d7411dad79"),
+    PhotoDomain("officehome-clipart", OFFICEHOME, "Clipart", _TSINGHUA.format("ae88aa31d2d7411dad79"),
                 "Office-Home Clipart: 4,365 clipart images, 65 classes"),
-    PhotoDomain("officehome-product", OFFICEHOME, "Product", "Product", _TSINGHUA.format("f219b0ff35e142b3ab48"),
+    PhotoDomain("officehome-product", OFFICEHOME, "Product", _TSINGHUA.format("f219b0ff35e142b3ab48"),
                 "Office-Home Product: 4,439 product images without background, 65 classes"),
-    PhotoDomain("officehome-real_world", OFFICEHOME, "Real_World", "Real_World", _TSINGHUA.format("6c19f3f15bb24ed3951a"),
+    PhotoDomain("officehome-real_world", OFFICEHOME, "Real_World", _TSINGHUA.format("6c19f3f15bb24ed3951a"),
                 "Office-Home Real_World: 4,357 camera photos, 65 classes"),
-    PhotoDomain("visda2017-synthetic", VISDA2017, "train", "train", _TSINGHUA.format("c5f3ce59139144ec8221"),
+    PhotoDomain("visda2017-synthetic", VISDA2017, "train", _TSINGHUA.format("c5f3ce59139144ec8221"),
                 "VisDA-2017 synthetic: 152,397 renders of 3D models (its training set), 12 classes"),
-    PhotoDomain("visda2017-real", VISDA2017, "validation", "validation", _TSINGHUA.format("da70e4b1cf514ecea562"),
+    PhotoDomain("visda2017-real", VISDA2017, "validation", _TSINGHUA.format("da70e4b1cf514ecea562"),
                 "VisDA-2017 real: 55,388 COCO photo crops (its validation set), 12 classes"),
-    *(PhotoDomain(f"domainnet-{domain}", DOMAINNET, domain, domain, _TSINGHUA.format(key),
+    *(PhotoDomain(f"domainnet-{domain}", DOMAINNET, domain, _TSINGHUA.format(key),
                   f"DomainNet {domain} (cleaned): train and test lists, 345 classes")
       for domain, key in (("clipart", "f0515164a4864220b98b"), ("infograph", "98b19d5fc9884109a9cb"),
                           ("painting", "11285ce9fbd34bb7b28c"), ("quickdraw", "6faa9efb498b494abf66"),
@@ -184,7 +188,7 @@ def fetch(domain: PhotoDomain, base: Path, list_file: str) -> None:
         f"{list_file} and {domain.images}/."))
 
 
-def published_names(listed: list[str], benchmark: Benchmark, list_file: Path) -> list[str]:
+def published_names(listed: list[str], benchmark: PhotoBenchmark, list_file: Path) -> list[str]:
     """The benchmark's class names in the label order of a list whose class i lies in folder `listed[i]`:
     class i takes that folder's name when it is a published class name; the other classes (none of the
     list's images lies in a folder of a published name) take the unused published names in their order,

@@ -3,8 +3,8 @@
 The data root is $DA_TOOLKIT_DATA, else the checkout's `data/` folder. Each loader reads the
 published files in the layout torchvision uses; when they are missing it tries the published
 download once (unless DA_TOOLKIT_DOWNLOAD=0), and offline it stops with a UserError that names the
-files, the folder it looked in and how to place them. Loaded datasets are cached in-process (loading MNIST twice in a run is
-free); the returned tensors are shared and must be treated as read-only.
+files, the folder it looked in and how to place them. Loaded datasets are cached in-process (loading
+MNIST twice in a run is free); the returned tensors are shared and must be treated as read-only.
 
     mnist        <root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte       (torchvision)
     usps         <root>/usps.bz2, <root>/usps.t.bz2 (LIBSVM; or under <root>/USPS/)   (torchvision)
