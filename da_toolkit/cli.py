@@ -80,8 +80,10 @@ def list_components():
     for name, text in ADAPTERS.describe():
         click.echo(f"  {name:<14} [{ADAPTERS.get(name).kind}] {text}")
     click.echo("datasets:")
-    for name, text in DATASETS.describe():
-        click.echo(f"  {name:<14} {text}")
+    datasets = list(DATASETS.describe())
+    width = max(len(name) for name, _ in datasets)
+    for name, text in datasets:
+        click.echo(f"  {name:<{width}} {text}")
     click.echo("backbones:")
     for name, text in BACKBONES.describe():
         click.echo(f"  {name:<14} {text}")
