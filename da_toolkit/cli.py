@@ -80,8 +80,10 @@ def list_components():
     for name, text in ADAPTERS.describe():
         click.echo(f"  {name:<14} [{ADAPTERS.get(name).kind}] {text}")
     click.echo("datasets:")
-    for name, text in DATASETS.describe():
-        click.echo(f"  {name:<14} {text}")
+    datasets = list(DATASETS.describe())
+    width = max(len(name) for name, _ in datasets)
+    for name, text in datasets:
+        click.echo(f"  {name:<{width}} {text}")
     click.echo("backbones:")
     for name, text in BACKBONES.describe():
         click.echo(f"  {name:<14} {text}")
@@ -92,7 +94,8 @@ def list_components():
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--dataset", required=True, help="Dataset name (see `da-toolkit list`).")
 @click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True)
-@click.option("--root", help="Folder of an imagefolder dataset.")
+@click.option("--root", help="Folder of an imagefolder dataset, or of a photo benchmark (default: under the data "
+                              "root, e.g. $DA_TOOLKIT_DATA/office31).")
 def evaluate(run_dir, dataset, split, root):
     """Evaluate the trained classifier of RUN_DIR on a labeled dataset split."""
     from da_toolkit.data import build_domain, match_classes

@@ -544,6 +544,23 @@ MUTANTS = [
     Mutant("recommend.collapsed-methods-eligible", "da_toolkit/benchmark/recommend.py",
            "m not in flagged}", "True}",
            "a method whose run collapsed can be recommended", SELECT),
+    # ------------------------------------------------------------------ photo benchmarks (data/photo.py)
+    Mutant("photo.class-names-ignore-folders", "da_toolkit/data/photo.py",
+           "names = [name if name in published else None for name in listed]", "names = [None for name in listed]",
+           "a list in another label order gets the published names in published order: classes mismatched by name",
+           ("tests/test_photo.py",)),
+    Mutant("photo.test-split-reads-train-list", "da_toolkit/data/photo.py",
+           'stem = f"{self.images}_{split}"', 'stem = f"{self.images}_train"',
+           "DomainNet's target test split is its training list", ("tests/test_photo.py",)),
+    Mutant("photo.images-downloaded-when-present", "da_toolkit/data/photo.py",
+           "if not (base / domain.images).is_dir():", "if True:",
+           "a missing list file downloads the domain's whole image archive again", ("tests/test_photo.py",)),
+    Mutant("data.downloads-never-off", "da_toolkit/data/real.py",
+           'os.environ.get("DA_TOOLKIT_DOWNLOAD", "1") == "0"', "False",
+           "DA_TOOLKIT_DOWNLOAD=0 ignored: an offline node waits for a download", ("tests/test_photo.py",)),
+    Mutant("published.every-source-in-every-table", "da_toolkit/benchmark/report.py",
+           "load_published(benchmark.published).for_tasks(benchmark.tasks)", "load_published(benchmark.published)",
+           "a benchmark's table has empty columns for the sources of other benchmarks", ("tests/test_photo.py",)),
 ]
 
 # survivors judged harmless, by name, with the one-line reason printed in the report

@@ -28,6 +28,15 @@ class Published:
     def get(self, task: str, method: str, source: str) -> PublishedNumber | None:
         return self.numbers.get((task, method, source))
 
+    def for_tasks(self, tasks: list[str]) -> "Published | None":
+        """The numbers of `tasks` and the sources that have any (a benchmark's columns); None when there are none."""
+        numbers = {key: number for key, number in self.numbers.items() if key[0] in tasks}
+        if not numbers:
+            return None
+        used = {source for _, _, source in numbers}
+        return Published({s: c for s, c in self.columns.items() if s in used},
+                         {s: c for s, c in self.citations.items() if s in used}, self.note, numbers)
+
 
 ENTRY_KEYS = ("task", "method", "source", "accuracy", "reported_as", "match")
 MATCHES = ("same", "closest", "approximate")

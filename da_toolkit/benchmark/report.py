@@ -229,7 +229,7 @@ def learning_curve(path: Path, summary: list[dict], methods: list[str]) -> None:
 def write_results(bench_dir: Path, benchmark: Benchmark, profile: str | None, command: str, rows: list[dict],
                   skipped: list[str]) -> list[dict]:
     """results.json/csv/md and the plot (bar chart, or learning curve with a k axis); returns the summary."""
-    published = load_published(benchmark.published) if benchmark.published else None
+    published = load_published(benchmark.published).for_tasks(benchmark.tasks) if benchmark.published else None
     summary = summarize(rows)
     plots = []
     if any(e["mean"] is not None for e in summary):

@@ -2,9 +2,9 @@
 
 The data root is $DA_TOOLKIT_DATA, else the checkout's `data/` folder. Each loader reads the
 published files in the layout torchvision uses; when they are missing it tries the published
-download once, and offline it stops with a UserError that names the files, the folder it looked
-in and how to place them. Loaded datasets are cached in-process (loading MNIST twice in a run is
-free); the returned tensors are shared and must be treated as read-only.
+download once (unless DA_TOOLKIT_DOWNLOAD=0), and offline it stops with a UserError that names the
+files, the folder it looked in and how to place them. Loaded datasets are cached in-process (loading
+MNIST twice in a run is free); the returned tensors are shared and must be treated as read-only.
 
     mnist        <root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte       (torchvision)
     usps         <root>/usps.bz2, <root>/usps.t.bz2 (LIBSVM; or under <root>/USPS/)   (torchvision)
@@ -14,6 +14,7 @@ free); the returned tensors are shared and must be treated as read-only.
 from __future__ import annotations
 
 import functools
+import os
 import tarfile
 from pathlib import Path
 from typing import Callable
@@ -37,24 +38,29 @@ DOWNLOAD_ERRORS = (OSError, RuntimeError, tarfile.TarError)
 
 def require_files(dataset: str, folder: Path, names: list[str], download: Callable[[], None],
                   how_to_place: str) -> None:
-    """Make sure `folder` holds the files `names`, calling `download` when some are missing.
+    """Make sure `folder` holds `names` (files; a name ending in / is a folder), calling `download` when
+    some are missing, unless DA_TOOLKIT_DOWNLOAD=0 turns downloads off.
 
-    Raises one UserError naming the missing files, the folder and `how_to_place` when the
-    download fails (offline, read-only folder, bad checksum) or does not produce the files.
+    Raises one UserError naming the missing files, the folder and `how_to_place` when downloads are
+    off, or the download fails (offline, read-only folder, bad checksum) or does not produce the files.
     """
     def missing() -> list[str]:
-        return [name for name in names if not (folder / name).is_file()]
+        return [name for name in names
+                if not ((folder / name).is_dir() if name.endswith("/") else (folder / name).is_file())]
 
     if not missing():
         return
-    try:
-        download()
-    except DOWNLOAD_ERRORS as error:
-        reason = f"download failed: {last_line(error)}"
+    if os.environ.get("DA_TOOLKIT_DOWNLOAD", "1") == "0":
+        reason = "downloads are off: DA_TOOLKIT_DOWNLOAD=0"
     else:
-        if not missing():
-            return
-        reason = "the download did not produce them"
+        try:
+            download()
+        except DOWNLOAD_ERRORS as error:
+            reason = f"download failed: {last_line(error)}"
+        else:
+            if not missing():
+                return
+            reason = "the download did not produce them"
     raise UserError(
         f"{dataset}: missing {', '.join(missing())} in {folder} ({reason}). {how_to_place} "
         f"Or set DA_TOOLKIT_DATA to a data root that holds them (see data/README.md)."
