@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from da_toolkit.adapters import ADAPTERS
-from da_toolkit.adapters.base import FeatureAdapter, PixelAdapter
+from da_toolkit.adapters.base import FeatureAdapter
+from da_toolkit.adapters.pixel import PixelAdapter
 from da_toolkit.data import DomainDataset
 from da_toolkit.pipeline import run
 from da_toolkit.recipe import recipe_from_dict

@@ -13,7 +13,8 @@ from PIL import Image
 from torch import nn
 
 from da_toolkit.adapters.base import AdapterSetup
-from da_toolkit.adapters.cyclegan import CycleGAN, CycleGANOptions, CycleGANTraining, lr_lambda
+from da_toolkit.adapters.cyclegan import CycleGAN, CycleGANOptions
+from da_toolkit.adapters.cyclegan.training import CycleGANTraining, lr_lambda
 from da_toolkit.translate import translate_folder
 from da_toolkit.cli import main
 from da_toolkit.context import Context
@@ -287,7 +288,7 @@ def test_translate_folder_keeps_relative_paths_and_conforms_images(pixel_run, tm
 
 def test_translate_folder_needs_a_pixel_stage(write_recipe, tmp_path):
     run(load_recipe(write_recipe(), ["train.iterations=2"]), tmp_path / "plain", progress=False)
-    with pytest.raises(UserError, match="has no cyclegan pixel stage"):
+    with pytest.raises(UserError, match="has no pixel stage"):
         translate_folder(tmp_path / "plain", tmp_path, tmp_path / "out")
     with pytest.raises(UserError, match="no recipe.yaml here"):
         translate_folder(tmp_path / "missing", tmp_path, tmp_path / "out")

@@ -15,7 +15,9 @@ from torch import nn
 
 from da_toolkit.adapters import ADAPTERS
 from da_toolkit.adapters.base import AdapterSetup
-from da_toolkit.adapters.cyclegan import CycleGANTranslator, CycleGANTraining, translate_images
+from da_toolkit.adapters.cyclegan.training import CycleGANTraining
+from da_toolkit.adapters.cyclegan.translator import CycleGANTranslator
+from da_toolkit.adapters.pixel import translate_images
 from da_toolkit.benchmark.grid import pixel_signature
 from da_toolkit.context import Context
 from da_toolkit.data import build_domains

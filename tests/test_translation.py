@@ -12,10 +12,14 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from da_toolkit.adapters import ADAPTERS, cyclegan
+from da_toolkit.adapters import ADAPTERS
 from da_toolkit.adapters.base import FeatureAdapter
 from da_toolkit.adapters.base import AdapterSetup
-from da_toolkit.adapters.cyclegan import CycleGANTranslator, build_generators, label_preservation, translate_images
+from da_toolkit.adapters.cyclegan import diagnostics
+from da_toolkit.adapters.cyclegan.diagnostics import label_preservation
+from da_toolkit.adapters.cyclegan.training import build_generators
+from da_toolkit.adapters.cyclegan.translator import CycleGANTranslator
+from da_toolkit.adapters.pixel import translate_images
 from da_toolkit.cli import main
 from da_toolkit.context import Context
 from da_toolkit.data import DomainDataset, build_domain
@@ -167,8 +171,8 @@ def test_a_class_permuting_translator_scores_near_zero(oracle_case):
 def test_the_oracle_is_trained_on_the_labeled_target_training_split_only(tmp_path, monkeypatch):
     recipe = pixel_recipe(label_preservation_iterations=3)
     trained_on = []
-    original = cyclegan.train_classifier
-    monkeypatch.setattr(cyclegan, "train_classifier",
+    original = diagnostics.train_classifier
+    monkeypatch.setattr(diagnostics, "train_classifier",
                         lambda setup, dataset, ctx, stage, iterations:
                         (trained_on.append((dataset, stage, iterations)), original(setup, dataset, ctx, stage,
                                                                                    iterations))[1])
