@@ -250,7 +250,7 @@ def test_pipeline_with_pixel_stage_records_label_preservation(pixel_run):
     assert 0 <= preservation["rate"] <= 1 and preservation["oracle_on_raw_source"] > 0.2  # chance is 0.1
     assert "diagnostic only" in preservation["note"]
     assert saved["stages"]["pixel"]["translation_cache"] == "miss"
-    assert len(list((run_dir / "cache").glob("translated_*.pt"))) == 1
+    assert len(list((run_dir / "cache").glob("translated_*/index.json"))) == 1
     assert "target-trained oracle" in (run_dir / "log.txt").read_text()
     event_file = next((run_dir / "tensorboard").glob("events.out.tfevents.*")).read_bytes()
     assert b"pixel/a2b" in event_file and b"pixel/loss/cycle_a" in event_file

@@ -7,13 +7,13 @@ import torch
 from da_toolkit.adapters.base import AdapterSetup
 from da_toolkit.adapters.cyclegan.training import train_classifier
 from da_toolkit.context import Context
-from da_toolkit.data import DomainDataset
+from da_toolkit.data import Domain, DomainDataset
 from da_toolkit.evaluate import evaluate, predict
 from da_toolkit.rundir import RunDir
 from da_toolkit.training.checkpoint import load_checkpoint, load_state
 
 
-def label_preservation(setup: AdapterSetup, iterations: int, source: DomainDataset, translated: DomainDataset,
+def label_preservation(setup: AdapterSetup, iterations: int, source: Domain, translated: Domain,
                        ctx: Context) -> dict | None:
     """How well translation kept the digits: the accuracy, on the translated source images, of an
     oracle classifier trained for `iterations` on the real *labeled target* training split
@@ -49,7 +49,7 @@ def oracle_read_out(setup: AdapterSetup, home: RunDir, sample: DomainDataset, tr
         return None
     oracle = setup.make_classifier(sample.num_classes)
     load_state(oracle, load_checkpoint(path, "stage")["state"].get("classifier"), path, "oracle classifier")
-    result = evaluate(oracle, DomainDataset(translated, sample.labels, "translated", class_names=sample.class_names))
-    marks = predict(oracle, DomainDataset(translated, sample.labels, "translated", class_names=sample.class_names))
+    translated = DomainDataset(translated, sample.labels, "translated", class_names=sample.class_names)
+    result = evaluate(oracle, translated)
     return {"reads": result["accuracy"], "reads_per_class": result["per_class_accuracy"],
-            "marks": (marks == sample.labels).tolist()}
+            "marks": (predict(oracle, translated) == sample.labels).tolist()}

@@ -1,9 +1,9 @@
-"""The trained CycleGAN's translator: the source set through G, cached on disk by weights and data,
-then what the feature stage trains on (f_S's label filter, the mix with the raw source)."""
+"""The trained CycleGAN's translator: the source set through G, written to disk in shards keyed by
+weights and data (resumable), then what the feature stage trains on (f_S's label filter, the mix
+with the raw source)."""
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -11,9 +11,10 @@ from torch import nn
 from da_toolkit.adapters.cyclegan.options import CycleGANOptions
 from da_toolkit.adapters.pixel import translate_images
 from da_toolkit.context import Context
-from da_toolkit.data import DomainDataset
+from da_toolkit.data.base import Domain, DomainDataset, concatenate
+from da_toolkit.data.shards import ShardSet, shard_images
 from da_toolkit.evaluate import predict
-from da_toolkit.training.checkpoint import load_checkpoint, save_checkpoint
+from da_toolkit.training import distributed
 
 
 def weights_hash(module: nn.Module) -> str:
@@ -35,10 +36,10 @@ class CycleGANTranslator:
         self.ctx = ctx
         self.options = options
         self.source_classifier = source_classifier
-        self.translated: DomainDataset | None = None  # the last unfiltered translation, for the diagnostics
+        self.translated: Domain | None = None  # the last unfiltered translation, for the diagnostics
         self.report: dict = {}  # agreement and kept fractions of the last `translate`
 
-    def translate(self, dataset: DomainDataset) -> DomainDataset:
+    def translate(self, dataset: Domain) -> Domain:
         """The feature stage's training set from labeled `dataset`: its translation (`translate_only`),
         filtered by f_S (`filter_by_agreement`, when pixel.label_filter is drop) and combined with
         the raw images as pixel.feature_data says (`mix`). Warns when f_S's agreement is low."""
@@ -62,29 +63,49 @@ class CycleGANTranslator:
             ctx.metrics.setdefault("pixel", {}).update(self.report)
         return mix(dataset, kept, o.feature_data, o.translated_fraction, ctx.seed)
 
-    def translate_only(self, dataset: DomainDataset) -> DomainDataset:
+    def translate_only(self, dataset: Domain) -> Domain:
         """`dataset` in target style, same labels, name '<name>→cyclegan', translated in the run's precision.
 
-        Cached as ctx.cache_dir/translated_<weights hash>_<dataset fingerprint>_<precision>.pt, so a
-        second run, or another run sharing this pixel stage (`pixel_from`), reuses the translation
-        when it runs in the same precision (bf16 or fp16 translations differ from fp32 ones).
+        Written as it is translated, shard by shard (data/shards.py), to
+        ctx.cache_dir/translated_<weights hash>_<dataset fingerprint>_<precision>/, reading `dataset`
+        one shard at a time, so that memory holds one shard whatever the size of the domain. A second
+        run, or another run sharing this pixel stage (`pixel_from`), reuses the translation when it
+        runs in the same precision (bf16 or fp16 translations differ from fp32 ones); a run killed
+        mid-translation keeps the shards it finished (verified by size and hash) and translates the
+        others. The translation is held like `dataset`: in memory when that is, else streamed from
+        the shards. Under torchrun rank 0 translates and the other ranks read its shards.
         """
-        ctx = self.ctx
+        ctx, batch = self.ctx, self.options.translate_batch_size
         key = f"{weights_hash(self.generator)}_{dataset.fingerprint()}_{ctx.precision.name}"
-        path = ctx.cache_dir / f"translated_{key}.pt"
-        images = read_translation_cache(path, dataset, ctx)
-        hit = images is not None
-        if hit:
-            ctx.info(f"pixel: translated {dataset.name} read from the cache ({path})")
+        folder = ctx.cache_dir / f"translated_{key}"
+        per_shard = shard_images(dataset.image_shape, batch)
+
+        def open_shards(writable: bool) -> ShardSet:
+            return ShardSet(folder, len(dataset), dataset.image_shape, per_shard,
+                            lambda line: ctx.info(f"warning: pixel: {line}"), writable)
+
+        shards, missing = None, []
+        if ctx.main:
+            shards = open_shards(writable=True)
+            missing = shards.missing()
+            for number in missing:
+                part = dataset.subset(torch.arange(*shards.span(number)))
+                shards.write(number, translate_images(self.generator, part, ctx.device, batch, ctx.precision))
+        distributed.barrier()  # under torchrun, the other ranks read the shards rank 0 wrote
+        if shards is None:
+            shards = open_shards(writable=False)
+        if not missing:
+            cache = "hit"
+            ctx.info(f"pixel: translated {dataset.name} read from the cache ({folder})")
         else:
-            images = translate_images(self.generator, dataset, ctx.device, self.options.translate_batch_size,
-                                      ctx.precision)
-            if ctx.main:
-                save_checkpoint({"images": images}, path, "translation")
-            ctx.info(f"pixel: translated {len(images)} images of {dataset.name}, cached in {path}")
-        ctx.metrics.setdefault("pixel", {}).update(translation_cache="hit" if hit else "miss",
-                                                   translation_cache_file=path.name)
-        return DomainDataset(images, dataset.labels, f"{dataset.name}→cyclegan", class_names=dataset.class_names)
+            cache = "miss" if len(missing) == shards.count else "resumed"
+            kept = f" (kept {shards.count - len(missing)} finished shards)" if cache == "resumed" else ""
+            ctx.info(f"pixel: translated {len(dataset)} images of {dataset.name} into {len(missing)} shards of "
+                     f"{per_shard} images{kept}, cached in {folder}")
+        ctx.metrics.setdefault("pixel", {}).update(translation_cache=cache, translation_cache_file=folder.name)
+        translated = shards.domain(dataset.labels, f"{dataset.name}→cyclegan", dataset.class_names,
+                                   getattr(dataset, "workers", 0))
+        return translated.in_memory() if isinstance(dataset, DomainDataset) else translated
 
 
 def agreement_report(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, dict]:
@@ -99,13 +120,13 @@ def agreement_report(predictions: torch.Tensor, labels: torch.Tensor, num_classe
     return keep, {"agreement": agreement, "kept": int(keep.sum()), "total": len(keep), "kept_per_class": per_class}
 
 
-def mix(source: DomainDataset, translated: DomainDataset, feature_data: str, translated_fraction: float,
-        seed: int) -> DomainDataset:
+def mix(source: Domain, translated: Domain, feature_data: str, translated_fraction: float, seed: int) -> Domain:
     """The feature stage's labeled set: `translated`, the raw `source`, or both.
 
     both: len(source) images, round(translated_fraction · len(source)) of them translated and the
     rest raw source, each part drawn without repetition in a seeded random order (the translated
-    part cycles through `translated` when the filter left fewer images than it needs).
+    part cycles through `translated` when the filter left fewer images than it needs). In memory when
+    both are, else read on demand from them (`concatenate`).
     """
     if feature_data == "translated":
         return translated
@@ -116,24 +137,5 @@ def mix(source: DomainDataset, translated: DomainDataset, feature_data: str, tra
     order = torch.randperm(len(translated), generator=generator) if len(translated) else torch.zeros(0, dtype=torch.long)
     pick_translated = order.repeat(-(-n_translated // max(len(order), 1)))[:n_translated]
     pick_source = torch.randperm(len(source), generator=generator)[:len(source) - n_translated]
-    images = torch.cat([translated.read(pick_translated), source.read(pick_source)])
-    labels = torch.cat([translated.labels[pick_translated], source.labels[pick_source]])
-    return DomainDataset(images, labels, f"{translated.name}+{source.name}", class_names=source.class_names)
-
-
-def read_translation_cache(path: Path, dataset: DomainDataset, ctx: Context) -> torch.Tensor | None:
-    """The cached translation of `dataset` at `path`, or None when there is none or it does not match.
-
-    An entry is served only if it holds a uint8 tensor of exactly the dataset's shape; any other
-    entry is discarded with a warning and recomputed. A file that cannot be read safely is an error.
-    """
-    if not path.exists():
-        return None
-    images = load_checkpoint(path, "translation")["images"]
-    shape = (len(dataset), *dataset.image_shape)
-    if isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.shape == shape:
-        return images
-    found = f"{images.dtype} {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images).__name__
-    ctx.info(f"warning: pixel: discarding the translation cache entry {path}: it holds {found}, but {dataset.name} "
-             f"is uint8 {shape}; translating again")
-    return None
+    return concatenate([translated.subset(pick_translated), source.subset(pick_source)],
+                       f"{translated.name}+{source.name}", source.class_names)
