@@ -25,6 +25,8 @@ def load_generator(rundir: RunDir, recipe, direction: str) -> torch.nn.Module:
     adapter = pixel_adapter(recipe)
     if adapter is None:
         raise UserError(f"{rundir}: this run has no pixel stage, so there is no translator to use")
+    if not adapter.directions:
+        raise UserError(f"{rundir}: the {recipe.pixel.adapter} pixel adapter keeps no translator to use")
     if direction not in adapter.directions:
         raise UserError(f"--direction: the {recipe.pixel.adapter} translator goes {' or '.join(adapter.directions)}, "
                         f"not {direction!r}")

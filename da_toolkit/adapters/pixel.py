@@ -81,6 +81,8 @@ class PixelAdapter(Adapter):
 
     def report(self, home: RunDir, sample: Domain) -> PixelReport:
         """`sample` translated by the translator of the first direction; no diagnostics by default."""
+        if not self.directions:
+            return PixelReport([], text=["This pixel adapter keeps no translator to show."])
         generator = self.load_generator(home, self.directions[0])
         return PixelReport([(f"translation ({self.directions[0]})",
                              translate_images(generator, sample, torch.device("cpu"), 256))])
