@@ -120,11 +120,12 @@ def evaluate(run_dir, dataset, split, root):
               help="Folder of images (searched recursively; sub-folder structure is kept).")
 @click.option("--output", "output_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for the translated PNG images.")
-@click.option("--direction", type=click.Choice(["a2b", "b2a"]), default="a2b", show_default=True,
-              help="a2b: source style -> target style; b2a: the reverse.")
+@click.option("--direction", default="a2b", show_default=True,
+              help="One of the run's translator's directions; a two-domain translator: a2b, source style -> "
+                   "target style; b2a, the reverse.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 def translate(run_dir, input_dir, output_dir, direction, batch_size):
-    """Translate the images in a folder with the trained CycleGAN of RUN_DIR."""
+    """Translate the images in a folder with the trained translator (pixel stage) of RUN_DIR."""
     from da_toolkit.translate import translate_folder
 
     count = translate_folder(run_dir, input_dir, output_dir, direction, batch_size)

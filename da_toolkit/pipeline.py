@@ -117,7 +117,7 @@ def _run_locked(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool, pr
         source = domains.source
         if pixel is not None:
             source = pixel.fit(domains.source, domains.target, ctx).translate(domains.source)
-            if world.size > 1:  # every rank translated alike; rank 0's translation makes sure of it
+            if world.size > 1 and isinstance(source, DomainDataset):  # rank 0's translation, exactly, on every rank
                 source = DomainDataset(distributed.from_rank_zero(source.images),
                                        distributed.from_rank_zero(source.labels), source.name,
                                        class_names=source.class_names)

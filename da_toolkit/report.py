@@ -9,8 +9,9 @@ side with a baseline run of the same task (typically its source-only run):
 * **proxy A-distance** between source and target features (`proxy_a_distance`);
 * **per class** — the target confusion matrix and per-class accuracy, naming the classes that got
   worse than the baseline;
-* **pixel stage** — source images next to their translations, with their label and whether the
-  label-preservation oracle still reads it, and that oracle's per-class rate;
+* **pixel stage** — source images next to their translations, with their label, and the pixel
+  adapter's diagnostics of them (e.g. whether a label-preservation oracle still reads each, and
+  that oracle's per-class rate);
 * **training curves** — every scalar the run logged to TensorBoard, per stage.
 
 Target test labels are used here for reporting only, like the run's own final evaluation.
@@ -36,17 +37,15 @@ from sklearn.manifold import TSNE  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
-from da_toolkit.adapters.base import AdapterSetup  # noqa: E402
-from da_toolkit.data import DomainDataset, build_domain  # noqa: E402
+from da_toolkit.adapters.pixel import pixel_adapter  # noqa: E402
+from da_toolkit.data import Domain, DomainDataset, build_domain  # noqa: E402
 from da_toolkit.data.base import to_float  # noqa: E402
 from da_toolkit.errors import UserError  # noqa: E402
-from da_toolkit.evaluate import evaluate, predict  # noqa: E402
+from da_toolkit.evaluate import evaluate  # noqa: E402
 from da_toolkit.pipeline import load_run  # noqa: E402
 from da_toolkit.recipe import DomainSpec, Recipe  # noqa: E402
 from da_toolkit.rundir import RunDir  # noqa: E402
-from da_toolkit.training.checkpoint import load_checkpoint, load_state, write_json_atomic, write_text_atomic  # noqa: E402
-from da_toolkit.adapters.cyclegan import translate_images  # noqa: E402
-from da_toolkit.translate import load_generator  # noqa: E402
+from da_toolkit.training.checkpoint import write_json_atomic, write_text_atomic  # noqa: E402
 
 SAMPLE = 1000  # images per domain in the feature maps and the A-distance
 GRID = 12  # source images shown with their translations
@@ -187,19 +186,21 @@ def per_class_figure(results: list[tuple[str, dict]]) -> str:
     return png(figure)
 
 
-def grid_figure(images: torch.Tensor, translated: torch.Tensor, labels: list[int], read: list[bool] | None) -> str:
-    """Two rows (source, translation), nearest-neighbour upscaled, with label and oracle read-out."""
-    figure, axes = plt.subplots(2, len(images), figsize=(1.3 * len(images), 3))
+def grid_figure(images: torch.Tensor, rows: list[torch.Tensor], labels: list[int], marks: list[bool] | None) -> str:
+    """The source images over rows of their translations, nearest-neighbour upscaled, with each label
+    and, under the first translation, the adapter's read-out of it (✓ / ✗)."""
+    figure, axes = plt.subplots(1 + len(rows), len(images), figsize=(1.3 * len(images), 1.5 * (1 + len(rows))),
+                                squeeze=False)
     for column in range(len(images)):
-        for row, batch in enumerate((images, translated)):
+        for row, batch in enumerate((images, *rows)):
             picture = batch[column].permute(1, 2, 0).numpy()
             axes[row, column].imshow(picture[:, :, 0] if picture.shape[2] == 1 else picture, cmap="gray",
                                      interpolation="nearest", vmin=0, vmax=255)
             axes[row, column].axis("off")
         axes[0, column].set_title(f"label {labels[column]}", fontsize=8)
-        if read is not None:
-            axes[1, column].set_title("oracle ✓" if read[column] else "oracle ✗", fontsize=8,
-                                      color="green" if read[column] else "red")
+        if marks is not None:
+            axes[1, column].set_title("oracle ✓" if marks[column] else "oracle ✗", fontsize=8,
+                                      color="green" if marks[column] else "red")
     return png(figure)
 
 
@@ -238,38 +239,21 @@ def read_curves(rundir: RunDir) -> dict[str, dict[str, tuple[list[int], list[flo
 # ------------------------------------------------------------------------------------- sections
 
 
-def pixel_section(view: RunView, source: DomainDataset, seed: int, sample: int = SAMPLE) -> tuple[str, dict] | None:
-    """The translation grid and the oracle's per-class read-out, for a run with a CycleGAN stage."""
+def pixel_section(view: RunView, source: Domain, seed: int, sample: int = SAMPLE) -> tuple[str, dict] | None:
+    """The translation grid and the pixel adapter's diagnostics of a seeded sample of source images."""
     recipe = view.recipe
-    if recipe.pixel is None:
+    adapter = pixel_adapter(recipe)
+    if adapter is None:
         return None
-    generator = load_generator(view.rundir, recipe)
     sample = seeded_sample(source, sample, seed).in_memory()
-    translated = translate_images(generator, sample.images, torch.device("cpu"), 256)
-    oracle_path = view.rundir.pixel_home(recipe.pixel_from).checkpoint("pixel_oracle")
-    numbers: dict = {"images": len(sample)}
-    read = None
-    if oracle_path.exists():
-        oracle = AdapterSetup.from_recipe(recipe).make_classifier(sample.num_classes)
-        load_state(oracle, load_checkpoint(oracle_path, "stage")["state"].get("classifier"), oracle_path,
-                   "oracle classifier")
-        result = evaluate(oracle, DomainDataset(translated, sample.labels, "translated", class_names=sample.class_names))
-        read = (predict(oracle, DomainDataset(translated[:GRID], sample.labels[:GRID], "grid",
-                                      class_names=sample.class_names)) ==
-                sample.labels[:GRID]).tolist()
-        numbers.update(oracle_reads=result["accuracy"], oracle_reads_per_class=result["per_class_accuracy"])
-    grid = grid_figure(sample.images[:GRID], translated[:GRID], sample.labels[:GRID].tolist(), read)
-    text = (f"<p>Top row: source test images; bottom row: their translation into target style by the "
-            f"run's CycleGAN (G).</p><img src='{grid}'>")
-    if read is not None:
-        per_class = ", ".join(f"{c}: {100 * v:.0f}%" for c, v in enumerate(numbers["oracle_reads_per_class"])
-                              if v is not None)
-        text += (f"<p>The label-preservation oracle (trained on labeled target images: a benchmark diagnostic) "
-                 f"reads {100 * numbers['oracle_reads']:.1f}% of {len(sample)} translated source images "
-                 f"correctly. Per class: {per_class}.</p>")
-    else:
-        text += "<p>The label-preservation diagnostic did not run for this run (no oracle checkpoint).</p>"
-    return text, numbers
+    shown = adapter.report(view.rundir.pixel_home(recipe.pixel_from), sample)
+    marks = shown.marks[:GRID] if shown.marks is not None else None
+    grid = grid_figure(sample.images[:GRID], [images[:GRID] for _, images in shown.rows],
+                       sample.labels[:GRID].tolist(), marks)
+    rows = "; ".join(f"row {index + 2}: {caption}" for index, (caption, _) in enumerate(shown.rows))
+    text = (f"<p>Top row: source test images; {html.escape(rows)}.</p><img src='{grid}'>"
+            + "".join(f"<p>{html.escape(sentence)}</p>" for sentence in shown.text))
+    return text, shown.numbers
 
 
 def write_report(run_dir: Path, baseline: Path | None = None, output: Path | None = None, seed: int = 0,

@@ -1,16 +1,20 @@
 """Composition: a pixel stage's translated source feeds the feature stage; labeled target images join
-the supervised loss of every method."""
+the supervised loss of every method; a pixel adapter without a read side still gets a report."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from da_toolkit.adapters import ADAPTERS
-from da_toolkit.adapters.base import FeatureAdapter, PixelAdapter
+from da_toolkit.adapters.base import FeatureAdapter
+from da_toolkit.adapters.pixel import PixelAdapter
 from da_toolkit.data import DomainDataset
+from da_toolkit.errors import UserError
 from da_toolkit.pipeline import run
 from da_toolkit.recipe import recipe_from_dict
+from da_toolkit.report import write_report
 from da_toolkit.training.checkpoint import load_checkpoint
+from da_toolkit.translate import translate_folder
 from conftest import toy_recipe_dict
 
 SEEN: dict = {}
@@ -69,3 +73,11 @@ def test_labeled_target_images_join_every_method(feature, stages, tmp_path):
         drawn = state["labeled_target_stream"]
         assert len(drawn["order"]) == 20  # 2 labeled target images per class, 10 classes
         assert drawn["position"] > 0, stage  # batches of them were drawn
+
+
+def test_a_pixel_adapter_without_a_read_side_gets_a_report_and_a_clear_translate_error(tmp_path):
+    run(recipe_from_dict(toy_recipe_dict(pixel={"adapter": "test_invert"}, train={"iterations": 2})), tmp_path / "run",
+        progress=False)
+    assert "keeps no translator to show" in write_report(tmp_path / "run", sample=50).read_text()
+    with pytest.raises(UserError, match="the test_invert pixel adapter keeps no translator to use"):
+        translate_folder(tmp_path / "run", tmp_path, tmp_path / "out")

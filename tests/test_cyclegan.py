@@ -13,7 +13,8 @@ from PIL import Image
 from torch import nn
 
 from da_toolkit.adapters.base import AdapterSetup
-from da_toolkit.adapters.cyclegan import CycleGAN, CycleGANOptions, CycleGANTraining, lr_lambda
+from da_toolkit.adapters.cyclegan import CycleGAN, CycleGANOptions
+from da_toolkit.adapters.cyclegan.training import CycleGANTraining, lr_lambda
 from da_toolkit.translate import translate_folder
 from da_toolkit.cli import main
 from da_toolkit.context import Context
@@ -249,7 +250,7 @@ def test_pipeline_with_pixel_stage_records_label_preservation(pixel_run):
     assert 0 <= preservation["rate"] <= 1 and preservation["oracle_on_raw_source"] > 0.2  # chance is 0.1
     assert "diagnostic only" in preservation["note"]
     assert saved["stages"]["pixel"]["translation_cache"] == "miss"
-    assert len(list((run_dir / "cache").glob("translated_*.pt"))) == 1
+    assert len(list((run_dir / "cache").glob("translated_*/index.json"))) == 1
     assert "target-trained oracle" in (run_dir / "log.txt").read_text()
     event_file = next((run_dir / "tensorboard").glob("events.out.tfevents.*")).read_bytes()
     assert b"pixel/a2b" in event_file and b"pixel/loss/cycle_a" in event_file
@@ -287,7 +288,7 @@ def test_translate_folder_keeps_relative_paths_and_conforms_images(pixel_run, tm
 
 def test_translate_folder_needs_a_pixel_stage(write_recipe, tmp_path):
     run(load_recipe(write_recipe(), ["train.iterations=2"]), tmp_path / "plain", progress=False)
-    with pytest.raises(UserError, match="has no cyclegan pixel stage"):
+    with pytest.raises(UserError, match="has no pixel stage"):
         translate_folder(tmp_path / "plain", tmp_path, tmp_path / "out")
     with pytest.raises(UserError, match="no recipe.yaml here"):
         translate_folder(tmp_path / "missing", tmp_path, tmp_path / "out")

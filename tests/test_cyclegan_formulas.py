@@ -2,7 +2,7 @@
 
 G(x) = g·x, F(x) = f·x, D_A(x) = d_A·x, D_B(x) = d_B·x (one scalar weight each, the patch map is the
 image itself); every source image is the constant a = 1 (uint8 255) and every target image the
-constant b = 51 / 127.5 − 1 = −0.6, so each term of the module docstring of adapters/cyclegan.py is
+constant b = 51 / 127.5 − 1 = −0.6, so each term of the module docstring of adapters/cyclegan/training.py is
 a closed-form number (LSGAN, ‖·‖₁ the mean absolute difference):
 
     L_G = (d_B·g·a − 1)² + (d_A·f·b − 1)² + λ_A|f·g·a − a| + λ_B|g·f·b − b|
@@ -18,8 +18,8 @@ import pytest
 import torch
 from torch import nn
 
-from da_toolkit.adapters import cyclegan
-from da_toolkit.adapters.cyclegan import CycleGANOptions, CycleGANTraining
+from da_toolkit.adapters.cyclegan import CycleGANOptions, training
+from da_toolkit.adapters.cyclegan.training import CycleGANTraining
 from da_toolkit.context import Context
 from da_toolkit.data import DomainDataset
 from da_toolkit.training.image_pool import ImagePool
@@ -54,8 +54,8 @@ def tiny(monkeypatch, tmp_path):
     """tiny(**options) -> a CycleGANTraining on the scalar networks and constant domains above."""
     def make(semantic_classifier=None, **changes):
         discriminators = iter([D_A, D_B])  # built in this order: D_A, then D_B
-        monkeypatch.setattr(cyclegan, "build_generators", lambda options, channels, size: (Scale(G), Scale(F_)))
-        monkeypatch.setattr(cyclegan, "PatchDiscriminator", lambda *args, **kwargs: Scale(next(discriminators)))
+        monkeypatch.setattr(training, "build_generators", lambda options, channels, size: (Scale(G), Scale(F_)))
+        monkeypatch.setattr(training, "PatchDiscriminator", lambda *args, **kwargs: Scale(next(discriminators)))
         options = CycleGANOptions(**{"iterations": 4, "batch_size": 2, "lambda_a": LAMBDA_A, "lambda_b": LAMBDA_B,
                                      "lambda_identity": LAMBDA_IDT, "pool_size": 1, "lr": LR, "decay_start": 0.0,
                                      "image_grid_every": 0, **changes})

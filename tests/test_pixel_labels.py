@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from da_toolkit.adapters.cyclegan import (CycleGAN, CycleGANOptions, CycleGANTraining, CycleGANTranslator,
-                                          agreement_report, build_generators, mix)
+from da_toolkit.adapters.cyclegan import CycleGAN, CycleGANOptions
+from da_toolkit.adapters.cyclegan.training import CycleGANTraining, build_generators
+from da_toolkit.adapters.cyclegan.translator import CycleGANTranslator, agreement_report, mix
 from da_toolkit.context import Context
 from da_toolkit.data import DomainDataset
 from da_toolkit.data.base import conform

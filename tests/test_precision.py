@@ -15,7 +15,9 @@ from torch import nn
 
 from da_toolkit.adapters import ADAPTERS
 from da_toolkit.adapters.base import AdapterSetup
-from da_toolkit.adapters.cyclegan import CycleGANTranslator, CycleGANTraining, translate_images
+from da_toolkit.adapters.cyclegan.training import CycleGANTraining
+from da_toolkit.adapters.cyclegan.translator import CycleGANTranslator
+from da_toolkit.adapters.pixel import translate_images
 from da_toolkit.benchmark.grid import pixel_signature
 from da_toolkit.context import Context
 from da_toolkit.data import build_domains
@@ -257,11 +259,11 @@ def test_the_translation_cache_is_keyed_by_precision(tmp_path):
     for name in ("fp32", "bf16", "fp32"):
         ctx = Context(tmp_path, progress=False, precision=Precision(name, CPU))
         translated[name] = CycleGANTranslator(generator, ctx, options).translate_only(source).images
-        assert ctx.metrics["pixel"]["translation_cache_file"].endswith(f"_{name}.pt")
+        assert ctx.metrics["pixel"]["translation_cache_file"].endswith(f"_{name}")
         assert torch.equal(translated[name], translate_images(generator, source.images, CPU, 16, Precision(name, CPU)))
     assert ctx.metrics["pixel"]["translation_cache"] == "hit"
     assert not torch.equal(translated["fp32"], translated["bf16"])  # so a shared entry would be wrong
-    assert len(list((tmp_path / "cache").glob("translated_*.pt"))) == 2
+    assert len(list((tmp_path / "cache").glob("translated_*"))) == 2
 
 
 def test_translate_uses_the_runs_precision(tmp_path):

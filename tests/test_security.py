@@ -97,15 +97,26 @@ def test_translate_refuses_a_hostile_pixel_checkpoint(copy_of, tmp_path):
     assert_one_line_error(result, run_dir / "checkpoints" / "pixel.pt", "refused to load")
 
 
-@pytest.mark.parametrize("victim", ["checkpoints/feature.pt", "cache"])
-def test_resume_refuses_a_hostile_stage_checkpoint_or_cache_entry(copy_of, tmp_path, victim):
+def test_resume_refuses_a_hostile_stage_checkpoint(copy_of, tmp_path):
     recipe, run_dir = copy_of
     marker = tmp_path / "MARKER"
-    path = next((run_dir / "cache").glob("translated_*.pt")) if victim == "cache" else run_dir / victim
+    path = run_dir / "checkpoints" / "feature.pt"
     write_hostile(path, marker)
     result = invoke("run", recipe, "-o", run_dir, "--resume", "-q")
     assert not marker.exists()
     assert_one_line_error(result, path, "refused to load")
+
+
+def test_a_hostile_translation_shard_is_never_unpickled_but_found_damaged_and_redone(copy_of, tmp_path):
+    recipe, run_dir = copy_of
+    marker = tmp_path / "MARKER"
+    shard = next((run_dir / "cache").glob("translated_*/shard_00000.u8"))
+    good = shard.read_bytes()
+    write_hostile(shard, marker)  # raw uint8 bytes are read with numpy: a pickle in their place runs nothing
+    result = invoke("run", recipe, "-o", run_dir, "--resume")
+    assert result.exit_code == 0, result.output
+    assert not marker.exists() and shard.read_bytes() == good
+    assert "warning: pixel: shard 0 of" in result.stderr
 
 
 def test_pixel_from_refuses_a_hostile_shared_pixel_stage(copy_of, tmp_path):
@@ -194,15 +205,16 @@ def test_files_written_before_format_headers_still_load(copy_of):
 
 def test_a_cache_entry_that_does_not_match_its_dataset_is_recomputed(copy_of):
     recipe, run_dir = copy_of
-    entry = next((run_dir / "cache").glob("translated_*.pt"))
-    good = load_checkpoint(entry, "translation")["images"]
-    save_checkpoint({"images": good[:-1]}, entry, "translation")  # one image short
+    index = next((run_dir / "cache").glob("translated_*/index.json"))
+    shards = sorted(index.parent.glob("shard_*.u8"))
+    good = [shard.read_bytes() for shard in shards]
+    write_json_atomic(index, {**json.loads(index.read_text()), "images": 7})  # an index of another dataset's size
     result = invoke("run", recipe, "-o", run_dir, "--resume")
     assert result.exit_code == 0, result.output
-    assert "discarding the translation cache entry" in result.stderr
+    assert "discarding the shards in" in result.stderr
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["stages"]["pixel"]["translation_cache"] == "miss"
-    assert torch.equal(load_checkpoint(entry, "translation")["images"], good)  # recomputed exactly
+    assert [shard.read_bytes() for shard in shards] == good  # recomputed exactly
 
 
 # --------------------------------------------------------------------------------- hostile images
@@ -255,7 +267,7 @@ def test_skip_unreadable_is_only_for_image_folders(write_recipe):
 def test_written_files_honour_the_umask(tmp_path, umask, mode):
     previous = os.umask(umask)
     try:
-        save_checkpoint({"images": torch.zeros(1)}, tmp_path / "a.pt", "translation")
+        save_checkpoint({"images": torch.zeros(1), "labels": torch.zeros(1)}, tmp_path / "a.pt", "dataset")
         write_json_atomic(tmp_path / "m.json", {"a": 1})
     finally:
         os.umask(previous)

@@ -12,10 +12,14 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from da_toolkit.adapters import ADAPTERS, cyclegan
+from da_toolkit.adapters import ADAPTERS
 from da_toolkit.adapters.base import FeatureAdapter
 from da_toolkit.adapters.base import AdapterSetup
-from da_toolkit.adapters.cyclegan import CycleGANTranslator, build_generators, label_preservation, translate_images
+from da_toolkit.adapters.cyclegan import diagnostics
+from da_toolkit.adapters.cyclegan.diagnostics import label_preservation
+from da_toolkit.adapters.cyclegan.training import build_generators
+from da_toolkit.adapters.cyclegan.translator import CycleGANTranslator
+from da_toolkit.adapters.pixel import translate_images
 from da_toolkit.cli import main
 from da_toolkit.context import Context
 from da_toolkit.data import DomainDataset, build_domain
@@ -91,7 +95,7 @@ def test_cache_hit_is_exactly_the_generators_output_and_a_retrained_generator_mi
     assert not torch.equal(retrained.images, first.images)
     other_data = translator.translate(toy16(0, "test"))  # other images: another cache entry
     assert ctx.metrics["pixel"]["translation_cache"] == "miss" and len(other_data) == 40
-    assert len(list((tmp_path / "cache").glob("translated_*.pt"))) == 3
+    assert len(list((tmp_path / "cache").glob("translated_*"))) == 3
 
 
 def test_translation_runs_the_generator_in_eval_mode():
@@ -112,8 +116,9 @@ def test_translation_runs_the_generator_in_eval_mode():
 def test_the_run_translates_with_G_and_a_run_sharing_the_stage_gets_that_translation(pixel_run, tmp_path):
     source = build_domain(pixel_recipe().data.source, 16, 1, 0)
     expected = translate_images(generator_of(pixel_run), source.images, torch.device("cpu"), 64)
-    cached = list((pixel_run / "cache").glob("translated_*.pt"))
-    assert len(cached) == 1 and torch.equal(load_checkpoint(cached[0])["images"], expected)
+    [cached] = (pixel_run / "cache").glob("translated_*")
+    stored = [np.fromfile(shard, dtype=np.uint8) for shard in sorted(cached.glob("shard_*.u8"))]  # raw uint8 shards
+    assert torch.equal(torch.from_numpy(np.concatenate(stored)).view(expected.shape), expected)
 
     RECEIVED.clear()
     recipe = pixel_recipe(feature={"adapter": "test_record"})
@@ -167,8 +172,8 @@ def test_a_class_permuting_translator_scores_near_zero(oracle_case):
 def test_the_oracle_is_trained_on_the_labeled_target_training_split_only(tmp_path, monkeypatch):
     recipe = pixel_recipe(label_preservation_iterations=3)
     trained_on = []
-    original = cyclegan.train_classifier
-    monkeypatch.setattr(cyclegan, "train_classifier",
+    original = diagnostics.train_classifier
+    monkeypatch.setattr(diagnostics, "train_classifier",
                         lambda setup, dataset, ctx, stage, iterations:
                         (trained_on.append((dataset, stage, iterations)), original(setup, dataset, ctx, stage,
                                                                                    iterations))[1])

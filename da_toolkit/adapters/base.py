@@ -1,8 +1,8 @@
 """What adapters are, and the classifier-training parts every feature adapter shares.
 
-* A **pixel adapter** (``kind = "pixel"``): ``fit(source, target, ctx) -> Translator``; the
-  translator's ``translate(dataset)`` returns the labeled dataset in target style, and
-  ``diagnostics(source, translated, ctx)`` the adapter's entries for metrics.json.
+* A **pixel adapter** (``kind = "pixel"``, adapters/pixel.py): ``fit(source, target, ctx) -> Translator``;
+  the translator's ``translate(dataset)`` returns the labeled dataset in target style; the adapter
+  also owns the read side of its run directory (loading its translator, its report, sharing keys).
 * A **feature adapter** (``kind = "feature"``): ``fit(classifier, source, target, ctx)`` trains the
   shared classifier in place and returns it.
 
@@ -15,7 +15,7 @@ settings, image shape, seed, a classifier factory), never the recipe itself.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -74,21 +74,6 @@ class Adapter:
     @classmethod
     def check(cls, options, image_size: int, channels: int) -> None:
         """Raise UserError when `options` cannot work with this image size or channel count."""
-
-
-class Translator(Protocol):
-    def translate(self, dataset: DomainDataset) -> DomainDataset: ...
-
-
-class PixelAdapter(Adapter):
-    kind = "pixel"
-
-    def fit(self, source: DomainDataset, target: DomainDataset, ctx: Context) -> Translator:
-        raise NotImplementedError
-
-    def diagnostics(self, source: DomainDataset, translated: DomainDataset, ctx: Context) -> dict:
-        """Entries for metrics.json about how the translation went (none by default)."""
-        return {}
 
 
 class FeatureAdapter(Adapter):

@@ -13,7 +13,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-
+from da_toolkit.adapters.pixel import pixel_adapter
 from da_toolkit.benchmark.spec import Benchmark
 from da_toolkit.errors import UserError
 from da_toolkit.recipe import Recipe, load_recipe, normalised_recipe
@@ -112,33 +112,28 @@ def expand(benchmark: Benchmark, profile: str | None, bench_dir: Path) -> tuple[
     return cells, skipped
 
 
-# Pixel keys read only after translation, when the feature stage's training set is assembled.
-FEATURE_USE_KEYS = ("feature_data", "translated_fraction", "agreement_warning")
-
-
 def pixel_signature(recipe: Recipe) -> str | None:
     """What the pixel stage's result depends on, as a comparable string; None without a pixel stage.
 
-    The pixel section, the data, the seed, the classifier (the pixel stage's semantic and oracle
-    classifiers use it) and where and how precisely it runs (train.device and train.precision as the
-    recipe says them, amp read as auto: a cell resolves them where it runs, as the other cells of
-    its grid do, and the translation cache is keyed by the resolved precision). Not the number of
-    labeled target images: CycleGAN learns from the images and never reads target labels, so the
-    cells of all k share one translator. Nor the pixel keys that only say how the feature stage uses the
-    translations (`FEATURE_USE_KEYS`): cyclegan and cyclegan_translated share one translator. The
-    train section's optimisation keys matter only to a semantic-consistency classifier.
+    What the pixel adapter says its translator depends on (`PixelAdapter.translator_keys`: e.g. the
+    pixel section but the keys that only say how the feature stage uses the translations, so that a
+    method training on translations alone shares the translator of one mixing them with raw source),
+    the data, the seed, the classifier (a pixel stage's auxiliary classifiers use it) and where and how
+    precisely it runs (train.device and train.precision as the recipe says them, amp read as auto: a
+    cell resolves them where it runs, as the other cells of its grid do, and the translation cache is
+    keyed by the resolved precision).
+    Not the number of labeled target images: a translator learns from the images and never reads
+    target labels, so the cells of all k share one translator.
     """
-    if recipe.pixel is None:
+    adapter = pixel_adapter(recipe)
+    if adapter is None:
         return None
     resolved = recipe.to_dict()
     train = resolved["train"]
     data = {key: value for key, value in resolved["data"].items() if key != "target_labels_per_class"}
-    pixel = {key: value for key, value in resolved["pixel"].items() if key not in FEATURE_USE_KEYS}
-    depends = {"pixel": pixel, "data": data, "seed": recipe.seed,
+    depends = {**adapter.translator_keys(resolved["pixel"], train), "data": data, "seed": recipe.seed,
                "classifier": resolved["classifier"], "device": train["device"],
                "precision": requested_precision(train["precision"])}
-    if getattr(recipe.pixel.options, "semantic_weight", 0) > 0:
-        depends["train"] = {k: v for k, v in train.items() if k not in ("iterations", "log_every", "eval_batch_size")}
     return json.dumps(depends, sort_keys=True)
 
 

@@ -126,7 +126,7 @@ def markdown(benchmark: Benchmark, profile: str | None, command: str, rows: list
         lines.append("* ⚠n: n of the finished seeds collapsed: the classifier put most target images in one class "
                      "(the collapse alarm in the cell's metrics.json, no target label used); their accuracy is "
                      "in the mean, but they are failed runs, not the method's result")
-    lines += ["* ↻: cells of this method reused the translator (CycleGAN checkpoints and translated source) of the "
+    lines += ["* ↻: cells of this method reused the translator (pixel-stage checkpoints and translated source) of the "
               "cell of the same task and seed with the same pixel stage (`pixel_from`); their wall time excludes "
               "the translator's training.",
               f"* TensorBoard, every cell under one log root: `tensorboard --logdir {bench_dir / 'runs'}`"]

@@ -7,6 +7,9 @@ names of its classes. It is held one of two ways, and both give the same images 
 * `FileDomain` (data/files.py) — streamed: image files decoded, resized and converted on demand,
   by DataLoader workers (photo benchmarks, a user's folder of 10⁵ photos).
 
+Two more domains read on demand: `ShardDomain` (data/shards.py), a translated source set in shard
+files, and `ConcatDomain`, domains one after another (`concatenate`: the translated/raw mix).
+
 Every domain offers `read(indices)` (those images as uint8), `chunks(batch_size)` (the whole domain
 in order, a uint8 batch at a time: evaluation, features, translation), `subset` / `sample` /
 `labeled` / `with_labels`, `in_memory()` and a `fingerprint` (cache keys). Indexing yields
@@ -159,6 +162,60 @@ class DomainDataset(Domain):
         return digest.hexdigest()[:16]
 
 
+class ConcatDomain(Domain):
+    """Domains one after another, each image read on demand from the domain that holds it (a mix of
+    streamed domains). `positions[i]` is where image i lies in the concatenation of `parts`."""
+
+    def __init__(self, parts: list[Domain], positions: torch.Tensor, labels: torch.Tensor, name: str,
+                 class_names: list[str]):
+        self.parts, self.positions, self.labels = list(parts), positions.to(torch.int64), labels.to(torch.int64)
+        self.name, self.class_names = name, list(class_names)
+        self.starts = torch.tensor([0, *torch.tensor([len(part) for part in parts]).cumsum(0).tolist()])
+        self.workers = max(getattr(part, "workers", 0) for part in parts)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.parts[0].image_shape
+
+    def read(self, indices) -> torch.Tensor:
+        positions = self.positions[torch.as_tensor(indices, dtype=torch.int64)]
+        owners = torch.bucketize(positions, self.starts[1:], right=True)
+        out = torch.empty((len(positions), *self.image_shape), dtype=torch.uint8)
+        for owner in owners.unique().tolist():
+            where = torch.nonzero(owners == owner).flatten()
+            out[where] = self.parts[owner].read(positions[where] - self.starts[owner])
+        return out
+
+    def _like(self, positions, labels, name=None, class_names=None) -> "ConcatDomain":
+        return ConcatDomain(self.parts, positions, labels, name or self.name, class_names or self.class_names)
+
+    def subset(self, indices: torch.Tensor, name: str | None = None) -> "ConcatDomain":
+        indices = torch.as_tensor(indices, dtype=torch.int64)
+        return self._like(self.positions[indices], self.labels[indices], name)
+
+    def with_labels(self, labels: torch.Tensor, class_names: list[str] | None = None) -> "ConcatDomain":
+        return self._like(self.positions, labels, class_names=class_names)
+
+    def in_memory(self) -> "DomainDataset":
+        images = list(self.chunks(4096)) or [torch.empty((0, *self.image_shape), dtype=torch.uint8)]
+        return DomainDataset(torch.cat(images), self.labels, self.name, class_names=self.class_names)
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha1(" ".join(part.fingerprint() for part in self.parts).encode())
+        digest.update(self.positions.numpy().tobytes())
+        digest.update(self.labels.numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+
+def concatenate(parts: list[Domain], name: str, class_names: list[str]) -> Domain:
+    """The images and labels of `parts` one after another: in memory when every part is, else read on
+    demand from the parts (`ConcatDomain`)."""
+    labels = torch.cat([part.labels for part in parts])
+    if all(isinstance(part, DomainDataset) for part in parts):
+        return DomainDataset(torch.cat([part.images for part in parts]), labels, name, class_names=class_names)
+    return ConcatDomain(parts, torch.arange(len(labels)), labels, name, class_names)
+
+
 def device_batches(domain: Domain, device: torch.device | str, batch_size: int) -> Iterator[torch.Tensor]:
     """The images of `domain` (or a uint8 N×C×H×W tensor), batch by batch in order, as float batches in
     [-1, 1] on `device`.
@@ -282,10 +339,12 @@ class _Decoded(Dataset):
 def decoded_batches(domain: Domain, batch_sampler, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(uint8 images, indices) of each batch of indices `batch_sampler` yields, in its order, decoded by a
     DataLoader in `domain.workers` worker processes (persistent, prefetching 4 batches each; pinned memory
-    when the batches go to a CUDA GPU). A file that cannot be read is a UserError naming it."""
+    when the batches go to a CUDA GPU). A file that cannot be read is a UserError naming it.
+
+    The loader draws its workers' base seed from a generator of its own: drawn from torch's global
+    generator, it would shift the run's random stream, and a streamed run would initialise the
+    networks it builds after its first batch differently from an in-memory run."""
     workers = getattr(domain, "workers", 0)
-    # its own generator: the workers' seed would otherwise be drawn from the global RNG, and a streamed run
-    # would initialise and drop out differently from the same run in memory
     loader = DataLoader(_Decoded(domain), batch_sampler=batch_sampler, num_workers=workers,
                         persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
                         pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(0))

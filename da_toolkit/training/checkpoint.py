@@ -37,7 +37,6 @@ FORMAT_VERSION = 1
 KINDS = {
     "stage": (("iteration", "rng", "state"), "stage checkpoint"),
     "classifier": (("state_dict",), "classifier"),
-    "translation": (("images",), "translation cache entry"),
     "dataset": (("images", "labels"), "dataset cache"),
 }
 
@@ -86,6 +85,11 @@ def save_checkpoint(obj: dict, path: Path, kind: str) -> None:
     buffer = io.BytesIO()
     torch.save({"format": {"kind": kind, "version": FORMAT_VERSION}, **obj}, buffer)
     _atomic(path, buffer.getbuffer())
+
+
+def write_bytes_atomic(path: Path, data: bytes | memoryview) -> None:
+    """`data` (bytes, or any contiguous buffer such as a numpy array) written atomically to `path`."""
+    _atomic(path, data)
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -141,6 +141,12 @@ def _average_running_stats(layer: nn.Module, inputs, output) -> None:
         layer.running_mean, layer.running_var = stats[0].clone(), stats[1].clone()
 
 
+def barrier() -> None:
+    """Wait until every process has come here (nothing to wait for in one process)."""
+    if current().size > 1:
+        dist.barrier()
+
+
 def from_rank_zero(tensor: torch.Tensor) -> torch.Tensor:
     """Rank 0's `tensor` on every rank (the ranks' tensors have the same dtype and dimension count, their
     sizes may differ); `tensor` itself in one process. Makes what every rank computed alike exactly alike
