@@ -11,8 +11,8 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from da_toolkit.adapters.pixel import pixel_adapter, translate_images
 from da_toolkit.context import resolve_device
-from da_toolkit.data.base import conform
-from da_toolkit.data.files import find_images, read_rgb
+from da_toolkit.data.base import UNLABELED
+from da_toolkit.data.files import FileDomain, find_images
 from da_toolkit.errors import UserError
 from da_toolkit.recipe import recipe_from_dict
 from da_toolkit.rundir import RunDir
@@ -45,10 +45,11 @@ def translation_precision(requested: str, device: torch.device) -> Precision:
 
 
 def translate_folder(run_dir: Path, input_dir: Path, output_dir: Path, direction: str = "a2b",
-                     batch_size: int = 64) -> int:
+                     batch_size: int = 64, workers: int | None = None) -> int:
     """Translate every image under `input_dir` (recursively) with the trained translator of `run_dir`.
 
-    Images are conformed to the run's image size and channels; each is written as PNG to the same
+    Images are decoded at the run's image size and channels as its folder domains are, a batch at a
+    time (by `workers` processes, default the run's `train.workers`; memory holds a few batches); each is written as PNG to the same
     relative path under `output_dir`. `direction` is one of the pixel adapter's `directions`
     (a two-domain translator: a2b is source -> target style, b2a the reverse). Runs on a GPU when
     there is one, in the run's `train.precision` resolved on that device (as the run translated its
@@ -65,12 +66,14 @@ def translate_folder(run_dir: Path, input_dir: Path, output_dir: Path, direction
         raise UserError(f"--input: no images ({', '.join(IMG_EXTENSIONS)}) under {input_dir}")
 
     size, channels = recipe.data.image_size, recipe.data.channels
+    # decoded as the run read its folder domains (read_image), a batch at a time by the run's workers
+    files = FileDomain(paths, torch.full((len(paths),), UNLABELED), "input", [], size, channels,
+                       recipe.train.workers if workers is None else workers)
     device = resolve_device("auto")
     precision = translation_precision(recipe.train.precision, device)
     generator.to(device)
-    for start in range(0, len(paths), batch_size):
+    for start, images in zip(range(0, len(paths), batch_size), files.chunks(batch_size)):
         chunk = paths[start:start + batch_size]
-        images = torch.cat([conform(read_rgb(path)[None], size, channels) for path in chunk])
         for path, image in zip(chunk, translate_images(generator, images, device, batch_size, precision)):
             destination = (output_dir / path.relative_to(input_dir)).with_suffix(".png")
             destination.parent.mkdir(parents=True, exist_ok=True)

@@ -260,12 +260,14 @@ def test_translate_streams_a_folder_writing_each_batch_before_reading_the_next(p
         Image.fromarray(image[0].numpy()).save(folder / f"{index}.png")
     read, written_before = [], []
 
+    original = files_module.read_rgb
+
     def read_rgb(path, size=None):
         written_before.append(len(list((tmp_path / "out").glob("*.png"))) if (tmp_path / "out").exists() else 0)
         read.append(Path(path).name)
-        return files_module.read_rgb(path, size)
+        return original(path, size)
 
-    monkeypatch.setattr(translate_module, "read_rgb", read_rgb)
-    assert translate_module.translate_folder(pixel_run, folder, tmp_path / "out", batch_size=2) == 5
+    monkeypatch.setattr(files_module, "read_rgb", read_rgb)  # decoded in this process (workers=0), so seen here
+    assert translate_module.translate_folder(pixel_run, folder, tmp_path / "out", batch_size=2, workers=0) == 5
     assert read == [f"{i}.png" for i in range(5)]
     assert written_before == [0, 0, 2, 2, 4]  # batches of 2: read, translated and written one after another
