@@ -3,7 +3,8 @@
 Fast, in one process with a fake world: each rank's stream draws its slice of the 1-process batch;
 a process other than rank 0 writes nothing; `--nproc` launches torchrun. Two real gloo processes
 (spawned, a few seconds): distributed training gives the weights of a 1-process run with the same
-global batch, and the ranks' batch-norm statistics stay equal. Slow, through torchrun: every stage
+global batch, the ranks' batch-norm statistics stay equal, and a step reduces its gradients in
+DistributedDataParallel's buckets. Slow, through torchrun: every stage
 trains in 2 processes into one run directory, within a stated tolerance of the 1-process run, and a
 2-process run interrupted in a stage resumes to the weights of an uninterrupted one.
 """
@@ -116,26 +117,33 @@ def _net(batch_norm: bool) -> nn.Module:
     return nn.Sequential(*layers)
 
 
-def _train(batch_norm: bool, world: World | None = None) -> nn.Module:
+def _train(batch_norm: bool, world: World | None = None) -> tuple[nn.Module, int]:
     """STEPS SGD steps of a small net on toy digits in global batches of BATCH, distributed over the
-    current process group."""
-    net = distributed.distribute(_net(batch_norm), torch.device("cpu"))
+    current process group; (the net, the all-reduces of its last step)."""
+    net = _net(batch_norm)
+    parallel = distributed.distribute(net, torch.device("cpu"))
     optimizer = torch.optim.SGD(net.parameters(), lr=0.5, momentum=0.9)
     stream = BatchStream(toy_digits("train", 0, count=40), BATCH, seed=1, world=world)
     for _ in range(STEPS):
-        images, labels = next(stream)
-        loss = nn.functional.cross_entropy(net(images.flatten(1)), labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return net
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+            images, labels = next(stream)
+            loss = nn.functional.cross_entropy(parallel(images.flatten(1)), labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    all_reduces = sum(event.name == "c10d::allreduce_" for event in profiler.events())
+    return net, all_reduces
 
 
 def _rank(rank: int, size: int, init_file: str, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=size)
     try:
-        torch.save({"plain": _train(False).state_dict(), "batch_norm": _train(True).state_dict()}, f"{out}{rank}.pt")
+        (plain, plain_reduces), (batch_norm, batch_norm_reduces) = _train(False), _train(True)
+        torch.save({"plain": plain.state_dict(), "batch_norm": batch_norm.state_dict(),
+                    "all_reduces": {"plain": plain_reduces, "batch_norm": batch_norm_reduces}}, f"{out}{rank}.pt")
+        with pytest.raises(ValueError, match="distributed twice"):
+            distributed.distribute(plain, torch.device("cpu"))
     finally:
         dist.destroy_process_group()
 
@@ -150,7 +158,7 @@ def two_ranks(tmp_path_factory):
 
 @pytest.mark.slow  # starting two processes takes 10-35 s on 2 busy cores
 def test_two_processes_train_the_weights_of_one_with_the_same_global_batch(two_ranks):
-    one = _train(False).state_dict()
+    one = _train(False)[0].state_dict()
     for rank in two_ranks:
         for name, value in one.items():
             torch.testing.assert_close(rank["plain"][name], value, rtol=1e-5, atol=1e-6)
@@ -163,6 +171,13 @@ def test_batch_norm_running_statistics_are_the_same_on_every_rank(two_ranks):
         assert torch.equal(zero[name], one[name]), name
     # and the running mean moved from its start (the layer trained on batch statistics)
     assert zero["1.running_mean"].abs().sum() > 0
+
+
+@pytest.mark.slow
+def test_a_step_reduces_its_gradients_in_one_bucket_not_one_all_reduce_per_parameter(two_ranks):
+    # 4 parameter tensors of a few kB: one bucket of DistributedDataParallel's reducer; with batch norm one
+    # all-reduce more, of the layer's running mean and variance after the training forward
+    assert [rank["all_reduces"] for rank in two_ranks] == [{"plain": 1, "batch_norm": 2}] * 2
 
 
 # ------------------------------------------------------------------ torchrun, the whole pipeline
