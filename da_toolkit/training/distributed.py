@@ -31,8 +31,9 @@ one model:
 * **batch-norm statistics** — on CUDA, batch-norm layers become `SyncBatchNorm` (mean and variance
   over the global batch, as in a 1-process run: per-GPU batches are often too small for good
   statistics). SyncBatchNorm has no CPU kernel, so on CPU (gloo) a layer normalises with its
-  rank's statistics and its running mean and variance are averaged over the ranks after every
-  training forward, which keeps evaluation identical on every rank (DDP's own handling, rank 0's
+  rank's statistics and the running means and variances of a distributed module's layers are
+  averaged over the ranks after every training forward of the module, all in one all-reduce,
+  which keeps evaluation identical on every rank (DDP's own handling, rank 0's
   buffers broadcast before every forward, is off: `forward_sync_buffers=False`).
 
 Rank 0 alone writes the run directory (lock, recipe, log, TensorBoard, checkpoints, caches,
@@ -50,6 +51,7 @@ from typing import Iterator
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.weak import WeakIdKeyDictionary
 
@@ -120,33 +122,40 @@ def distribute(module: nn.Module, device: torch.device) -> nn.Module:
     when none of its parameters trains (nothing to reduce). Build the optimiser over, checkpoint and evaluate
     `module` itself. Distributing a module twice is a programming error (its gradients would be averaged twice)."""
     world = current()
-    trained = [parameter for parameter in module.parameters() if parameter.requires_grad]
-    if world.size == 1 or not trained:
+    if world.size == 1:
         return module
+    trained = [parameter for parameter in module.parameters() if parameter.requires_grad]
     if any(parameter in _distributed for parameter in trained):
         raise ValueError(f"{type(module).__name__}: distributed twice; call the wrapper the first distribute returned")
     if device.type == "cuda":
         module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
-    else:
-        for layer in module.modules():
-            if isinstance(layer, nn.modules.batchnorm._BatchNorm) and \
-                    _average_running_stats not in layer._forward_hooks.values():
-                layer.register_forward_hook(_average_running_stats)
+    elif any(isinstance(layer, _BatchNorm) for layer in module.modules()) and \
+            _average_running_stats not in module._forward_hooks.values():
+        module.register_forward_hook(_average_running_stats)
+    if not trained:
+        return module
     wrapper = DistributedDataParallel(module, forward_sync_buffers=False, find_unused_parameters=False)
     _distributed.update(dict.fromkeys(trained, True))
     return wrapper
 
 
-def _average_running_stats(layer: nn.Module, inputs, output) -> None:
-    """After a training forward of a batch-norm layer: running mean and variance ← their mean over the ranks
-    (new tensors: backward may still need the ones the forward read)."""
-    if not (layer.training and layer.track_running_stats):
+def _average_running_stats(module: nn.Module, inputs, output) -> None:
+    """After a forward of a distributed module (called through its wrapper or not): the running mean and
+    variance of each of its batch-norm layers in training mode ← their mean over the ranks, all layers in
+    one all-reduce (new tensors: backward may still need the ones the forward read). A layer the forward did
+    not run holds the same statistics on every rank, which their mean keeps; in eval mode nothing changes
+    and nothing is sent (rank 0 evaluates alone)."""
+    layers = [layer for layer in module.modules()
+              if isinstance(layer, _BatchNorm) and layer.training and layer.track_running_stats]
+    if not layers:
         return
     with torch.no_grad():
-        stats = torch.stack([layer.running_mean, layer.running_var])
+        stats = torch.cat([torch.cat([layer.running_mean, layer.running_var]) for layer in layers])
         dist.all_reduce(stats)
         stats.div_(dist.get_world_size())
-        layer.running_mean, layer.running_var = stats[0].clone(), stats[1].clone()
+        parts = stats.split([len(tensor) for layer in layers for tensor in (layer.running_mean, layer.running_var)])
+        for layer, mean, var in zip(layers, parts[0::2], parts[1::2]):
+            layer.running_mean, layer.running_var = mean.clone(), var.clone()
 
 
 def from_rank_zero(tensor: torch.Tensor) -> torch.Tensor:
