@@ -176,7 +176,8 @@ def main() -> None:
             saved[name] = two["weights"]
             rows.append(row)
             print(f"{name:<28} {row['parameters']:>9,} params in {row['parameter_tensors']:>3} tensors   "
-                  f"collectives/step {row['collectives_per_step_total']:>5g} {two['collectives']}   step (median/fastest) "
+                  f"collectives/step {row['collectives_per_step_total']:>5g} {two['collectives']}   "
+                  f"step (median/fastest) "
                   f"1 proc {one['step_s']:.3f}/{one['fastest_step_s']:.3f} s, 2 proc {two['step_s']:.3f}/"
                   f"{two['fastest_step_s']:.3f} s   max|w2-w1| "
                   f"{row['max_abs_weight_diff_2proc_vs_1proc']:.3g}   max|rank0-rank1| "

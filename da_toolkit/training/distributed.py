@@ -9,8 +9,9 @@ one model:
   must be a multiple of the process count.
 * **the same weights** — `distribute(module)` wraps a module that trains in torch's
   `DistributedDataParallel`: it broadcasts rank 0's parameters and buffers once, and its
-  reducer averages the gradients over the ranks in buckets of about 25 MB, each all-reduced as
-  soon as backward has produced it, overlapped with the rest of backward. Each optimiser step thus
+  reducer averages the gradients over the ranks in buckets of up to 25 MB (the first of 1 MB, so
+  that communication starts early), each all-reduced as soon as backward has produced it,
+  overlapped with the rest of backward. Each optimiser step thus
   applies the gradient of the mean loss over the global batch (every rank's loss is the mean over
   its equal slice; DDP divides the sum of the ranks' gradients by their count). A training step
   calls the wrapper (`forward` arms the reducer for the next backward) and optimises, checkpoints
