@@ -38,7 +38,7 @@ from da_toolkit.errors import UserError
 from da_toolkit.evaluate import evaluate, predict
 from da_toolkit.models import PatchDiscriminator, ResnetGenerator
 from da_toolkit.models.cyclegan import small_image_defaults
-from da_toolkit.training import schedules
+from da_toolkit.training import distributed, schedules
 from da_toolkit.training.checkpoint import load_checkpoint, save_checkpoint
 from da_toolkit.training.gan_losses import GANLoss, cycle_consistency_loss, identity_loss, semantic_consistency_loss
 from da_toolkit.training.image_pool import ImagePool
@@ -218,7 +218,7 @@ class CycleGANTraining:
         d_a, d_b = self.parallel_discriminators
         with ctx.autocast():
             d_real_a, d_real_b = d_a(real_a), d_b(real_b)
-            d_fake_a, d_fake_b = d_a(self.pool_a.query(fake_a)), d_b(self.pool_b.query(fake_b))
+            d_fake_a, d_fake_b = d_a(query_pool(self.pool_a, fake_a)), d_b(query_pool(self.pool_b, fake_b))
             loss_d_a = 0.5 * (gan(d_real_a, True) + gan(d_fake_a, False))
             loss_d_b = 0.5 * (gan(d_real_b, True) + gan(d_fake_b, False))
         ctx.backward_step(loss_d_a + loss_d_b, self.optimizer_d)
@@ -237,6 +237,16 @@ class CycleGANTraining:
         """TensorBoard images 'pixel/a2b' (real A / fake B / reconstructed A rows) and 'pixel/b2a'."""
         for tag, rows in (("pixel/a2b", a_rows), ("pixel/b2a", b_rows)):
             self.ctx.writer.add_image(tag, translation_grid(rows), step)
+
+
+def query_pool(pool: ImagePool, fakes: torch.Tensor) -> torch.Tensor:
+    """`pool.query` of this rank's `fakes`, through the global batch when several processes train (see
+    training/distributed.py): every rank's pool takes the fakes of all ranks, in rank order, and returns the
+    rank's share of the answer, so the pools are alike on every rank and the one of a 1-process run, and rank
+    0's checkpoint restores every rank's pool."""
+    everyone = distributed.global_batch(fakes)
+    answer = pool.query(everyone)
+    return answer if everyone is fakes else answer[distributed.shard(len(everyone), distributed.current())]
 
 
 def translation_grid(rows: tuple[torch.Tensor, ...], count: int = 8, scale: int = 4) -> torch.Tensor:

@@ -28,7 +28,8 @@ one model:
   of which happens here. A step with several backward passes (ADDA's and CycleGAN's alternations
   of discriminator and encoder or generators) reduces in each the wrappers whose parameters it reaches.
   Every rank seeds its RNGs alike, so the ranks stay in lock step and a checkpoint of rank 0 is
-  the state of every rank.
+  the state of every rank (CycleGAN's image pools take the fakes of the global batch, `global_batch`,
+  to be alike on every rank, as in one process).
 * **batch-norm statistics** — on CUDA, batch-norm layers become `SyncBatchNorm` (mean and variance
   over the global batch, as in a 1-process run: per-GPU batches are often too small for good
   statistics). SyncBatchNorm has no CPU kernel, so on CPU (gloo) a layer normalises with its
@@ -157,6 +158,17 @@ def _average_running_stats(module: nn.Module, inputs, output) -> None:
         parts = stats.split([len(tensor) for layer in layers for tensor in (layer.running_mean, layer.running_var)])
         for layer, mean, var in zip(layers, parts[0::2], parts[1::2]):
             layer.running_mean, layer.running_var = mean.clone(), var.clone()
+
+
+def global_batch(share: torch.Tensor) -> torch.Tensor:
+    """The ranks' equal shares of a batch (this rank's: `share`) concatenated in rank order, on every rank: the
+    batch a 1-process run has (detached); `share` itself in one process."""
+    world = current()
+    if world.size == 1:
+        return share
+    shares = [torch.empty_like(share) for _ in range(world.size)]
+    dist.all_gather(shares, share.detach().contiguous())
+    return torch.cat(shares)
 
 
 def from_rank_zero(tensor: torch.Tensor) -> torch.Tensor:
