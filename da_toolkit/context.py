@@ -91,8 +91,9 @@ class Context:
             tqdm.write(message, file=sys.stderr)
 
     def distribute(self, module: torch.nn.Module) -> torch.nn.Module:
-        """`module` set up to train data-parallel over the processes torchrun started (a no-op in one
-        process); see training/distributed.py. Call it before building the module's optimiser."""
+        """`module` set up to train data-parallel over the processes torchrun started; returns what the
+        training steps call (a DistributedDataParallel wrapper; `module` itself in one process), see
+        training/distributed.py. Call it before building the module's optimiser."""
         return distribute(module, self.device)
 
     def close(self) -> None:

@@ -3,7 +3,8 @@
 Fast, in one process with a fake world: each rank's stream draws its slice of the 1-process batch;
 a process other than rank 0 writes nothing; `--nproc` launches torchrun. Two real gloo processes
 (spawned, a few seconds): distributed training gives the weights of a 1-process run with the same
-global batch, and the ranks' batch-norm statistics stay equal. Slow, through torchrun: every stage
+global batch, the ranks' batch-norm statistics stay equal, and a step reduces its gradients in
+DistributedDataParallel's buckets. Slow, through torchrun: every stage
 trains in 2 processes into one run directory, within a stated tolerance of the 1-process run, and a
 2-process run interrupted in a stage resumes to the weights of an uninterrupted one.
 """
@@ -13,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -24,12 +26,15 @@ from click.testing import CliRunner
 from torch import nn
 
 from conftest import toy_digits, toy_recipe_dict
+from da_toolkit.adapters import ADAPTERS
+from da_toolkit.adapters.base import AdapterSetup
 from da_toolkit.cli import main
 from da_toolkit.context import Context
-from da_toolkit.data import BatchStream
+from da_toolkit.data import BatchStream, DomainDataset
+from da_toolkit.models import create_classifier
 from da_toolkit.errors import UserError
 from da_toolkit.pipeline import run
-from da_toolkit.recipe import load_recipe
+from da_toolkit.recipe import TrainConfig, load_recipe
 from da_toolkit.training import distributed
 from da_toolkit.training.checkpoint import load_checkpoint
 from da_toolkit.training.distributed import World
@@ -116,26 +121,83 @@ def _net(batch_norm: bool) -> nn.Module:
     return nn.Sequential(*layers)
 
 
-def _train(batch_norm: bool, world: World | None = None) -> nn.Module:
+def _train(batch_norm: bool, world: World | None = None) -> tuple[nn.Module, int]:
     """STEPS SGD steps of a small net on toy digits in global batches of BATCH, distributed over the
-    current process group."""
-    net = distributed.distribute(_net(batch_norm), torch.device("cpu"))
+    current process group; (the net, the all-reduces of its last step)."""
+    net = _net(batch_norm)
+    parallel = distributed.distribute(net, torch.device("cpu"))
     optimizer = torch.optim.SGD(net.parameters(), lr=0.5, momentum=0.9)
     stream = BatchStream(toy_digits("train", 0, count=40), BATCH, seed=1, world=world)
     for _ in range(STEPS):
-        images, labels = next(stream)
-        loss = nn.functional.cross_entropy(net(images.flatten(1)), labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return net
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+            images, labels = next(stream)
+            loss = nn.functional.cross_entropy(parallel(images.flatten(1)), labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    all_reduces = sum(event.name == "c10d::allreduce_" for event in profiler.events())
+    return net, all_reduces
+
+
+# each adapter's own steps, 3 iterations of each stage, with networks small enough to take seconds
+ADAPTER_OPTIONS = {
+    "dann": {"guard": "ignore", "discriminator_hidden": [16], "mcc_trade_off": 1.0},
+    "cdan": {"guard": "ignore", "discriminator_hidden": [16], "discriminator_batch_norm": True},
+    "adda": {"pretrain_iterations": 3, "adapt_iterations": 3, "discriminator_hidden": [16]},
+    "cyclegan": {"iterations": 3, "batch_size": 4, "ngf": 4, "ndf": 4, "generator_blocks": 1, "norm": "batch",
+                 "pool_size": 2, "image_grid_every": 0, "semantic_classifier_iterations": 3,
+                 "label_preservation_iterations": 0},
+}
+
+
+def _adapted() -> dict[str, dict]:
+    """{adapter: {stage/key: tensor} of every stage checkpoint it wrote} after each adapter's fit on random
+    28×28 images in global batches of BATCH, distributed over the current process group. Every rank writes
+    its own run directory (main=True), so that each rank's networks, optimisers and streams can be compared."""
+    images = torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    source = DomainDataset(images, torch.arange(64) % 10, "source")
+    target = DomainDataset(images.flip(0), torch.full((64,), -1), "target")
+    train = TrainConfig(iterations=3, batch_size=BATCH, device="cpu", precision="fp32", workers=0)
+    setup = AdapterSetup(train, 28, 1, 0, lambda classes: create_classifier("lenet", 1, 28, classes, 32))
+    trained = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for name, options in ADAPTER_OPTIONS.items():
+            torch.manual_seed(0)
+            ctx = Context(Path(folder) / name, progress=False)
+            adapter = ADAPTERS.get(name)(ADAPTERS.get(name).Options(**options), setup)
+            if adapter.kind == "pixel":
+                adapter.fit(source, target, ctx)
+            else:
+                adapter.fit(setup.make_classifier(10), source, target, ctx)
+            ctx.close()
+            trained[name] = {f"{path.stem}/{key}": tensor for path in sorted((Path(folder) / name).rglob("*.pt"))
+                             if path.parent.name == "checkpoints"
+                             for key, tensor in _tensors(load_checkpoint(path, "stage")["state"])}
+    return trained
+
+
+def _tensors(value, prefix: str = ""):
+    """(dotted key, tensor) of every tensor in nested dicts and lists."""
+    if isinstance(value, torch.Tensor):
+        yield prefix, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _tensors(item, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from _tensors(item, f"{prefix}.{index}")
 
 
 def _rank(rank: int, size: int, init_file: str, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=size)
     try:
-        torch.save({"plain": _train(False).state_dict(), "batch_norm": _train(True).state_dict()}, f"{out}{rank}.pt")
+        (plain, plain_reduces), (batch_norm, batch_norm_reduces) = _train(False), _train(True)
+        torch.save({"plain": plain.state_dict(), "batch_norm": batch_norm.state_dict(),
+                    "all_reduces": {"plain": plain_reduces, "batch_norm": batch_norm_reduces},
+                    "adapted": _adapted()}, f"{out}{rank}.pt")
+        with pytest.raises(ValueError, match="distributed twice"):
+            distributed.distribute(plain, torch.device("cpu"))
     finally:
         dist.destroy_process_group()
 
@@ -150,7 +212,7 @@ def two_ranks(tmp_path_factory):
 
 @pytest.mark.slow  # starting two processes takes 10-35 s on 2 busy cores
 def test_two_processes_train_the_weights_of_one_with_the_same_global_batch(two_ranks):
-    one = _train(False).state_dict()
+    one = _train(False)[0].state_dict()
     for rank in two_ranks:
         for name, value in one.items():
             torch.testing.assert_close(rank["plain"][name], value, rtol=1e-5, atol=1e-6)
@@ -163,6 +225,27 @@ def test_batch_norm_running_statistics_are_the_same_on_every_rank(two_ranks):
         assert torch.equal(zero[name], one[name]), name
     # and the running mean moved from its start (the layer trained on batch statistics)
     assert zero["1.running_mean"].abs().sum() > 0
+
+
+@pytest.mark.slow
+def test_a_step_reduces_its_gradients_in_one_bucket_not_one_all_reduce_per_parameter(two_ranks):
+    # 4 parameter tensors of a few kB: one bucket of DistributedDataParallel's reducer; with batch norm one
+    # all-reduce more, of the layer's running mean and variance after the training forward
+    assert [rank["all_reduces"] for rank in two_ranks] == [{"plain": 1, "batch_norm": 2}] * 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("adapter", sorted(ADAPTER_OPTIONS))
+def test_every_adapter_step_keeps_the_ranks_weights_equal(two_ranks, adapter):
+    # each rank trains on its half of every batch: equal checkpoints (networks, optimiser moments, streams) mean
+    # every backward reduced the gradients of every network it trained (a network called around its wrapper
+    # would leave the ranks apart); batch-norm running statistics included (the classifier's bottleneck,
+    # CDAN's discriminator, CycleGAN's norm: batch)
+    # (CycleGAN's image pools too: each holds the fakes of the global batch)
+    zero, one = (rank["adapted"][adapter] for rank in two_ranks)
+    assert zero.keys() == one.keys() and any("optimizer" in key for key in zero)
+    for name in zero:
+        assert torch.equal(zero[name], one[name]), name
 
 
 # ------------------------------------------------------------------ torchrun, the whole pipeline

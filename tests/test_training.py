@@ -96,6 +96,8 @@ def test_classifier_shapes(backbone, channels, size):
     assert model(x).shape == (4, 10)
     assert model.features(x).shape == (4, 64)
     assert torch.equal(model.head(model.features(x)), model(x))  # eval mode: no dropout masks, fixed statistics
+    features, logits = model(x, with_features=True)  # the joint step's one call (training/distributed.py)
+    assert torch.equal(features, model.features(x)) and torch.equal(logits, model(x))
 
 
 def test_digit_backbones_live_in_timms_registry():

@@ -87,11 +87,13 @@ class ADDA(FeatureAdapter):
 
         classifier.eval().requires_grad_(False)  # M_s and C stay as pre-trained
         # modes: see the docstring
-        target_encoder = ctx.distribute(classifier.copy_encoder().train().requires_grad_(True))
+        target_encoder = classifier.copy_encoder().train().requires_grad_(True)
         source_encoder, classifier.encoder = classifier.encoder, target_encoder  # classifier = C ∘ M_t from here
-        discriminator = ctx.distribute(DomainDiscriminator(classifier.feature_dim, o.discriminator_hidden,
-                                                           o.discriminator_batch_norm, o.discriminator_dropout)
-                                       .to(ctx.device))
+        discriminator = DomainDiscriminator(classifier.feature_dim, o.discriminator_hidden, o.discriminator_batch_norm,
+                                            o.discriminator_dropout).to(ctx.device)
+        # what the steps call to train M_t and D: data-parallel wrappers (the networks themselves in one
+        # process); D frozen in M_t's step is called as it is
+        parallel_encoder, parallel_discriminator = ctx.distribute(target_encoder), ctx.distribute(discriminator)
         betas = (o.beta1, o.beta2)
         encoder_optimizer = torch.optim.Adam(target_encoder.parameters(), o.encoder_lr, betas=betas)
         discriminator_optimizer = torch.optim.Adam(discriminator.parameters(), o.discriminator_lr, betas=betas)
@@ -103,8 +105,8 @@ class ADDA(FeatureAdapter):
             with ctx.autocast():
                 with torch.no_grad():
                     source_features = source_encoder(source_images)
-                target_features = target_encoder(target_images)
-                logits = discriminator(torch.cat([source_features, target_features.detach()]))
+                target_features = parallel_encoder(target_images)
+                logits = parallel_discriminator(torch.cat([source_features, target_features.detach()]))
                 source_logits, target_logits = logits.split([len(source_images), len(target_images)])
                 discriminator_loss, accuracy = domain_classification_loss(source_logits, target_logits)
             ctx.backward_step(discriminator_loss, discriminator_optimizer)
@@ -117,7 +119,7 @@ class ADDA(FeatureAdapter):
                 encoder_loss = mapping_loss
                 if training.labeled_target is not None:
                     labeled_images, labels = next(training.labeled_target)
-                    labeled_loss = F.cross_entropy(classifier.head(target_encoder(labeled_images)), labels)
+                    labeled_loss = F.cross_entropy(classifier.head(parallel_encoder(labeled_images)), labels)
                     scalars["loss/labeled_target_ce"] = labeled_loss.detach()
                     encoder_loss = encoder_loss + labeled_loss
             ctx.backward_step(encoder_loss, encoder_optimizer)

@@ -257,12 +257,12 @@ class JointAdaptation(FeatureAdapter):
             source_images, source_labels = next(training.source)
             target_images, _ = next(training.target)
             with ctx.autocast():
-                features = classifier.features(torch.cat([source_images, target_images]))
-                logits = classifier.head(features)
+                features, logits = training.parallel_classifier(torch.cat([source_images, target_images]),
+                                                                with_features=True)
                 sizes = [len(source_images), len(target_images)]
                 (source_features, target_features), (source_logits, target_logits) = features.split(sizes), logits.split(sizes)
                 loss, scalars = training.classification_loss(source_logits, source_labels)
-                for name, weight, transfer in terms:
+                for (name, weight, _), transfer in zip(terms, training.parallel_modules):
                     value, extra = transfer(source_features, target_features, source_logits, target_logits)
                     loss = loss + weight * value
                     scalars[name] = value.detach()

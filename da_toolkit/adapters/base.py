@@ -130,7 +130,9 @@ class SupervisedTraining:
     Batch streams of labeled source, of target (its labels are mostly -1) and of the labeled
     target images (the scarce-label setting; None when k = 0), augmented as `train.augment` says;
     one optimiser over the classifier and any extra modules (e.g. a domain discriminator) with the
-    recipe's LR schedule.
+    recipe's LR schedule. `parallel_classifier` and `parallel_modules` are the classifier and the
+    extra modules as the training steps call them: data-parallel wrappers over the processes
+    torchrun started (training/distributed.py), the modules themselves in one process.
     """
 
     def __init__(self, classifier: nn.Module, source: DomainDataset, target: DomainDataset, train, ctx: Context,
@@ -143,8 +145,8 @@ class SupervisedTraining:
         self.target = augment(BatchStream(target, batch, ctx.seed + 1, ctx.device))
         labeled = target.labeled()
         self.labeled_target = augment(BatchStream(labeled, batch, ctx.seed + 2, ctx.device)) if len(labeled) else None
-        for module in (classifier, *extra_modules):
-            ctx.distribute(module)
+        self.parallel_classifier = ctx.distribute(classifier)
+        self.parallel_modules = tuple(ctx.distribute(module) for module in extra_modules)
         self.optimizer = make_optimizer((classifier, *extra_modules), train)
         total = train.iterations if iterations is None else iterations
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(train.lr_schedule, total, train.lr_gamma,
@@ -155,7 +157,7 @@ class SupervisedTraining:
         if self.labeled_target is None:
             return None
         images, labels = next(self.labeled_target)
-        return F.cross_entropy(self.classifier(images), labels)
+        return F.cross_entropy(self.parallel_classifier(images), labels)
 
     def classification_loss(self, source_logits: torch.Tensor, source_labels: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """CE(source) + CE(labeled target batch, when there are labeled target images)."""
@@ -172,7 +174,7 @@ class SupervisedTraining:
         """One source-only update (CE on a source batch [+ a labeled target batch]): a `train_loop` step."""
         images, labels = next(self.source)
         with self.ctx.autocast():
-            loss, scalars = self.classification_loss(self.classifier(images), labels)
+            loss, scalars = self.classification_loss(self.parallel_classifier(images), labels)
         self.update(loss)
         return {"loss/total": loss.detach(), **scalars}
 

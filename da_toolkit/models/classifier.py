@@ -87,8 +87,12 @@ class DomainClassifier(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder(x))
+    def forward(self, x: torch.Tensor, with_features: bool = False):
+        """The class logits head(encoder(x)); with `with_features`, (features, logits): one call for the
+        steps that use both (a data-parallel wrapper reduces the gradients of what its forward ran)."""
+        features = self.encoder(x)
+        logits = self.head(features)
+        return (features, logits) if with_features else logits
 
     def copy_encoder(self) -> nn.Sequential:
         return copy.deepcopy(self.encoder)

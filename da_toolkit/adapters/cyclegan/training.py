@@ -28,7 +28,7 @@ from da_toolkit.adapters.cyclegan.options import CycleGANOptions
 from da_toolkit.context import Context
 from da_toolkit.data import BatchStream, DomainDataset
 from da_toolkit.models import PatchDiscriminator, ResnetGenerator
-from da_toolkit.training import schedules
+from da_toolkit.training import distributed, schedules
 from da_toolkit.training.gan_losses import GANLoss, cycle_consistency_loss, identity_loss, semantic_consistency_loss
 from da_toolkit.training.image_pool import ImagePool
 from da_toolkit.training.loop import train_loop
@@ -74,9 +74,13 @@ class CycleGANTraining:
         channels, size = source.image_shape[0], source.image_shape[1]
         self.options = options
         self.ctx = ctx
-        self.g_ab, self.g_ba = (ctx.distribute(g.to(ctx.device)) for g in build_generators(options, channels, size))
-        self.d_a, self.d_b = (ctx.distribute(PatchDiscriminator(channels, options.ndf, options.layers_for(size),
-                                                                options.norm).to(ctx.device)) for _ in range(2))
+        self.g_ab, self.g_ba = (g.to(ctx.device) for g in build_generators(options, channels, size))
+        self.d_a, self.d_b = (PatchDiscriminator(channels, options.ndf, options.layers_for(size), options.norm)
+                              .to(ctx.device) for _ in range(2))
+        # what each step calls to train G, F and D_A, D_B: data-parallel wrappers (the networks themselves in
+        # one process); the discriminators, frozen in the generator step, are called there as they are
+        self.parallel_generators = (ctx.distribute(self.g_ab), ctx.distribute(self.g_ba))
+        self.parallel_discriminators = (ctx.distribute(self.d_a), ctx.distribute(self.d_b))
         self.gan_loss = GANLoss(options.gan_loss)
         betas = (options.beta1, 0.999)
         self.optimizer_g = torch.optim.Adam([*self.g_ab.parameters(), *self.g_ba.parameters()], options.lr, betas=betas)
@@ -102,12 +106,13 @@ class CycleGANTraining:
         real_b, _ = next(self.target)
 
         # generators, with the discriminators frozen
+        g_ab, g_ba = self.parallel_generators
         set_requires_grad((self.d_a, self.d_b), False)
         with ctx.autocast():
-            fake_b = self.g_ab(real_a)
-            rec_a = self.g_ba(fake_b)
-            fake_a = self.g_ba(real_b)
-            rec_b = self.g_ab(fake_a)
+            fake_b = g_ab(real_a)
+            rec_a = g_ba(fake_b)
+            fake_a = g_ba(real_b)
+            rec_b = g_ab(fake_a)
             scalars = {
                 "loss/G_adversarial_ab": gan(self.d_b(fake_b), True),
                 "loss/G_adversarial_ba": gan(self.d_a(fake_a), True),
@@ -115,8 +120,8 @@ class CycleGANTraining:
                 "loss/cycle_b": cycle_consistency_loss(rec_b, real_b, o.lambda_b),
             }
             if o.lambda_identity > 0:
-                scalars["loss/identity_b"] = identity_loss(self.g_ab(real_b), real_b, o.lambda_b, o.lambda_identity)
-                scalars["loss/identity_a"] = identity_loss(self.g_ba(real_a), real_a, o.lambda_a, o.lambda_identity)
+                scalars["loss/identity_b"] = identity_loss(g_ab(real_b), real_b, o.lambda_b, o.lambda_identity)
+                scalars["loss/identity_a"] = identity_loss(g_ba(real_a), real_a, o.lambda_a, o.lambda_identity)
             if self.semantic_classifier is not None and o.semantic_weight > 0:
                 if o.semantic_targets == "predicted":
                     with torch.no_grad():
@@ -128,9 +133,10 @@ class CycleGANTraining:
         set_requires_grad((self.d_a, self.d_b), True)
 
         # discriminators, on fakes from the history pools
+        d_a, d_b = self.parallel_discriminators
         with ctx.autocast():
-            d_real_a, d_real_b = self.d_a(real_a), self.d_b(real_b)
-            d_fake_a, d_fake_b = self.d_a(self.pool_a.query(fake_a)), self.d_b(self.pool_b.query(fake_b))
+            d_real_a, d_real_b = d_a(real_a), d_b(real_b)
+            d_fake_a, d_fake_b = d_a(query_pool(self.pool_a, fake_a)), d_b(query_pool(self.pool_b, fake_b))
             loss_d_a = 0.5 * (gan(d_real_a, True) + gan(d_fake_a, False))
             loss_d_b = 0.5 * (gan(d_real_b, True) + gan(d_fake_b, False))
         ctx.backward_step(loss_d_a + loss_d_b, self.optimizer_d)
@@ -149,6 +155,16 @@ class CycleGANTraining:
         """TensorBoard images 'pixel/a2b' (real A / fake B / reconstructed A rows) and 'pixel/b2a'."""
         for tag, rows in (("pixel/a2b", a_rows), ("pixel/b2a", b_rows)):
             self.ctx.writer.add_image(tag, translation_grid(rows), step)
+
+
+def query_pool(pool: ImagePool, fakes: torch.Tensor) -> torch.Tensor:
+    """`pool.query` of this rank's `fakes`, through the global batch when several processes train (see
+    training/distributed.py): every rank's pool takes the fakes of all ranks, in rank order, and returns the
+    rank's share of the answer, so the pools are alike on every rank and the one of a 1-process run, and rank
+    0's checkpoint restores every rank's pool."""
+    everyone = distributed.global_batch(fakes)
+    answer = pool.query(everyone)
+    return answer if everyone is fakes else answer[distributed.shard(len(everyone), distributed.current())]
 
 
 def translation_grid(rows: tuple[torch.Tensor, ...], count: int = 8, scale: int = 4) -> torch.Tensor:
