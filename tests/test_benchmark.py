@@ -23,7 +23,7 @@ from da_toolkit.training.loop import Interrupted
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 TINY_PIXEL = {"adapter": "cyclegan", "iterations": 4, "batch_size": 4, "ngf": 4, "ndf": 4, "generator_blocks": 1,
               "discriminator_layers": 2, "pool_size": 2, "image_grid_every": 0, "translate_batch_size": 256,
-              "label_preservation_iterations": 0}
+              "label_preservation_iterations": 0, "semantic_classifier_iterations": 10}
 
 
 def write_yaml(path: Path, data: dict) -> Path:

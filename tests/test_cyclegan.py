@@ -32,7 +32,7 @@ from conftest import toy_digits, toy_recipe_dict
 
 TINY = {"adapter": "cyclegan", "iterations": 6, "batch_size": 4, "ngf": 4, "ndf": 4, "generator_blocks": 1,
         "discriminator_layers": 2, "pool_size": 3, "image_grid_every": 3, "translate_batch_size": 64,
-        "label_preservation_iterations": 30}
+        "label_preservation_iterations": 30, "semantic_classifier_iterations": 50}
 
 
 
@@ -199,7 +199,7 @@ def test_semantic_loss_trains_a_frozen_source_classifier_first(tmp_path):
 
 
 def test_interrupted_pixel_stage_resumes_at_its_checkpoint(tmp_path, monkeypatch):
-    recipe = toy_pixel_recipe(iterations=8)
+    recipe = toy_pixel_recipe(iterations=8, semantic_classifier_iterations=6)  # f_S: a few steps are enough here
     source, target = toy(0, 40), toy(60, 40)
 
     def fit(run_dir, resume=False):

@@ -16,7 +16,8 @@ from da_toolkit.cli import main
 from da_toolkit.report import proxy_a_distance, tsne
 
 PIXEL = {"adapter": "cyclegan", "iterations": 4, "batch_size": 4, "ngf": 4, "ndf": 4, "generator_blocks": 1,
-         "discriminator_layers": 2, "pool_size": 2, "image_grid_every": 0, "label_preservation_iterations": 5}
+         "discriminator_layers": 2, "pool_size": 2, "image_grid_every": 0, "label_preservation_iterations": 5,
+         "semantic_classifier_iterations": 50}
 
 
 def test_a_distance_of_one_distribution_is_near_zero_and_of_separated_ones_is_two():

@@ -24,7 +24,8 @@ from da_toolkit.training import checkpoint
 from da_toolkit.training.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint, write_json_atomic
 
 PIXEL = {"adapter": "cyclegan", "iterations": 4, "batch_size": 4, "ngf": 4, "ndf": 4, "generator_blocks": 1,
-         "discriminator_layers": 2, "pool_size": 2, "image_grid_every": 0, "label_preservation_iterations": 0}
+         "discriminator_layers": 2, "pool_size": 2, "image_grid_every": 0, "label_preservation_iterations": 0,
+         "semantic_classifier_iterations": 50}
 
 
 class MakesMarker:

@@ -82,10 +82,10 @@ def test_atomic_save_leaves_no_partial_file(tmp_path):
         def __reduce__(self):
             raise RuntimeError("boom")
 
-    save_checkpoint({"images": 1}, tmp_path / "c.pt", "translation")
+    save_checkpoint({"state_dict": 1}, tmp_path / "c.pt", "classifier")
     with pytest.raises(RuntimeError):
-        save_checkpoint({"images": Unpicklable()}, tmp_path / "c.pt", "translation")
-    assert load_checkpoint(tmp_path / "c.pt", "translation")["images"] == 1
+        save_checkpoint({"state_dict": Unpicklable()}, tmp_path / "c.pt", "classifier")
+    assert load_checkpoint(tmp_path / "c.pt", "classifier")["state_dict"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
 
 
