@@ -3,6 +3,7 @@ missing-file errors, the real MNIST/USPS copies (when present), and conforming v
 from __future__ import annotations
 
 import bz2
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,8 @@ import torchvision
 from PIL import Image
 
 from conftest import SHARED_DATA, needs_shared_data
-from da_toolkit.data import DATASETS, build_domain, real, synthetic
+from da_toolkit.data import DATASETS, FileDomain, build_domain, real, synthetic
+from da_toolkit.data.files import image_folder
 from da_toolkit.errors import UserError
 from da_toolkit.recipe import DomainSpec
 from da_toolkit.training import checkpoint
@@ -233,6 +235,27 @@ def test_imagefolder_without_split_folders_keeps_every_fifth_image_for_test(tmp_
         test = load("imagefolder", "test", tmp_path, folder=str(tmp_path))
     assert test.in_memory().images[:, 0, 0, 0].tolist() == [80, 180]  # files 04 and 09, the 5th and 10th
     assert train.in_memory().images[:, 0, 0, 0].tolist() == [i * 20 for i in range(12) if i not in (4, 9)]
+
+
+def test_a_file_domain_is_read_into_memory_without_holding_its_chunks(tmp_path, monkeypatch):
+    """in_memory fills one tensor as the decoded chunks arrive: a chunk is gone before the next but one
+    comes (a list of every chunk, concatenated at the end, held the domain twice while reading)."""
+    for index in range(10):
+        write_image(tmp_path / "grey" / f"{index:02d}.png", index * 20, mode="L")
+    domain = image_folder(tmp_path, 8, "train").configured(8, 1, 0)
+    decoded = FileDomain.chunks
+    seen = []
+
+    def tracked_chunks(self, batch_size):
+        for chunk in decoded(self, 3):
+            assert all(earlier() is None for earlier in seen[:-1]), "in_memory kept an earlier chunk"
+            seen.append(weakref.ref(chunk))
+            yield chunk
+
+    monkeypatch.setattr(FileDomain, "chunks", tracked_chunks)
+    images = domain.in_memory().images
+    assert len(seen) == 4 and images.shape == (10, 1, 8, 8)
+    assert images[:, 0, 0, 0].tolist() == [index * 20 for index in range(10)]
 
 
 def test_imagefolder_errors_name_the_folder(tmp_path):

@@ -152,8 +152,9 @@ class FileDomain(Domain):
         return self._like(self.paths, labels, class_names=class_names)
 
     def in_memory(self) -> DomainDataset:
-        """Every image decoded (by the workers) into one uint8 tensor; unreadable files are an error naming
-        the file, or, with `skip_unreadable`, skipped with a warning that counts them."""
+        """Every image decoded (by the workers) into one uint8 tensor, filled chunk by chunk (the domain is
+        held once, not once as chunks and again concatenated); unreadable files are an error naming the
+        file, or, with `skip_unreadable`, skipped with a warning that counts them."""
         keep = list(range(len(self)))
         if self.skip_unreadable:
             readable = [_readable(path) for path in self.paths]
@@ -165,7 +166,11 @@ class FileDomain(Domain):
             if not keep:
                 raise UserError(f"{self.name}: none of the {len(self)} images could be read")
         domain = self if len(keep) == len(self) else self.subset(torch.tensor(keep))
-        images = torch.cat(list(domain.chunks(256)))
+        images = torch.empty((len(domain), *domain.image_shape), dtype=torch.uint8)
+        filled = 0
+        for chunk in domain.chunks(256):
+            images[filled:filled + len(chunk)] = chunk
+            filled += len(chunk)
         return DomainDataset(images, domain.labels, self.name, class_names=self.class_names)
 
     @functools.cached_property
