@@ -15,7 +15,7 @@ from PIL import Image
 
 from conftest import SHARED_DATA, needs_shared_data
 from da_toolkit.data import DATASETS, FileDomain, build_domain, real, synthetic
-from da_toolkit.data.files import image_folder
+from da_toolkit.data.files import image_folder, read_rgb
 from da_toolkit.errors import UserError
 from da_toolkit.recipe import DomainSpec
 from da_toolkit.training import checkpoint
@@ -256,6 +256,31 @@ def test_a_file_domain_is_read_into_memory_without_holding_its_chunks(tmp_path, 
     images = domain.in_memory().images
     assert len(seen) == 4 and images.shape == (10, 1, 8, 8)
     assert images[:, 0, 0, 0].tolist() == [index * 20 for index in range(10)]
+
+
+def test_a_jpeg_twice_the_image_size_is_decoded_at_reduced_scale_other_files_whole(tmp_path):
+    """read_rgb lets libjpeg decode a JPEG at least twice the requested size at 1/2, 1/4 or 1/8 scale
+    (Pillow's draft mode) before the bilinear resize; a smaller JPEG and a PNG are decoded whole."""
+    noise = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "large.jpg", quality=90)
+    Image.fromarray(noise).save(tmp_path / "large.png")
+    Image.fromarray(noise[:150, :150]).save(tmp_path / "small.jpg", quality=90)
+
+    def resized(path, draft):
+        with Image.open(path) as image:
+            if draft:
+                image.draft("RGB", (100, 100))
+            image = image.convert("RGB").resize((100, 100), Image.Resampling.BILINEAR)
+            return torch.from_numpy(np.array(image)).permute(2, 0, 1)
+
+    with Image.open(tmp_path / "large.jpg") as image:
+        image.draft("RGB", (100, 100))
+        assert image.size == (160, 120)  # 1/4 scale: the smallest that covers 100 × 100
+    large = tmp_path / "large.jpg"
+    assert torch.equal(read_rgb(large, 100), resized(large, draft=True))
+    assert not torch.equal(read_rgb(large, 100), resized(large, draft=False))
+    assert torch.equal(read_rgb(tmp_path / "small.jpg", 100), resized(tmp_path / "small.jpg", draft=False))
+    assert torch.equal(read_rgb(tmp_path / "large.png", 100), resized(tmp_path / "large.png", draft=False))
 
 
 def test_imagefolder_errors_name_the_folder(tmp_path):
