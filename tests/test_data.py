@@ -283,6 +283,21 @@ def test_a_jpeg_twice_the_image_size_is_decoded_at_reduced_scale_other_files_who
     assert torch.equal(read_rgb(tmp_path / "large.png", 100), resized(tmp_path / "large.png", draft=False))
 
 
+def test_imagefolder_lists_the_images_of_a_class_in_path_order_component_by_component(tmp_path):
+    """Paths sort as `Path`s do (by component): `cat/a/z.png` before `cat/a-b.png`, though '-' sorts
+    before '/' in a plain string; upper-case suffixes count, other files do not."""
+    for relative in ["cat/a-b.png", "cat/a/z.png", "cat/b.JPG", "cat/notes.txt", "cat/a/y.png"]:
+        path = tmp_path / relative
+        if path.suffix == ".txt":
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("not an image")
+        else:
+            write_image(path, (10, 20, 30))
+    domain = image_folder(tmp_path, 8, "train")
+    expected = [tmp_path / relative for relative in ["cat/a/y.png", "cat/a/z.png", "cat/a-b.png", "cat/b.JPG"]]
+    assert domain.paths == [str(path) for path in sorted(expected)] == [str(path) for path in expected]
+
+
 def test_imagefolder_errors_name_the_folder(tmp_path):
     with pytest.raises(UserError, match="root"):
         load("imagefolder", "train", tmp_path)
