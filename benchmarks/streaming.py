@@ -332,6 +332,13 @@ def gigabytes(count: float) -> str:
     return f"{count / 1e9:.2f} GB"
 
 
+def storage_label(run: dict) -> str:
+    """The run's storage setting and, for auto, what it chose for the training domains (source, target)."""
+    chosen = {"memory" if "read into memory" in line else "stream" for line in run["storage_lines"]
+              if line.startswith(("data.source:", "data.target:"))}
+    return run["storage"] if run["storage"] != "auto" else f"auto: {'/'.join(sorted(chosen))}"
+
+
 def render_markdown(results: dict) -> str:
     sizes = sorted(results["sizes"].values(), key=lambda entry: entry["size"])
     workers = results["workers"]
@@ -389,13 +396,13 @@ def render_markdown(results: dict) -> str:
     for entry in sizes:
         for run in entry["runs"]:
             lines.append(
-                f"| {entry['size']:,} | {run['label']} | {gigabytes(run['peak_pss'])} | {gigabytes(run['peak_rss'])} | "
+                f"| {entry['size']:,} | {storage_label(run)} | {gigabytes(run['peak_pss'])} | {gigabytes(run['peak_rss'])} | "
                 f"{gigabytes(run['peak_main_rss'])} | {run['processes']} | {run['until_built_s']:.0f} s | {run['it_per_s']:.3f} | "
                 f"{run['images_per_s']:.1f} | {run['until_trained_s']:.0f} s |")
     lines += ["", "What each run printed about its domains' storage:", "", "```"]
     for entry in sizes:
         for run in entry["runs"]:
-            lines += [f"# N={entry['size']:,}, {run['label']}", *run["storage_lines"]]
+            lines += [f"# N={entry['size']:,}, {storage_label(run)}", *run["storage_lines"]]
     lines += ["```", ""]
     return "\n".join(lines)
 
@@ -413,10 +420,14 @@ def main() -> None:
                         help="also run the in-memory path (storage auto: read into memory) up to this size")
     parser.add_argument("--generate-only", action="store_true")
     parser.add_argument("--skip-runs", action="store_true", help="decode rates only")
+    parser.add_argument("--render", action="store_true", help="only write the markdown table of --results again")
     parser.add_argument("--results", type=Path, default=REPO / "benchmarks/results/streaming.json",
                         help="results of earlier sizes are kept; the markdown table goes beside it (.md)")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.render:
+        args.results.with_suffix(".md").write_text(render_markdown(json.loads(args.results.read_text())))
+        return
     folders = {}
     for size in args.sizes:
         print(f"generating n{size} (once) ...", flush=True)
@@ -465,9 +476,7 @@ def main() -> None:
             for storage in ["stream", "auto"] if size <= args.memory_up_to else ["auto"]:
                 run = training_run(folder, storage, args.workers, args.iterations, args.batch_size,
                                    args.workdir / "runs" / f"n{size}-{storage}")
-                chosen = {"memory" if "read into memory" in line else "stream" for line in run["storage_lines"]}
-                run["label"] = storage if storage != "auto" else f"auto: {'/'.join(sorted(chosen))}"
-                print(f"n{size} run, storage {storage}: peak PSS {gigabytes(run['peak_pss'])}, peak RSS "
+                print(f"n{size} run, {storage_label(run)}: peak PSS {gigabytes(run['peak_pss'])}, peak RSS "
                       f"{gigabytes(run['peak_rss'])}, {run['it_per_s']:.3f} it/s\n  " + "\n  ".join(run["storage_lines"]),
                       flush=True)
                 entry["runs"].append(run)
