@@ -380,8 +380,8 @@ def render_markdown(results: dict) -> str:
         "", "## DANN run", "",
         f"`da-toolkit run recipes/own_domains_dann.yaml` with timm `resnet10t` (random init), "
         f"{results['iterations']} iterations of batch {results['batch_size']} (source) + {results['batch_size']} "
-        f"(target) at {IMAGE_SIZE} px, fp32 on the CPU, `train.workers={workers}`, `data.<domain>.storage` as in "
-        "the row, test splits limited to 200 images. Memory is polled every 0.2 s over the run's process tree "
+        f"(target) at {IMAGE_SIZE} px, fp32 on the CPU, `train.workers={workers}` (per streamed domain: the source "
+        "and the target stream each have their own workers), `data.<domain>.storage` as in the row, test splits limited to 200 images. Memory is polled every 0.2 s over the run's process tree "
         "(the run and its DataLoader workers): *PSS* sums each process's proportional set size (a page shared "
         "by k processes counts 1/k in each: the tree's real footprint), *RSS* sums resident sizes (shared "
         "library pages counted once per process: an upper bound). The run is stopped when its training stage "
@@ -407,6 +407,15 @@ def render_markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+NOTES = "\n## What the figures say\n"  # a hand-written section: kept when the tables are written again
+
+
+def write_markdown(results: dict, path: Path) -> None:
+    """The tables of `results` to `path`, followed by its notes section if it has one."""
+    old = path.read_text() if path.exists() else ""
+    path.write_text(render_markdown(results) + (old[old.index(NOTES):] if NOTES in old else ""))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", type=Path, required=True, help="where the generated folders are cached")
@@ -422,11 +431,12 @@ def main() -> None:
     parser.add_argument("--skip-runs", action="store_true", help="decode rates only")
     parser.add_argument("--render", action="store_true", help="only write the markdown table of --results again")
     parser.add_argument("--results", type=Path, default=REPO / "benchmarks/results/streaming.json",
-                        help="results of earlier sizes are kept; the markdown table goes beside it (.md)")
+                        help="results of earlier sizes are kept; the markdown tables go beside it (.md), above the "
+                        "hand-written section that starts at '## What the figures say', which is kept")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.render:
-        args.results.with_suffix(".md").write_text(render_markdown(json.loads(args.results.read_text())))
+        write_markdown(json.loads(args.results.read_text()), args.results.with_suffix(".md"))
         return
     folders = {}
     for size in args.sizes:
@@ -483,7 +493,7 @@ def main() -> None:
         results["sizes"][str(size)] = entry
         args.results.parent.mkdir(parents=True, exist_ok=True)
         args.results.write_text(json.dumps(results, indent=1) + "\n")
-        args.results.with_suffix(".md").write_text(render_markdown(results))
+        write_markdown(results, args.results.with_suffix(".md"))
 
 
 if __name__ == "__main__":
