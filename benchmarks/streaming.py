@@ -8,10 +8,11 @@ JPEG folder (ImageFolder layout, 10 classes, 256×256 smooth images of a few KB)
   loader a streamed BatchStream uses, then `to_float`) side by side with torchvision's `ImageFolder`
   (`Resize((224, 224))` bilinear, `ToTensor`, `Normalize(0.5, 0.5)`: the same images) and `DataLoader`
   (persistent workers, prefetch 4, like ours); the best of `--rounds` rounds, after a warm-up batch;
-  plus the cost of each step of reading one image in one process (`--profile`);
+  and, at the smallest size, the cost of each step of reading one image in one process;
 * a DANN run (`da-toolkit run recipes/own_domains_dann.yaml`, timm resnet10t, random init,
-  `--iterations` iterations of batch `--batch-size`) on the pair, streamed and, where the domain is
-  read into memory (storage auto at 20k: 2.4 GB per domain fits the 4 GB budget), in memory: the
+  `--iterations` iterations of batch `--batch-size`) on the pair with storage auto (in memory
+  while a training domain's decoded images fit the 4 GB budget: 2.4 GB at 20k) and, up to
+  `--memory-up-to` images, also streamed: the
   peak of the process tree's memory (run + DataLoader workers, polled from /proc: the sum of PSS,
   which counts a page shared by processes once, and the sum of RSS, which counts it in each), the
   training step rate and the line the run prints about each domain's storage. The run is stopped
@@ -19,7 +20,7 @@ JPEG folder (ImageFolder layout, 10 classes, 256×256 smooth images of a few KB)
   (collapse alarm) and would take hours on a CPU at 160k images; it is not timed here.
 
     OMP_NUM_THREADS=1 python benchmarks/streaming.py --workdir /work/bench_data/streaming \\
-        --sizes 20000 60000 200000 --workers 1 [--iterations 20] [--generate-only]
+        --sizes 20000 60000 200000 [--workers 1] [--iterations 10] [--generate-only | --render]
 
 Generation runs in one thread, skips files that exist, writes each file under a temporary name and
 renames it (several generators may share a workdir; an interrupted one resumes), and shares the
@@ -313,7 +314,8 @@ def training_run(folder: Path, storage: str, workers: int, iterations: int, batc
     return {"storage": storage, "peak_pss": memory.pss, "peak_rss": memory.rss, "peak_main_rss": memory.root_rss,
             "processes": memory.processes, "stage_s": seconds, "it_per_s": iterations / seconds,
             "images_per_s": iterations * 2 * batch_size / seconds, "until_built_s": built,
-            "until_trained_s": trained, "storage_lines": [line[24:] for line in lines if re.match(r"data\.\w+: ", line[24:])]}
+            "until_trained_s": trained,
+            "storage_lines": [line[24:] for line in lines if re.match(r"data\.\w+: ", line[24:])]}
 
 
 # ------------------------------------------------------------------------------------------- report
@@ -381,7 +383,8 @@ def render_markdown(results: dict) -> str:
         f"`da-toolkit run recipes/own_domains_dann.yaml` with timm `resnet10t` (random init), "
         f"{results['iterations']} iterations of batch {results['batch_size']} (source) + {results['batch_size']} "
         f"(target) at {IMAGE_SIZE} px, fp32 on the CPU, `train.workers={workers}` (per streamed domain: the source "
-        "and the target stream each have their own workers), `data.<domain>.storage` as in the row, test splits limited to 200 images. Memory is polled every 0.2 s over the run's process tree "
+        "and the target stream each have their own workers), `data.<domain>.storage` as in the row, test "
+        "splits limited to 200 images. Memory is polled every 0.2 s over the run's process tree "
         "(the run and its DataLoader workers): *PSS* sums each process's proportional set size (a page shared "
         "by k processes counts 1/k in each: the tree's real footprint), *RSS* sums resident sizes (shared "
         "library pages counted once per process: an upper bound). The run is stopped when its training stage "
@@ -392,12 +395,14 @@ def render_markdown(results: dict) -> str:
         "iterations over the training stage's own time (worker start-up included); *run until trained*: from "
         "the start of the command to the end of the training stage.",
         "", "| N per domain | storage | peak PSS (tree) | peak RSS (sum) | peak RSS (run process) | processes | "
-        "domains built | it/s | images/s trained | run until trained |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        "domains built | it/s | images/s trained | run until trained |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for entry in sizes:
         for run in entry["runs"]:
             lines.append(
-                f"| {entry['size']:,} | {storage_label(run)} | {gigabytes(run['peak_pss'])} | {gigabytes(run['peak_rss'])} | "
-                f"{gigabytes(run['peak_main_rss'])} | {run['processes']} | {run['until_built_s']:.0f} s | {run['it_per_s']:.3f} | "
+                f"| {entry['size']:,} | {storage_label(run)} | {gigabytes(run['peak_pss'])} | "
+                f"{gigabytes(run['peak_rss'])} | {gigabytes(run['peak_main_rss'])} | {run['processes']} | "
+                f"{run['until_built_s']:.0f} s | {run['it_per_s']:.3f} | "
                 f"{run['images_per_s']:.1f} | {run['until_trained_s']:.0f} s |")
     lines += ["", "What each run printed about its domains' storage:", "", "```"]
     for entry in sizes:
@@ -418,7 +423,7 @@ def write_markdown(results: dict, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--workdir", type=Path, required=True, help="where the generated folders are cached")
+    parser.add_argument("--workdir", type=Path, help="where the generated folders are cached (not in the repository)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[20000, 60000, 200000], help="images per domain")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--iterations", type=int, default=10)
@@ -438,6 +443,8 @@ def main() -> None:
     if args.render:
         write_markdown(json.loads(args.results.read_text()), args.results.with_suffix(".md"))
         return
+    if args.workdir is None:
+        parser.error("--workdir is required (except with --render)")
     folders = {}
     for size in args.sizes:
         print(f"generating n{size} (once) ...", flush=True)
@@ -455,7 +462,8 @@ def main() -> None:
                "workers": args.workers, "iterations": args.iterations, "batch_size": args.batch_size,
                "decode_images": args.decode_images, "rounds": args.rounds,
                "sizes": keep}
-    command = "OMP_NUM_THREADS=1 python " + " ".join([str(Path(sys.argv[0]).resolve().relative_to(REPO))] + sys.argv[1:])
+    script = str(Path(sys.argv[0]).resolve().relative_to(REPO))
+    command = "OMP_NUM_THREADS=1 python " + " ".join([script] + sys.argv[1:])
     for size in args.sizes:
         folder = folders[size]
         source = folder / "source"
@@ -487,7 +495,8 @@ def main() -> None:
                 run = training_run(folder, storage, args.workers, args.iterations, args.batch_size,
                                    args.workdir / "runs" / f"n{size}-{storage}")
                 print(f"n{size} run, {storage_label(run)}: peak PSS {gigabytes(run['peak_pss'])}, peak RSS "
-                      f"{gigabytes(run['peak_rss'])}, {run['it_per_s']:.3f} it/s\n  " + "\n  ".join(run["storage_lines"]),
+                      f"{gigabytes(run['peak_rss'])}, {run['it_per_s']:.3f} it/s\n  "
+                      + "\n  ".join(run["storage_lines"]),
                       flush=True)
                 entry["runs"].append(run)
         results["sizes"][str(size)] = entry
