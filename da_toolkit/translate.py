@@ -61,7 +61,7 @@ def translate_folder(run_dir: Path, input_dir: Path, output_dir: Path, direction
     generator = load_generator(rundir, recipe, direction)
     if not input_dir.is_dir():
         raise UserError(f"--input: {input_dir} is not a folder")
-    paths = find_images(input_dir)
+    paths = [Path(path) for path in find_images(input_dir)]
     if not paths:
         raise UserError(f"--input: no images ({', '.join(IMG_EXTENSIONS)}) under {input_dir}")
 

@@ -3,6 +3,7 @@ missing-file errors, the real MNIST/USPS copies (when present), and conforming v
 from __future__ import annotations
 
 import bz2
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,8 @@ import torchvision
 from PIL import Image
 
 from conftest import SHARED_DATA, needs_shared_data
-from da_toolkit.data import DATASETS, build_domain, real, synthetic
+from da_toolkit.data import DATASETS, FileDomain, build_domain, real, synthetic
+from da_toolkit.data.files import image_folder, read_rgb
 from da_toolkit.errors import UserError
 from da_toolkit.recipe import DomainSpec
 from da_toolkit.training import checkpoint
@@ -233,6 +235,67 @@ def test_imagefolder_without_split_folders_keeps_every_fifth_image_for_test(tmp_
         test = load("imagefolder", "test", tmp_path, folder=str(tmp_path))
     assert test.in_memory().images[:, 0, 0, 0].tolist() == [80, 180]  # files 04 and 09, the 5th and 10th
     assert train.in_memory().images[:, 0, 0, 0].tolist() == [i * 20 for i in range(12) if i not in (4, 9)]
+
+
+def test_a_file_domain_is_read_into_memory_without_holding_its_chunks(tmp_path, monkeypatch):
+    """in_memory fills one tensor as the decoded chunks arrive: a chunk is gone before the next but one
+    comes (a list of every chunk, concatenated at the end, held the domain twice while reading)."""
+    for index in range(10):
+        write_image(tmp_path / "grey" / f"{index:02d}.png", index * 20, mode="L")
+    domain = image_folder(tmp_path, 8, "train").configured(8, 1, 0)
+    decoded = FileDomain.chunks
+    seen = []
+
+    def tracked_chunks(self, batch_size):
+        for chunk in decoded(self, 3):
+            assert all(earlier() is None for earlier in seen[:-1]), "in_memory kept an earlier chunk"
+            seen.append(weakref.ref(chunk))
+            yield chunk
+
+    monkeypatch.setattr(FileDomain, "chunks", tracked_chunks)
+    images = domain.in_memory().images
+    assert len(seen) == 4 and images.shape == (10, 1, 8, 8)
+    assert images[:, 0, 0, 0].tolist() == [index * 20 for index in range(10)]
+
+
+def test_a_jpeg_twice_the_image_size_is_decoded_at_reduced_scale_other_files_whole(tmp_path):
+    """read_rgb lets libjpeg decode a JPEG at least twice the requested size at 1/2, 1/4 or 1/8 scale
+    (Pillow's draft mode) before the bilinear resize; a smaller JPEG and a PNG are decoded whole."""
+    noise = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "large.jpg", quality=90)
+    Image.fromarray(noise).save(tmp_path / "large.png")
+    Image.fromarray(noise[:150, :150]).save(tmp_path / "small.jpg", quality=90)
+
+    def resized(path, draft):
+        with Image.open(path) as image:
+            if draft:
+                image.draft("RGB", (100, 100))
+            image = image.convert("RGB").resize((100, 100), Image.Resampling.BILINEAR)
+            return torch.from_numpy(np.array(image)).permute(2, 0, 1)
+
+    with Image.open(tmp_path / "large.jpg") as image:
+        image.draft("RGB", (100, 100))
+        assert image.size == (160, 120)  # 1/4 scale: the smallest that covers 100 × 100
+    large = tmp_path / "large.jpg"
+    assert torch.equal(read_rgb(large, 100), resized(large, draft=True))
+    assert not torch.equal(read_rgb(large, 100), resized(large, draft=False))
+    assert torch.equal(read_rgb(tmp_path / "small.jpg", 100), resized(tmp_path / "small.jpg", draft=False))
+    assert torch.equal(read_rgb(tmp_path / "large.png", 100), resized(tmp_path / "large.png", draft=False))
+
+
+def test_imagefolder_lists_the_images_of_a_class_in_path_order_component_by_component(tmp_path):
+    """Paths sort as `Path`s do (by component): `cat/a/z.png` before `cat/a-b.png`, though '-' sorts
+    before '/' in a plain string; upper-case suffixes count, other files do not."""
+    for relative in ["cat/a-b.png", "cat/a/z.png", "cat/b.JPG", "cat/notes.txt", "cat/a/y.png"]:
+        path = tmp_path / relative
+        if path.suffix == ".txt":
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("not an image")
+        else:
+            write_image(path, (10, 20, 30))
+    domain = image_folder(tmp_path, 8, "train")
+    expected = [tmp_path / relative for relative in ["cat/a/y.png", "cat/a/z.png", "cat/a-b.png", "cat/b.JPG"]]
+    assert domain.paths == [str(path) for path in sorted(expected)] == [str(path) for path in expected]
 
 
 def test_imagefolder_errors_name_the_folder(tmp_path):
