@@ -14,7 +14,7 @@ from PIL import Image
 
 from da_toolkit.cli import main
 from da_toolkit.context import Context
-from da_toolkit.data import DATASETS, build_domain, match_classes
+from da_toolkit.data import DATASETS, build_domain, build_domains, match_classes
 from da_toolkit.data.base import BatchStream, DomainDataset
 from da_toolkit.errors import UserError
 from da_toolkit.pipeline import run
@@ -117,6 +117,16 @@ def test_storage_auto_reads_into_memory_what_fits_the_budget_and_says_so(folders
     assert lines[0].startswith("data.source: imagefolder/train, 24 images 1×16×16, read into memory")
     assert "fits the memory budget of 1 GB" in lines[0]
     assert "streamed from its files by 2 worker(s)" in lines[1] and "exceeds the memory budget" in lines[1]
+
+
+def test_the_memory_budget_is_shared_by_the_runs_domains(folders):
+    recipe = recipe_from_dict({**folder_recipe(folders, "auto"), "data": {
+        **folder_recipe(folders, "auto")["data"], "memory_budget_gb": 24 * 256 * 1.5 / 1e9}})  # 1.5 domains of 24
+    lines = []
+    domains = build_domains(recipe.data, 0, workers=1, report=lines.append)
+    assert isinstance(domains.source, DomainDataset) and not isinstance(domains.target, DomainDataset)
+    assert "fits the memory budget of 9.216e-06 GB" in lines[0]
+    assert "exceeds the 0.00 GB left of the memory budget of 9.216e-06 GB" in lines[1]
 
 
 def test_only_file_domains_read_into_memory_skip_unreadable_images(folders):

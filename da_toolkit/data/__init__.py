@@ -48,12 +48,14 @@ def data_root() -> Path:
 
 
 def build_domain(spec, image_size: int, channels: int, seed: int, root: Path | None = None, workers: int = 0,
-                 memory_budget_gb: float = 4.0, key: str = "data", report=None) -> Domain:
+                 memory_budget_gb: float = 4.0, key: str = "data", report=None,
+                 memory_left_gb: float | None = None) -> Domain:
     """Load one `DomainSpec` (name, split, limit, root, list, storage) at image_size × image_size × channels.
 
     A file-backed domain is read into memory (`storage: memory`), streamed from its files by
     `workers` DataLoader workers (`stream`), or, with `auto`, read into memory when its decoded size
-    fits `memory_budget_gb` and streamed otherwise; `report` (a callable taking one line) is told
+    fits what is left of `memory_budget_gb` (`memory_left_gb`: the budget is the run's, shared by its
+    domains; default all of it) and streamed otherwise; `report` (a callable taking one line) is told
     which, and why."""
     loader = DATASETS.get(spec.name)
     extra = {"list_file": spec.list} if spec.list is not None else {}
@@ -68,9 +70,11 @@ def build_domain(spec, image_size: int, channels: int, seed: int, root: Path | N
         size = files.decoded_bytes / GB
         storage = spec.storage
         if storage == "auto":
-            storage = "memory" if size <= memory_budget_gb else "stream"
-            why = (f"{size:.2f} GB decoded {'fits' if storage == 'memory' else 'exceeds'} the memory budget of "
-                   f"{memory_budget_gb:g} GB (data.memory_budget_gb)")
+            left = memory_budget_gb if memory_left_gb is None else memory_left_gb
+            storage = "memory" if size <= left else "stream"
+            budget = (f"the memory budget of {memory_budget_gb:g} GB" if left == memory_budget_gb else
+                      f"the {max(left, 0):.2f} GB left of the memory budget of {memory_budget_gb:g} GB")
+            why = f"{size:.2f} GB decoded {'fits' if storage == 'memory' else 'exceeds'} {budget} (data.memory_budget_gb)"
         else:
             why = f"{key}.storage: {storage}"
         if storage == "stream" and spec.skip_unreadable:
@@ -113,14 +117,20 @@ def build_domains(data, seed: int, root: Path | None = None, workers: int = 0, r
     """All domains of a recipe's `data` section, their classes matched by name to the source's.
 
     The target training set keeps the labels of `target_labels_per_class` images per class
-    (chosen with the seed) and hides all others (label -1).
+    (chosen with the seed) and hides all others (label -1). `data.memory_budget_gb` is shared: a file
+    domain read into memory takes its decoded size from what the domains after it may use.
     """
+    memory_left = data.memory_budget_gb
+
     def load(key):
+        nonlocal memory_left
         spec = getattr(data, key)
         if spec is None:
             return None
         domain = build_domain(spec, data.image_size, data.channels, seed, root, workers, data.memory_budget_gb,
-                              f"data.{key}", report)
+                              f"data.{key}", report, memory_left)
+        if spec.name in FILE_DATASETS and isinstance(domain, DomainDataset):
+            memory_left -= domain.images.numel() / GB
         return domain if key == "source" else match_classes(source, domain, key)
 
     source = load("source")
