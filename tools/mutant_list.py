@@ -286,7 +286,7 @@ MUTANTS = [
            "every domain may take the whole memory budget (source and target each read in: twice the budget)",
            ("tests/test_streaming.py",)),
     Mutant("storage.auto-ignores-budget", "da_toolkit/data/__init__.py",
-           'storage = "memory" if size <= memory_budget_gb else "stream"', 'storage = "memory"',
+           'storage = "memory" if size <= left else "stream"', 'storage = "memory"',
            "storage auto reads any domain into memory, however large", ("tests/test_streaming.py",)),
     Mutant("data.syndigits-test-equals-train", "da_toolkit/data/synthetic.py",
            'SYNDIGITS_SEEDS = {"train": 20_000, "test": 20_001}', 'SYNDIGITS_SEEDS = {"train": 20_000, "test": 20_000}',
