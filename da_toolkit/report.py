@@ -162,12 +162,17 @@ def feature_map_figure(rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]
 
 def per_class_figure(results: list[tuple[str, dict]]) -> str:
     figure, axes = plt.subplots(1, len(results) + 1, figsize=(4.5 * (len(results) + 1), 4))
+    count = len(results[0][1]["per_class_accuracy"])
+    names = results[0][1].get("class_names") or list(range(count))
+    small = {"rotation": 90, "fontsize": 6} if count > 12 else {}
     for axis, (title, result) in zip(axes, results):
         matrix = np.array(result["confusion_matrix"])
         axis.imshow(matrix, cmap="Blues")
         axis.set_title(f"{title}\ntarget confusion (rows: true)", fontsize=9)
         axis.set_xlabel("predicted")
         axis.set_ylabel("true")
+        axis.set_xticks(range(count), names, **small)  # every class, by name
+        axis.set_yticks(range(count), names, fontsize=small.get("fontsize"))
         for (i, j), value in np.ndenumerate(matrix):
             if value:
                 axis.text(j, i, str(value), ha="center", va="center", fontsize=6)
@@ -178,10 +183,7 @@ def per_class_figure(results: list[tuple[str, dict]]) -> str:
         bars.bar(np.arange(len(values)) + index * width, values, width, label=title)
     bars.set_title("per-class target accuracy (%)", fontsize=9)
     bars.set_xlabel("class")
-    bars.set_xticks(np.arange(len(results[0][1]["per_class_accuracy"])) + 0.4 - width / 2)
-    count = len(results[0][1]["per_class_accuracy"])
-    bars.set_xticklabels(results[0][1].get("class_names") or range(count), rotation=90 if count > 12 else 0,
-                         fontsize=7 if count > 12 else None)
+    bars.set_xticks(np.arange(count) + 0.4 - width / 2, names, **small)
     bars.legend(fontsize=7)
     return png(figure)
 
