@@ -83,7 +83,7 @@ class ADDA(FeatureAdapter):
         pretrain_iterations = self.train.iterations if o.pretrain_iterations is None else o.pretrain_iterations
         training = SupervisedTraining(classifier, source, target, self.train, ctx, iterations=pretrain_iterations)
         classifier.train()
-        train_loop(ctx, "feature_pretrain", pretrain_iterations, training.supervised_step, training.state())
+        train_loop(ctx, f"{self.stage}_pretrain", pretrain_iterations, training.supervised_step, training.state())
 
         classifier.eval().requires_grad_(False)  # M_s and C stay as pre-trained
         # modes: see the docstring
@@ -131,7 +131,7 @@ class ADDA(FeatureAdapter):
                  "encoder_optimizer": encoder_optimizer, "discriminator_optimizer": discriminator_optimizer,
                  "domain_accuracy": domain_accuracy, **{k: v for k, v in training.state().items()
                                                         if k.endswith("stream")}}
-        train_loop(ctx, "feature_adapt", o.adapt_iterations, step, state, candidate=classifier, score_start=True)
-        report_domain_accuracy(ctx, domain_accuracy)
+        train_loop(ctx, f"{self.stage}_adapt", o.adapt_iterations, step, state, candidate=classifier, score_start=True)
+        report_domain_accuracy(ctx, self.stage, domain_accuracy)
         target_encoder.eval()
         return classifier

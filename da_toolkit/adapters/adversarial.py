@@ -62,9 +62,9 @@ class RecentMean:
         self.values.extend(torch.tensor(v) for v in state["values"])
 
 
-def report_domain_accuracy(ctx, accuracy: RecentMean) -> None:
-    """metrics.json: stages.feature.domain_accuracy, the discriminator's accuracy at the end of training."""
-    ctx.metrics.setdefault("feature", {}).update(
+def report_domain_accuracy(ctx, stage: str, accuracy: RecentMean) -> None:
+    """metrics.json: stages.<stage>.domain_accuracy, the discriminator's accuracy at the end of training."""
+    ctx.metrics.setdefault(stage, {}).update(
         domain_accuracy=accuracy.mean(),
         domain_accuracy_note=f"mean over the last {accuracy.values.maxlen} iterations; 0.5 = domains aligned")
 
@@ -246,7 +246,7 @@ class JointAdaptation(FeatureAdapter):
         training = SupervisedTraining(classifier, source, target, self.train, ctx,
                                       extra_modules=tuple(loss for _, _, loss in terms))
         iterations = self.train.iterations
-        guard = DivergenceGuard("feature", iterations, classifier.num_classes, o.guard, o.guard_after,
+        guard = DivergenceGuard(self.stage, iterations, classifier.num_classes, o.guard, o.guard_after,
                                 {name: loss.chance for name, _, loss in terms if loss.chance is not None})
         domain_accuracy = RecentMean()
 
@@ -282,7 +282,7 @@ class JointAdaptation(FeatureAdapter):
             loss.train()
         state = {**training.state(), **{f"transfer{k}": loss for k, (_, _, loss) in enumerate(terms)},
                  "domain_accuracy": domain_accuracy, "guard": guard}
-        train_loop(ctx, "feature", iterations, step, state, candidate=classifier)
+        train_loop(ctx, self.stage, iterations, step, state, candidate=classifier)
         if domain_accuracy.values:
-            report_domain_accuracy(ctx, domain_accuracy)
+            report_domain_accuracy(ctx, self.stage, domain_accuracy)
         return classifier

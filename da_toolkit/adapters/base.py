@@ -77,11 +77,15 @@ class Adapter:
 
 
 class FeatureAdapter(Adapter):
+    """`stage`: the recipe section this adapter runs as ("feature"); it names the adapter's training
+    stages (checkpoints, TensorBoard, metrics.json) and the keys its messages name."""
+
     kind = "feature"
 
-    def __init__(self, options, setup: AdapterSetup):
+    def __init__(self, options, setup: AdapterSetup, stage: str = "feature"):
         super().__init__(options, setup)
         self.train = setup.train
+        self.stage = stage
 
     def fit(self, classifier: nn.Module, source: DomainDataset, target: DomainDataset, ctx: Context) -> nn.Module:
         raise NotImplementedError

@@ -13,6 +13,6 @@ class SourceOnly(FeatureAdapter):
     def fit(self, classifier, source, target, ctx):
         training = SupervisedTraining(classifier, source, target, self.train, ctx)
         classifier.train()
-        train_loop(ctx, "feature", self.train.iterations, training.supervised_step, training.state(),
+        train_loop(ctx, self.stage, self.train.iterations, training.supervised_step, training.state(),
                    candidate=classifier)
         return classifier
