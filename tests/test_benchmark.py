@@ -205,6 +205,42 @@ def test_cells_with_the_same_pixel_stage_share_one_translator(tmp_path, toy_reci
     assert order.index(owner.name) < min(order.index(n) for n in cells if cells[n].owner is owner)
 
 
+def test_a_cell_that_reads_another_cells_run_starts_after_it_and_is_blocked_when_it_fails(tmp_path, toy_recipes):
+    # a stand-in for a key naming a run directory (SHOT's feature.source_checkpoint={cell:source_only})
+    write_yaml(toy_recipes / "toy_refined.yaml", toy_recipe_dict())
+    path = benchmark_file(tmp_path, methods=["refined", "source_only"], seeds=[0, 1],
+                          method_overrides={"refined": ["output_dir={cell:source_only}/elsewhere"]})
+    cells = {c.name: c for c in cells_of(path)}
+    refined, source = cells["toy/refined/seed1"], cells["toy/source_only/seed1"]
+    assert refined.inputs == [source] and refined.prerequisites == [source]
+    assert f"output_dir={source.run_dir}/elsewhere" in refined.arguments()
+    assert refined.recipe.output_dir == f"{source.run_dir}/elsewhere"
+
+    order, outcomes = [], {}
+    bench.run_cells(list(cells.values()), jobs=2, outcomes=outcomes,
+                    launch=fake_launch(order=order, fail="toy/source_only/seed0"))
+    assert order.index(source.name) < order.index(refined.name)  # listed first, it still waits for its input
+    assert outcomes[cells["toy/refined/seed0"]].status == "blocked"
+    assert "toy/source_only/seed0, whose run it reads, did not finish" in outcomes[cells["toy/refined/seed0"]].error
+    assert outcomes[refined].status == "done"
+
+    # selected alone (--only) while its input has not run: blocked at once, not waiting forever
+    lone = cells_of(path)[0]
+    outcomes = {}
+    bench.run_cells([lone], jobs=1, outcomes=outcomes, launch=fake_launch())
+    assert outcomes[lone].status == "blocked" and outcomes[lone].error.endswith("(not selected)")
+
+
+@pytest.mark.parametrize("reference", ["{cell:adda}", "{cell:refined}"])
+def test_a_cell_reference_must_name_another_method_of_the_grid(tmp_path, toy_recipes, reference):
+    write_yaml(toy_recipes / "toy_refined.yaml", toy_recipe_dict())
+    path = benchmark_file(tmp_path, methods=["refined", "source_only"],
+                          method_overrides={"refined": [f"name={reference}"]})
+    with pytest.raises(UserError, match=r"an override names \{cell:\w+\}, which must be another of the benchmark's "
+                                        r"methods \(refined, source_only\)"):
+        cells_of(path)
+
+
 # ---------------------------------------------------------------------------------------------- states
 
 

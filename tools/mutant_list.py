@@ -563,6 +563,10 @@ MUTANTS = [
            "m not in flagged}", "True}",
            "a method whose run collapsed can be recommended", SELECT),
     # ------------------------------------------------------------------ photo benchmarks (data/photo.py)
+    Mutant("grid.inputs-not-awaited", "da_toolkit/benchmark/scheduler.py",
+           "all(p.finished for p in c.prerequisites)", "c.owner is None or c.owner.finished",
+           "a cell reading another cell's run (SHOT's source checkpoint) starts before that run finished",
+           ("tests/test_benchmark.py",)),
     Mutant("photo.class-names-ignore-folders", "da_toolkit/data/photo.py",
            "names = [name if name in published else None for name in listed]", "names = [None for name in listed]",
            "a list in another label order gets the published names in published order: classes mismatched by name",

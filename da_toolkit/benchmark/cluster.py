@@ -8,7 +8,7 @@ Python environment, the benchmark directory), as on any Slurm cluster with a sha
 
 `run_cells` drives the jobs exactly as it drives local processes: `ClusterJob` answers its
 poll / send_signal / wait. So finished cells are skipped and started ones resumed, and a cell
-that reuses a translator is submitted only once the owner of that translator has finished.
+that reuses a translator (or reads another cell's run) is submitted only once that cell has finished.
 Ctrl-C cancels the submitted jobs (`scancel`: Slurm sends SIGTERM, then SIGKILL); a cancelled
 or timed-out cell resumes from its last checkpoint (`train.checkpoint_every`) on the next run.
 """

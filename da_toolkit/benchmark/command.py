@@ -49,6 +49,7 @@ def compare(benchmark_path: str | Path, profile: str | None = None, jobs: int | 
         for cell in cells:
             state = "finished" if cell.finished else "started, will resume" if cell.started else "new"
             shared = f"  (reuses the translator of {cell.owner.name})" if cell.owner else ""
+            shared += "".join(f"  (reads the run of {source.name})" for source in cell.inputs)
             print(f"{cell.name:<44} {state}{shared}")
         print(f"{len(cells)} cells in {bench_dir}" + (f"; not applicable: {', '.join(skipped)}" if skipped else ""))
         return []

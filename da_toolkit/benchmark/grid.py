@@ -5,12 +5,17 @@ pixel section, data, classifier and device; any k) share one translator. The fir
 with the plain source_only feature stage when there is one) trains it; the others run with
 ``pixel_from=<its run dir>`` after it finished, restoring its pixel checkpoints and reading its
 translated-source cache.
+
+A cell can also read another cell's run directory: an override value `{cell:METHOD}` (e.g. SHOT's
+``feature.source_checkpoint={cell:source_only}``) stands for the run directory of that method's cell
+of the same task, seed and k, and the cell starts once that one finished.
 """
 from __future__ import annotations
 
 import json
+import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from da_toolkit.adapters.pixel import pixel_adapter
@@ -32,6 +37,12 @@ class Cell:
     run_dir: Path
     recipe: Recipe
     owner: Cell | None = None  # the cell whose translator this one reuses (pixel_from)
+    inputs: list[Cell] = field(default_factory=list)  # the cells whose run directories a `{cell:METHOD}` override names
+
+    @property
+    def prerequisites(self) -> list[Cell]:
+        """The cells that must finish before this one starts."""
+        return [*([self.owner] if self.owner is not None else []), *self.inputs]
 
     @property
     def name(self) -> str:
@@ -88,8 +99,12 @@ def expand(benchmark: Benchmark, profile: str | None, bench_dir: Path) -> tuple[
         raise UserError(f"{benchmark.path}: recipe files not found: {', '.join(missing)} (a method's recipe is "
                         f"<recipe_dir>/<task>_<method>.yaml; recipe_dir is {benchmark.recipe_dir}; "
                         f"method_recipes maps a method onto another method's recipe)")
-    cells, skipped = [], []
+    cells, skipped, reads = [], [], {}
     runs = bench_dir.resolve() / "runs"
+
+    def run_dir(task: str, method: str, seed: int, k: int | None) -> Path:
+        return runs / task / (method if k is None else f"{method}_k{k}") / f"seed{seed}"
+
     for task in benchmark.tasks:
         for k in benchmark.label_counts or [None]:
             for method in benchmark.methods:
@@ -99,17 +114,37 @@ def expand(benchmark: Benchmark, profile: str | None, bench_dir: Path) -> tuple[
                     overrides += [f"seed={seed}"]
                     path = benchmark.recipe_path(task, method)
                     variant = method if k is None else f"{method}_k{k}"
+                    read = sorted({name for override in overrides for name in CELL_REFERENCE.findall(override)})
+                    unknown = [name for name in read if name not in benchmark.methods or name == method]
+                    if unknown:
+                        raise UserError(f"{benchmark.path}: cell {task}/{variant}/seed{seed}: an override names "
+                                        f"{{cell:{unknown[0]}}}, which must be another of the benchmark's methods "
+                                        f"({', '.join(benchmark.methods)})")
+                    overrides = [CELL_REFERENCE.sub(lambda m: str(run_dir(task, m.group(1), seed, k)), override)
+                                 for override in overrides]
                     try:
                         recipe = load_recipe(path, overrides)
                     except UserError as error:
                         raise UserError(f"{benchmark.path}: cell {task}/{variant}/seed{seed} ({path}): {error}") \
                             from None
-                    cell = Cell(task, method, seed, k, path, overrides, runs / task / variant / f"seed{seed}", recipe)
+                    cell = Cell(task, method, seed, k, path, overrides, run_dir(task, method, seed, k), recipe)
                     if recipe.feature.adapter == "target_only" and recipe.data.target_labels_per_class == 0:
                         skipped.append(cell.name)
                         continue
                     cells.append(cell)
+                    reads[cell] = read
+    by_run_dir = {cell.run_dir: cell for cell in cells}
+    for cell, read in reads.items():
+        for name in read:
+            source = by_run_dir.get(run_dir(cell.task, name, cell.seed, cell.k))
+            if source is None:
+                raise UserError(f"{benchmark.path}: cell {cell.name} reads the {name} cell of its task, seed and k, "
+                                f"which the grid does not have (not applicable)")
+            cell.inputs.append(source)
     return cells, skipped
+
+
+CELL_REFERENCE = re.compile(r"\{cell:(\w+)\}")  # an override value naming another method's cell of the same task, seed, k
 
 
 def pixel_signature(recipe: Recipe) -> str | None:

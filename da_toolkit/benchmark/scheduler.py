@@ -135,7 +135,8 @@ def stop_signals():
 
 def run_cells(cells: list[Cell], jobs: int, outcomes: dict[Cell, Outcome], launch=launch_cell,
               env: dict | None = None) -> None:
-    """Run the unfinished cells, `jobs` at a time; a cell sharing a translator waits for its owner.
+    """Run the unfinished cells, `jobs` at a time; a cell waits for its prerequisites (the owner of the
+    translator it shares, the cells whose runs it reads), which start first.
 
     Fills `outcomes` with every cell's outcome as it becomes known (finished cells are skipped;
     a run directory started with another recipe is a failure). Ctrl-C (or SIGTERM) sends SIGINT
@@ -151,8 +152,8 @@ def run_cells(cells: list[Cell], jobs: int, outcomes: dict[Cell, Outcome], launc
                                                f"{', '.join(changed)}); delete it or pass -o DIR for a new benchmark")
         elif cell.finished:
             outcomes[cell] = Outcome("done")
-    owners = {cell.owner for cell in cells if cell.owner is not None}
-    pending = sorted((c for c in cells if c not in outcomes), key=lambda c: (c not in owners, cells.index(c)))
+    needed = {prerequisite for cell in cells for prerequisite in cell.prerequisites}
+    pending = sorted((c for c in cells if c not in outcomes), key=lambda c: (c not in needed, cells.index(c)))
     running: dict[Cell, subprocess.Popen] = {}
     bar = tqdm(total=len(cells), initial=len(outcomes), unit="cell",
                desc="cells", smoothing=0, dynamic_ncols=True, file=sys.stderr)
@@ -178,12 +179,14 @@ def run_cells(cells: list[Cell], jobs: int, outcomes: dict[Cell, Outcome], launc
                         finish(cell, Outcome("done") if process.returncode == 0 and cell.finished
                                else Outcome("failed", f"{last_error_line(cell.log_path)} (log: {cell.log_path})"))
                 for cell in list(pending):
-                    owner = outcomes.get(cell.owner) if cell.owner is not None else None
-                    if owner is not None and owner.status != "done":
+                    blocker = next((p for p in cell.prerequisites if not p.finished and (
+                        p not in cells or (p in outcomes and outcomes[p].status != "done"))), None)
+                    if blocker is not None:
                         pending.remove(cell)
-                        finish(cell, Outcome("blocked", f"not run: {cell.owner.name}, whose translator it shares, "
-                                                        f"did not finish"))
-                for cell in [c for c in pending if c.owner is None or c.owner.finished][:jobs - len(running)]:
+                        uses = "whose translator it shares" if blocker is cell.owner else "whose run it reads"
+                        finish(cell, Outcome("blocked", f"not run: {blocker.name}, {uses}, did not finish"
+                                                        + ("" if blocker in cells else " (not selected)")))
+                for cell in [c for c in pending if all(p.finished for p in c.prerequisites)][:jobs - len(running)]:
                     pending.remove(cell)
                     running[cell] = launch(cell, env)
                 show()

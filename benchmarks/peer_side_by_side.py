@@ -1,0 +1,156 @@
+"""Our methods against Transfer-Learning-Library's (TLlib) on the same digit task, budget, batch and
+backbone, several seeds, one thread per process, one table (issue 28).
+
+Both sides: LeNet on 28×28 grey images, batch 128, the same number of iterations, each library with
+its own hyper-parameters for the method (ours: the recipe's defaults; TLlib: its `# Digits` flags from
+examples/domain_adaptation/image_classification/<method>.sh). TLlib runs unmodified through
+../shared/peers/tllib/launch.py (its README says how to set it up); its last-epoch accuracy is
+compared (TLlib's `best_acc` picks the epoch by target test accuracy, which we never do).
+
+    DA_TOOLKIT_DATA=../shared/data TLLIB=/tmp/tllib PEER_PYTHONPATH=/work/peerlibs \\
+        python benchmarks/peer_side_by_side.py --methods dann,cdan --tasks M2U,U2M --seeds 0,1,2
+
+Each run's directory (ours) or log (TLlib) lands in --out (default benchmarks/runs/peer); a finished
+run is not run again, so an interrupted comparison continues where it stopped. The table goes to
+<out>/results.md and stdout. Two runs at a time by default (--jobs), each with OMP_NUM_THREADS=1.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PEER_KIT = ROOT.parent / "shared" / "peers" / "tllib"  # launch.py, prepare_data.py (../shared beside the repo)
+
+TASKS = {"M2U": ("mnist2usps", "MNIST", "USPS"), "U2M": ("usps2mnist", "USPS", "MNIST")}
+DIGIT_FLAGS = ["--train-resizing", "res.", "--val-resizing", "res.", "--resize-size", "28", "--no-hflip",
+               "--norm-mean", "0.5", "--norm-std", "0.5", "-a", "lenet", "--no-pool", "-b", "128", "--scratch"]
+# TLlib's `# Digits` flags per method and task beyond DIGIT_FLAGS (its <method>.sh; lr per task)
+PEER_FLAGS = {
+    "source_only": ("erm", {"M2U": ["--lr", "0.01"], "U2M": ["--lr", "0.1"]}),
+    "dann": ("dann", {"M2U": ["--lr", "0.01"], "U2M": ["--lr", "0.1"]}),
+    "cdan": ("cdan", {"M2U": ["--lr", "0.01"], "U2M": ["--lr", "0.1"]}),
+    "mcc": ("mcc", {"M2U": ["--lr", "0.01"], "U2M": ["--lr", "0.1"]}),
+    "adda": ("adda", {"M2U": ["--lr", "0.01"], "U2M": ["--lr", "0.1"]}),
+    "mdd": ("mdd", {"M2U": ["--lr", "0.01"], "U2M": ["--lr", "0.01"]}),
+    "dan": ("dan", {"M2U": ["--lr", "0.01"], "U2M": ["--lr", "0.1"]}),
+    "jan": ("jan", {"M2U": ["--lr", "0.01"], "U2M": ["--lr", "0.1"]}),
+    "bsp": ("bsp", {"M2U": ["--lr", "0.01", "--trade-off-bsp", "0.0001"],
+                    "U2M": ["--lr", "0.1", "--trade-off-bsp", "0.0001"]}),
+    "afn": ("afn", {"M2U": ["-r", "0.3", "--lr", "0.01", "--trade-off-entropy", "0.03"],
+                    "U2M": ["-r", "0.1", "--lr", "0.03", "--trade-off-entropy", "0.03"]}),
+    "mcd": ("mcd", {"M2U": ["--lr", "0.01", "--trade-off", "0.3", "--trade-off-entropy", "0.03"],
+                    "U2M": ["--lr", "0.1", "--trade-off", "0.3", "--trade-off-entropy", "0.03"]}),
+}
+OUR_BUDGET = ["classifier.backbone=lenet", "data.image_size=28", "data.channels=1", "train.batch_size=128"]
+
+
+def our_run(method: str, task: str, seed: int, iterations: int, out: Path) -> dict:
+    run_dir = out / "ours" / f"{method}_{task}_seed{seed}"
+    if not (run_dir / "metrics.json").is_file():
+        recipe = ROOT / "recipes" / f"{TASKS[task][0]}_{method}.yaml"
+        extra = [f"feature.adapt_iterations={iterations}"] if method == "adda" else []
+        command = [sys.executable, "-m", "da_toolkit", "run", str(recipe), *OUR_BUDGET, f"train.iterations={iterations}",
+                   f"seed={seed}", *extra, "-o", str(run_dir), "--overwrite", "-q"]
+        subprocess.run(command, check=True, env=one_thread(), stdout=subprocess.DEVNULL)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return {"accuracy": 100 * metrics["target_accuracy"], "seconds": metrics["wall_time_s"]}
+
+
+def peer_run(method: str, task: str, seed: int, iterations: int, out: Path, tllib: Path, data: Path) -> dict:
+    script, flags = PEER_FLAGS[method]
+    _, source, target = TASKS[task]
+    log = out / "peer" / f"{method}_{task}_seed{seed}.log"
+    done = log.with_suffix(".json")
+    if not done.is_file():
+        log.parent.mkdir(parents=True, exist_ok=True)
+        env = one_thread()
+        env["TLLIB_THREADS"] = "1"
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(tllib), os.environ.get("PEER_PYTHONPATH", "")) if p)
+        command = [sys.executable, str(PEER_KIT / "launch.py"), f"{script}.py", str(data), "-d", "Digits",
+                   "-s", source, "-t", target, *DIGIT_FLAGS, *flags[task], "--epochs", "1", "-i", str(iterations),
+                   "--seed", str(seed), "--log", str(log.parent / log.stem)]
+        began = time.perf_counter()
+        with open(log, "w") as handle:  # TLlib's logger closes stdout: it exits 120 after a complete run
+            subprocess.run(command, cwd=tllib / "examples/domain_adaptation/image_classification", env=env,
+                           stdout=handle, stderr=subprocess.STDOUT)
+        seconds = time.perf_counter() - began
+        accuracies = re.findall(r"^ \* Acc@1 ([0-9.]+)", log.read_text(), re.M)
+        if "test_acc1" not in log.read_text() or not accuracies:
+            raise RuntimeError(f"TLlib {method} {task} seed {seed} failed; see {log}")
+        done.write_text(json.dumps({"accuracy": float(accuracies[-1]), "seconds": round(seconds, 1)}))
+    return json.loads(done.read_text())
+
+
+def one_thread() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def summary(values: list[float]) -> str:
+    mean = statistics.mean(values)
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{mean:.2f} ± {spread:.2f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--methods", default="dann,cdan,mcc")
+    parser.add_argument("--tasks", default="M2U,U2M")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--iterations", type=int, default=1000)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/runs/peer")
+    parser.add_argument("--tllib", type=Path, default=Path(os.environ.get("TLLIB", "/tmp/tllib")))
+    parser.add_argument("--peer-data", type=Path, default=Path("/tmp/tllib_data/digits"))
+    args = parser.parse_args()
+    methods, tasks = args.methods.split(","), args.tasks.split(",")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    unknown = [m for m in methods if m not in PEER_FLAGS] + [t for t in tasks if t not in TASKS]
+    if unknown:
+        sys.exit(f"error: unknown method or task {unknown} (methods: {', '.join(PEER_FLAGS)}; tasks: M2U, U2M)")
+    if not (args.tllib / "tllib").is_dir():
+        sys.exit(f"error: no TLlib work tree at {args.tllib} (see {PEER_KIT / 'README.md'})")
+    if not (args.peer_data / "MNIST/image_list/mnist_train.txt").is_file():
+        subprocess.run([sys.executable, str(PEER_KIT / "prepare_data.py"), "--out", str(args.peer_data),
+                        "--src", os.environ.get("DA_TOOLKIT_DATA", str(ROOT.parent / "shared" / "data"))], check=True)
+    jobs = [(side, m, t, s) for m in methods for t in tasks for s in seeds for side in ("ours", "peer")]
+    results: dict = {}
+
+    def run(job):
+        side, m, t, s = job
+        result = (our_run(m, t, s, args.iterations, args.out) if side == "ours" else
+                  peer_run(m, t, s, args.iterations, args.out, args.tllib, args.peer_data))
+        print(f"{side} {m} {t} seed {s}: {result['accuracy']:.2f}% in {result['seconds']:.0f} s", flush=True)
+        results[job] = result
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        list(pool.map(run, jobs))
+    lines = [f"# Ours vs Transfer-Learning-Library, {args.iterations} iterations of batch 128, LeNet 28×28 grey",
+             "", f"Seeds {args.seeds}; one thread per process, {args.jobs} processes at a time; target test accuracy "
+             "in % (mean ± sample std over seeds; TLlib: its last iterate, as ours), wall time per run (mean s).",
+             f"Command: `python benchmarks/peer_side_by_side.py --methods {args.methods} --tasks {args.tasks} "
+             f"--seeds {args.seeds} --iterations {args.iterations}`", "",
+             "| task | method | ours (%) | TLlib (%) | ours − TLlib | ours (s) | TLlib (s) |", "|---|---|---|---|---|---|---|"]
+    for t in tasks:
+        for m in methods:
+            ours = [results[("ours", m, t, s)] for s in seeds]
+            peer = [results[("peer", m, t, s)] for s in seeds]
+            gap = statistics.mean(r["accuracy"] for r in ours) - statistics.mean(r["accuracy"] for r in peer)
+            lines.append(f"| {TASKS[t][0]} | {m} | {summary([r['accuracy'] for r in ours])} | "
+                         f"{summary([r['accuracy'] for r in peer])} | {gap:+.2f} | "
+                         f"{statistics.mean(r['seconds'] for r in ours):.0f} | {statistics.mean(r['seconds'] for r in peer):.0f} |")
+    text = "\n".join(lines) + "\n"
+    (args.out / "results.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
