@@ -79,7 +79,7 @@ def fake_launch(accuracy: dict[str, float] | None = None, fail: str | None = Non
     and writes metrics.json (target accuracy from `accuracy`, by cell name; the collapse flag for
     the cells in `collapsed`), or fails for `fail`."""
     def launch(cell, env):
-        assert cell.owner is None or cell.owner.finished, "a cell started before the owner of its translator"
+        assert all(p.finished for p in cell.prerequisites), "a cell started before the translator's owner or its input"
         if order is not None:
             order.append(cell.name)
         cell.run_dir.mkdir(parents=True, exist_ok=True)
@@ -217,9 +217,9 @@ def test_a_cell_that_reads_another_cells_run_starts_after_it_and_is_blocked_when
     assert refined.recipe.output_dir == f"{source.run_dir}/elsewhere"
 
     order, outcomes = [], {}
-    bench.run_cells(list(cells.values()), jobs=2, outcomes=outcomes,
+    bench.run_cells(list(cells.values()), jobs=4, outcomes=outcomes,  # a free slot for every cell: inputs first
                     launch=fake_launch(order=order, fail="toy/source_only/seed0"))
-    assert order.index(source.name) < order.index(refined.name)  # listed first, it still waits for its input
+    assert order.index(source.name) < order.index(refined.name)
     assert outcomes[cells["toy/refined/seed0"]].status == "blocked"
     assert "toy/source_only/seed0, whose run it reads, did not finish" in outcomes[cells["toy/refined/seed0"]].error
     assert outcomes[refined].status == "done"
