@@ -365,7 +365,7 @@ MUTANTS = [
            "the reversal ramps over the run's progress whatever grl_warmup says (the DTN stall of issue 18)",
            ("tests/test_adversarial.py", "tests/test_dann.py")),
     Mutant("adversarial.guard-blind-to-chance-ce", "da_toolkit/adapters/adversarial.py",
-           "and source_ce >= CHANCE_SHARE * self.chance_ce:", "and False:",
+           "if source_ce >= CHANCE_SHARE * self.chance_ce:", "if False:",
            "the divergence guard lets a run whose classifier learned nothing finish", ("tests/test_adversarial.py",)),
     # ------------------------------------------------------------------ pixel stage keeps the labels
     Mutant("pixel.filter-inverted", CG_TRANSLATOR, "keep = predictions == labels", "keep = predictions != labels",
