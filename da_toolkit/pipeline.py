@@ -101,6 +101,7 @@ def _run_locked(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool, pr
     check_classifier(setup, num_classes, recipe.classifier.backbone)
     pixel = ADAPTERS.get(recipe.pixel.adapter)(recipe.pixel.options, setup) if recipe.pixel is not None else None
     feature = ADAPTERS.get(recipe.feature.adapter)(recipe.feature.options, setup)
+    feature.check_inputs(num_classes)
 
     if overwrite and main:
         rundir.clear()

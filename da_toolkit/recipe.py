@@ -198,8 +198,9 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
 
 
 # keys naming a file or folder: relative to the recipe file in a recipe, to the current directory in an override
-PATH_KEYS = ("classifier.checkpoint", *(f"data.{domain}.{key}" for domain in ("source", "target", "target_test",
-                                                                                "source_test") for key in ("root", "list")))
+PATH_KEYS = ("classifier.checkpoint", "feature.source_checkpoint",
+             *(f"data.{domain}.{key}" for domain in ("source", "target", "target_test", "source_test")
+               for key in ("root", "list")))
 
 
 def _path_from_here(override: str) -> str:
@@ -320,6 +321,11 @@ def recipe_from_dict(raw: dict, source_path: Path | None = None) -> Recipe:
         if spec is not None and spec.skip_unreadable and spec.name not in FILE_DATASETS:
             raise UserError(f"data.{key}.skip_unreadable: only a domain of image files ({', '.join(FILE_DATASETS)}) "
                             f"reads image files; '{spec.name}' does not take it")
+    options = recipe.feature.options
+    if getattr(options, "source_checkpoint", None) is not None and source_path is not None:
+        # relative to the recipe file; whether it exists is checked when a run starts (pipeline: the adapter's
+        # check_inputs), since a benchmark grid names a source run that its earlier cells have yet to train
+        options.source_checkpoint = str((source_path.parent / Path(options.source_checkpoint).expanduser()).resolve())
     if recipe.classifier.checkpoint is not None and source_path is not None:  # not a run directory's recipe.yaml:
         checkpoint = (source_path.parent / recipe.classifier.checkpoint).resolve()  # its run needs no such file
         if not checkpoint.is_file():

@@ -165,13 +165,19 @@ class RunDir:
     def load_classifier(self) -> tuple[dict, int]:
         """(weights, class count) of the trained classifier, read without running code."""
         self.require("classifier.pt")
-        saved = load_checkpoint(self.classifier_file, "classifier")
-        state = saved["state_dict"]
-        num_classes = saved.get("num_classes")
-        if num_classes is None:  # written before the class count was stored: read it off the head
-            head = state.get("head.weight") if isinstance(state, dict) else None
-            num_classes = head.shape[0] if head is not None else 10
-        return state, num_classes
+        return read_classifier(self.classifier_file)
+
+
+def read_classifier(path: Path) -> tuple[dict, int]:
+    """(weights, class count) of a classifier.pt file (a run directory's, or one copied elsewhere), read
+    without running code."""
+    saved = load_checkpoint(path, "classifier")
+    state = saved["state_dict"]
+    num_classes = saved.get("num_classes")
+    if num_classes is None:  # written before the class count was stored: read it off the head
+        head = state.get("head.weight") if isinstance(state, dict) else None
+        num_classes = head.shape[0] if head is not None else 10
+    return state, num_classes
 
 
 LOCK_NAME = ".lock"

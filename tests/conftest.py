@@ -70,3 +70,15 @@ def write_recipe(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def toy_source_run(tmp_path_factory) -> Path:
+    """A finished source_only run on the toy recipe: the source classifier a source-free method (an adapter
+    whose options have `source_checkpoint`, e.g. shot) starts from, for any toy recipe's classifier."""
+    from da_toolkit.pipeline import run
+    from da_toolkit.recipe import recipe_from_dict
+
+    run_dir = tmp_path_factory.mktemp("toy_source") / "run"
+    run(recipe_from_dict(toy_recipe_dict(name="toy_source_only")), run_dir, progress=False)
+    return run_dir

@@ -145,12 +145,12 @@ def case_id(case) -> str:
 
 @pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("case", FEATURE_AND_PIXEL, ids=case_id)
-def test_every_stage_checkpoint_holds_only_cpu_tensors(case, device, tmp_path, monkeypatch):
+def test_every_stage_checkpoint_holds_only_cpu_tensors(case, device, toy_source_run, tmp_path, monkeypatch):
     saved = []
     save_checkpoint = loop.save_checkpoint
     monkeypatch.setattr(loop, "save_checkpoint", lambda obj, path, kind: saved.append(obj) or save_checkpoint(obj, path, kind))
     on(device, monkeypatch)
-    run(recipe_for(*case), tmp_path, progress=False)
+    run(recipe_for(*case, toy_source_run), tmp_path, progress=False)
     assert saved
     for obj in saved:
         assert_device_neutral(obj)
@@ -159,8 +159,9 @@ def test_every_stage_checkpoint_holds_only_cpu_tensors(case, device, tmp_path, m
 @needs_cuda
 @pytest.mark.parametrize("first, then", [("cuda", "cpu"), ("cpu", "cuda")])
 @pytest.mark.parametrize("case", FEATURE_AND_PIXEL, ids=case_id)
-def test_a_run_interrupted_on_one_device_resumes_on_the_other(case, first, then, tmp_path, monkeypatch):
-    recipe = recipe_for(*case)
+def test_a_run_interrupted_on_one_device_resumes_on_the_other(case, first, then, toy_source_run, tmp_path,
+                                                              monkeypatch):
+    recipe = recipe_for(*case, toy_source_run)
     straight = tmp_path / "straight"
     with monkeypatch.context() as patch:
         on(then, patch)

@@ -12,7 +12,7 @@ import pytest
 from da_toolkit.pipeline import run
 from da_toolkit.recipe import recipe_from_dict
 from conftest import toy_recipe_dict
-from test_resume import NEEDS_LABELS, SMALL, registered
+from test_resume import NEEDS_LABELS, SMALL, options_for, registered
 
 ITERATIONS = 150
 
@@ -24,12 +24,12 @@ def cases():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", cases(), ids=lambda c: "+".join(x for x in c if x))
-def test_every_method_beats_chance_on_the_toy_shift(case, tmp_path):
+def test_every_method_beats_chance_on_the_toy_shift(case, toy_source_run, tmp_path):
     pixel, feature = case
-    options = {**SMALL.get(feature, {})}
+    options = options_for(feature, toy_source_run)
     if feature == "adda":
         options.update(pretrain_iterations=ITERATIONS, adapt_iterations=ITERATIONS)
-    sections = {"feature": {"adapter": feature, **options}, "train": {"iterations": ITERATIONS},
+    sections = {"feature": options, "train": {"iterations": ITERATIONS},
                 "data": {"target_labels_per_class": 2 if feature in NEEDS_LABELS else 0}}
     if pixel is not None:
         sections["pixel"] = {"adapter": pixel, **SMALL.get(pixel, {}), "iterations": 50, "semantic_weight": 0.0}

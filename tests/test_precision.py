@@ -173,7 +173,7 @@ def test_a_checkpoint_without_scalers_resumes_with_fresh_ones(tmp_path):
 
 @pytest.mark.parametrize("case", [c for c in cases() if c[2] == 0 or c[1] == "target_only"],
                          ids=lambda c: "+".join(x for x in (c[0], c[1]) if x))
-def test_every_optimiser_of_every_method_steps_through_backward_step(case, tmp_path, monkeypatch):
+def test_every_optimiser_of_every_method_steps_through_backward_step(case, toy_source_run, tmp_path, monkeypatch):
     """So that fp16 scales every one of them: the optimisers a stage checkpoints are exactly those
     that `Precision.backward_step` was given."""
     stepped, checkpointed = set(), set()
@@ -189,7 +189,7 @@ def test_every_optimiser_of_every_method_steps_through_backward_step(case, tmp_p
 
     monkeypatch.setattr(Precision, "backward_step", record_step)
     monkeypatch.setattr(loop, "restore_stage", record_state)
-    run(recipe_for(*case), tmp_path, progress=False)
+    run(recipe_for(*case, toy_source_run), tmp_path, progress=False)
     assert checkpointed and stepped == checkpointed
 
 

@@ -6,10 +6,10 @@ resumed with --resume, and its final weights must be `torch.equal` to those of a
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import signal
-
-import json
 
 import pytest
 import torch
@@ -31,6 +31,7 @@ SMALL = {
     "cyclegan": {"iterations": ITERATIONS, "batch_size": 4, "ngf": 4, "ndf": 4, "generator_blocks": 1,
                  "discriminator_layers": 2, "pool_size": 3, "image_grid_every": 0, "semantic_weight": 1.0,
                  "semantic_classifier_iterations": ITERATIONS, "label_preservation_iterations": ITERATIONS},
+    "shot": {"pseudo_label_every": 2},  # reclusters at iterations 0, 2, 4: a resume at 3 needs the saved labels
 }
 NEEDS_LABELS = {"target_only"}  # trains on the labeled target images only
 
@@ -49,26 +50,35 @@ def cases() -> list[tuple[str | None, str, int]]:
     return out
 
 
-def recipe_for(pixel: str | None, feature: str, k: int):
-    sections = {"feature": {"adapter": feature, **SMALL.get(feature, {})},
+def options_for(adapter: str, source_run=None) -> dict:
+    """SMALL's options of `adapter`; a source-free adapter (one with a `source_checkpoint` option) also gets
+    the toy source_only run to start from (conftest's toy_source_run)."""
+    options = {"adapter": adapter, **SMALL.get(adapter, {})}
+    if "source_checkpoint" in {f.name for f in dataclasses.fields(ADAPTERS.get(adapter).Options)}:
+        options["source_checkpoint"] = str(source_run)
+    return options
+
+
+def recipe_for(pixel: str | None, feature: str, k: int, source_run=None):
+    sections = {"feature": options_for(feature, source_run),
                 "train": {"iterations": ITERATIONS, "batch_size": 16, "log_every": 1, "checkpoint_every": 1000},
                 "data": {"target_labels_per_class": k},
                 # model selection by a validator: its candidates and best weights are resumed too
                 "selection": {"select": "info_max", "every": 2, "samples": 40}}
     if pixel is not None:
-        sections["pixel"] = {"adapter": pixel, **SMALL.get(pixel, {})}
+        sections["pixel"] = options_for(pixel, source_run)
     return recipe_from_dict(toy_recipe_dict(**sections))
 
 
 @pytest.fixture(scope="module")
-def straight_runs(tmp_path_factory):
+def straight_runs(tmp_path_factory, toy_source_run):
     """Uninterrupted runs, one per case, made on first use."""
     made = {}
 
     def get(case):
         if case not in made:
             run_dir = tmp_path_factory.mktemp("straight") / "run"
-            run(recipe_for(*case), run_dir, progress=False)
+            run(recipe_for(*case, toy_source_run), run_dir, progress=False)
             made[case] = run_dir
         return made[case]
 
@@ -103,7 +113,7 @@ def interrupt_in(monkeypatch, stage: str, at: int) -> None:
 
 
 @pytest.mark.parametrize("case", cases(), ids=lambda c: "+".join(x for x in (c[0], c[1]) if x) + f"-k{c[2]}")
-def test_every_stage_of_every_method_resumes_exactly(case, straight_runs, tmp_path, monkeypatch):
+def test_every_stage_of_every_method_resumes_exactly(case, straight_runs, toy_source_run, tmp_path, monkeypatch):
     straight = straight_runs(case)
     expected = final_state(straight)
     stages = stages_of(straight)
@@ -112,7 +122,7 @@ def test_every_stage_of_every_method_resumes_exactly(case, straight_runs, tmp_pa
         assert stages == ["feature_adapt", "feature_pretrain"]
     if case[0] == "cyclegan":
         assert stages == ["feature", "pixel", "pixel_classifier", "pixel_oracle"]
-    recipe = recipe_for(*case)
+    recipe = recipe_for(*case, toy_source_run)
     for stage in stages:
         run_dir = tmp_path / stage
         with monkeypatch.context() as patch:

@@ -29,6 +29,9 @@ PRECISION = ("tests/test_precision.py",)
 PREC = "da_toolkit/training/precision.py"
 VALIDATE = ("tests/test_validators.py",)
 SELECT = ("tests/test_selection.py",)
+IM_LOSS = "da_toolkit/training/information_maximisation.py"
+SHOT = "da_toolkit/adapters/shot.py"
+SHOT_TESTS = ("tests/test_shot.py",)
 
 MUTANTS = [
     # ------------------------------------------------------------------ CycleGAN iteration
@@ -365,7 +368,7 @@ MUTANTS = [
            "the reversal ramps over the run's progress whatever grl_warmup says (the DTN stall of issue 18)",
            ("tests/test_adversarial.py", "tests/test_dann.py")),
     Mutant("adversarial.guard-blind-to-chance-ce", "da_toolkit/adapters/adversarial.py",
-           "and source_ce >= CHANCE_SHARE * self.chance_ce:", "and False:",
+           "if source_ce >= CHANCE_SHARE * self.chance_ce:", "if False:",
            "the divergence guard lets a run whose classifier learned nothing finish", ("tests/test_adversarial.py",)),
     # ------------------------------------------------------------------ pixel stage keeps the labels
     Mutant("pixel.filter-inverted", CG_TRANSLATOR, "keep = predictions == labels", "keep = predictions != labels",
@@ -583,6 +586,47 @@ MUTANTS = [
     Mutant("published.every-source-in-every-table", "da_toolkit/benchmark/report.py",
            "load_published(benchmark.published).for_tasks(benchmark.tasks)", "load_published(benchmark.published)",
            "a benchmark's table has empty columns for the sources of other benchmarks", ("tests/test_photo.py",)),
+    # ------------------------------------------------------------------ SHOT (adapters/shot.py, training/information_maximisation.py)
+    Mutant("shot.im-without-diversity", IM_LOSS,
+           "return individual - diversity, individual, diversity", "return individual, individual, diversity",
+           "L_im without its diversity term: nothing keeps the target predictions from one class", SHOT_TESTS),
+    Mutant("shot.im-signs-swapped", IM_LOSS,
+           "return individual - diversity, individual, diversity", "return diversity - individual, individual, diversity",
+           "L_im maximises the prediction entropy and minimises the diversity", SHOT_TESTS),
+    Mutant("shot.diversity-is-mean-entropy", IM_LOSS,
+           "diversity = entropy(probabilities.mean(dim=0))", "diversity = entropy(probabilities).mean()",
+           "the diversity term is the mean entropy of the predictions, not the entropy of their mean", SHOT_TESTS),
+    Mutant("shot.clustering-without-refinement", IM_LOSS,
+           "return nearest_centroid(F.one_hot(labels, probabilities.shape[1]).float())", "return labels",
+           "pseudo-labels from the soft centroids only, without the hard refinement round", SHOT_TESTS),
+    Mutant("shot.clustering-unweighted", IM_LOSS,
+           "labels = nearest_centroid(probabilities)",
+           "labels = nearest_centroid(F.one_hot(probabilities.argmax(dim=1), probabilities.shape[1]).float())",
+           "first centroids of the argmax labels, not weighted by the predictions", SHOT_TESTS),
+    Mutant("shot.clustering-not-cosine", IM_LOSS,
+           "similarity = features @ F.normalize(centroids[kept], dim=1).t()", "similarity = features @ centroids[kept].t()",
+           "nearest centroid by dot product, not cosine distance: a tight cluster's centroid wins", SHOT_TESTS),
+    Mutant("shot.clustering-keeps-abandoned-classes", IM_LOSS,
+           "kept = torch.unique(probabilities.argmax(dim=1))", "kept = torch.arange(probabilities.shape[1])",
+           "a class the model predicts for no sample still gets pseudo-labels", SHOT_TESTS),
+    Mutant("shot.pseudo-label-weight-ignored", SHOT,
+           "loss = loss + o.pseudo_label_weight * pseudo_label_loss", "loss = loss + pseudo_label_loss",
+           "the pseudo-label cross-entropy at weight 1 whatever feature.pseudo_label_weight says", SHOT_TESTS),
+    Mutant("shot.pseudo-labels-never-refreshed", SHOT,
+           "if pseudo_labels is not None and iteration % every == 0:", "if pseudo_labels is not None and iteration == 0:",
+           "the pseudo-labels of the source model are kept for the whole run (pseudo_label_every ignored)", SHOT_TESTS),
+    Mutant("shot.pseudo-labels-not-checkpointed", SHOT,
+           'state["pseudo_labels"] = pseudo_labels', "pass",
+           "a resumed SHOT run trains on other pseudo-labels than an uninterrupted one", RESUME),
+    Mutant("shot.head-trains", SHOT,
+           "classifier.head.requires_grad_(False)", "classifier.head.requires_grad_(True)",
+           "the source hypothesis (head) is trained on the target instead of kept", SHOT_TESTS),
+    Mutant("shot.reads-source", SHOT,
+           "SupervisedTraining(classifier, None, target, self.train, ctx)",
+           "SupervisedTraining(classifier, source, target, self.train, ctx)",
+           "the source-free method copies the source images to the device for a source stream", SHOT_TESTS),
+    Mutant("shot.guard-blind-to-collapse", SHOT, "if mean.mean() < self.bar:", "if False:",
+           "the divergence guard lets a run whose target predictions collapsed onto a few classes finish", SHOT_TESTS),
 ]
 
 # survivors judged harmless, by name, with the one-line reason printed in the report

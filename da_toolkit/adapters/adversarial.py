@@ -99,6 +99,8 @@ class DivergenceGuard:
     the line once and record it in metrics.json under feature.guard), ignore (YAML reads a bare `off` as false).
     """
 
+    watched = ("loss/source_ce",)  # the scalars whose recent means `stalled` judges
+
     def __init__(self, stage: str, iterations: int, num_classes: int, mode: str, after: float,
                  chances: dict[str, float], window: int = 50):
         self.stage, self.iterations, self.mode = stage, iterations, mode
@@ -107,7 +109,7 @@ class DivergenceGuard:
         self.num_classes = num_classes
         self.chance_ce = math.log(num_classes)
         self.chances = chances
-        self.means = {name: RecentMean(window) for name in ("loss/source_ce", *chances)}
+        self.means = {name: RecentMean(window) for name in (*self.watched, *chances)}
         self.warned = False
 
     def check(self, iteration: int, scalars: dict, ctx) -> None:
@@ -135,18 +137,25 @@ class DivergenceGuard:
                     f"(train.lr, {self.stage}.trade_off)")
         if iteration < self.start:
             return None
-        source_ce = self.means["loss/source_ce"].mean()
-        if iteration >= self.chance_start and source_ce >= CHANCE_SHARE * self.chance_ce:
-            return (f"the source classification loss is still at chance ({source_ce:.3f}, chance ln {self.num_classes} "
-                    f"= {self.chance_ce:.3f}, mean of the last {self.means['loss/source_ce'].values.maxlen} "
-                    f"iterations); likely cause: the transfer loss overpowers classification (lower "
-                    f"{self.stage}.trade_off or lengthen the reversal warm-up {self.stage}.grl_warmup)")
+        stalled = self.stalled() if iteration >= self.chance_start else None
+        if stalled is not None:
+            return stalled
         for name, chance in self.chances.items():
             value = self.means[name].mean()
             if value > DOMAIN_LOSS_LIMIT * chance:
                 return (f"{name} = {value:.3f} is far above its chance value {chance:.3f} (mean of the last "
                         f"{self.means[name].values.maxlen} iterations): the discriminator is confidently wrong, "
                         f"the minimax oscillates; likely cause: {self.stage}.trade_off too large")
+        return None
+
+    def stalled(self) -> str | None:
+        """Why the run learns nothing, judged on the recent means of `watched`, or None."""
+        source_ce = self.means["loss/source_ce"].mean()
+        if source_ce >= CHANCE_SHARE * self.chance_ce:
+            return (f"the source classification loss is still at chance ({source_ce:.3f}, chance ln {self.num_classes} "
+                    f"= {self.chance_ce:.3f}, mean of the last {self.means['loss/source_ce'].values.maxlen} "
+                    f"iterations); likely cause: the transfer loss overpowers classification (lower "
+                    f"{self.stage}.trade_off or lengthen the reversal warm-up {self.stage}.grl_warmup)")
         return None
 
     def state_dict(self) -> dict:

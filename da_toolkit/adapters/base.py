@@ -87,6 +87,10 @@ class FeatureAdapter(Adapter):
         self.train = setup.train
         self.stage = stage
 
+    def check_inputs(self, num_classes: int) -> None:
+        """Refuse (UserError), before the run directory is written, a file this adapter's options name that
+        is missing or does not fit a classifier of `num_classes` classes (e.g. SHOT's source checkpoint)."""
+
     def fit(self, classifier: nn.Module, source: DomainDataset, target: DomainDataset, ctx: Context) -> nn.Module:
         raise NotImplementedError
 
@@ -131,21 +135,22 @@ def make_optimizer(modules: tuple[nn.Module, ...], train, lr: float | None = Non
 class SupervisedTraining:
     """The parts of classifier training every feature adapter shares.
 
-    Batch streams of labeled source, of target (its labels are mostly -1) and of the labeled
-    target images (the scarce-label setting; None when k = 0), augmented as `train.augment` says;
+    Batch streams of labeled source (None for a source-free method, which passes no source), of
+    target (its labels are mostly -1) and of the labeled target images (the scarce-label setting;
+    None when k = 0), augmented as `train.augment` says;
     one optimiser over the classifier and any extra modules (e.g. a domain discriminator) with the
     recipe's LR schedule. `parallel_classifier` and `parallel_modules` are the classifier and the
     extra modules as the training steps call them: data-parallel wrappers over the processes
     torchrun started (training/distributed.py), the modules themselves in one process.
     """
 
-    def __init__(self, classifier: nn.Module, source: DomainDataset, target: DomainDataset, train, ctx: Context,
-                 extra_modules: tuple[nn.Module, ...] = (), iterations: int | None = None):
+    def __init__(self, classifier: nn.Module, source: DomainDataset | None, target: DomainDataset, train,
+                 ctx: Context, extra_modules: tuple[nn.Module, ...] = (), iterations: int | None = None):
         self.classifier = classifier
         self.ctx = ctx
         batch = train.batch_size
         augment = Augment(train.augment)
-        self.source = augment(BatchStream(source, batch, ctx.seed, ctx.device))
+        self.source = augment(BatchStream(source, batch, ctx.seed, ctx.device)) if source is not None else None
         self.target = augment(BatchStream(target, batch, ctx.seed + 1, ctx.device))
         labeled = target.labeled()
         self.labeled_target = augment(BatchStream(labeled, batch, ctx.seed + 2, ctx.device)) if len(labeled) else None
@@ -189,7 +194,9 @@ class SupervisedTraining:
     def state(self) -> dict:
         """The objects a checkpoint of this training holds."""
         state = {"classifier": self.classifier, "optimizer": self.optimizer, "scheduler": self.scheduler,
-                 "source_stream": self.source, "target_stream": self.target}
+                 "target_stream": self.target}
+        if self.source is not None:
+            state["source_stream"] = self.source
         if self.labeled_target is not None:
             state["labeled_target_stream"] = self.labeled_target
         return state

@@ -60,6 +60,9 @@ class AugmentedStream:
         augmented = torch.stack([self.transform(image) for image in unit])
         return augmented.clamp_(0, 1).mul_(2).sub_(1), labels
 
+    def relabel(self, labels: torch.Tensor) -> None:
+        self.stream.relabel(labels)
+
     def state_dict(self) -> dict:
         return self.stream.state_dict()
 

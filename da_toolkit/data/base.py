@@ -294,6 +294,11 @@ class Walk:
         self.position += self.batch_size
         return batch, fresh
 
+    def relabel(self, labels: torch.Tensor) -> None:
+        """Give the stream's images these labels (one per image of the domain) from the next batch on; the
+        images and their order stay as they were (a self-training method's pseudo-labels)."""
+        self.labels = labels.to(self.device)
+
     def state_dict(self) -> dict:
         """Generator state (a CPU ByteTensor), this epoch's permutation (on the CPU) and the position in it."""
         return {"generator": self.generator.get_state(), "order": self.order, "position": self.position}
@@ -421,6 +426,11 @@ class BatchStream:
         if not torch.equal(decoded, index):
             raise RuntimeError(f"{self.dataset.name}: the workers decoded other images than the stream's batch")
         return to_float(images.to(self.device, non_blocking=True)), self.labels[index.to(self.device)]
+
+    def relabel(self, labels: torch.Tensor) -> None:
+        """Give the stream's images these labels (one per image of the domain) from the next batch on; the
+        images and their order stay as they were (a self-training method's pseudo-labels)."""
+        self.labels = labels.to(self.device)
 
     def state_dict(self) -> dict:
         """Generator state (a CPU ByteTensor), this epoch's permutation (on the CPU) and the position in it."""

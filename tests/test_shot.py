@@ -1,0 +1,231 @@
+"""SHOT (Liang et al. 2020): information maximisation and the clustering pseudo-labels worked out by hand,
+the frozen head and the trained encoder, no source image read, and the source checkpoint's checks."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+
+from da_toolkit.adapters import shot
+from da_toolkit.adapters.base import AdapterSetup
+from da_toolkit.cli import main
+from da_toolkit.context import Context
+from da_toolkit.data import DomainDataset
+from da_toolkit.errors import UserError
+from da_toolkit.models import create_classifier
+from da_toolkit.recipe import load_recipe, recipe_from_dict
+from da_toolkit.rundir import RunDir
+from da_toolkit.training.information_maximisation import cluster_pseudo_labels, information_maximisation
+from conftest import toy_recipe_dict
+from test_adda import toy
+
+LOG3 = math.log(3)
+
+
+# ------------------------------------------------------------------ L_im = mean_i H(p_i) − H(mean_i p_i)
+
+
+def test_information_maximisation_of_uniform_predictions_is_zero():
+    """p_i = (1/3, 1/3, 1/3): H(p_i) = log 3 and H(p̄) = log 3, so L_im = 0."""
+    im, individual, diversity = information_maximisation(torch.zeros(4, 3))
+    assert individual.item() == pytest.approx(LOG3, abs=1e-4)
+    assert diversity.item() == pytest.approx(LOG3, abs=1e-4)
+    assert im.item() == pytest.approx(0.0, abs=1e-4)
+
+
+def test_information_maximisation_of_one_hot_predictions():
+    """Confident predictions: H(p_i) = 0. Spread over the 3 classes, p̄ is uniform: L_im = −log 3, its
+    minimum; all in one class, p̄ is one-hot too: L_im = 0."""
+    spread, _, _ = information_maximisation(100 * torch.eye(3))
+    assert spread.item() == pytest.approx(-LOG3, abs=1e-4)
+    one_class = torch.tensor([[100.0, 0.0, 0.0]] * 3)
+    im, individual, diversity = information_maximisation(one_class)
+    assert (im.item(), individual.item(), diversity.item()) == pytest.approx((0.0, 0.0, 0.0), abs=1e-4)
+
+
+def test_information_maximisation_of_a_mixed_batch_by_hand():
+    """p_1 = (½, ½), p_2 = (1, 0): mean entropy (log 2 + 0) / 2; p̄ = (¾, ¼):
+    H(p̄) = −¾ log ¾ − ¼ log ¼; L_im is their difference; its gradient makes p_1 confident."""
+    logits = torch.tensor([[0.0, 0.0], [100.0, 0.0]], requires_grad=True)
+    im, individual, diversity = information_maximisation(logits)
+    assert individual.item() == pytest.approx(math.log(2) / 2, abs=1e-4)
+    assert diversity.item() == pytest.approx(-0.75 * math.log(0.75) - 0.25 * math.log(0.25), abs=1e-4)
+    assert im.item() == pytest.approx(individual.item() - diversity.item(), abs=1e-6)
+    im.backward()
+    # descending L_im moves sample 1 towards class 1, the class the batch under-uses (diversity)
+    assert logits.grad[0, 1] < 0 < logits.grad[0, 0]
+
+
+# ------------------------------------------------------------------ the clustering pseudo-labels
+
+
+def at(*degrees: float) -> torch.Tensor:
+    """Features on a circle of radius 1000 at these angles (the appended 1 then tilts them by < 0.06°)."""
+    radians = torch.tensor(degrees, dtype=torch.float64) * math.pi / 180
+    return (1000 * torch.stack([radians.cos(), radians.sin()], dim=1)).float()
+
+
+def test_the_refinement_round_relabels_a_point_between_two_clusters():
+    """A = two points at 0° predicted (1, 0); B = two at 90° predicted (¼, ¾); x at 55° predicted (1, 0).
+    Soft round: c_0 ∝ 2·(1, 0) + ½·(0, 1) + x = (2.574, 1.319), at 27.1°; c_1 at 90°; x is 27.9° from c_0
+    and 35° from c_1: label 0. Hard round: c_0 = mean of A and x, at 17.6°; x is 37.4° from it and 35°
+    from c_1 = B: label 1."""
+    features = at(0, 0, 90, 90, 55)
+    probabilities = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.25, 0.75], [0.25, 0.75], [1.0, 0.0]])
+    assert cluster_pseudo_labels(features, probabilities).tolist() == [0, 0, 1, 1, 1]
+
+
+def test_the_predictions_weight_the_first_centroids():
+    """A at 0° predicted (1, 0); B at 90° predicted (0.4, 0.6); x at 45° confidently predicted (0, 1).
+    Weighted by p: c_0 ∝ 2·(1, 0) + 0.8·(0, 1), at 21.8°; c_1 ∝ 1.2·(0, 1) + x, at 69.7°; x (45°) is
+    23.2° from c_0 and 24.7° from c_1: label 0, kept by the hard round (c_0 = mean of A and x at 14.6°,
+    c_1 = B at 90°). Centroids of the argmax labels instead (c_1 = mean of B and x, at 75.4°) would say 1."""
+    features = at(0, 0, 90, 90, 45)
+    probabilities = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.4, 0.6], [0.4, 0.6], [0.0, 1.0]])
+    assert cluster_pseudo_labels(features, probabilities).tolist() == [0, 0, 1, 1, 0]
+
+
+def test_a_class_no_sample_is_predicted_as_gets_no_pseudo_label():
+    """A at 0° predicted (1, 0, 0); y at 90° predicted (0, 0.65, 0.35), z at 180° (0, 0.55, 0.45). Class 2 is
+    nobody's argmax, so it gets no centroid, though c_2 ∝ 0.35·y + 0.45·z (at 142.1°) is nearer z than
+    c_1 ∝ 0.65·y + 0.55·z (at 130.2°): z is labeled 1, not 2, and the hard round keeps y and z in class 1."""
+    features = at(0, 0, 90, 180)
+    probabilities = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.65, 0.35], [0.0, 0.55, 0.45]])
+    assert cluster_pseudo_labels(features, probabilities).tolist() == [0, 0, 1, 1]
+
+
+# ------------------------------------------------------------------ the adapter
+
+
+class SealedSource(DomainDataset):
+    """An in-memory source domain whose images raise on any access: reading, sampling, batching or copying them
+    to a device (every path to a `DomainDataset`'s pixels goes through `images`); labels and class names stay
+    readable."""
+
+    def __init__(self, domain: DomainDataset):
+        self.labels, self.name, self.class_names = domain.labels, domain.name, domain.class_names
+
+    @property
+    def images(self):
+        raise AssertionError("a source image was read")
+
+
+def shot_recipe(source_run, **feature):
+    return recipe_from_dict(toy_recipe_dict(feature={"adapter": "shot", "source_checkpoint": str(source_run),
+                                                     "pseudo_label_every": 5, **feature},
+                                            train={"iterations": 20, "batch_size": 16}))
+
+
+def test_shot_keeps_the_source_head_trains_the_encoder_and_never_reads_a_source_image(toy_source_run, tmp_path,
+                                                                                       monkeypatch):
+    recipe = shot_recipe(toy_source_run)
+    source_state, _ = RunDir(toy_source_run).load_classifier()
+    clusterings = []
+    original = shot.cluster_pseudo_labels
+    monkeypatch.setattr(shot, "cluster_pseudo_labels", lambda *a: clusterings.append(1) or original(*a))
+    logged = []
+    monkeypatch.setattr(Context, "log_scalars", lambda self, stage, step, values: logged.append((stage, values)))
+    ctx = Context(tmp_path, progress=False, log_every=1)
+    classifier = create_classifier("lenet", 1, 16, 10, 32)
+    adapter = shot.SHOT(recipe.feature.options, AdapterSetup.from_recipe(recipe))
+    try:
+        adapted = adapter.fit(classifier, SealedSource(toy(0)), toy(60).without_labels(), ctx)
+    finally:
+        ctx.close()
+    for name, value in adapted.head.state_dict().items():
+        assert torch.equal(value, source_state[f"head.{name}"]), name
+    assert not any(p.requires_grad for p in adapted.head.parameters())
+    moved = [name for name, value in adapted.encoder.state_dict().items()
+             if value.is_floating_point() and not torch.equal(value, source_state[f"encoder.{name}"])]
+    assert moved, "the encoder was not trained"
+    assert len(clusterings) == 4  # iterations 0, 5, 10, 15 (pseudo_label_every: 5)
+    assert len(logged) == 20 and {stage for stage, _ in logged} == {"feature"}
+    for _, values in logged:  # L = L_im + β · CE(pseudo-labels), β = 0.3
+        expected = values["loss/information_maximisation"] + 0.3 * values["loss/pseudo_label_ce"]
+        assert values["loss/total"] == pytest.approx(expected, abs=1e-5)
+        assert values["loss/information_maximisation"] == pytest.approx(
+            values["loss/entropy"] - values["loss/diversity"], abs=1e-5)
+
+
+def test_shot_im_has_no_pseudo_labels(toy_source_run, tmp_path, monkeypatch):
+    recipe = shot_recipe(toy_source_run, pseudo_label_weight=0.0)
+    monkeypatch.setattr(shot, "cluster_pseudo_labels", lambda *a: pytest.fail("SHOT-IM clustered"))
+    ctx = Context(tmp_path, progress=False)
+    try:
+        shot.SHOT(recipe.feature.options, AdapterSetup.from_recipe(recipe)).fit(
+            create_classifier("lenet", 1, 16, 10, 32), SealedSource(toy(0)), toy(60).without_labels(), ctx)
+    finally:
+        ctx.close()
+
+
+def test_the_diversity_guard_stops_a_collapsed_run():
+    guard = shot.DiversityGuard("feature", 100, num_classes=10, batch_size=64, mode="stop", after=0.2)
+    assert guard.bar == 2.5  # min(10, 64) / 4
+    healthy = {"loss/total": torch.tensor(-1.0), "predictions/effective_classes": torch.tensor(8.0)}
+    collapsed = {"loss/total": torch.tensor(-0.1), "predictions/effective_classes": torch.tensor(1.2)}
+    for iteration in range(1, 51):
+        guard.check(iteration, healthy, None)
+    with pytest.raises(UserError, match="the target predictions collapsed"):
+        for iteration in range(51, 101):
+            guard.check(iteration, collapsed, None)
+
+
+# ------------------------------------------------------------------ the source checkpoint
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def one_line(result) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), result.output
+    return lines[0]
+
+
+def write_shot_recipe(path, source_checkpoint) -> None:
+    path.write_text(yaml.safe_dump(toy_recipe_dict(feature={"adapter": "shot", "source_checkpoint": source_checkpoint},
+                                                   train={"iterations": 4, "batch_size": 16})))
+
+
+def test_a_missing_source_checkpoint_is_one_line_before_anything_is_written(tmp_path):
+    recipe, run_dir = tmp_path / "recipe.yaml", tmp_path / "run"
+    write_shot_recipe(recipe, "no_such_run")
+    line = one_line(invoke("run", recipe, "-o", run_dir, "-q"))
+    assert f"feature.source_checkpoint: {tmp_path / 'no_such_run'}: no such file or directory" in line
+    assert not run_dir.exists()
+    (tmp_path / "unfinished").mkdir()
+    line = one_line(invoke("run", recipe, "feature.source_checkpoint=" + str(tmp_path / "unfinished"), "-o", run_dir))
+    assert "a run directory without classifier.pt" in line and not run_dir.exists()
+
+
+@pytest.mark.parametrize("classes, bottleneck, message", [
+    (5, 32, "is a classifier of 5 classes, this run's data has 10"),
+    (10, 16, "size mismatch for encoder.1.0.weight"),
+])
+def test_a_source_checkpoint_of_another_classifier_is_one_line_naming_the_file(classes, bottleneck, message, tmp_path):
+    other = RunDir(tmp_path / "other")
+    other.save_classifier(create_classifier("lenet", 1, 16, classes, bottleneck).state_dict(), classes, {})
+    recipe, run_dir = tmp_path / "recipe.yaml", tmp_path / "run"
+    write_shot_recipe(recipe, "other/classifier.pt")
+    line = one_line(invoke("run", recipe, "-o", run_dir, "-q"))
+    assert f"feature.source_checkpoint: {other.classifier_file}" in line and message in line
+    assert not run_dir.exists()
+
+
+def test_the_source_checkpoint_is_relative_to_the_recipe_file_or_in_an_override_to_the_cwd(tmp_path, monkeypatch):
+    (tmp_path / "recipes").mkdir()
+    recipe = tmp_path / "recipes" / "shot.yaml"
+    write_shot_recipe(recipe, "../runs/source")
+    assert load_recipe(recipe).feature.options.source_checkpoint == str(tmp_path / "runs" / "source")
+    monkeypatch.chdir(tmp_path / "recipes")
+    loaded = load_recipe(recipe, ["feature.source_checkpoint=elsewhere/run"])
+    assert loaded.feature.options.source_checkpoint == str(tmp_path / "recipes" / "elsewhere" / "run")
+
+
+def test_shot_without_a_source_checkpoint_names_the_key():
+    with pytest.raises(UserError, match="feature.source_checkpoint: missing: SHOT adapts a trained source classifier"):
+        recipe_from_dict(toy_recipe_dict(feature={"adapter": "shot"}))
