@@ -151,10 +151,13 @@ def adabn(batch_size: int, passes: float = 1.0):
 
 
 def test_adabn_sets_the_running_statistics_to_the_target_sets_and_changes_no_weight(tmp_path):
-    """One batch holding the whole target set: the bottleneck's BatchNorm1d ends with that set's mean and
-    unbiased variance of its input (computed with dropout off), its momentum restored, no weight changed."""
+    """One batch holding the whole target set: the bottleneck's BatchNorm1d, which held source statistics,
+    ends with that set's mean and unbiased variance of its input (computed with dropout off), its momentum
+    restored, no weight changed."""
     torch.manual_seed(0)
     classifier = create_classifier("lenet", 1, 16, 10, 32)
+    with torch.no_grad():
+        classifier.train()(to_float(toy_at_16("train", 0).images))  # source statistics, one batch tracked
     target = toy_at_16("train", 60).without_labels()
     weights = {name: p.detach().clone() for name, p in classifier.named_parameters()}
     linear, norm = classifier.encoder[1][0], classifier.encoder[1][1]
