@@ -27,6 +27,7 @@ INTERRUPT_AT = 3
 # small options for the registered adapters (an adapter not listed here runs with its defaults)
 SMALL = {
     "dann": {"discriminator_hidden": [16]},
+    "adabn": {"passes": ITERATIONS * 16 / 400},  # ITERATIONS batches of 16 of the toy target's 400 images
     "adda": {"pretrain_iterations": ITERATIONS, "adapt_iterations": ITERATIONS, "discriminator_hidden": [16]},
     "cyclegan": {"iterations": ITERATIONS, "batch_size": 4, "ngf": 4, "ndf": 4, "generator_blocks": 1,
                  "discriminator_layers": 2, "pool_size": 3, "image_grid_every": 0, "semantic_weight": 1.0,

@@ -32,6 +32,7 @@ SELECT = ("tests/test_selection.py",)
 IM_LOSS = "da_toolkit/training/information_maximisation.py"
 SHOT = "da_toolkit/adapters/shot.py"
 SHOT_TESTS = ("tests/test_shot.py",)
+BASELINES = ("tests/test_baselines_mcd.py",)
 
 MUTANTS = [
     # ------------------------------------------------------------------ CycleGAN iteration
@@ -627,6 +628,50 @@ MUTANTS = [
            "the source-free method copies the source images to the device for a source stream", SHOT_TESTS),
     Mutant("shot.guard-blind-to-collapse", SHOT, "if mean.mean() < self.bar:", "if False:",
            "the divergence guard lets a run whose target predictions collapsed onto a few classes finish", SHOT_TESTS),
+    # ------------------------------------------------------------------ MDD, MCD, AdaBN (issue 28)
+    Mutant("mdd.margin-dropped", "da_toolkit/training/margin_disparity.py",
+           "return margin * source_disparity + target_disparity", "return source_disparity + target_disparity",
+           "MDD's source disparity without its margin γ", BASELINES),
+    Mutant("mdd.target-plain-log", "da_toolkit/training/margin_disparity.py",
+           "torch.clamp(1 - target_probability + SHIFT, max=1.0)", "torch.clamp(target_probability + SHIFT, max=1.0)",
+           "MDD's target term −log p instead of −log(1 − p): h' agrees with h on target", BASELINES),
+    Mutant("mdd.adversary-predictions", "da_toolkit/training/margin_disparity.py",
+           "source_predictions = source_logits.detach().argmax(1)",
+           "source_predictions = source_adversary_logits.detach().argmax(1)",
+           "MDD's source disparity against h' own predictions, not the head's", BASELINES),
+    Mutant("mdd.no-reversal", "da_toolkit/training/margin_disparity.py",
+           "self.adversary(self.grl(torch.cat(", "self.adversary((torch.cat(",
+           "MDD's features descend the disparity with h' instead of ascending it", BASELINES),
+    Mutant("mcd.discrepancy-squared", "da_toolkit/training/classifier_discrepancy.py",
+           "dim=1)).abs().mean()", "dim=1)).pow(2).mean()",
+           "MCD's L1 discrepancy replaced by a squared difference", BASELINES),
+    Mutant("mcd.second-head-not-trained-on-source", "da_toolkit/adapters/mcd.py",
+           "loss = loss + second_ce", "loss = loss",
+           "MCD's step A trains the second head on nothing", BASELINES),
+    Mutant("mcd.step-b-moves-encoder", "da_toolkit/adapters/mcd.py",
+           "with torch.no_grad():", "with torch.enable_grad():",
+           "MCD's step B updates the encoder with the heads", BASELINES),
+    Mutant("mcd.step-b-minimises-discrepancy", "da_toolkit/adapters/mcd.py",
+           "heads_loss = heads_ce - o.trade_off * discrepancy", "heads_loss = heads_ce + o.trade_off * discrepancy",
+           "MCD's heads minimise their disagreement on target: no adversary", BASELINES),
+    Mutant("mcd.step-c-moves-heads", "da_toolkit/adapters/mcd.py",
+           "heads.requires_grad_(False)", "heads.requires_grad_(True)",
+           "MCD's step C updates the heads with the encoder", BASELINES),
+    Mutant("mcd.step-c-once", "da_toolkit/adapters/mcd.py",
+           "for _ in range(o.num_k):", "for _ in range(1):",
+           "MCD ignores num_k: one encoder update per iteration", BASELINES),
+    Mutant("adabn.momentum-kept", "da_toolkit/adapters/adabn.py",
+           "layer.momentum = None", "layer.momentum = layer.momentum",
+           "AdaBN keeps the exponential average (momentum 0.1) instead of averaging all target batches", BASELINES),
+    Mutant("adabn.source-statistics-kept", "da_toolkit/adapters/adabn.py",
+           "layer.reset_running_stats()", "None",
+           "AdaBN averages the target batches into the source statistics", BASELINES),
+    Mutant("adabn.dropout-on", "da_toolkit/adapters/adabn.py",
+           "classifier.eval()", "classifier.train()",
+           "AdaBN estimates the statistics with dropout on (not as at test time)", BASELINES),
+    Mutant("adabn.momentum-not-restored", "da_toolkit/adapters/adabn.py",
+           "layer.momentum = momenta[name]", "None",
+           "AdaBN leaves every batch-norm layer in cumulative averaging after it", BASELINES),
 ]
 
 # survivors judged harmless, by name, with the one-line reason printed in the report

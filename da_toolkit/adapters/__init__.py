@@ -3,7 +3,19 @@ from da_toolkit.registry import Registry
 
 ADAPTERS = Registry("adapter")
 
-# each module registers its adapter in ADAPTERS
-from da_toolkit.adapters import adda, cdan, cyclegan, dann, mcc, shot, source_only, target_only  # noqa: E402,F401
+# each module registers its adapter in ADAPTERS; a new method adds its line
+from da_toolkit.adapters import (  # noqa: E402,F401
+    adabn,
+    adda,
+    cdan,
+    cyclegan,
+    dann,
+    mcc,
+    mcd,
+    mdd,
+    shot,
+    source_only,
+    target_only,
+)
 
 __all__ = ["ADAPTERS"]

@@ -202,27 +202,20 @@ class ClassConfusionOptions:
 
 
 @dataclass
-class AdversarialOptions(ClassConfusionOptions, GuardOptions):
-    """The recipe's `feature:` keys of a domain-adversarial method (DANN, CDAN)."""
+class ReversalOptions:
+    """The gradient reversal layer's recipe keys: its coefficient λ and warm-up."""
 
-    trade_off: float = 1.0  # weight of the domain loss L_d (the mean BCE over both domains)
     grl: Literal["schedule", "fixed"] = "schedule"  # schedule: warm-up λ_i (below); fixed: λ = c
     grl_coefficient: float = 1.0  # c: the fixed λ, or the warm-up's final value
     grl_gamma: float = 10.0  # γ of the warm-up
     grl_warmup: int | None = 10000  # H: λ_i = c (2/(1+exp(-γ i/H)) - 1); null: H = the run's iterations
-    discriminator_hidden: list[int] = field(default_factory=lambda: [1024, 1024])
-    discriminator_batch_norm: bool = False  # batch norm rescales any domain gap to unit size: logits of 10-40
-    discriminator_dropout: float = 0.5
 
     def __post_init__(self):
-        GuardOptions.__post_init__(self)
-        ClassConfusionOptions.__post_init__(self)
-        for key in ("trade_off", "grl_coefficient", "grl_gamma"):
+        for key in ("grl_coefficient", "grl_gamma"):
             if getattr(self, key) < 0:
                 raise UserError(f"feature.{key}: must be zero or more, got {getattr(self, key)}")
         if self.grl_warmup is not None and self.grl_warmup < 1:
             raise UserError(f"feature.grl_warmup: must be a positive number of iterations or null, got {self.grl_warmup}")
-        check_discriminator(self.discriminator_hidden, self.discriminator_dropout)
 
     def reversal_coefficient(self, iteration: int, iterations: int) -> float:
         """λ at `iteration` of `iterations`: c (2 / (1 + exp(−γ i / H)) − 1), H = grl_warmup (or the
@@ -231,6 +224,24 @@ class AdversarialOptions(ClassConfusionOptions, GuardOptions):
             return self.grl_coefficient
         horizon = self.grl_warmup if self.grl_warmup is not None else max(iterations, 1)
         return self.grl_coefficient * grl_coefficient(iteration / horizon, self.grl_gamma)
+
+
+@dataclass
+class AdversarialOptions(ReversalOptions, ClassConfusionOptions, GuardOptions):
+    """The recipe's `feature:` keys of a domain-adversarial method (DANN, CDAN)."""
+
+    trade_off: float = 1.0  # weight of the domain loss L_d (the mean BCE over both domains)
+    discriminator_hidden: list[int] = field(default_factory=lambda: [1024, 1024])
+    discriminator_batch_norm: bool = False  # batch norm rescales any domain gap to unit size: logits of 10-40
+    discriminator_dropout: float = 0.5
+
+    def __post_init__(self):
+        GuardOptions.__post_init__(self)
+        ClassConfusionOptions.__post_init__(self)
+        ReversalOptions.__post_init__(self)
+        if self.trade_off < 0:
+            raise UserError(f"feature.trade_off: must be zero or more, got {self.trade_off}")
+        check_discriminator(self.discriminator_hidden, self.discriminator_dropout)
 
     def discriminator(self, in_features: int) -> DomainDiscriminator:
         return DomainDiscriminator(in_features, self.discriminator_hidden, self.discriminator_batch_norm,
