@@ -95,6 +95,17 @@ def test_vat_loss_is_the_kl_at_radius_along_the_adversarial_direction():
     assert float(loss.detach()) > 1e-4
 
 
+def test_vat_direction_ignores_autocast():
+    """Under bf16 autocast x + ξd would round to x: the power iteration must run in the input's precision."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3, 4))
+    images = IMAGES.float()
+    torch.manual_seed(5)
+    expected = adversarial_direction(model, images)
+    torch.manual_seed(5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(adversarial_direction(model, images), expected)
+
+
 def test_vat_is_zero_for_a_constant_model():
     model = linear_model()
     with torch.no_grad():

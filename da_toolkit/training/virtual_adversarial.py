@@ -61,18 +61,21 @@ def adversarial_direction(model: nn.Module, images: torch.Tensor, xi: float = 1e
     (g ≈ ξ² H d for the Hessian H of the KL at d = 0: one power-iteration step towards H's top
     eigenvector, the direction in which the prediction changes fastest). The model is evaluated in
     eval mode here, so that neither dropout masks nor batch statistics, which differ from one forward
-    pass to the next, swamp the ξ-sized difference; its modes are restored. d comes from torch's
+    pass to the next, swamp the ξ-sized difference (its modes are restored), and with autocast off
+    (in bf16, x + ξd would round to x and r̂ would be 0 or noise). d comes from torch's
     global RNG on `images`' device, whose state every checkpoint holds (training/loop.py). Returns r̂,
     detached; a sample on which the model is locally constant gets r̂ = 0.
     """
     modes = {module: module.training for module in model.modules()}
     model.eval()
     try:
-        with torch.no_grad():
-            clean_logits = model(images)
-        direction = unit_directions(torch.randn(images.shape, device=images.device, dtype=images.dtype)).requires_grad_(True)
-        divergence = softmax_kl(clean_logits, model(images.detach() + xi * direction))
-        gradient, = torch.autograd.grad(divergence, direction)
+        with torch.autocast(images.device.type, enabled=False):
+            with torch.no_grad():
+                clean_logits = model(images)
+            direction = unit_directions(torch.randn(images.shape, device=images.device, dtype=images.dtype))
+            direction.requires_grad_(True)
+            divergence = softmax_kl(clean_logits, model(images.detach() + xi * direction))
+            gradient, = torch.autograd.grad(divergence, direction)
     finally:
         for module, training in modes.items():
             module.train(training)
