@@ -109,6 +109,13 @@ class DirtT(FeatureAdapter):
             self.dirt(classifier, training, dirt_iterations, ctx, score_start=not vada_iterations)
         return classifier
 
+    def vat(self, classifier, training: SupervisedTraining):
+        """(images, their logits) -> L_v: the perturbed images go through the classifier as the steps call it
+        (its data-parallel wrapper), the power iteration through the classifier itself."""
+        o = self.options
+        return lambda images, logits: virtual_adversarial_loss(training.parallel_classifier, images, logits,
+                                                               o.vat_radius, o.vat_xi, direction_model=classifier)
+
     def vada(self, classifier, domain: DomainAdversarialLoss, training: SupervisedTraining, iterations: int,
              ctx) -> None:
         """VADA, stage `<stage>_vada`: the recipe's optimiser over the classifier and the discriminator."""
@@ -117,6 +124,7 @@ class DirtT(FeatureAdapter):
         guard = DivergenceGuard(self.stage, iterations, classifier.num_classes, o.guard, o.guard_after,
                                 {"loss/domain": DomainAdversarialLoss.chance})
         domain_accuracy = RecentMean()
+        vat_loss = self.vat(classifier, training)
 
         def step(iteration: int) -> dict:
             source_images, source_labels = next(training.source)
@@ -127,8 +135,8 @@ class DirtT(FeatureAdapter):
                 loss, scalars = training.classification_loss(source_logits, source_labels)
                 domain_loss, domain_scalars = parallel_domain(source_features, target_features)
                 entropy = conditional_entropy(target_logits)
-                source_vat = virtual_adversarial_loss(classifier, source_images, source_logits, o.vat_radius, o.vat_xi)
-                target_vat = virtual_adversarial_loss(classifier, target_images, target_logits, o.vat_radius, o.vat_xi)
+                source_vat = vat_loss(source_images, source_logits)
+                target_vat = vat_loss(target_images, target_logits)
                 loss = loss + domain_loss + o.source_weight * source_vat + o.target_weight * (entropy + target_vat)
             training.update(loss)
             scalars = {"loss/total": loss.detach(), **scalars, "loss/domain": domain_loss.detach(), **domain_scalars,
@@ -147,6 +155,7 @@ class DirtT(FeatureAdapter):
         o = self.options
         teacher = copy.deepcopy(classifier).eval().requires_grad_(False)
         optimizer = torch.optim.Adam(classifier.parameters(), o.dirt_lr, betas=(o.dirt_beta1, 0.999))
+        vat_loss = self.vat(classifier, training)
 
         def step(iteration: int) -> dict:
             images, _ = next(training.target)
@@ -155,7 +164,7 @@ class DirtT(FeatureAdapter):
                 with torch.no_grad():
                     teacher_logits = teacher(images)
                 entropy = conditional_entropy(logits)
-                vat = virtual_adversarial_loss(classifier, images, logits, o.vat_radius, o.vat_xi)
+                vat = vat_loss(images, logits)
                 divergence = softmax_kl(teacher_logits, logits)
                 loss = o.target_weight * (entropy + vat) + o.teacher_weight * divergence
                 scalars = {"loss/target_entropy": entropy.detach(), "loss/target_vat": vat.detach(),
@@ -164,9 +173,10 @@ class DirtT(FeatureAdapter):
                 if labeled_loss is not None:
                     scalars["loss/labeled_target_ce"] = labeled_loss.detach()
                     loss = loss + labeled_loss
-            if not math.isfinite(float(loss.detach())):
-                raise TrainingDiverged(f"{self.stage}_dirt: the loss is {float(loss.detach())} at iteration {iteration + 1}; "
-                                       f"likely cause: {self.stage}.dirt_lr or a loss weight too large")
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise TrainingDiverged(f"{self.stage}_dirt: the loss is {value} at iteration {iteration + 1}; likely "
+                                       f"cause: {self.stage}.dirt_lr or a loss weight too large")
             ctx.backward_step(loss, optimizer)
             if (iteration + 1) % o.teacher_every == 0:
                 teacher.load_state_dict(classifier.state_dict())

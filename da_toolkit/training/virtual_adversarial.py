@@ -83,7 +83,7 @@ def adversarial_direction(model: nn.Module, images: torch.Tensor, xi: float = 1e
 
 
 def virtual_adversarial_loss(model: nn.Module, images: torch.Tensor, logits: torch.Tensor, radius: float,
-                             xi: float = 1e-6) -> torch.Tensor:
+                             xi: float = 1e-6, direction_model: nn.Module | None = None) -> torch.Tensor:
     """VAT's local distributional smoothness loss, VADA's L_v (the paper's eq. 7):
 
         L_v = mean_i KL(p(x_i) || p(x_i + ε r̂_i)),   r̂ = `adversarial_direction`, ‖ε r̂_i‖ = ε = radius
@@ -91,6 +91,10 @@ def virtual_adversarial_loss(model: nn.Module, images: torch.Tensor, logits: tor
     p(x) = softmax(`logits`), the model's predictions on `images`, is held constant (no gradient), as
     in the authors' code; the perturbed prediction goes through `model` as it is (train mode), and
     the loss trains the model to be smooth (Lipschitz) in the ε-ball around each image.
+    `direction_model`: the network r̂ is sought on when `model` is a data-parallel wrapper of it
+    (training/distributed.py: the wrapper's forward arms its gradient reducer, which the power
+    iteration's gradient in the input must not); `model` itself by default.
     """
-    perturbation = radius * adversarial_direction(model, images, xi)
+    direction_model = model if direction_model is None else direction_model
+    perturbation = radius * adversarial_direction(direction_model, images, xi)
     return softmax_kl(logits, model(images.detach() + perturbation))
