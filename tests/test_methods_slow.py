@@ -15,6 +15,8 @@ from conftest import toy_recipe_dict
 from test_resume import NEEDS_LABELS, SMALL, registered
 
 ITERATIONS = 150
+# the options that set the lengths of a method's own stages (SMALL shortens them for the resume test)
+STAGE_ITERATIONS = {"adda": ("pretrain_iterations", "adapt_iterations"), "dirt_t": ("vada_iterations", "dirt_iterations")}
 
 
 def cases():
@@ -27,8 +29,7 @@ def cases():
 def test_every_method_beats_chance_on_the_toy_shift(case, tmp_path):
     pixel, feature = case
     options = {**SMALL.get(feature, {})}
-    if feature == "adda":
-        options.update(pretrain_iterations=ITERATIONS, adapt_iterations=ITERATIONS)
+    options.update({key: ITERATIONS for key in STAGE_ITERATIONS.get(feature, ())})
     sections = {"feature": {"adapter": feature, **options}, "train": {"iterations": ITERATIONS},
                 "data": {"target_labels_per_class": 2 if feature in NEEDS_LABELS else 0}}
     if pixel is not None:
