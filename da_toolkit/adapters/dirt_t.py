@@ -4,13 +4,14 @@ training/virtual_adversarial.py.
 
 1. stage ``<stage>_vada`` (`vada_iterations`, the recipe's `train` optimiser and schedule): VADA,
 
-       L = CE(h(x_s), y_s) + λ_d L_d + λ_s L_v(x_s) + λ_t (L_c(x_t) + L_v(x_t))   [+ CE on labeled target]
+       L = CE(h(x_s), y_s) + L_d(R_λd(f_s), R_λd(f_t)) + λ_s L_v(x_s) + λ_t (L_c(x_t) + L_v(x_t))
+           [+ CE on labeled target]
 
-   L_d: DANN's domain loss on the features through the gradient reversal layer
+   L_d: DANN's domain loss on the features f through the gradient reversal layer R_λd
    (`DomainAdversarialLoss`); L_c: the conditional entropy of the target predictions; L_v: virtual
    adversarial training (KL between the predictions on an image and on the image moved by ε along
-   its adversarial direction). λ_d is the reversal coefficient, not a weight on L_d: the
-   discriminator then learns from the whole L_d, the features from −λ_d ∂L_d/∂f, as in the
+   its adversarial direction). The paper's λ_d is the reversal coefficient, not a weight on L_d:
+   the discriminator learns from the whole L_d, the features from −λ_d ∂L_d/∂f, as in the
    authors' code, where the discriminator has its own optimiser and the classifier minimises
    λ_d times the domain-confusion loss. Source and target batches go through the classifier
    separately (batch norm on each domain's statistics, as in the authors' code), so that each
