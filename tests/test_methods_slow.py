@@ -15,6 +15,8 @@ from conftest import toy_recipe_dict
 from test_resume import NEEDS_LABELS, SMALL, options_for, registered
 
 ITERATIONS = 150
+# the options that set the lengths of a method's own stages (SMALL shortens them for the resume test)
+STAGE_ITERATIONS = {"adda": ("pretrain_iterations", "adapt_iterations"), "dirt_t": ("vada_iterations", "dirt_iterations")}
 
 
 REFINES_ONLY = {"adabn"}  # re-estimates a trained classifier's batch norm: tests/test_baselines_mcd.py runs it after source_only
@@ -30,8 +32,7 @@ def cases():
 def test_every_method_beats_chance_on_the_toy_shift(case, toy_source_run, tmp_path):
     pixel, feature = case
     options = options_for(feature, toy_source_run)
-    if feature == "adda":
-        options.update(pretrain_iterations=ITERATIONS, adapt_iterations=ITERATIONS)
+    options.update({key: ITERATIONS for key in STAGE_ITERATIONS.get(feature, ())})
     sections = {"feature": options, "train": {"iterations": ITERATIONS},
                 "data": {"target_labels_per_class": 2 if feature in NEEDS_LABELS else 0}}
     if pixel is not None:

@@ -28,6 +28,8 @@ INTERRUPT_AT = 3
 SMALL = {
     "dann": {"discriminator_hidden": [16]},
     "adabn": {"passes": ITERATIONS * 16 / 400},  # ITERATIONS batches of 16 of the toy target's 400 images
+    "dirt_t": {"vada_iterations": ITERATIONS, "dirt_iterations": ITERATIONS, "teacher_every": 2,
+               "discriminator_hidden": [16]},
     "adda": {"pretrain_iterations": ITERATIONS, "adapt_iterations": ITERATIONS, "discriminator_hidden": [16]},
     "cyclegan": {"iterations": ITERATIONS, "batch_size": 4, "ngf": 4, "ndf": 4, "generator_blocks": 1,
                  "discriminator_layers": 2, "pool_size": 3, "image_grid_every": 0, "semantic_weight": 1.0,

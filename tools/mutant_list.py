@@ -24,6 +24,9 @@ CG_TRANSLATOR = "da_toolkit/adapters/cyclegan/translator.py"
 CG_DIAGNOSTICS = "da_toolkit/adapters/cyclegan/diagnostics.py"
 CG_TESTS = ("tests/test_cyclegan_formulas.py", "tests/test_cyclegan.py", "tests/test_translation.py")
 RESUME = ("tests/test_resume.py",)
+VAT_LOSSES = "da_toolkit/training/virtual_adversarial.py"
+DIRT_T_ADAPTER = "da_toolkit/adapters/dirt_t.py"
+DIRT_T = ("tests/test_dirt_t.py",)
 DEVICE = ("tests/test_device_state.py",)
 PRECISION = ("tests/test_precision.py",)
 PREC = "da_toolkit/training/precision.py"
@@ -672,6 +675,42 @@ MUTANTS = [
     Mutant("adabn.momentum-not-restored", "da_toolkit/adapters/adabn.py",
            "layer.momentum = momenta[name]", "None",
            "AdaBN leaves every batch-norm layer in cumulative averaging after it", BASELINES),
+    # ------------------------------------------------------------------ dirt_t: VADA and DIRT-T (adapters/dirt_t.py)
+    Mutant("dirt_t.entropy-sign", VAT_LOSSES,
+           "return -(log_p.exp() * log_p).sum(dim=1).mean()", "return (log_p.exp() * log_p).sum(dim=1).mean()",
+           "the conditional entropy is negated: minimising it makes target predictions uniform", DIRT_T),
+    Mutant("dirt_t.kl-reversed", VAT_LOSSES,
+           "return (reference.exp() * (reference - log_p)).sum(dim=1).mean()",
+           "return (log_p.exp() * (log_p - reference)).sum(dim=1).mean()",
+           "KL(p || p_ref) instead of KL(p_ref || p): VAT and the teacher term take the other divergence", DIRT_T),
+    Mutant("dirt_t.vat-random-direction", VAT_LOSSES,
+           "return unit_directions(gradient.detach())", "return direction.detach()",
+           "VAT perturbs along the random start, not the adversarial direction (no power iteration)", DIRT_T),
+    Mutant("dirt_t.vat-radius-ignored", VAT_LOSSES,
+           "perturbation = radius * adversarial_direction(direction_model, images, xi)",
+           "perturbation = xi * adversarial_direction(direction_model, images, xi)",
+           "VAT's perturbation has the finite-difference size xi, not the radius epsilon: no smoothing", DIRT_T),
+    Mutant("dirt_t.vat-direction-under-autocast", VAT_LOSSES,
+           "with torch.autocast(images.device.type, enabled=False):", "if True:",
+           "under bf16 autocast (a GPU's default) x + xi d rounds to x: VAT's direction is 0 or noise", DIRT_T),
+    Mutant("dirt_t.source-vat-dropped", DIRT_T_ADAPTER,
+           "loss = loss + domain_loss + o.source_weight * source_vat + ",
+           "loss = loss + domain_loss + ",
+           "VADA trains without VAT on source", DIRT_T),
+    Mutant("dirt_t.dirt-target-terms-dropped", DIRT_T_ADAPTER,
+           "loss = o.target_weight * (entropy + vat) + o.teacher_weight * divergence",
+           "loss = o.teacher_weight * divergence",
+           "DIRT-T minimises only the teacher KL: no conditional entropy nor VAT on target", DIRT_T),
+    Mutant("dirt_t.teacher-never-replaced", DIRT_T_ADAPTER,
+           "teacher.load_state_dict(classifier.state_dict())", "pass",
+           "DIRT-T's teacher stays the classifier it started from", DIRT_T),
+    Mutant("dirt_t.dirt-reads-source", DIRT_T_ADAPTER,
+           "            images, _ = next(training.target)\n",
+           "            images, _ = next(training.source)\n",
+           "DIRT-T refines on source batches", DIRT_T),
+    Mutant("dirt_t.teacher-not-checkpointed", DIRT_T_ADAPTER,
+           '"teacher": teacher, ', "",
+           "a resumed DIRT-T stage restarts its teacher from the resumed classifier", RESUME),
 ]
 
 # survivors judged harmless, by name, with the one-line reason printed in the report

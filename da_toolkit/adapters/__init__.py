@@ -10,6 +10,7 @@ from da_toolkit.adapters import (  # noqa: E402,F401
     cdan,
     cyclegan,
     dann,
+    dirt_t,
     mcc,
     mcd,
     mdd,
