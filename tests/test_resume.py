@@ -33,23 +33,27 @@ SMALL = {
                  "semantic_classifier_iterations": ITERATIONS, "label_preservation_iterations": ITERATIONS},
 }
 NEEDS_LABELS = {"target_only"}  # trains on the labeled target images only
+# (feature adapter, refine adapter) compositions: a refinement stage after a feature stage
+REFINEMENTS = [("dann", "source_only")]
 
 
 def registered(kind: str) -> list[str]:
     return [name for name in ADAPTERS.names() if ADAPTERS.get(name).kind == kind and not name.startswith("test_")]
 
 
-def cases() -> list[tuple[str | None, str, int]]:
-    """(pixel adapter, feature adapter, labeled target images per class) for every registered method;
-    feature methods with and without labeled target images, pixel methods before source_only."""
+def cases() -> list[tuple[str | None, str, int, str | None]]:
+    """(pixel adapter, feature adapter, labeled target images per class, refine adapter) for every
+    registered method; feature methods with and without labeled target images, pixel methods before
+    source_only, and the REFINEMENTS compositions."""
     out = []
     for feature in registered("feature"):
-        out += [(None, feature, k) for k in ((2,) if feature in NEEDS_LABELS else (0, 2))]
-    out += [(pixel, "source_only", 0) for pixel in registered("pixel")]
+        out += [(None, feature, k, None) for k in ((2,) if feature in NEEDS_LABELS else (0, 2))]
+    out += [(pixel, "source_only", 0, None) for pixel in registered("pixel")]
+    out += [(None, feature, 0, refine) for feature, refine in REFINEMENTS]
     return out
 
 
-def recipe_for(pixel: str | None, feature: str, k: int):
+def recipe_for(pixel: str | None, feature: str, k: int, refine: str | None = None):
     sections = {"feature": {"adapter": feature, **SMALL.get(feature, {})},
                 "train": {"iterations": ITERATIONS, "batch_size": 16, "log_every": 1, "checkpoint_every": 1000},
                 "data": {"target_labels_per_class": k},
@@ -57,6 +61,8 @@ def recipe_for(pixel: str | None, feature: str, k: int):
                 "selection": {"select": "info_max", "every": 2, "samples": 40}}
     if pixel is not None:
         sections["pixel"] = {"adapter": pixel, **SMALL.get(pixel, {})}
+    if refine is not None:
+        sections["refine"] = {"adapter": refine, **SMALL.get(refine, {})}
     return recipe_from_dict(toy_recipe_dict(**sections))
 
 
@@ -102,7 +108,7 @@ def interrupt_in(monkeypatch, stage: str, at: int) -> None:
     monkeypatch.setattr(Context, "log_scalars", log_scalars)
 
 
-@pytest.mark.parametrize("case", cases(), ids=lambda c: "+".join(x for x in (c[0], c[1]) if x) + f"-k{c[2]}")
+@pytest.mark.parametrize("case", cases(), ids=lambda c: "+".join(x for x in (c[0], c[1], c[3]) if x) + f"-k{c[2]}")
 def test_every_stage_of_every_method_resumes_exactly(case, straight_runs, tmp_path, monkeypatch):
     straight = straight_runs(case)
     expected = final_state(straight)
@@ -112,6 +118,8 @@ def test_every_stage_of_every_method_resumes_exactly(case, straight_runs, tmp_pa
         assert stages == ["feature_adapt", "feature_pretrain"]
     if case[0] == "cyclegan":
         assert stages == ["feature", "pixel", "pixel_classifier", "pixel_oracle"]
+    if case[3] is not None:
+        assert any(stage.startswith("refine") for stage in stages), stages
     recipe = recipe_for(*case)
     for stage in stages:
         run_dir = tmp_path / stage

@@ -77,8 +77,9 @@ class Adapter:
 
 
 class FeatureAdapter(Adapter):
-    """`stage`: the recipe section this adapter runs as ("feature"); it names the adapter's training
-    stages (checkpoints, TensorBoard, metrics.json) and the keys its messages name."""
+    """`stage`: the recipe section this adapter runs as ("feature", or "refine" when it goes on training
+    the classifier a feature stage returned); it names the adapter's training stages (checkpoints,
+    TensorBoard, metrics.json) and the keys its messages name."""
 
     kind = "feature"
 
