@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from da_toolkit.adapters.adversarial import DivergenceGuard, GuardOptions
+from da_toolkit.adapters.adversarial import DivergenceGuard, GuardOptions, RecentMean
 from da_toolkit.adapters.base import FeatureAdapter, SupervisedTraining
 from da_toolkit.data.augment import augment_images, weak_transform
 from da_toolkit.errors import UserError
@@ -67,7 +67,8 @@ class SelfTraining(FeatureAdapter):
 
     def target_loss(self, training: SupervisedTraining, source_images: torch.Tensor, source_labels: torch.Tensor,
                     target_images: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """The step's loss (source CE included) and its scalars."""
+        """The step's loss (source CE included) and its scalars, among them ``self_training/mask_rate``
+        (the share of target images above τ; metrics.json: stages.<stage>.mask_rate)."""
         raise NotImplementedError
 
     def after_update(self, classifier: nn.Module) -> None:
@@ -86,6 +87,7 @@ class SelfTraining(FeatureAdapter):
         iterations = self.train.iterations if o.iterations is None else o.iterations
         training = SupervisedTraining(classifier, source, target, self.train, ctx, iterations=iterations)
         guard = DivergenceGuard(self.stage, iterations, classifier.num_classes, o.guard, o.guard_after, {})
+        mask_rate = RecentMean()
 
         def step(iteration: int) -> dict:
             source_images, source_labels = next(training.source)
@@ -94,14 +96,19 @@ class SelfTraining(FeatureAdapter):
                 loss, scalars = self.target_loss(training, source_images, source_labels, target_images)
             training.update(loss)
             self.after_update(classifier)
+            mask_rate.add(scalars["self_training/mask_rate"])
             scalars = {"loss/total": loss.detach(), **scalars, "lr": training.scheduler.get_last_lr()[0]}
             guard.check(iteration + 1, scalars, ctx)
             return scalars
 
         classifier.train()
-        state = {**training.state(), **self.start(classifier, ctx), "guard": guard}
+        state = {**training.state(), **self.start(classifier, ctx), "guard": guard, "mask_rate": mask_rate}
         returned = self.returned(classifier)
         train_loop(ctx, self.stage, iterations, step, state, candidate=returned)
+        if mask_rate.values:
+            note = (f"share of target images predicted with confidence ≥ {o.threshold}, mean over the last "
+                    f"{mask_rate.values.maxlen} iterations")
+            ctx.metrics.setdefault(self.stage, {}).update(mask_rate=mask_rate.mean(), mask_rate_note=note)
         if returned is not classifier:
             classifier.load_state_dict(returned.state_dict())
         return classifier
