@@ -203,8 +203,10 @@ def test_mean_teacher_returns_its_teacher_which_the_checkpoint_holds(tmp_path):
 def test_fixmatch_refines_what_a_feature_stage_trained(tmp_path):
     recipe = recipe_from_dict(toy_recipe_dict(feature={"adapter": "source_only"},
                                               refine={"adapter": "fixmatch", "iterations": 20, "threshold": 0.3,
-                                                      "weak_translate": 0.0}))
+                                                      "weak_translate": 0.0, "lr": 0.002}))
     metrics = run(recipe, tmp_path / "run", progress=False)
+    scheduler = load_checkpoint(tmp_path / "run" / "checkpoints" / "refine.pt")["state"]["scheduler"]
+    assert scheduler["base_lrs"] == [0.002] and scheduler["last_epoch"] == 20  # its own lr, schedule over 20
     assert metrics["refine_adapter"] == "fixmatch"
     assert set(metrics["stages"]["wall_time_s"]) == {"feature", "refine"}
     # after 60 iterations of the toy source the predictions are still soft (entropy 2.06 of ln 10 = 2.30)
@@ -216,6 +218,7 @@ def test_fixmatch_refines_what_a_feature_stage_trained(tmp_path):
 @pytest.mark.parametrize("key, value, message", [
     ("threshold", 1.5, r"refine\.threshold: must lie in \[0, 1\]"),
     ("iterations", -1, r"refine\.iterations: must be zero or more"),
+    ("lr", 0, r"refine\.lr: must be positive"),
     ("cutout", 1.0, r"refine\.cutout: must lie in \[0, 1\)"),
     ("strong_magnitude", 31, r"refine\.strong_magnitude: must lie in \[0, 30\]"),
     ("weak_translate", 0.6, r"refine\.weak_translate: must lie in \[0, 0\.5\]"),

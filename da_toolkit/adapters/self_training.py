@@ -11,8 +11,10 @@ refinement stage (`refine:`) after a feature stage that aligned the domains, sin
 pseudo-labels and teachers are only as good as the starting classifier's confident predictions;
 as a feature stage they start from scratch and teach themselves from the source alone.
 
-A stage runs `iterations` steps (null: train.iterations) with the recipe's optimiser and lr
-schedule over those iterations, restarting at train.lr. A `DivergenceGuard` watches every run.
+A stage runs `iterations` steps (null: train.iterations) with the recipe's optimiser (fresh
+moments) and lr schedule over those iterations, starting from `lr` (null: train.lr): a refinement
+stage may start lower, to fine-tune what the feature stage aligned rather than retrain it. A
+`DivergenceGuard` watches every run.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ class SelfTrainingOptions(GuardOptions):
     """The recipe keys the self-training methods share."""
 
     iterations: int | None = None  # this stage's iterations (its lr schedule spans them); null: train.iterations
+    lr: float | None = None  # this stage's initial learning rate (train.lr_schedule from it); null: train.lr
     weak_translate: float = 0.125  # weak view: a translation of up to this share of the image side; 0: none
     threshold: float = 0.95  # τ: a target prediction counts when its largest class probability is at least τ
     trade_off: float = 1.0  # weight of the method's target loss
@@ -42,6 +45,8 @@ class SelfTrainingOptions(GuardOptions):
         if self.iterations is not None and self.iterations < 0:
             raise UserError(f"feature.iterations: must be zero or more, or null (train.iterations), got "
                             f"{self.iterations}")
+        if self.lr is not None and self.lr <= 0:
+            raise UserError(f"feature.lr: must be positive, or null (train.lr), got {self.lr}")
         if not 0 <= self.weak_translate <= 0.5:
             raise UserError(f"feature.weak_translate: must lie in [0, 0.5] (share of the image side), got "
                             f"{self.weak_translate}")
@@ -85,7 +90,7 @@ class SelfTraining(FeatureAdapter):
     def fit(self, classifier, source, target, ctx):
         o = self.options
         iterations = self.train.iterations if o.iterations is None else o.iterations
-        training = SupervisedTraining(classifier, source, target, self.train, ctx, iterations=iterations)
+        training = SupervisedTraining(classifier, source, target, self.train, ctx, iterations=iterations, lr=o.lr)
         guard = DivergenceGuard(self.stage, iterations, classifier.num_classes, o.guard, o.guard_after, {})
         mask_rate = RecentMean()
 
