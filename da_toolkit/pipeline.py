@@ -1,8 +1,9 @@
 """`run(recipe)`: the data flow of DESIGN.md, one call per arrow.
 
 recipe -> domains -> [pixel stage: fit translator, translate source] -> feature stage (trains the
-shared classifier) -> [refine stage: another feature adapter goes on training it] -> evaluate on target test -> run directory (`RunDir`: recipe.yaml, metrics.json,
-classifier.pt, checkpoints/, tensorboard/, log.txt). Everything that can fail on bad input (data,
+shared classifier) -> [refine stage: another feature adapter goes on training it] -> evaluate on
+target test -> run directory (`RunDir`: recipe.yaml, metrics.json, classifier.pt, checkpoints/,
+tensorboard/, log.txt). Everything that can fail on bad input (data,
 image size, adapter options, pixel_from) is checked before the run directory is written.
 """
 from __future__ import annotations
