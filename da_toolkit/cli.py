@@ -203,7 +203,8 @@ def show(run_dirs):
     width = max(len(str(run_dir)) for run_dir in run_dirs)
     click.echo(f"{'run':<{width}}  {'method':<24} {'target acc':>10} {'source acc':>10} {'wall time':>9}")
     for run_dir, metrics in zip(run_dirs, rows):
-        method = " + ".join(a for a in (metrics["pixel_adapter"], metrics["feature_adapter"]) if a)
+        method = " + ".join(a for a in (metrics["pixel_adapter"], metrics["feature_adapter"],
+                                         metrics.get("refine_adapter")) if a)
         collapsed = "  COLLAPSED" if metrics.get("collapse", {}).get("collapsed") else ""
         click.echo(f"{str(run_dir):<{width}}  {method:<24} {100 * metrics['target_accuracy']:9.2f}% "
                    f"{100 * metrics['source_accuracy']:9.2f}% {metrics['wall_time_s']:8.0f}s{collapsed}")
@@ -222,7 +223,8 @@ def show(run_dirs):
 def selection_record(metrics: dict) -> dict:
     """A run's metrics.json as `recommend` reads it: the method is the recipe's name (source_only for
     a run without adaptation, the no-harm baseline)."""
-    plain = metrics["pixel_adapter"] is None and metrics["feature_adapter"] == "source_only"
+    plain = (metrics["pixel_adapter"] is None and metrics["feature_adapter"] == "source_only"
+             and metrics.get("refine_adapter") is None)
     return {"task": metrics["task"], "method": "source_only" if plain else metrics["recipe"], "seed": metrics["seed"],
             "collapsed": metrics.get("collapse", {}).get("collapsed"), "target_accuracy": metrics["target_accuracy"],
             "wall_time_s": metrics.get("wall_time_s"), "model_selection": metrics["model_selection"]}

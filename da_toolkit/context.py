@@ -44,7 +44,8 @@ class Context:
     # whether this process writes the run directory (log, TensorBoard, checkpoints, caches): rank 0 of
     # several processes (training/distributed.py); the others read checkpoints only and print nothing
     main: bool = True
-    # scores the final stage's candidates and keeps the chosen one (selection.py); None: no selection
+    # scores the candidates of the stages that train the returned classifier (feature, refine) and keeps the
+    # chosen one (selection.py); None: no selection
     selection: object | None = None
 
     def __post_init__(self):

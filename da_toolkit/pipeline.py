@@ -1,8 +1,9 @@
 """`run(recipe)`: the data flow of DESIGN.md, one call per arrow.
 
 recipe -> domains -> [pixel stage: fit translator, translate source] -> feature stage (trains the
-shared classifier) -> evaluate on target test -> run directory (`RunDir`: recipe.yaml, metrics.json,
-classifier.pt, checkpoints/, tensorboard/, log.txt). Everything that can fail on bad input (data,
+shared classifier) -> [refine stage: another feature adapter goes on training it] -> evaluate on
+target test -> run directory (`RunDir`: recipe.yaml, metrics.json, classifier.pt, checkpoints/,
+tensorboard/, log.txt). Everything that can fail on bad input (data,
 image size, adapter options, pixel_from) is checked before the run directory is written.
 """
 from __future__ import annotations
@@ -101,7 +102,11 @@ def _run_locked(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool, pr
     check_classifier(setup, num_classes, recipe.classifier.backbone)
     pixel = ADAPTERS.get(recipe.pixel.adapter)(recipe.pixel.options, setup) if recipe.pixel is not None else None
     feature = ADAPTERS.get(recipe.feature.adapter)(recipe.feature.options, setup)
-    feature.check_inputs(num_classes)
+    refine = (ADAPTERS.get(recipe.refine.adapter)(recipe.refine.options, setup, stage="refine")
+              if recipe.refine is not None else None)
+    for adapter in (feature, refine):
+        if adapter is not None:
+            adapter.check_inputs(num_classes)
 
     if overwrite and main:
         rundir.clear()
@@ -130,6 +135,9 @@ def _run_locked(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool, pr
                                   domains.target_test, held_out, ctx, recipe.train.eval_batch_size)
         classifier = setup.make_classifier(num_classes).to(ctx.device)
         classifier = feature.fit(classifier, source, target, ctx)
+        if refine is not None:
+            # the whole classifier trains on (a feature stage may have frozen a part, as ADDA its head)
+            classifier = refine.fit(classifier.requires_grad_(True), source, target, ctx)
         selection_line, selection = ctx.selection.choose(classifier)
         ctx.info(selection_line)
         if main:
@@ -159,6 +167,7 @@ def _metrics(recipe: Recipe, domains, classifier, ctx: Context, wall_time: float
         "task": f"{recipe.data.source.name}->{recipe.data.target.name}",
         "pixel_adapter": recipe.pixel.adapter if recipe.pixel else None,
         "feature_adapter": recipe.feature.adapter,
+        "refine_adapter": recipe.refine.adapter if recipe.refine else None,
         "seed": recipe.seed,
         "target_accuracy": target["accuracy"],
         "source_accuracy": source["accuracy"],

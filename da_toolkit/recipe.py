@@ -8,8 +8,10 @@ naming the key, the value and what is allowed.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import re
 import types
 import typing
 import warnings
@@ -140,7 +142,7 @@ class SelectionConfig:
 
     # which candidate the run returns: the last iterate, or the best of one validator
     select: Literal["last", "source_accuracy", "entropy", "info_max", "dev", "snd", "target_label_accuracy"] = "last"
-    every: int | None = None  # score the candidates every N iterations of the final stage; null: 10 times
+    every: int | None = None  # score the candidates every N iterations of each stage training them; null: 10 times
     samples: int = 500  # source validation and target images in the fixed, seeded sample (each)
     target_label_folds: int = 0  # >= 2: hold a fold of the k labeled target images out of training to validate
     record_target_test: bool = False  # benchmark studies only: record each candidate's target test accuracy
@@ -163,6 +165,8 @@ class Recipe:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     pixel: Stage | None = None
     feature: Stage = field(default_factory=lambda: Stage("source_only", None))
+    # optional refinement stage: a feature adapter that goes on training the classifier the feature stage returned
+    refine: Stage | None = None
     seed: int = 0
     output_dir: str = "runs"
     pixel_from: str | None = None  # reuse the finished pixel stage of this run directory instead of training one
@@ -171,11 +175,15 @@ class Recipe:
     def to_dict(self) -> dict:
         """Plain data for YAML: the resolved recipe a run directory records."""
         out = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "source_path"}
-        for kind in ("pixel", "feature"):
+        for kind in STAGES:
             stage = getattr(self, kind)
             if stage is not None:
                 out[kind] = {"adapter": stage.adapter, **_plain(stage.options)}
         return out
+
+
+STAGES = ("pixel", "feature", "refine")  # the recipe sections naming an adapter, in the order they run
+ADAPTER_KIND = {"pixel": "pixel", "feature": "feature", "refine": "feature"}  # the adapters each section takes
 
 
 def _plain(value):
@@ -229,7 +237,7 @@ def _read_with_bases(path: Path, seen: tuple[Path, ...]) -> dict:
 def deep_merge(base: dict, top: dict) -> dict:
     """A copy of `base` updated by `top`, recursively for nested mappings.
 
-    A stage mapping (`pixel`, `feature`) that names a different adapter replaces the base's
+    A stage mapping (`pixel`, `feature`, `refine`) that names a different adapter replaces the base's
     stage instead of merging with it, since the options of one adapter mean nothing to another.
     """
     out = copy.deepcopy(base)
@@ -285,7 +293,7 @@ def recipe_from_dict(raw: dict, source_path: Path | None = None) -> Recipe:
     from da_toolkit.models import check_backbone
 
     raw = dict(raw)
-    stages = {kind: raw.pop(kind, None) for kind in ("pixel", "feature")}
+    stages = {kind: raw.pop(kind, None) for kind in STAGES}
     if "name" not in raw and source_path is not None:
         raw["name"] = source_path.stem
     recipe = build_dataclass(Recipe, raw, "")
@@ -334,9 +342,11 @@ def recipe_from_dict(raw: dict, source_path: Path | None = None) -> Recipe:
     _check_positive(recipe)
     _check_selection(recipe.selection, recipe.data.target_labels_per_class)
     check_backbone(recipe.classifier.backbone, "classifier.backbone")
-    for stage in (recipe.pixel, recipe.feature):
+    for kind in STAGES:
+        stage = getattr(recipe, kind)
         if stage is not None:
-            ADAPTERS.get(stage.adapter).check(stage.options, recipe.data.image_size, recipe.data.channels)
+            with _in_section(kind):
+                ADAPTERS.get(stage.adapter).check(stage.options, recipe.data.image_size, recipe.data.channels)
     return recipe
 
 
@@ -345,19 +355,35 @@ def _build_stage(kind: str, raw: Any, adapters) -> Stage:
         raise UserError(f"{kind}: expected a mapping with an 'adapter' key, got {raw!r}")
     raw = dict(raw)
     name = raw.pop("adapter", None)
-    allowed = [n for n in adapters.names() if adapters.get(n).kind == kind]
+    takes = ADAPTER_KIND[kind]
+    allowed = [n for n in adapters.names() if adapters.get(n).kind == takes]
     if name is None:
         raise UserError(f"{kind}.adapter: missing (choices: {', '.join(allowed)})")
     if name not in adapters.names():
         raise UserError(f"{kind}.adapter: unknown adapter '{name}'{did_you_mean(str(name), allowed)} "
                         f"(choices for a {kind} stage: {', '.join(allowed)})")
     adapter = adapters.get(name)
-    if adapter.kind != kind:
+    if adapter.kind != takes:
         raise UserError(
             f"{kind}.adapter: '{name}' is a {adapter.kind}-level adapter; a {kind} stage takes one of: "
             f"{', '.join(allowed)}"
         )
-    return Stage(name, build_dataclass(adapter.Options, raw, f"{kind}."))
+    with _in_section(kind):
+        return Stage(name, build_dataclass(adapter.Options, raw, f"{kind}."))
+
+
+@contextlib.contextmanager
+def _in_section(kind: str):
+    """Errors raised inside name the recipe section `kind`: an adapter's option checks write the
+    section it is written for (`feature.trade_off`), which a refine stage running the same adapter
+    rewrites to its own (`refine.trade_off`)."""
+    try:
+        yield
+    except UserError as error:
+        written = ADAPTER_KIND[kind]
+        if written == kind:
+            raise
+        raise UserError(re.sub(rf"(?<![\w.]){written}\.(?=\w)", f"{kind}.", str(error))) from None
 
 
 def _check_selection(selection: SelectionConfig, target_labels_per_class: int) -> None:

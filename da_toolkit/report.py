@@ -110,7 +110,7 @@ def load_view(run_dir: Path) -> RunView:
     rundir = RunDir(run_dir)
     rundir.require("metrics.json")
     recipe, classifier = load_run(run_dir)
-    method = " + ".join(s.adapter for s in (recipe.pixel, recipe.feature) if s is not None)
+    method = " + ".join(s.adapter for s in (recipe.pixel, recipe.feature, recipe.refine) if s is not None)
     return RunView(f"{recipe.name} ({method})", rundir, recipe, classifier, rundir.read_metrics())
 
 

@@ -1,7 +1,7 @@
 """Checkpoint selection inside a run, without target test labels.
 
-The stage that trains the classifier a run returns (`feature`, or ADDA's `feature_adapt`) hands
-`train_loop` a `candidate`: every `selection.every` iterations and at its last, `Selection.observe`
+Each stage that trains the classifier a run returns (`feature`, or ADDA's `feature_adapt`, and the
+`refine` stage after it: the candidates span both) hands `train_loop` a `candidate`: every `selection.every` iterations and at its last, `Selection.observe`
 scores the current model with every validator of validators.py on one fixed, seeded sample (the
 same images at every evaluation and on resume): `selection.samples` labeled source validation
 images (the source test split, never trained on) and as many unlabeled target training images

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from da_toolkit.cli import main
 from da_toolkit.errors import UserError
-from da_toolkit.recipe import apply_override, deep_merge, load_recipe
+from da_toolkit.recipe import apply_override, deep_merge, load_recipe, normalised_recipe
 from da_toolkit.registry import Registry
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -103,6 +103,37 @@ def test_cli_prints_one_line_and_exits_2(write_recipe):
         "error: train.iteratons: unknown key; did you mean 'iterations'? (allowed in train: iterations, batch_size, "
         "optimizer, lr, momentum, nesterov, weight_decay, lr_schedule, lr_gamma, lr_decay, device, precision, "
         "log_every, checkpoint_every, eval_batch_size, workers, augment)"]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("refine.adapter=dan", r"^refine\.adapter: unknown adapter 'dan'; did you mean 'dann'\? \(choices for a refine "
+                           r"stage: .*source_only"),
+    ("refine.adapter=cyclegan", r"^refine\.adapter: 'cyclegan' is a pixel-level adapter; a refine stage takes one of: "),
+    ("refine.trade_off=-1", r"^refine\.trade_off: must be zero or more, got -1\.0$"),  # an Options check
+    ("refine.grl=sometimes", r"^refine\.grl: expected one of: schedule, fixed"),  # a type check
+    ("refine.guard_after=2", r"^refine\.guard_after: must lie in \[0, 1\], got 2\.0$"),  # an inherited Options check
+    ("refine.discriminator_hidden=[0]", r"^refine\.discriminator_hidden: layer widths must be positive"),
+])
+def test_a_bad_refine_stage_names_the_refine_key(write_recipe, override, message):
+    path = write_recipe()
+    overrides = [] if override.startswith("refine.adapter") else ["refine.adapter=dann"]
+    with pytest.raises(UserError, match=message):
+        load_recipe(path, [*overrides, override])
+    result = CliRunner().invoke(main, ["run", str(path), *overrides, override])
+    assert result.exit_code == 2
+    assert len(result.output.strip().splitlines()) == 1 and result.output.startswith("error: refine.")
+
+
+def test_the_refine_stage_is_optional_and_merges_like_a_stage(write_recipe):
+    recipe = load_recipe(write_recipe(), ["refine.adapter=dann", "refine.trade_off=0.5"])
+    assert (recipe.refine.adapter, recipe.refine.options.trade_off) == ("dann", 0.5)
+    assert recipe.to_dict()["refine"]["adapter"] == "dann"
+    assert load_recipe(write_recipe()).refine is None
+    saved = load_recipe(write_recipe()).to_dict()
+    del saved["refine"]  # a run directory written before the refine stage existed
+    assert normalised_recipe(saved)["refine"] is None
+    merged = deep_merge({"refine": {"adapter": "dann", "trade_off": 1.0}}, {"refine": {"adapter": "mcc"}})
+    assert merged == {"refine": {"adapter": "mcc"}}
 
 
 def test_cli_list_names_adapters_datasets_backbones():

@@ -37,19 +37,23 @@ SMALL = {
     "shot": {"pseudo_label_every": 2},  # reclusters at iterations 0, 2, 4: a resume at 3 needs the saved labels
 }
 NEEDS_LABELS = {"target_only"}  # trains on the labeled target images only
+# (feature adapter, refine adapter) compositions: a refinement stage after a feature stage
+REFINEMENTS = [("dann", "source_only"), ("adda", "fixmatch")]
 
 
 def registered(kind: str) -> list[str]:
     return [name for name in ADAPTERS.names() if ADAPTERS.get(name).kind == kind and not name.startswith("test_")]
 
 
-def cases() -> list[tuple[str | None, str, int]]:
-    """(pixel adapter, feature adapter, labeled target images per class) for every registered method;
-    feature methods with and without labeled target images, pixel methods before source_only."""
+def cases() -> list[tuple[str | None, str, int, str | None]]:
+    """(pixel adapter, feature adapter, labeled target images per class, refine adapter) for every
+    registered method; feature methods with and without labeled target images, pixel methods before
+    source_only, and the REFINEMENTS compositions."""
     out = []
     for feature in registered("feature"):
-        out += [(None, feature, k) for k in ((2,) if feature in NEEDS_LABELS else (0, 2))]
-    out += [(pixel, "source_only", 0) for pixel in registered("pixel")]
+        out += [(None, feature, k, None) for k in ((2,) if feature in NEEDS_LABELS else (0, 2))]
+    out += [(pixel, "source_only", 0, None) for pixel in registered("pixel")]
+    out += [(None, feature, 0, refine) for feature, refine in REFINEMENTS]
     return out
 
 
@@ -62,7 +66,7 @@ def options_for(adapter: str, source_run=None) -> dict:
     return options
 
 
-def recipe_for(pixel: str | None, feature: str, k: int, source_run=None):
+def recipe_for(pixel: str | None, feature: str, k: int, refine: str | None = None, source_run=None):
     sections = {"feature": options_for(feature, source_run),
                 "train": {"iterations": ITERATIONS, "batch_size": 16, "log_every": 1, "checkpoint_every": 1000},
                 "data": {"target_labels_per_class": k},
@@ -70,6 +74,8 @@ def recipe_for(pixel: str | None, feature: str, k: int, source_run=None):
                 "selection": {"select": "info_max", "every": 2, "samples": 40}}
     if pixel is not None:
         sections["pixel"] = options_for(pixel, source_run)
+    if refine is not None:
+        sections["refine"] = options_for(refine, source_run)
     return recipe_from_dict(toy_recipe_dict(**sections))
 
 
@@ -115,17 +121,24 @@ def interrupt_in(monkeypatch, stage: str, at: int) -> None:
     monkeypatch.setattr(Context, "log_scalars", log_scalars)
 
 
-@pytest.mark.parametrize("case", cases(), ids=lambda c: "+".join(x for x in (c[0], c[1]) if x) + f"-k{c[2]}")
+def case_id(case) -> str:
+    pixel, feature, k, refine = case
+    return "+".join(x for x in (pixel, feature) if x) + (f"+refine_{refine}" if refine else "") + f"-k{k}"
+
+
+@pytest.mark.parametrize("case", cases(), ids=case_id)
 def test_every_stage_of_every_method_resumes_exactly(case, straight_runs, toy_source_run, tmp_path, monkeypatch):
     straight = straight_runs(case)
     expected = final_state(straight)
     stages = stages_of(straight)
     assert stages, "the run wrote no stage checkpoints"
     if case[1] == "adda":
-        assert stages == ["feature_adapt", "feature_pretrain"]
+        assert stages[:2] == ["feature_adapt", "feature_pretrain"]
     if case[0] == "cyclegan":
         assert stages == ["feature", "pixel", "pixel_classifier", "pixel_oracle"]
-    recipe = recipe_for(*case, toy_source_run)
+    if case[3] is not None:
+        assert stages[-1] == "refine", stages
+    recipe = recipe_for(*case, source_run=toy_source_run)
     for stage in stages:
         run_dir = tmp_path / stage
         with monkeypatch.context() as patch:

@@ -36,6 +36,8 @@ IM_LOSS = "da_toolkit/training/information_maximisation.py"
 SHOT = "da_toolkit/adapters/shot.py"
 SHOT_TESTS = ("tests/test_shot.py",)
 BASELINES = ("tests/test_baselines_mcd.py",)
+SELF_TRAINING = "da_toolkit/training/self_training.py"
+ST = ("tests/test_self_training.py",)
 
 MUTANTS = [
     # ------------------------------------------------------------------ CycleGAN iteration
@@ -711,6 +713,54 @@ MUTANTS = [
     Mutant("dirt_t.teacher-not-checkpointed", DIRT_T_ADAPTER,
            '"teacher": teacher, ', "",
            "a resumed DIRT-T stage restarts its teacher from the resumed classifier", RESUME),
+    # ------------------------------------------------------------------ refine stage; fixmatch, mean_teacher (self-training)
+    Mutant("refine.options-errors-name-feature", "da_toolkit/recipe.py",
+           'f"{kind}.", str(error))', 'f"{written}.", str(error))',
+           "a bad refine option is reported as feature.<key>: the user edits the wrong section", ("tests/test_recipe.py",)),
+    Mutant("refine.runs-as-the-feature-stage", "da_toolkit/pipeline.py",
+           'setup, stage="refine")', 'setup)',
+           "the refine stage checkpoints as 'feature': a resumed run restores the wrong stage", RESUME),
+    Mutant("fixmatch.no-confidence-mask", SELF_TRAINING,
+           "mask = (confidence >= threshold).float()", "mask = torch.ones_like(confidence)",
+           "FixMatch trains on every pseudo-label, however unsure", ST),
+    Mutant("fixmatch.threshold-strict", SELF_TRAINING,
+           "mask = (confidence >= threshold).float()", "mask = (confidence > threshold).float()",
+           "a weak view exactly at the threshold is not counted", ST),
+    Mutant("fixmatch.pseudo-labels-from-strong-view", SELF_TRAINING,
+           "F.softmax(weak_logits.float(), dim=1).max(dim=1)", "F.softmax(strong_logits.float(), dim=1).max(dim=1)",
+           "pseudo-labels come from the strong view they are taught on (no consistency)", ST),
+    Mutant("fixmatch.mean-over-confident-only", SELF_TRAINING,
+           'pseudo_labels, reduction="none") * mask).mean()',
+           'pseudo_labels, reduction="none") * mask).sum() / mask.sum().clamp(min=1)',
+           "the pseudo-label loss averages over confident images only, not the batch (the paper's 1/B)", ST),
+    Mutant("fixmatch.trade-off-ignored", "da_toolkit/adapters/fixmatch.py",
+           "loss + o.trade_off * pseudo_label_loss", "loss + pseudo_label_loss",
+           "FixMatch's trade_off (lambda_u) has no effect", ST),
+    Mutant("mean_teacher.no-confidence-mask", SELF_TRAINING,
+           "mask = (teacher.max(dim=1).values >= threshold).float()", "mask = torch.ones_like(teacher[:, 0])",
+           "the consistency loss ignores the teacher's confidence threshold", ST),
+    Mutant("mean_teacher.consistency-with-itself", SELF_TRAINING,
+           "teacher = F.softmax(teacher_logits.float(), dim=1)", "teacher = F.softmax(student_logits.float(), dim=1)",
+           "the student is compared with itself, not with the teacher", ST),
+    Mutant("mean_teacher.class-balance-mean-over-classes", SELF_TRAINING,
+           'uniform, reduction="sum")', 'uniform, reduction="mean")',
+           "the class-balance BCE is averaged over classes: C times weaker than the authors'", ST),
+    Mutant("mean_teacher.class-balance-not-mask-scaled", "da_toolkit/adapters/mean_teacher.py",
+           "o.class_balance * mask_rate * balance", "o.class_balance * balance",
+           "the class-balance term pushes even when no target prediction is confident", ST),
+    Mutant("mean_teacher.ema-weights-swapped", SELF_TRAINING,
+           "mul_(decay).add_(student_parameter.detach(), alpha=1 - decay)",
+           "mul_(1 - decay).add_(student_parameter.detach(), alpha=decay)",
+           "the teacher jumps to the student instead of averaging it", ST),
+    Mutant("mean_teacher.teacher-never-updated", "da_toolkit/adapters/mean_teacher.py",
+           "ema_update(self.teacher, classifier, self.options.teacher_decay)", "None",
+           "the teacher stays the initial network and the run returns it", ST),
+    Mutant("mean_teacher.returns-the-student", "da_toolkit/adapters/mean_teacher.py",
+           "        return self.teacher", "        return classifier",
+           "the run returns (and selection scores) the student, not the teacher", ST),
+    Mutant("mean_teacher.teacher-not-checkpointed", "da_toolkit/adapters/mean_teacher.py",
+           'return {"teacher": self.teacher}', "return {}",
+           "a resumed run starts the teacher again from the student: not bit-identical", RESUME),
 ]
 
 # survivors judged harmless, by name, with the one-line reason printed in the report

@@ -77,8 +77,9 @@ class Adapter:
 
 
 class FeatureAdapter(Adapter):
-    """`stage`: the recipe section this adapter runs as ("feature"); it names the adapter's training
-    stages (checkpoints, TensorBoard, metrics.json) and the keys its messages name."""
+    """`stage`: the recipe section this adapter runs as ("feature", or "refine" when it goes on training
+    the classifier a feature stage returned); it names the adapter's training stages (checkpoints,
+    TensorBoard, metrics.json) and the keys its messages name."""
 
     kind = "feature"
 
@@ -139,13 +140,14 @@ class SupervisedTraining:
     target (its labels are mostly -1) and of the labeled target images (the scarce-label setting;
     None when k = 0), augmented as `train.augment` says;
     one optimiser over the classifier and any extra modules (e.g. a domain discriminator) with the
-    recipe's LR schedule. `parallel_classifier` and `parallel_modules` are the classifier and the
+    recipe's LR schedule over `iterations` (default train.iterations) from `lr` (default train.lr). `parallel_classifier` and `parallel_modules` are the classifier and the
     extra modules as the training steps call them: data-parallel wrappers over the processes
     torchrun started (training/distributed.py), the modules themselves in one process.
     """
 
     def __init__(self, classifier: nn.Module, source: DomainDataset | None, target: DomainDataset, train,
-                 ctx: Context, extra_modules: tuple[nn.Module, ...] = (), iterations: int | None = None):
+                 ctx: Context, extra_modules: tuple[nn.Module, ...] = (), iterations: int | None = None,
+                 lr: float | None = None):
         self.classifier = classifier
         self.ctx = ctx
         batch = train.batch_size
@@ -156,7 +158,7 @@ class SupervisedTraining:
         self.labeled_target = augment(BatchStream(labeled, batch, ctx.seed + 2, ctx.device)) if len(labeled) else None
         self.parallel_classifier = ctx.distribute(classifier)
         self.parallel_modules = tuple(ctx.distribute(module) for module in extra_modules)
-        self.optimizer = make_optimizer((classifier, *extra_modules), train)
+        self.optimizer = make_optimizer((classifier, *extra_modules), train, lr)
         total = train.iterations if iterations is None else iterations
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(train.lr_schedule, total, train.lr_gamma,
                                                                                     train.lr_decay))

@@ -184,6 +184,7 @@ def share_translators(cells: list[Cell]) -> None:
         if signature is not None:
             groups.setdefault(signature, []).append(cell)
     for group in groups.values():
-        owner = min(group, key=lambda c: (c.recipe.feature.adapter != "source_only", c.recipe.train.iterations))
+        owner = min(group, key=lambda c: (c.recipe.feature.adapter != "source_only" or c.recipe.refine is not None,
+                                          c.recipe.train.iterations))
         for cell in group:
             cell.owner = None if cell is owner else owner

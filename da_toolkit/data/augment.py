@@ -1,9 +1,11 @@
-"""Training-time augmentation of batch tensors (`train.augment`): torchvision transforms v2, drawn per image.
+"""Training-time augmentation of batch tensors: torchvision transforms v2, drawn per image.
 
-Applied to the batches a classifier trains on, after `BatchStream` made them float in [-1, 1];
-never to evaluation, nor to a pixel stage's images. The transforms draw from torch's global
+`train.augment` (`Augment`) changes the batches a classifier trains on, after `BatchStream` made
+them float in [-1, 1]; never evaluation, nor a pixel stage's images. The self-training methods
+add their own views of a target batch: a weak one (`weak_transform`: a small translation) and a
+strong one (`strong_transform`: RandAugment and Cutout). The transforms draw from torch's global
 random number generator, whose state every checkpoint holds, so a resumed run draws the same
-crops, flips and colours as an uninterrupted one.
+crops, flips, colours and operations as an uninterrupted one.
 """
 from __future__ import annotations
 
@@ -44,6 +46,36 @@ class Augment:
         return v2.Compose(steps)
 
 
+def weak_transform(translate: float) -> v2.RandomAffine:
+    """A translation of up to `translate` × the image side in each direction (the empty border black):
+    FixMatch's weak augmentation without its flip, which would change what a digit means."""
+    return v2.RandomAffine(degrees=0, translate=(translate, translate))
+
+
+def strong_transform(operations: int, magnitude: int, cutout: float) -> v2.Compose:
+    """FixMatch's strong augmentation (Sohn et al. 2020), on an image in [0, 1] made uint8 as
+    torchvision's RandAugment expects, and back:
+
+    * RandAugment (Cubuk et al. 2020; torchvision's): `operations` operations drawn from identity,
+      shear x/y, translate x/y, rotate, brightness, colour, contrast, sharpness, posterize, solarize,
+      autocontrast and equalize, each at `magnitude` of 31 bins (10: rotations of 10°, shears of
+      0.1). None flips or mirrors, so a digit keeps its meaning;
+    * Cutout (DeVries & Taylor 2017) as torchvision's RandomErasing: a rectangle of area share in
+      [0.02, cutout] and aspect ratio in [0.3, 3.3] filled with mid-grey; 0: off.
+    """
+    steps = [v2.ToDtype(torch.uint8, scale=True), v2.RandAugment(operations, magnitude)]
+    if cutout > 0:
+        steps.append(v2.RandomErasing(p=1.0, scale=(min(0.02, cutout), cutout), value=128))
+    return v2.Compose([*steps, v2.ToDtype(torch.float32, scale=True)])
+
+
+def augment_images(images: torch.Tensor, transform) -> torch.Tensor:
+    """`images` (B×C×H×W in [-1, 1]), each through `transform` (on [0, 1], as torchvision expects floats)."""
+    unit = (images + 1) / 2
+    augmented = torch.stack([transform(image) for image in unit])
+    return augmented.clamp_(0, 1).mul_(2).sub_(1)
+
+
 class AugmentedStream:
     """A BatchStream whose images go through `transform` one by one; its state is the stream's."""
 
@@ -56,9 +88,7 @@ class AugmentedStream:
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = next(self.stream)
-        unit = (images + 1) / 2
-        augmented = torch.stack([self.transform(image) for image in unit])
-        return augmented.clamp_(0, 1).mul_(2).sub_(1), labels
+        return augment_images(images, self.transform), labels
 
     def relabel(self, labels: torch.Tensor) -> None:
         self.stream.relabel(labels)
