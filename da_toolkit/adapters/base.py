@@ -138,11 +138,12 @@ class SupervisedTraining:
 
     Batch streams of labeled source (None for a source-free method, which passes no source), of
     target (its labels are mostly -1) and of the labeled target images (the scarce-label setting;
-    None when k = 0), augmented as `train.augment` says;
-    one optimiser over the classifier and any extra modules (e.g. a domain discriminator) with the
-    recipe's LR schedule over `iterations` (default train.iterations) from `lr` (default train.lr). `parallel_classifier` and `parallel_modules` are the classifier and the
-    extra modules as the training steps call them: data-parallel wrappers over the processes
-    torchrun started (training/distributed.py), the modules themselves in one process.
+    None when k = 0), augmented as `train.augment` says; one optimiser over the classifier and any
+    extra modules (e.g. a domain discriminator) with the recipe's LR schedule over `iterations`
+    (default train.iterations) from `lr` (default train.lr). `parallel_classifier` and
+    `parallel_modules` are the classifier and the extra modules as the training steps call them:
+    data-parallel wrappers over the processes torchrun started (training/distributed.py), the
+    modules themselves in one process.
     """
 
     def __init__(self, classifier: nn.Module, source: DomainDataset | None, target: DomainDataset, train,
