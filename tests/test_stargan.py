@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from da_toolkit.adapters.base import AdapterSetup
+from da_toolkit.adapters.cyclegan.translator import weights_hash
 from da_toolkit.adapters.stargan import StarGAN, StarGANOptions
 from da_toolkit.adapters.stargan.training import StarGANTraining, build_discriminator, build_generator
 from da_toolkit.adapters.pixel import translate_images
@@ -199,6 +200,36 @@ def test_learning_rate_constant_then_linear_to_zero(tmp_path):
     assert [training.learning_rate(i) for i in (0, 6, 8)] == pytest.approx([0.01, 0.01, 0.005])
 
 
+def test_semantic_term_is_its_weight_times_ce_of_f_s_on_the_translation_against_f_s_on_the_original(tmp_path):
+    """w_sem CE(f_S(G(x, c)), argmax f_S(x)), with G as the step found it and c the step's own draw."""
+    training = make_training(tmp_path, semantic_weight=2.0, n_critic=1)
+    f_s = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(8 * 8, 10))
+    torch.nn.init.normal_(f_s[1].weight, std=0.5)
+    training.semantic_classifier = f_s.requires_grad_(False)
+    x, original = training.batch()
+    generator = copy.deepcopy(training.generator)
+    torch.manual_seed(5)
+    target = original[torch.randperm(len(original))]
+    torch.manual_seed(5)
+    scalars = training.update(x, original, 0)
+    expected = 2.0 * F.cross_entropy(f_s(generator(x, F.one_hot(target, 3))), f_s(x).argmax(1))
+    assert scalars["loss/semantic"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_translation_normalises_by_each_images_statistics_and_leaves_the_running_ones_alone():
+    """As the authors translate (networks in training mode), without updating the running statistics."""
+    generator = build_generator(StarGANOptions(ngf=4, generator_blocks=1), 1, 16, 2)
+    x, c = torch.rand(3, 1, 16, 16) * 2 - 1, F.one_hot(torch.tensor([0, 1, 1]), 2)
+    generator(x, c)  # moves the running statistics away from their initial values
+    before = copy.deepcopy(generator.state_dict())
+    trained = generator(x, c)
+    after_train = copy.deepcopy(generator.state_dict())
+    generator.eval()
+    assert torch.allclose(generator(x, c), trained, atol=1e-6)
+    assert all(torch.equal(after_train[k], v) for k, v in generator.state_dict().items())
+    assert not all(torch.equal(before[k], v) for k, v in after_train.items())  # training mode does move them
+
+
 # ------------------------------------------------------------------ a toy run, translate, report
 
 
@@ -218,6 +249,11 @@ def test_a_toy_run_trains_translates_and_reports_its_diagnostics(star_run):
     assert metrics["pixel_adapter"] == "stargan"
     assert 0 <= metrics["label_preservation"]["rate"] <= 1 and "label_filter" in metrics
     assert metrics["stages"]["pixel"]["translation_cache"] == "miss"
+    # the source set was translated by G(·, c = the target's label): its cache is named by that translator
+    adapter = StarGAN(StarGANOptions(**{**TINY, "domains": ["toy_source", "toy_target", "toy_third"]}),
+                      AdapterSetup(None, 16, 1, 0, None, None, ("toy_source", "toy_target")))
+    into_target = weights_hash(adapter.load_generator(RunDir(run_dir), "toy_target"))
+    assert metrics["stages"]["pixel"]["translation_cache_file"].startswith(f"translated_{into_target}_")
     checkpoint = load_checkpoint(run_dir / "checkpoints" / "pixel.pt")
     assert checkpoint["iteration"] == 4 and {"generator", "discriminator", "stream_2"} <= set(checkpoint["state"])
 
