@@ -70,6 +70,16 @@ def test_options_name_the_bad_key():
         "toy_third", "toy_target", "toy_source"]
 
 
+def test_translator_keys_name_the_resolved_domains_and_leave_out_how_the_feature_stage_uses_translations():
+    setup = AdapterSetup(None, 16, 1, 0, None, None, ("toy_source", "toy_target"))
+    adapter = StarGAN(StarGANOptions(domains=["toy_third"], semantic_weight=0.0), setup)
+    pixel = {"adapter": "stargan", "domains": ["toy_third"], "iterations": 7, "feature_data": "translated"}
+    keys = adapter.translator_keys(pixel, {"lr": 0.1})
+    assert keys == {"pixel": {"adapter": "stargan", "domains": ["toy_third", "toy_source", "toy_target"],
+                              "iterations": 7}}
+    assert "train" in StarGAN(StarGANOptions(), setup).translator_keys(pixel, {"lr": 0.1})  # f_S shapes G
+
+
 def test_gradient_penalty_of_a_linear_critic_is_lambda_times_norm_minus_one_squared():
     """D(x) = Σ_pixels w·x: ∇_x D = w for every image, so the penalty is λ (‖w‖₂ − 1)² exactly."""
     w = torch.tensor([[0.5, -1.0], [2.0, 0.25]])
