@@ -120,14 +120,19 @@ def evaluate(run_dir, dataset, split, root):
               help="Folder of images (searched recursively; sub-folder structure is kept).")
 @click.option("--output", "output_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for the translated PNG images.")
-@click.option("--direction", default="a2b", show_default=True,
-              help="One of the run's translator's directions; a two-domain translator: a2b, source style -> "
-                   "target style; b2a, the reverse.")
+@click.option("--direction", default=None,
+              help="One of the run's translator's directions (default: the first, source style -> target style); "
+                   "a two-domain translator: a2b, source -> target style; b2a, the reverse.")
+@click.option("--to", "to", default=None, metavar="DOMAIN",
+              help="A multi-domain translator (stargan): the domain to translate into (its direction).")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
-def translate(run_dir, input_dir, output_dir, direction, batch_size):
+def translate(run_dir, input_dir, output_dir, direction, to, batch_size):
     """Translate the images in a folder with the trained translator (pixel stage) of RUN_DIR."""
-    from da_toolkit.translate import translate_folder
+    from da_toolkit.translate import first_direction, translate_folder
 
+    if direction is not None and to is not None and direction != to:
+        raise UserError(f"--to {to} and --direction {direction} disagree; give one of them")
+    direction = to or direction or first_direction(run_dir)
     count = translate_folder(run_dir, input_dir, output_dir, direction, batch_size)
     click.echo(f"translated {count} images ({direction}) into {output_dir}")
 

@@ -19,18 +19,27 @@ from da_toolkit.rundir import RunDir
 from da_toolkit.training.precision import Precision, resolve_precision
 
 
-def load_generator(rundir: RunDir, recipe, direction: str) -> torch.nn.Module:
-    """The trained translator of `direction` of a run (of the pixel stage it shares through `pixel_from`),
-    on the CPU, loaded by the run's pixel adapter."""
+def load_generator(rundir: RunDir, recipe, direction: str | None) -> torch.nn.Module:
+    """The trained translator of `direction` (None: the adapter's first, source -> target style) of a run
+    (of the pixel stage it shares through `pixel_from`), on the CPU, loaded by the run's pixel adapter."""
     adapter = pixel_adapter(recipe)
     if adapter is None:
         raise UserError(f"{rundir}: this run has no pixel stage, so there is no translator to use")
     if not adapter.directions:
         raise UserError(f"{rundir}: the {recipe.pixel.adapter} pixel adapter keeps no translator to use")
+    direction = adapter.directions[0] if direction is None else direction
     if direction not in adapter.directions:
         raise UserError(f"--direction: the {recipe.pixel.adapter} translator goes {' or '.join(adapter.directions)}, "
                         f"not {direction!r}")
     return adapter.load_generator(rundir.pixel_home(recipe.pixel_from), direction)
+
+
+def first_direction(run_dir: Path) -> str | None:
+    """The first of the directions of a run's translator (source -> target style); None without one."""
+    rundir = RunDir(run_dir)
+    rundir.require("recipe.yaml")
+    adapter = pixel_adapter(recipe_from_dict(rundir.read_recipe()))
+    return adapter.directions[0] if adapter is not None and adapter.directions else None
 
 
 def translation_precision(requested: str, device: torch.device) -> Precision:
@@ -44,14 +53,15 @@ def translation_precision(requested: str, device: torch.device) -> Precision:
         return Precision("fp32", device)
 
 
-def translate_folder(run_dir: Path, input_dir: Path, output_dir: Path, direction: str = "a2b",
+def translate_folder(run_dir: Path, input_dir: Path, output_dir: Path, direction: str | None = None,
                      batch_size: int = 64, workers: int | None = None) -> int:
     """Translate every image under `input_dir` (recursively) with the trained translator of `run_dir`.
 
     Images are decoded at the run's image size and channels as its folder domains are, a batch at a
     time (by `workers` processes, default the run's `train.workers`; memory holds a few batches); each is written as PNG to the same
-    relative path under `output_dir`. `direction` is one of the pixel adapter's `directions`
-    (a two-domain translator: a2b is source -> target style, b2a the reverse). Runs on a GPU when
+    relative path under `output_dir`. `direction` is one of the pixel adapter's `directions`, None
+    its first (a two-domain translator: a2b is source -> target style, b2a the reverse; a multi-domain
+    one: the name of the domain to translate into). Runs on a GPU when
     there is one, in the run's `train.precision` resolved on that device (as the run translated its
     source set). Returns the number of images written.
     """

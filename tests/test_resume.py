@@ -35,6 +35,9 @@ SMALL = {
                  "discriminator_layers": 2, "pool_size": 3, "image_grid_every": 0, "semantic_weight": 1.0,
                  "semantic_classifier_iterations": ITERATIONS, "label_preservation_iterations": ITERATIONS},
     "shot": {"pseudo_label_every": 2},  # reclusters at iterations 0, 2, 4: a resume at 3 needs the saved labels
+    "stargan": {"iterations": ITERATIONS, "batch_size": 4, "n_critic": 2, "ngf": 4, "ndf": 4, "generator_blocks": 1,
+                "image_grid_every": 0, "semantic_weight": 1.0, "semantic_classifier_iterations": ITERATIONS,
+                "label_preservation_iterations": ITERATIONS},
 }
 NEEDS_LABELS = {"target_only"}  # trains on the labeled target images only
 # (feature adapter, refine adapter) compositions: a refinement stage after a feature stage
@@ -103,9 +106,16 @@ def final_state(run_dir) -> dict:
     state = dict(load_checkpoint(run_dir / "classifier.pt")["state_dict"])
     if (run_dir / "checkpoints" / "pixel.pt").exists():
         pixel = load_checkpoint(run_dir / "checkpoints" / "pixel.pt")["state"]
-        for key in ("generator_ab", "generator_ba", "discriminator_a", "discriminator_b"):
+        networks = [key for key in ("generator_ab", "generator_ba", "discriminator_a", "discriminator_b",
+                                    "generator", "discriminator") if key in pixel]  # CycleGAN's, StarGAN's
+        assert networks, f"no networks known to final_state in the pixel checkpoint: {sorted(pixel)}"
+        for key in networks:
             state.update({f"{key}.{name}": value for name, value in pixel[key].items()})
-        state["pool_a"] = pixel["pool_a"]["images"]
+        for key in ("optimizer_g", "optimizer_d"):
+            state.update({f"{key}.{index}.{name}": value for index, moments in pixel[key]["state"].items()
+                          for name, value in moments.items()})
+        if "pool_a" in pixel:
+            state["pool_a"] = pixel["pool_a"]["images"]
     return state
 
 

@@ -22,6 +22,11 @@ CG_OPTIONS = "da_toolkit/adapters/cyclegan/options.py"
 CG_TRAINING = "da_toolkit/adapters/cyclegan/training.py"
 CG_TRANSLATOR = "da_toolkit/adapters/cyclegan/translator.py"
 CG_DIAGNOSTICS = "da_toolkit/adapters/cyclegan/diagnostics.py"
+SG = "da_toolkit/adapters/stargan/__init__.py"  # the StarGAN adapter and its read side
+SG_TRAINING = "da_toolkit/adapters/stargan/training.py"
+SG_LOSSES = "da_toolkit/training/stargan_losses.py"
+SG_NETWORKS = "da_toolkit/adapters/stargan/networks.py"
+SG_TESTS = ("tests/test_stargan.py",)
 CG_TESTS = ("tests/test_cyclegan_formulas.py", "tests/test_cyclegan.py", "tests/test_translation.py")
 RESUME = ("tests/test_resume.py",)
 VAT_LOSSES = "da_toolkit/training/virtual_adversarial.py"
@@ -761,6 +766,47 @@ MUTANTS = [
     Mutant("mean_teacher.teacher-not-checkpointed", "da_toolkit/adapters/mean_teacher.py",
            'return {"teacher": self.teacher}', "return {}",
            "a resumed run starts the teacher again from the student: not bit-identical", RESUME),
+    # ------------------------------------------------------------------ StarGAN (stargan, stargan_dann, stargan_adda)
+    Mutant("stargan.gp-without-lambda", SG_LOSSES, "return weight * (norms - 1).pow(2).mean()",
+           "return (norms - 1).pow(2).mean()", "gradient penalty without λ_gp", SG_TESTS),
+    Mutant("stargan.gp-squared-norm", SG_LOSSES, "norms = gradients.flatten(1).pow(2).sum(1).sqrt()",
+           "norms = gradients.flatten(1).pow(2).sum(1)", "gradient penalty on ‖∇‖² instead of ‖∇‖", SG_TESTS),
+    Mutant("stargan.interpolates-not-between", SG_LOSSES, "(alpha * real.detach() + (1 - alpha) * fake.detach())",
+           "(alpha * real.detach() + alpha * fake.detach())", "x̂ off the segment between x and G(x, c)",
+           SG_TESTS),
+    Mutant("stargan.critic-sign", SG_LOSSES, "return -scores_real.float().mean() + scores_fake.float().mean()",
+           "return scores_real.float().mean() - scores_fake.float().mean()",
+           "the critic maximises the score of fakes", SG_TESTS),
+    Mutant("stargan.generator-adversarial-sign", SG_LOSSES, "    return -scores_fake.float().mean()",
+           "    return scores_fake.float().mean()", "G lowers D's score of its translations", SG_TESTS),
+    Mutant("stargan.D-classifies-real-as-target", SG_TRAINING, "domain_classification_loss(logits_real, original,",
+           "domain_classification_loss(logits_real, target,", "D learns the shuffled labels of real images",
+           SG_TESTS),
+    Mutant("stargan.G-classification-original", SG_TRAINING, "domain_classification_loss(logits_fake, target,",
+           "domain_classification_loss(logits_fake, original,",
+           "G is asked to keep the original domain, not reach the target", SG_TESTS),
+    Mutant("stargan.reconstruction-into-target", SG_TRAINING, "reconstructed = G(fake, c_original)",
+           "reconstructed = G(fake, c_target)", "reconstruction G(G(x, c), c) instead of G(G(x, c), c′)", SG_TESTS),
+    Mutant("stargan.reconstruction-wrong-lambda", SG_TRAINING, "cycle_consistency_loss(reconstructed, real, o.lambda_rec)",
+           "cycle_consistency_loss(reconstructed, real, o.lambda_cls)", "reconstruction weighted by λ_cls", SG_TESTS),
+    Mutant("stargan.targets-not-shuffled", SG_TRAINING,
+           "target = original[torch.randperm(len(original)).to(original.device)]", "target = original",
+           "every translation is into the image's own domain", SG_TESTS),
+    Mutant("stargan.n-critic-off-by-one", SG_TRAINING, "if (iteration + 1) % o.n_critic == 0:",
+           "if iteration % o.n_critic == 0:", "G updated on the first D step, not after n_critic", SG_TESTS),
+    Mutant("stargan.semantic-targets-from-translation", SG_TRAINING, "classes = self.semantic_classifier(real)",
+           "classes = self.semantic_classifier(fake)", "the semantic term's classes read off the translation",
+           SG_TESTS),
+    Mutant("stargan.no-lr-decay", SG_TRAINING, "o.lr * schedules.linear_decay(iteration, constant, o.iterations - constant)",
+           "o.lr", "the LR never decays", SG_TESTS),
+    Mutant("stargan.eval-uses-running-stats", SG_NETWORKS, "        if self.training:\n            return super()",
+           "        if True:\n            return super()",
+           "translation normalises by running statistics, not the image's (as the authors translate)", SG_TESTS),
+    Mutant("stargan.translates-into-source", SG, "ConditionedGenerator(training.generator, self.domains.index(self.directions[0]))",
+           "ConditionedGenerator(training.generator, 0)", "the source set is translated into the source's style",
+           SG_TESTS),
+    Mutant("stargan.streams-not-resumed", SG_TRAINING, ', **{f"stream_{i}": s for i, s in enumerate(self.streams)}}',
+           "}", "a resumed StarGAN draws other batches", RESUME),
 ]
 
 # survivors judged harmless, by name, with the one-line reason printed in the report

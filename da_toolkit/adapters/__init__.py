@@ -18,6 +18,7 @@ from da_toolkit.adapters import (  # noqa: E402,F401
     mean_teacher,
     shot,
     source_only,
+    stargan,
     target_only,
 )
 

@@ -46,6 +46,7 @@ class AdapterSetup:
     # the fully labeled target training split, for benchmark diagnostics only (the label-preservation
     # oracle), never for training or model selection; None where there is no such split
     labeled_target: Callable[[], DomainDataset] | None = None
+    domain_names: tuple[str, ...] = ()  # the dataset names of the recipe's source and target
 
     @classmethod
     def from_recipe(cls, recipe) -> "AdapterSetup":
@@ -58,7 +59,8 @@ class AdapterSetup:
         def labeled_target() -> DomainDataset:
             return build_domain(data.target, data.image_size, data.channels, recipe.seed).labeled()
 
-        return cls(recipe.train, data.image_size, data.channels, recipe.seed, make_classifier, labeled_target)
+        return cls(recipe.train, data.image_size, data.channels, recipe.seed, make_classifier, labeled_target,
+                   (data.source.name, data.target.name))
 
 
 class Adapter:

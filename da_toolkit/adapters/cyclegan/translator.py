@@ -28,11 +28,14 @@ def weights_hash(module: nn.Module) -> str:
 
 class CycleGANTranslator:
     """Translates datasets with a trained G: A -> B (cached on disk by weights and data), then makes
-    what the feature stage trains on: f_S's label filter and the mix with the raw source (`prepare`)."""
+    what the feature stage trains on: f_S's label filter and the mix with the raw source (`prepare`).
+    `options`: a pixel adapter's options with translate_batch_size, label_filter, agreement_warning,
+    feature_data and translated_fraction (the CycleGAN's, the StarGAN's)."""
 
     def __init__(self, generator: nn.Module, ctx: Context, options: CycleGANOptions,
-                 source_classifier: nn.Module | None = None):
+                 source_classifier: nn.Module | None = None, style: str = "cyclegan"):
         self.generator = generator
+        self.style = style  # the translated domain is named '<name>→<style>'
         self.ctx = ctx
         self.options = options
         self.source_classifier = source_classifier
@@ -64,7 +67,7 @@ class CycleGANTranslator:
         return mix(dataset, kept, o.feature_data, o.translated_fraction, ctx.seed)
 
     def translate_only(self, dataset: Domain) -> Domain:
-        """`dataset` in target style, same labels, name '<name>→cyclegan', translated in the run's precision.
+        """`dataset` in target style, same labels, name '<name>→<style>', translated in the run's precision.
 
         Written as it is translated, shard by shard (data/shards.py), to
         ctx.cache_dir/translated_<weights hash>_<dataset fingerprint>_<precision>/, reading `dataset`
@@ -103,7 +106,7 @@ class CycleGANTranslator:
             ctx.info(f"pixel: translated {len(dataset)} images of {dataset.name} into {len(missing)} shards of "
                      f"{per_shard} images{kept}, cached in {folder}")
         ctx.metrics.setdefault("pixel", {}).update(translation_cache=cache, translation_cache_file=folder.name)
-        translated = shards.domain(dataset.labels, f"{dataset.name}→cyclegan", dataset.class_names,
+        translated = shards.domain(dataset.labels, f"{dataset.name}→{self.style}", dataset.class_names,
                                    getattr(dataset, "workers", 0))
         return translated.in_memory() if isinstance(dataset, DomainDataset) else translated
 

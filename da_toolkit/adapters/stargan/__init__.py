@@ -1,0 +1,147 @@
+"""StarGAN pixel-level adaptation (Choi et al., CVPR 2018): one translator G(x, c) for every domain of
+`pixel.domains` (with the recipe's source and target), optionally with CyCADA's semantic loss.
+
+The adapter registered as ``stargan``, and its parts:
+
+    options.py      the recipe's `pixel:` keys (`StarGANOptions`)
+    networks.py     G(x, c) and the discriminator with its source and domain heads
+    training.py     one training iteration (`StarGANTraining`; the formula is there)
+
+The translation cache, f_S's label filter and the mix with the raw source are the CycleGAN's
+(`CycleGANTranslator`, fed G(·, c_target)); so is the label-preservation oracle.
+
+The read side of a run directory: the pixel-stage checkpoint holds G as ``generator``; a direction
+is the name of the domain to translate into (`directions`: the target first, then the others).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from da_toolkit.adapters import ADAPTERS
+from da_toolkit.adapters.cyclegan.diagnostics import label_preservation, oracle_read_out
+from da_toolkit.adapters.cyclegan.training import train_classifier
+from da_toolkit.adapters.cyclegan.translator import CycleGANTranslator
+from da_toolkit.adapters.pixel import PixelAdapter, PixelReport, translate_images
+from da_toolkit.adapters.stargan.networks import ConditionedGenerator
+from da_toolkit.adapters.stargan.options import StarGANOptions
+from da_toolkit.adapters.stargan.training import StarGANTraining, build_generator
+from da_toolkit.context import Context
+from da_toolkit.data import Domain, build_domain
+from da_toolkit.errors import UserError
+from da_toolkit.rundir import RunDir
+from da_toolkit.training.checkpoint import UnreadableFile, load_checkpoint, load_state
+from da_toolkit.training.loop import train_loop
+
+# Options read only after translation, when the feature stage's training set is assembled.
+FEATURE_USE_KEYS = ("feature_data", "translated_fraction", "agreement_warning")
+# `train` keys that do not change the classifiers the pixel stage trains (f_S, the oracle)
+TRAIN_KEYS_UNUSED = ("iterations", "log_every", "eval_batch_size")
+
+__all__ = ["StarGAN", "StarGANOptions"]
+
+
+@ADAPTERS.register("stargan")
+class StarGAN(PixelAdapter):
+    """StarGAN: one translator for every domain; the labeled source set is translated into the target's style."""
+
+    Options = StarGANOptions
+
+    @classmethod
+    def check(cls, options: StarGANOptions, image_size: int, channels: int) -> None:
+        layers, factor = options.layers_for(image_size), 2 ** options.downsamplings_for(image_size)
+        if image_size % 2 ** layers:
+            raise UserError(f"pixel.discriminator_layers: {layers} stride-2 layers need an image size that is a "
+                            f"multiple of {2 ** layers} (the domain head's kernel is size / 2^layers), but "
+                            f"data.image_size is {image_size}; use fewer layers")
+        if image_size % factor:
+            raise UserError(f"data.image_size: StarGAN's generator down-samples by {factor}, so the image size must "
+                            f"be a multiple of {factor}, got {image_size}")
+
+    @property
+    def domains(self) -> list[str]:
+        """The translator's domains in label order."""
+        return self.options.domain_names(*self.setup.domain_names)
+
+    @property
+    def directions(self) -> tuple[str, ...]:
+        """The domains G translates into: the recipe's target first (source -> target style), then the others."""
+        target = self.setup.domain_names[1]
+        return (target, *(name for name in self.domains if name != target))
+
+    def training_domains(self, source: Domain, target: Domain) -> list[Domain]:
+        """The domains in label order: the run's source and target, the others loaded (training split)."""
+        from da_toolkit.recipe import DomainSpec  # the recipe module imports the adapters
+        given = dict(zip(self.setup.domain_names, (source, target)))
+        s = self.setup
+        return [given[name] if name in given else build_domain(DomainSpec(name), s.image_size, s.channels, s.seed)
+                for name in self.domains]
+
+    def fit(self, source: Domain, target: Domain, ctx: Context) -> CycleGANTranslator:
+        o = self.options
+        semantic = None
+        if o.needs_source_classifier:
+            semantic = train_classifier(self.setup, source.labeled(), ctx, "pixel_classifier",
+                                        o.semantic_classifier_iterations)
+        training = StarGANTraining(o, self.training_domains(source, target), ctx, semantic)
+        train_loop(ctx, "pixel", o.iterations, training.step, training.state())
+        generator = ConditionedGenerator(training.generator, self.domains.index(self.directions[0]))
+        self.translator = CycleGANTranslator(generator, ctx, o, semantic, f"stargan:{self.directions[0]}")
+        return self.translator
+
+    def diagnostics(self, source: Domain, translated: Domain, ctx: Context) -> dict:
+        """metrics.json entries: label preservation of the unfiltered translation, f_S's label-filter report."""
+        translator = getattr(self, "translator", None)
+        if translator is not None and translator.translated is not None:
+            translated = translator.translated
+        preservation = label_preservation(self.setup, self.options.label_preservation_iterations, source,
+                                          translated, ctx)
+        out = {} if preservation is None else {"label_preservation": preservation}
+        if translator is not None and translator.report:
+            out["label_filter"] = translator.report
+            if "warning" in translator.report:
+                ctx.info(f"warning: pixel: {translator.report['warning']}")
+        return out
+
+    # -- read side ------------------------------------------------------------------------------
+    def translator_keys(self, pixel: dict, train: dict) -> dict:
+        """The pixel section but the keys that only say how the feature stage uses the translations, with
+        the domains in label order (the recipe's source and target included); with the semantic loss on,
+        the train section's optimisation keys too (they train f_S, which shapes G)."""
+        kept = {key: value for key, value in pixel.items() if key not in FEATURE_USE_KEYS}
+        keys = {"pixel": {**kept, "domains": self.domains}}
+        if self.options.semantic_weight > 0:
+            keys["train"] = {key: value for key, value in train.items() if key not in TRAIN_KEYS_UNUSED}
+        return keys
+
+    def load_generator(self, home: RunDir, direction: str) -> nn.Module:
+        """G(·, c) into the domain `direction` from the pixel-stage checkpoint in `home`, on the CPU, read safely."""
+        checkpoint = home.checkpoint("pixel")
+        if not checkpoint.exists():
+            raise UserError(f"{home}: no pixel-stage checkpoint ({checkpoint}); has its pixel stage started?")
+        generator = build_generator(self.options, self.setup.channels, self.setup.image_size, len(self.domains))
+        states = load_checkpoint(checkpoint, "stage")["state"]
+        if not isinstance(states, dict) or "generator" not in states:
+            raise UnreadableFile(f"{checkpoint}: not a StarGAN pixel-stage checkpoint (no generator)")
+        load_state(generator, states["generator"], checkpoint, "StarGAN generator")
+        return ConditionedGenerator(generator, self.domains.index(direction))
+
+    def report(self, home: RunDir, sample: Domain) -> PixelReport:
+        """`sample` translated into every domain (the target first), and the label-preservation oracle's
+        read-out of the translation into the target when the run trained one."""
+        sample = sample.in_memory()
+        rows = [(f"translation into {name} by the run's StarGAN",
+                 translate_images(self.load_generator(home, name), sample.images, torch.device("cpu"), 256))
+                for name in self.directions]
+        out = PixelReport(rows, {"images": len(sample), "domains": self.domains})
+        read = oracle_read_out(self.setup, home, sample, rows[0][1])
+        if read is None:
+            out.text.append("The label-preservation diagnostic did not run for this run (no oracle checkpoint).")
+            return out
+        out.numbers.update(oracle_reads=read["reads"], oracle_reads_per_class=read["reads_per_class"])
+        out.marks = read["marks"]
+        per_class = ", ".join(f"{c}: {100 * v:.0f}%" for c, v in enumerate(read["reads_per_class"]) if v is not None)
+        out.text.append(f"The label-preservation oracle (trained on labeled target images: a benchmark diagnostic) "
+                        f"reads {100 * read['reads']:.1f}% of {len(sample)} source images translated into "
+                        f"{self.directions[0]} correctly. Per class: {per_class}.")
+        return out

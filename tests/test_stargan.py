@@ -1,0 +1,310 @@
+"""StarGAN (adapters/stargan/, training/stargan_losses.py): the networks' shapes, each loss term by hand,
+one iteration equal to the authors' update (yunjey/stargan solver.py, re-implemented below as the plain
+reference formula), n_critic, and a toy run with translate (--to) and report."""
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+from PIL import Image
+
+from da_toolkit.adapters.base import AdapterSetup
+from da_toolkit.adapters.cyclegan.translator import weights_hash
+from da_toolkit.adapters.stargan import StarGAN, StarGANOptions
+from da_toolkit.adapters.stargan.training import StarGANTraining, build_discriminator, build_generator
+from da_toolkit.adapters.pixel import translate_images
+from da_toolkit.cli import main
+from da_toolkit.context import Context
+from da_toolkit.data import DATASETS, DomainDataset
+from da_toolkit.errors import UserError
+from da_toolkit.pipeline import run
+from da_toolkit.recipe import recipe_from_dict
+from da_toolkit.report import write_report
+from da_toolkit.rundir import RunDir
+from da_toolkit.training.checkpoint import load_checkpoint
+from da_toolkit.training.gan_losses import cycle_consistency_loss
+from da_toolkit.training.stargan_losses import (domain_classification_loss, gradient_penalty, interpolate,
+                                                wasserstein_critic_loss, wasserstein_generator_loss)
+from conftest import toy_digits, toy_recipe_dict
+
+if "toy_third" not in DATASETS:
+    DATASETS.register("toy_third", "test-only toy domain, brightest")(lambda split, **_: toy_digits(split, 120))
+
+TINY = {"ngf": 4, "ndf": 4, "generator_blocks": 1, "image_grid_every": 0, "semantic_weight": 0.0,
+        "label_filter": "off", "label_preservation_iterations": 0}
+
+
+@pytest.mark.parametrize("size, channels, layers, downsamplings", [(28, 1, 2, 1), (32, 3, 2, 1), (32, 1, 3, 2)])
+def test_shapes_for_digit_images(size, channels, layers, downsamplings):
+    options = StarGANOptions(ngf=8, ndf=8, discriminator_layers=layers, generator_downsamplings=downsamplings)
+    StarGAN.check(options, size, channels)
+    generator, discriminator = build_generator(options, channels, size, 3), build_discriminator(options, channels, size, 3)
+    x = torch.rand(2, channels, size, size) * 2 - 1
+    fake = generator(x, F.one_hot(torch.tensor([0, 2]), 3))
+    assert fake.shape == x.shape and fake.abs().max() <= 1
+    scores, logits = discriminator(fake)
+    assert scores.shape == (2, 1, size // 2 ** layers, size // 2 ** layers) and logits.shape == (2, 3)
+    # the label channels change the output: G is conditioned on c
+    assert not torch.allclose(fake[0], generator(x, F.one_hot(torch.tensor([1, 2]), 3))[0])
+
+
+def test_default_sizes_follow_the_cyclegans_small_image_rule():
+    options = StarGANOptions()
+    assert (options.downsamplings_for(28), options.layers_for(28)) == (1, 2)
+    assert (options.downsamplings_for(128), options.layers_for(128)) == (2, 6)  # the authors' at 128 px
+    with pytest.raises(UserError, match="pixel.discriminator_layers"):
+        StarGAN.check(StarGANOptions(discriminator_layers=3), 28, 1)
+
+
+def test_options_name_the_bad_key():
+    with pytest.raises(UserError, match="pixel.n_critic"):
+        StarGANOptions(n_critic=0)
+    with pytest.raises(UserError, match="pixel.domains: unknown dataset 'mnsit'"):
+        StarGANOptions(domains=["mnsit"])
+    assert StarGANOptions(domains=["toy_third", "toy_target"]).domain_names("toy_source", "toy_target") == [
+        "toy_third", "toy_target", "toy_source"]
+
+
+def test_translator_keys_name_the_resolved_domains_and_leave_out_how_the_feature_stage_uses_translations():
+    setup = AdapterSetup(None, 16, 1, 0, None, None, ("toy_source", "toy_target"))
+    adapter = StarGAN(StarGANOptions(domains=["toy_third"], semantic_weight=0.0), setup)
+    pixel = {"adapter": "stargan", "domains": ["toy_third"], "iterations": 7, "feature_data": "translated"}
+    keys = adapter.translator_keys(pixel, {"lr": 0.1})
+    assert keys == {"pixel": {"adapter": "stargan", "domains": ["toy_third", "toy_source", "toy_target"],
+                              "iterations": 7}}
+    assert "train" in StarGAN(StarGANOptions(), setup).translator_keys(pixel, {"lr": 0.1})  # f_S shapes G
+
+
+def test_gradient_penalty_of_a_linear_critic_is_lambda_times_norm_minus_one_squared():
+    """D(x) = Σ_pixels w·x: ∇_x D = w for every image, so the penalty is λ (‖w‖₂ − 1)² exactly."""
+    w = torch.tensor([[0.5, -1.0], [2.0, 0.25]])
+    real, fake = torch.rand(3, 1, 2, 2), torch.rand(3, 1, 2, 2)
+    mixed = interpolate(real, fake, torch.rand(3, 1, 1, 1))
+    scores = (mixed * w).sum((1, 2, 3))[:, None]
+    expected = 10 * (w.norm() - 1) ** 2
+    assert gradient_penalty(scores, mixed, 10.0).item() == pytest.approx(expected.item(), rel=1e-6)
+    # a per-patch critic: the penalty takes the gradient of the sum of the patch scores
+    patches = mixed * w
+    assert gradient_penalty(patches, mixed, 10.0).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_interpolates_lie_between_real_and_fake():
+    real, fake, alpha = torch.zeros(2, 1, 1, 1), torch.ones(2, 1, 1, 1), torch.tensor([0.25, 1.0])[:, None, None, None]
+    mixed = interpolate(real, fake.requires_grad_(), alpha)
+    assert mixed.flatten().tolist() == [0.75, 0.0] and mixed.requires_grad and mixed.grad_fn is None
+
+
+def test_adversarial_classification_and_reconstruction_terms_by_hand():
+    scores_real, scores_fake = torch.tensor([[1.0, 3.0]]), torch.tensor([[-2.0, 0.5]])
+    assert wasserstein_critic_loss(scores_real, scores_fake).item() == pytest.approx(-2.0 + -0.75)
+    assert wasserstein_generator_loss(scores_fake).item() == pytest.approx(0.75)
+    logits, domains = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 3.0]]), torch.tensor([0, 1])
+    e2, e1, e3 = torch.tensor(2.0).exp(), torch.tensor(1.0).exp(), torch.tensor(3.0).exp()
+    expected = -0.5 * (torch.log(e2 / (e2 + 2)) + torch.log(e1 / (1 + e1 + e3)))  # CE, one label per domain
+    assert domain_classification_loss(logits, domains, 2.0).item() == pytest.approx(2 * expected.item(), rel=1e-6)
+    real, rebuilt = torch.tensor([[0.5, -1.0]]), torch.tensor([[0.25, 0.0]])
+    assert cycle_consistency_loss(rebuilt, real, 10.0).item() == pytest.approx(10 * (0.25 + 1.0) / 2)
+
+
+# ------------------------------------------------------------------ one iteration, as the authors'
+
+
+def toy_domains(size: int = 8) -> list[DomainDataset]:
+    return [DomainDataset(toy_digits("train", shift, 12).images, torch.full((12,), -1), f"toy{shift}", 10)
+            for shift in (0, 60, 120)]
+
+
+def make_training(tmp_path, **changes) -> StarGANTraining:
+    options = StarGANOptions(**{**TINY, "iterations": 1000, "batch_size": 2, "n_critic": 2, "lambda_cls": 0.5,
+                                "lambda_rec": 3.0, "lambda_gp": 7.0, "lr": 0.01, **changes})
+    torch.manual_seed(0)
+    return StarGANTraining(options, toy_domains(), Context(tmp_path, progress=False))
+
+
+def authors_iteration(G, D, g_optimizer, d_optimizer, x_real, label_org, i, o) -> None:
+    """solver.py's `train` loop body for `--dataset RaFD`, written out as the plain formula."""
+    label_trg = label_org[torch.randperm(label_org.size(0))]
+    c_org, c_trg = F.one_hot(label_org, 3).float(), F.one_hot(label_trg, 3).float()
+
+    out_src, out_cls = D(x_real)
+    d_loss_real = -torch.mean(out_src)
+    d_loss_cls = F.cross_entropy(out_cls, label_org)
+    x_fake = G(x_real, c_trg)
+    out_src, _ = D(x_fake.detach())
+    d_loss_fake = torch.mean(out_src)
+    alpha = torch.rand(x_real.size(0), 1, 1, 1)
+    x_hat = (alpha * x_real.data + (1 - alpha) * x_fake.data).requires_grad_(True)
+    out_src, _ = D(x_hat)
+    dydx = torch.autograd.grad(out_src, x_hat, torch.ones(out_src.size()), retain_graph=True, create_graph=True)[0]
+    d_loss_gp = torch.mean((torch.sqrt(torch.sum(dydx.view(dydx.size(0), -1) ** 2, dim=1)) - 1) ** 2)
+    d_loss = d_loss_real + d_loss_fake + o.lambda_cls * d_loss_cls + o.lambda_gp * d_loss_gp
+    g_optimizer.zero_grad(), d_optimizer.zero_grad()
+    d_loss.backward()
+    d_optimizer.step()
+
+    if (i + 1) % o.n_critic == 0:
+        x_fake = G(x_real, c_trg)
+        out_src, out_cls = D(x_fake)
+        g_loss_fake = -torch.mean(out_src)
+        g_loss_cls = F.cross_entropy(out_cls, label_trg)
+        x_reconst = G(x_fake, c_org)
+        g_loss_rec = torch.mean(torch.abs(x_real - x_reconst))
+        g_loss = g_loss_fake + o.lambda_rec * g_loss_rec + o.lambda_cls * g_loss_cls
+        g_optimizer.zero_grad(), d_optimizer.zero_grad()
+        g_loss.backward()
+        g_optimizer.step()
+
+
+def test_two_iterations_equal_the_authors_update_on_the_same_weights_and_batches(tmp_path):
+    """Iteration 0 (D step) and 1 (D and G steps, n_critic 2): every parameter and buffer (instance-norm
+    running statistics included) of G and D equals the authors' to 1e-6."""
+    training = make_training(tmp_path)
+    o = training.options
+    G, D = copy.deepcopy(training.generator), copy.deepcopy(training.discriminator)
+    g_optimizer = torch.optim.Adam(G.parameters(), o.lr, [o.beta1, o.beta2])
+    d_optimizer = torch.optim.Adam(D.parameters(), o.lr, [o.beta1, o.beta2])
+    for i in range(2):
+        x_real, label_org = training.batch()
+        rng = torch.get_rng_state()
+        authors_iteration(G, D, g_optimizer, d_optimizer, x_real, label_org, i, o)
+        torch.set_rng_state(rng)
+        scalars = training.update(x_real, label_org, i)
+        assert ("loss/G" in scalars) == (i == 1)
+        for ours, theirs in ((training.generator, G), (training.discriminator, D)):
+            for (name, a), (_, b) in zip(ours.state_dict().items(), theirs.state_dict().items()):
+                assert torch.allclose(a.float(), b.float(), rtol=0, atol=1e-6), (i, name)
+    assert not torch.equal(training.generator.main[0].weight, copy.deepcopy(G).main[0].weight * 0)  # it moved
+    batches = training.batch()[1]
+    assert batches.tolist() == [0, 0, 1, 1, 2, 2]  # batch_size images of every domain, labelled by position
+
+
+def test_a_mutated_term_changes_the_iteration(tmp_path):
+    """The equality above can fail: a λ_rec of a different value gives a different G."""
+    a, b = make_training(tmp_path), make_training(tmp_path, lambda_rec=4.0)
+    x, labels = a.batch()
+    b.batch()
+    for training in (a, b):
+        torch.manual_seed(1)
+        training.update(x, labels, 0)
+        training.update(x, labels, 1)
+    assert not torch.allclose(a.generator.main[0].weight, b.generator.main[0].weight, atol=1e-6)
+
+
+def test_the_generator_is_updated_every_n_criticth_discriminator_step(tmp_path):
+    training = make_training(tmp_path, n_critic=5)
+    steps = []
+    training.optimizer_g.register_step_pre_hook(lambda *_: steps.append("G"))
+    training.optimizer_d.register_step_pre_hook(lambda *_: steps.append("D"))
+    for i in range(10):
+        training.step(i)
+    assert "".join(steps) == "DDDDDG" * 2  # iterations 4 and 9
+
+
+def test_learning_rate_constant_then_linear_to_zero(tmp_path):
+    training = make_training(tmp_path, iterations=10, decay_start=0.6)
+    assert [training.learning_rate(i) for i in (0, 6, 8)] == pytest.approx([0.01, 0.01, 0.005])
+
+
+def test_semantic_term_is_its_weight_times_ce_of_f_s_on_the_translation_against_f_s_on_the_original(tmp_path):
+    """w_sem CE(f_S(G(x, c)), argmax f_S(x)), with G as the step found it and c the step's own draw."""
+    training = make_training(tmp_path, semantic_weight=2.0, n_critic=1)
+    f_s = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(8 * 8, 10))
+    torch.nn.init.normal_(f_s[1].weight, std=0.5)
+    training.semantic_classifier = f_s.requires_grad_(False)
+    x, original = training.batch()
+    generator = copy.deepcopy(training.generator)
+    torch.manual_seed(5)
+    target = original[torch.randperm(len(original))]
+    torch.manual_seed(5)
+    scalars = training.update(x, original, 0)
+    expected = 2.0 * F.cross_entropy(f_s(generator(x, F.one_hot(target, 3))), f_s(x).argmax(1))
+    assert scalars["loss/semantic"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_translation_normalises_by_each_images_statistics_and_leaves_the_running_ones_alone():
+    """As the authors translate (networks in training mode), without updating the running statistics."""
+    generator = build_generator(StarGANOptions(ngf=4, generator_blocks=1), 1, 16, 2)
+    x, c = torch.rand(3, 1, 16, 16) * 2 - 1, F.one_hot(torch.tensor([0, 1, 1]), 2)
+    generator(x, c)  # moves the running statistics away from their initial values
+    before = copy.deepcopy(generator.state_dict())
+    trained = generator(x, c)
+    after_train = copy.deepcopy(generator.state_dict())
+    generator.eval()
+    assert torch.allclose(generator(x, c), trained, atol=1e-6)
+    assert all(torch.equal(after_train[k], v) for k, v in generator.state_dict().items())
+    assert not all(torch.equal(before[k], v) for k, v in after_train.items())  # training mode does move them
+
+
+# ------------------------------------------------------------------ a toy run, translate, report
+
+
+@pytest.fixture(scope="module")
+def star_run(tmp_path_factory):
+    torch.set_num_threads(1)
+    run_dir = tmp_path_factory.mktemp("stargan") / "run"
+    pixel = {"adapter": "stargan", **TINY, "domains": ["toy_source", "toy_target", "toy_third"], "iterations": 4,
+             "batch_size": 4, "n_critic": 2, "label_filter": "drop", "semantic_weight": 1.0,
+             "semantic_classifier_iterations": 4, "label_preservation_iterations": 4, "image_grid_every": 2}
+    metrics = run(recipe_from_dict(toy_recipe_dict(pixel=pixel, train={"iterations": 4})), run_dir, progress=False)
+    return run_dir, metrics
+
+
+def test_a_toy_run_trains_translates_and_reports_its_diagnostics(star_run):
+    run_dir, metrics = star_run
+    assert metrics["pixel_adapter"] == "stargan"
+    assert 0 <= metrics["label_preservation"]["rate"] <= 1 and "label_filter" in metrics
+    assert metrics["stages"]["pixel"]["translation_cache"] == "miss"
+    # the source set was translated by G(·, c = the target's label): its cache is named by that translator
+    adapter = StarGAN(StarGANOptions(**{**TINY, "domains": ["toy_source", "toy_target", "toy_third"]}),
+                      AdapterSetup(None, 16, 1, 0, None, None, ("toy_source", "toy_target")))
+    into_target = weights_hash(adapter.load_generator(RunDir(run_dir), "toy_target"))
+    assert metrics["stages"]["pixel"]["translation_cache_file"].startswith(f"translated_{into_target}_")
+    checkpoint = load_checkpoint(run_dir / "checkpoints" / "pixel.pt")
+    assert checkpoint["iteration"] == 4 and {"generator", "discriminator", "stream_2"} <= set(checkpoint["state"])
+
+
+def read_png(path) -> torch.Tensor:
+    return torch.from_numpy(np.array(Image.open(path)))[None]
+
+
+def test_translate_to_each_domain_uses_G_with_that_domains_label(star_run, tmp_path):
+    run_dir, _ = star_run
+    folder = tmp_path / "in"
+    folder.mkdir()
+    pixels = F.interpolate(toy_digits("test", 0, 3).images.float(), size=16).to(torch.uint8)
+    for index, image in enumerate(pixels):
+        Image.fromarray(image[0].numpy()).save(folder / f"{index}.png")
+    adapter = StarGAN(StarGANOptions(**{**TINY, "domains": ["toy_source", "toy_target", "toy_third"]}),
+                      AdapterSetup(None, 16, 1, 0, None, None, ("toy_source", "toy_target")))
+    assert adapter.directions == ("toy_target", "toy_source", "toy_third")
+    written = {}
+    for domain in ("toy_target", "toy_third"):
+        result = CliRunner().invoke(main, ["translate", str(run_dir), "--input", str(folder), "--output",
+                                           str(tmp_path / domain), "--to", domain])
+        assert result.exit_code == 0 and f"translated 3 images ({domain})" in result.output, result.output
+        written[domain] = torch.stack([read_png(tmp_path / domain / f"{i}.png") for i in range(3)])
+        expected = translate_images(adapter.load_generator(RunDir(run_dir), domain), pixels, torch.device("cpu"), 64)
+        assert torch.equal(written[domain], expected), domain
+    assert not torch.equal(written["toy_target"], written["toy_third"])  # c decides the translation
+    result = CliRunner().invoke(main, ["translate", str(run_dir), "--input", str(folder), "--output",
+                                       str(tmp_path / "default")])
+    assert "translated 3 images (toy_target)" in result.output  # the default: into the target's style
+    result = CliRunner().invoke(main, ["translate", str(run_dir), "--input", str(folder), "--output",
+                                       str(tmp_path / "bad"), "--to", "a2b"])
+    assert result.exit_code == 2 and "toy_target or toy_source or toy_third" in result.output
+
+
+def test_report_shows_one_row_per_target_domain(star_run, tmp_path):
+    run_dir, _ = star_run
+    write_report(run_dir, output=tmp_path, sample=20)
+    page = (tmp_path / "report.html").read_text()
+    for row, domain in enumerate(("toy_target", "toy_source", "toy_third")):
+        assert f"row {row + 2}: translation into {domain}" in page
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["pixel"]["domains"] == ["toy_source", "toy_target", "toy_third"]
+    assert len(report["pixel"]["oracle_reads_per_class"]) == 10
