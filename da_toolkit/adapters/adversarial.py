@@ -1,6 +1,7 @@
 """The adversarial family: joint training of the shared classifier with pluggable transfer losses.
 
-One SGD step of every method here (DANN, CDAN, MCC and their sums) minimises, over the
+One SGD step of every method here (DANN, CDAN, MCC, DAN, JAN, CORAL, BNM, AFN and the sums DANN/CDAN
++ MCC and/or BSP) minimises, over the
 classifier and the transfer losses' own modules (e.g. a domain discriminator) together,
 
     L = CE(head(f_s), y_s) [+ CE on a labeled target batch] + Σ_k w_k · L_k(f_s, f_t, z_s, z_t)
@@ -31,6 +32,7 @@ from da_toolkit.models import DomainDiscriminator
 from da_toolkit.training.class_confusion import MinimumClassConfusionLoss
 from da_toolkit.training.domain_losses import GradientReversal
 from da_toolkit.training.loop import TrainingDiverged, train_loop
+from da_toolkit.training.spectral import BatchSpectralPenaltyLoss
 from da_toolkit.training.schedules import grl_coefficient
 
 
@@ -174,6 +176,18 @@ class GuardOptions:
 
 
 @dataclass
+class TransferLossOptions(GuardOptions):
+    """A method with one transfer loss of its own: its weight, and the guard's keys."""
+
+    trade_off: float = 1.0  # weight of the transfer loss
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.trade_off < 0:
+            raise UserError(f"feature.trade_off: must be zero or more, got {self.trade_off}")
+
+
+@dataclass
 class ClassConfusionOptions:
     """MCC added to another method: its weight (0: off) and temperature."""
 
@@ -193,8 +207,24 @@ class ClassConfusionOptions:
 
 
 @dataclass
-class AdversarialOptions(ClassConfusionOptions, GuardOptions):
-    """The recipe's `feature:` keys of a domain-adversarial method (DANN, CDAN)."""
+class SpectralPenaltyOptions:
+    """BSP added to an adversarial method: its weight (0: off)."""
+
+    bsp_trade_off: float = 0.0  # weight of the batch spectral penalty on the features; 0 = no BSP
+
+    def __post_init__(self):
+        if self.bsp_trade_off < 0:
+            raise UserError(f"feature.bsp_trade_off: must be zero or more, got {self.bsp_trade_off}")
+
+    def spectral_penalty_terms(self) -> list[tuple[str, float, nn.Module]]:
+        if self.bsp_trade_off == 0:
+            return []
+        return [("loss/bsp", self.bsp_trade_off, BatchSpectralPenaltyLoss())]
+
+
+@dataclass
+class AdversarialOptions(SpectralPenaltyOptions, ClassConfusionOptions, GuardOptions):
+    """The recipe's `feature:` keys of a domain-adversarial method (DANN, CDAN), optionally with MCC and BSP."""
 
     trade_off: float = 1.0  # weight of the domain loss L_d (the mean BCE over both domains)
     grl: Literal["schedule", "fixed"] = "schedule"  # schedule: warm-up λ_i (below); fixed: λ = c
@@ -208,6 +238,7 @@ class AdversarialOptions(ClassConfusionOptions, GuardOptions):
     def __post_init__(self):
         GuardOptions.__post_init__(self)
         ClassConfusionOptions.__post_init__(self)
+        SpectralPenaltyOptions.__post_init__(self)
         for key in ("trade_off", "grl_coefficient", "grl_gamma"):
             if getattr(self, key) < 0:
                 raise UserError(f"feature.{key}: must be zero or more, got {getattr(self, key)}")
