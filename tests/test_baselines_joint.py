@@ -284,3 +284,13 @@ def test_the_aligning_methods_beat_source_only_on_the_shifted_points(feature, so
     torch.set_num_threads(1)
     accuracy, _ = fit_on_shifted_points(ADAPTERS.get(feature["adapter"]), feature, tmp_path)
     assert accuracy > source_only_on_points + 0.1
+
+
+def test_kernel_distances_and_covariances_stay_float32_under_bf16_autocast():
+    generator = torch.Generator().manual_seed(5)
+    rows = torch.randn(6, 8, generator=generator) * 10 + 30  # nearby rows with large norms: bf16 would cancel
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        distances, covariances = squared_distances(rows), covariance(rows)
+    assert distances.dtype == covariances.dtype == torch.float32
+    torch.testing.assert_close(distances, squared_distances(rows))
+    torch.testing.assert_close(covariances, covariance(rows))

@@ -7,9 +7,12 @@ from torch import nn
 
 
 def covariance(rows: torch.Tensor) -> torch.Tensor:
-    """C = (1/(n−1)) (X − 1 x̄)ᵀ (X − 1 x̄) of an n×d matrix X (rows are samples; n ≥ 2)."""
-    centred = rows - rows.mean(0, keepdim=True)
-    return centred.t() @ centred / (len(rows) - 1)
+    """C = (1/(n−1)) (X − 1 x̄)ᵀ (X − 1 x̄) of an n×d matrix X (rows are samples; n ≥ 2), in float32 with
+    autocast off (bf16 products would leave C_s − C_t mostly rounding noise)."""
+    rows = rows.float()
+    with torch.autocast(rows.device.type, enabled=False):
+        centred = rows - rows.mean(0, keepdim=True)
+        return centred.t() @ centred / (len(rows) - 1)
 
 
 def coral(source_features: torch.Tensor, target_features: torch.Tensor) -> torch.Tensor:
@@ -21,7 +24,7 @@ def coral(source_features: torch.Tensor, target_features: torch.Tensor) -> torch
     covariances (whatever their means); it aligns second-order statistics only.
     """
     dimension = source_features.shape[1]
-    difference = covariance(source_features.float()) - covariance(target_features.float())
+    difference = covariance(source_features) - covariance(target_features)
     return (difference * difference).sum() / (4 * dimension ** 2)
 
 

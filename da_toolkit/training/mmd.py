@@ -20,9 +20,12 @@ BANDWIDTH_MULTIPLIERS = tuple(2.0 ** u for u in range(-3, 2))
 
 
 def squared_distances(rows: torch.Tensor) -> torch.Tensor:
-    """D_ij = ‖x_i − x_j‖² of the rows of an N×F matrix (through the Gram matrix, clamped at 0)."""
-    norms = (rows * rows).sum(1)
-    return (norms.unsqueeze(1) + norms.unsqueeze(0) - 2 * rows @ rows.t()).clamp_min(0)
+    """D_ij = ‖x_i − x_j‖² of the rows of an N×F matrix (through the Gram matrix, clamped at 0), in float32
+    with autocast off: in bf16, ‖x‖² + ‖y‖² − 2 x·y of nearby rows would cancel to noise."""
+    rows = rows.float()
+    with torch.autocast(rows.device.type, enabled=False):
+        norms = (rows * rows).sum(1)
+        return (norms.unsqueeze(1) + norms.unsqueeze(0) - 2 * rows @ rows.t()).clamp_min(0)
 
 
 def multi_gaussian_kernel(rows: torch.Tensor, multipliers: tuple[float, ...] = BANDWIDTH_MULTIPLIERS) -> torch.Tensor:
