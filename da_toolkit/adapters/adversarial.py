@@ -1,8 +1,8 @@
 """The adversarial family: joint training of the shared classifier with pluggable transfer losses.
 
-One SGD step of every method here (DANN, CDAN, MCC, DAN, JAN, CORAL, BNM, AFN and the sums DANN/CDAN
-+ MCC and/or BSP) minimises, over the
-classifier and the transfer losses' own modules (e.g. a domain discriminator) together,
+One SGD step of every method here (DANN, CDAN, MCC, DAN, JAN, CORAL, BNM, AFN, and DANN or CDAN
+plus MCC and/or BSP) minimises, over the classifier and the transfer losses' own modules (e.g. a
+domain discriminator) together,
 
     L = CE(head(f_s), y_s) [+ CE on a labeled target batch] + Σ_k w_k · L_k(f_s, f_t, z_s, z_t)
 
@@ -32,8 +32,8 @@ from da_toolkit.models import DomainDiscriminator
 from da_toolkit.training.class_confusion import MinimumClassConfusionLoss
 from da_toolkit.training.domain_losses import GradientReversal
 from da_toolkit.training.loop import TrainingDiverged, train_loop
-from da_toolkit.training.spectral import BatchSpectralPenaltyLoss
 from da_toolkit.training.schedules import grl_coefficient
+from da_toolkit.training.spectral import BatchSpectralPenaltyLoss
 
 
 class RecentMean:
