@@ -43,6 +43,7 @@ SHOT_TESTS = ("tests/test_shot.py",)
 BASELINES = ("tests/test_baselines_mcd.py",)
 SELF_TRAINING = "da_toolkit/training/self_training.py"
 ST = ("tests/test_self_training.py",)
+BASELINES_JOINT = ("tests/test_baselines_joint.py",)
 
 MUTANTS = [
     # ------------------------------------------------------------------ CycleGAN iteration
@@ -807,6 +808,56 @@ MUTANTS = [
            SG_TESTS),
     Mutant("stargan.streams-not-resumed", SG_TRAINING, ', **{f"stream_{i}": s for i, s in enumerate(self.streams)}}',
            "}", "a resumed StarGAN draws other batches", RESUME),
+    # ------------------------------------------------------------------ DAN, JAN, Deep CORAL, BNM, AFN, BSP
+    Mutant("mmd.bandwidth-ignores-the-batch", "da_toolkit/training/mmd.py",
+           "scale = distances.detach().mean().clamp_min(1e-12)", "scale = torch.tensor(1.0)",
+           "DAN's kernel bandwidths fixed instead of 2^u x the batch's mean squared distance", BASELINES_JOINT),
+    Mutant("mmd.quadratic-cross-term-once", "da_toolkit/training/mmd.py",
+           "return ss.mean() + tt.mean() - 2 * st.mean()", "return ss.mean() + tt.mean() - st.mean()",
+           "the quadratic MMD counts the source-target term once: not 0 for identical batches", BASELINES_JOINT),
+    Mutant("mmd.linear-pairs-a-sample-with-itself", "da_toolkit/training/mmd.py",
+           "following = (index + 1) % source_size", "following = index",
+           "the linear MMD pairs each sample with itself (a biased estimate)", BASELINES_JOINT),
+    Mutant("jan.prediction-kernel-dropped", "da_toolkit/training/mmd.py",
+           "kernel = multi_gaussian_kernel(features) * gaussian_kernel(predictions, self.prediction_bandwidth)",
+           "kernel = multi_gaussian_kernel(features)",
+           "JAN aligns the features only (DAN), not the joint distribution with the predictions", BASELINES_JOINT),
+    Mutant("jan.kernels-summed", "da_toolkit/training/mmd.py",
+           "kernel = multi_gaussian_kernel(features) * gaussian_kernel(predictions, self.prediction_bandwidth)",
+           "kernel = multi_gaussian_kernel(features) + gaussian_kernel(predictions, self.prediction_bandwidth)",
+           "JAN's layer kernels summed instead of multiplied", BASELINES_JOINT),
+    Mutant("coral.biased-covariance", "da_toolkit/training/coral.py",
+           "return centred.t() @ centred / (len(rows) - 1)", "return centred.t() @ centred / len(rows)",
+           "CORAL's covariance divided by n instead of n - 1", BASELINES_JOINT),
+    Mutant("coral.uncentred", "da_toolkit/training/coral.py",
+           "centred = rows - rows.mean(0, keepdim=True)", "centred = rows",
+           "CORAL compares second moments, so a mean shift alone counts", BASELINES_JOINT),
+    Mutant("coral.normalised-by-d", "da_toolkit/training/coral.py",
+           "return (difference * difference).sum() / (4 * dimension ** 2)",
+           "return (difference * difference).sum() / (4 * dimension)",
+           "CORAL divided by 4 d instead of 4 d²", BASELINES_JOINT),
+    Mutant("bnm.logits-not-probabilities", "da_toolkit/training/spectral.py",
+           "predictions = F.softmax(logits.float(), dim=1)", "predictions = logits.float()",
+           "BNM's nuclear norm of the logits instead of the softmax predictions", BASELINES_JOINT),
+    Mutant("bnm.minimised", "da_toolkit/training/spectral.py",
+           "return -torch.linalg.svdvals(predictions).sum() / len(logits)",
+           "return torch.linalg.svdvals(predictions).sum() / len(logits)",
+           "BNM minimises the nuclear norm (collapses the target predictions)", BASELINES_JOINT),
+    Mutant("afn.radius-not-detached", "da_toolkit/training/feature_norm.py",
+           "return ((norms - (norms.detach() + increment)) ** 2).mean()",
+           "return ((norms - (norms + increment)) ** 2).mean()",
+           "AFN's target radius keeps its gradient: the same value, no push on the norms", BASELINES_JOINT),
+    Mutant("afn.target-domain-left-out", "da_toolkit/training/feature_norm.py",
+           "loss = stepwise_feature_norm(source_features, self.increment) + stepwise_feature_norm(target_features,",
+           "loss = 2 * stepwise_feature_norm(source_features, self.increment) + 0 * stepwise_feature_norm(target_features,",
+           "AFN enlarges the source feature norms only", BASELINES_JOINT),
+    Mutant("bsp.smallest-singular-value", "da_toolkit/training/spectral.py",
+           "source_top = torch.linalg.svdvals(source_features.float())[0]",
+           "source_top = torch.linalg.svdvals(source_features.float())[-1]",
+           "BSP penalises the source batch's smallest singular value, not its largest", BASELINES_JOINT),
+    Mutant("bsp.never-added", "da_toolkit/adapters/adversarial.py",
+           "if self.bsp_trade_off == 0:", "if True:",
+           "feature.bsp_trade_off is ignored: DANN/CDAN + BSP train as plain DANN/CDAN", BASELINES_JOINT),
 ]
 
 # survivors judged harmless, by name, with the one-line reason printed in the report

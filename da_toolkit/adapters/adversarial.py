@@ -1,7 +1,8 @@
 """The adversarial family: joint training of the shared classifier with pluggable transfer losses.
 
-One SGD step of every method here (DANN, CDAN, MCC and their sums) minimises, over the
-classifier and the transfer losses' own modules (e.g. a domain discriminator) together,
+One SGD step of every method here (DANN, CDAN, MCC, DAN, JAN, CORAL, BNM, AFN, and DANN or CDAN
+plus MCC and/or BSP) minimises, over the classifier and the transfer losses' own modules (e.g. a
+domain discriminator) together,
 
     L = CE(head(f_s), y_s) [+ CE on a labeled target batch] + Σ_k w_k · L_k(f_s, f_t, z_s, z_t)
 
@@ -32,6 +33,7 @@ from da_toolkit.training.class_confusion import MinimumClassConfusionLoss
 from da_toolkit.training.domain_losses import GradientReversal
 from da_toolkit.training.loop import TrainingDiverged, train_loop
 from da_toolkit.training.schedules import grl_coefficient
+from da_toolkit.training.spectral import BatchSpectralPenaltyLoss
 
 
 class RecentMean:
@@ -183,6 +185,18 @@ class GuardOptions:
 
 
 @dataclass
+class TransferLossOptions(GuardOptions):
+    """A method with one transfer loss of its own: its weight, and the guard's keys."""
+
+    trade_off: float = 1.0  # weight of the transfer loss
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.trade_off < 0:
+            raise UserError(f"feature.trade_off: must be zero or more, got {self.trade_off}")
+
+
+@dataclass
 class ClassConfusionOptions:
     """MCC added to another method: its weight (0: off) and temperature."""
 
@@ -199,6 +213,22 @@ class ClassConfusionOptions:
         if self.mcc_trade_off == 0:
             return []
         return [("loss/mcc", self.mcc_trade_off, MinimumClassConfusionLoss(self.mcc_temperature))]
+
+
+@dataclass
+class SpectralPenaltyOptions:
+    """BSP added to an adversarial method: its weight (0: off)."""
+
+    bsp_trade_off: float = 0.0  # weight of the batch spectral penalty on the features; 0 = no BSP
+
+    def __post_init__(self):
+        if self.bsp_trade_off < 0:
+            raise UserError(f"feature.bsp_trade_off: must be zero or more, got {self.bsp_trade_off}")
+
+    def spectral_penalty_terms(self) -> list[tuple[str, float, nn.Module]]:
+        if self.bsp_trade_off == 0:
+            return []
+        return [("loss/bsp", self.bsp_trade_off, BatchSpectralPenaltyLoss())]
 
 
 @dataclass
@@ -227,8 +257,8 @@ class ReversalOptions:
 
 
 @dataclass
-class AdversarialOptions(ReversalOptions, ClassConfusionOptions, GuardOptions):
-    """The recipe's `feature:` keys of a domain-adversarial method (DANN, CDAN)."""
+class AdversarialOptions(ReversalOptions, SpectralPenaltyOptions, ClassConfusionOptions, GuardOptions):
+    """The recipe's `feature:` keys of a domain-adversarial method (DANN, CDAN), optionally with MCC and BSP."""
 
     trade_off: float = 1.0  # weight of the domain loss L_d (the mean BCE over both domains)
     discriminator_hidden: list[int] = field(default_factory=lambda: [1024, 1024])
@@ -238,6 +268,7 @@ class AdversarialOptions(ReversalOptions, ClassConfusionOptions, GuardOptions):
     def __post_init__(self):
         GuardOptions.__post_init__(self)
         ClassConfusionOptions.__post_init__(self)
+        SpectralPenaltyOptions.__post_init__(self)
         ReversalOptions.__post_init__(self)
         if self.trade_off < 0:
             raise UserError(f"feature.trade_off: must be zero or more, got {self.trade_off}")

@@ -2,7 +2,7 @@
 
 DANN with a discriminator on the multilinear map of features and class predictions, h = vec(g fᵀ)
 (`ConditionalDomainAdversarialLoss`); `entropy_conditioning: true` weights each sample by
-1 + exp(−H(g)) (CDAN+E). Everything else (warm-up, discriminator, guard, optional MCC) is DANN's.
+1 + exp(−H(g)) (CDAN+E). Everything else (warm-up, discriminator, guard, optional MCC and BSP) is DANN's.
 """
 from __future__ import annotations
 
@@ -29,4 +29,4 @@ class CDAN(JointAdaptation):
         o = self.options
         domain = ConditionalDomainAdversarialLoss(o.discriminator(classifier.feature_dim * num_classes),
                                                   GradientReversal(), o.entropy_conditioning)
-        return [("loss/domain", o.trade_off, domain), *o.class_confusion_terms()]
+        return [("loss/domain", o.trade_off, domain), *o.class_confusion_terms(), *o.spectral_penalty_terms()]

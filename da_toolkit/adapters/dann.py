@@ -4,7 +4,7 @@ Joint training (`adversarial.JointAdaptation`) with one transfer term, the domai
 gradient reversal layer (`DomainAdversarialLoss`):
 
     L = CE(head(f_s), y_s) + trade_off · ½ ( mean_s −log D(R_λ(f_s)) + mean_t −log(1 − D(R_λ(f_t))) )
-        [+ mcc_trade_off · L_mcc(z_t)]
+        [+ mcc_trade_off · L_mcc(z_t)] [+ bsp_trade_off · L_bsp(f_s, f_t)]
 
 D descends the domain loss while the features ascend it. λ warms up over iterations (see
 `AdversarialOptions.reversal_coefficient`); the learning rate follows the recipe's `train` section.
@@ -26,4 +26,4 @@ class DANN(JointAdaptation):
     def transfer_losses(self, classifier, num_classes):
         o = self.options
         domain = DomainAdversarialLoss(o.discriminator(classifier.feature_dim), GradientReversal())
-        return [("loss/domain", o.trade_off, domain), *o.class_confusion_terms()]
+        return [("loss/domain", o.trade_off, domain), *o.class_confusion_terms(), *o.spectral_penalty_terms()]

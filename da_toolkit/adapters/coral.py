@@ -1,0 +1,25 @@
+"""Deep CORAL (Sun & Saenko, "Deep CORAL: Correlation Alignment for Deep Domain Adaptation", ECCV 2016
+workshops), on the shared classifier's bottleneck features.
+
+Joint training (`adversarial.JointAdaptation`) with one transfer term (`CorrelationAlignmentLoss`):
+
+    L = CE(head(f_s), y_s) + trade_off · ‖C_s − C_t‖²_F / (4 d²)
+
+with C the covariance of each domain's batch of d-dimensional features. The paper adapts fc8 (the
+class logits); here the bottleneck features are aligned, as for the other methods of the family.
+"""
+from __future__ import annotations
+
+from da_toolkit.adapters import ADAPTERS
+from da_toolkit.adapters.adversarial import JointAdaptation, TransferLossOptions
+from da_toolkit.training.coral import CorrelationAlignmentLoss
+
+
+@ADAPTERS.register("coral")
+class CORAL(JointAdaptation):
+    """Deep CORAL: source cross-entropy plus the distance between the domains' feature covariances."""
+
+    Options = TransferLossOptions
+
+    def transfer_losses(self, classifier, num_classes):
+        return [("loss/coral", self.options.trade_off, CorrelationAlignmentLoss())]
