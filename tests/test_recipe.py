@@ -106,7 +106,7 @@ def test_cli_prints_one_line_and_exits_2(write_recipe):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("refine.adapter=dan", r"^refine\.adapter: unknown adapter 'dan'; did you mean 'dann'\? \(choices for a refine "
+    ("refine.adapter=dannn", r"^refine\.adapter: unknown adapter 'dannn'; did you mean 'dann'\? \(choices for a refine "
                            r"stage: .*source_only"),
     ("refine.adapter=cyclegan", r"^refine\.adapter: 'cyclegan' is a pixel-level adapter; a refine stage takes one of: "),
     ("refine.trade_off=-1", r"^refine\.trade_off: must be zero or more, got -1\.0$"),  # an Options check
