@@ -174,6 +174,8 @@ def report(run_dir, baseline, output, sample):
               help="Benchmark directory (default: <output_dir of the benchmark file>/<its name>).")
 @click.option("--dry-run", is_flag=True, help="List the cells and their state without running them.")
 @click.option("--only", help="Run only the cells whose name (task/method/seed<s>) matches this glob, e.g. '*/adda/*'.")
+@click.option("--finished", is_flag=True,
+              help="Run nothing: write the results of the cells that finished so far (of those --only selects).")
 @click.option("--verify", type=click.Path(dir_okay=False, path_type=Path),
               help="A results.json to check: re-run its cells (in <name>-<profile>-verify unless -o) and report "
                    "every target accuracy that differs (exit 2).")
@@ -183,7 +185,7 @@ def report(run_dir, baseline, output, sample):
               help="Also write each finished cell's run report (beside its task's source-only cell), linked from "
                    "results.md.")
 def compare(benchmark, profile, jobs, executor, slurm_partition, slurm_time, slurm_gpus, slurm_cpus, slurm_mem_gb,
-            output, dry_run, only, verify, tolerance, reports):
+            output, dry_run, only, finished, verify, tolerance, reports):
     """Run the tasks x methods x seeds grid of BENCHMARK and write results.md/csv/json and plots."""
     from da_toolkit.benchmark import compare as run_compare
     from da_toolkit.benchmark.cluster import ClusterOptions, parse_minutes
@@ -194,7 +196,7 @@ def compare(benchmark, profile, jobs, executor, slurm_partition, slurm_time, slu
     if executor == "slurm":
         cluster = ClusterOptions(slurm_partition, parse_minutes(slurm_time), slurm_gpus, slurm_cpus, slurm_mem_gb)
     run_compare(benchmark, profile=profile, jobs=jobs, output=output, dry_run=dry_run, only=only, verify=verify,
-                tolerance=tolerance, reports=reports, cluster=cluster)
+                tolerance=tolerance, reports=reports, cluster=cluster, finished_only=finished)
 
 
 @main.command()

@@ -278,6 +278,19 @@ def test_a_failing_cell_is_reported_and_the_others_finish(tmp_path, toy_recipes,
     assert order == ["toy/source_only/seed1"]
 
 
+def test_finished_writes_the_results_of_the_finished_cells_and_runs_nothing(tmp_path, toy_recipes):
+    path = benchmark_file(tmp_path, seeds=[0, 1, 2])
+    with pytest.raises(UserError, match="--finished: no cell of .* has finished"):
+        bench.compare(path, output=tmp_path / "b", finished_only=True, launch=fake_launch())
+    bench.compare(path, output=tmp_path / "b", only="*/seed1", launch=fake_launch({"toy/source_only/seed1": 0.75}))
+    order = []
+    rows = bench.compare(path, output=tmp_path / "b", finished_only=True, launch=fake_launch(order=order))
+    assert order == [] and [(r["cell"], r["status"]) for r in rows] == [("toy/source_only/seed1", "done")]
+    results = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert [c["target_accuracy"] for c in results["cells"]] == [0.75]
+    assert "--finished" in (tmp_path / "b" / "results.md").read_text()
+
+
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_or_kill_stops_running_cells_with_sigint_and_says_how_to_continue(stop, tmp_path, toy_recipes):
     path = benchmark_file(tmp_path, seeds=[0, 1, 2])

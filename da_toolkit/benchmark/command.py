@@ -18,11 +18,12 @@ from da_toolkit.errors import UserError
 def compare(benchmark_path: str | Path, profile: str | None = None, jobs: int | None = None,
             output: str | Path | None = None, dry_run: bool = False, launch=None, only: str | None = None,
             verify: str | Path | None = None, tolerance: float = 0.0, reports: bool = False,
-            cluster: ClusterOptions | None = None) -> list[dict]:
+            cluster: ClusterOptions | None = None, finished_only: bool = False) -> list[dict]:
     """Run (with dry_run: list) the benchmark's cells and write the results; returns the per-cell rows.
 
     The benchmark directory is `output`, else <output_dir>/<name>[-<profile>][-verify]. `only`: a
-    glob over cell names (task/method[_k<k>]/seed<s>) that selects the cells. When a cell did not
+    glob over cell names (task/method[_k<k>]/seed<s>) that selects the cells; `finished_only`: of those,
+    the finished ones (nothing runs; the results of a grid still running or partly run). When a cell did not
     finish, raises UserError after writing the results, so that scripts see a non-zero exit status.
     With `verify` (a results.json), also when a cell's target accuracy differs from the recorded
     one by more than `tolerance` percentage points. With `reports`, each finished cell also gets its
@@ -44,6 +45,11 @@ def compare(benchmark_path: str | Path, profile: str | None = None, jobs: int | 
         if not cells:
             raise UserError(f"--only: no cell of {benchmark_path} matches '{only}' (cell names: task/method/seed<s>, "
                             f"e.g. mnist2usps/adda/seed0; see --dry-run)")
+    if finished_only:
+        cells = [cell for cell in cells if cell.finished]
+        if not cells:
+            raise UserError(f"--finished: no cell of {benchmark_path}{' matching --only' if only else ''} has finished "
+                            f"in {bench_dir}")
     share_translators(cells)
     if dry_run:
         for cell in cells:
@@ -58,7 +64,8 @@ def compare(benchmark_path: str | Path, profile: str | None = None, jobs: int | 
         launch = ClusterLauncher(bench_dir / "submitit", cluster) if cluster else launch_cell
     command = shlex.join(["da-toolkit", "compare", str(benchmark_path), *(["--profile", profile] if profile else []),
                           "--jobs", str(jobs), *(["-o", str(output)] if output else []),
-                          *(["--only", only] if only is not None else []), *(cluster.arguments() if cluster else [])])
+                          *(["--only", only] if only is not None else []), *(["--finished"] if finished_only else []),
+                          *(cluster.arguments() if cluster else [])])
     where = f"as {cluster.cluster} jobs (submitit files in {bench_dir / 'submitit'})" if cluster else "as processes"
     print(f"benchmark {benchmark.name}" + (f", profile {profile}" if profile else "") +
           f": {len(cells)} cells in {bench_dir}, {jobs} at a time {where}", file=sys.stderr)
