@@ -12,7 +12,8 @@ from da_toolkit.errors import UserError
 
 
 class _Group(click.Group):
-    """Prints UserError as one line and exits with status 2; Ctrl-C exits 130 after saving."""
+    """Prints UserError and a command's usage error as one line and exits with status 2; Ctrl-C exits 130
+    after saving."""
 
     def invoke(self, ctx):
         from da_toolkit.training.loop import Interrupted
@@ -21,6 +22,10 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except UserError as error:
             click.echo(f"error: {error}", err=True)
+            sys.exit(2)
+        except click.UsageError as error:  # a bad argument or option: one line too, not click's usage block
+            where = f"{error.ctx.command_path}: " if error.ctx else ""
+            click.echo(f"error: {where}{' '.join(error.format_message().split())} (see --help)", err=True)
             sys.exit(2)
         except Interrupted as stop:
             click.echo(f"\ninterrupted: {stop}", err=True)

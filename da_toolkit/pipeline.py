@@ -24,7 +24,7 @@ from da_toolkit.data import DomainDataset, build_domains
 from da_toolkit.errors import UserError
 from da_toolkit.evaluate import collapse_check, evaluate
 from da_toolkit.models import create_classifier
-from da_toolkit.recipe import Recipe, normalised_recipe, recipe_from_dict
+from da_toolkit.recipe import Recipe, check_against_data, normalised_recipe, recipe_from_dict
 from da_toolkit.rundir import RunDir, RunDirLock
 from da_toolkit.selection import Selection, hold_out_target_labels
 from da_toolkit.training import distributed
@@ -96,6 +96,7 @@ def _run_locked(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool, pr
     seed_everything(recipe.seed)
     storage_lines: list[str] = []  # how each domain is held, logged once the run's log exists
     domains = build_domains(recipe.data, recipe.seed, workers=recipe.train.workers, report=storage_lines.append)
+    check_against_data(recipe, domains)
     num_classes = domains.source.num_classes
     setup = AdapterSetup.from_recipe(recipe)
     check_classifier(setup, num_classes, recipe.classifier.backbone)
