@@ -68,6 +68,7 @@ class Range:
 POSITIVE = Range(0, low_open=True)
 NON_NEGATIVE = Range(0)
 FRACTION = Range(0, 1)
+WIDTH = Range(1, 2**16, why="units of a layer")
 SEED_RANGE = Range(0, 2**32 - 1, why="numpy's seed range, the narrowest of the generators a run seeds")
 
 
@@ -94,7 +95,7 @@ class DataConfig:
     target: DomainSpec
     target_test: DomainSpec
     source_test: DomainSpec | None = None
-    image_size: Annotated[int, POSITIVE] = 32
+    image_size: Annotated[int, Range(1, 1024, why="pixels per side")] = 32
     channels: Literal[1, 3] = 3
     # k labeled target images per class (scarce-label setting); at most the images of the target's smallest class
     target_labels_per_class: Annotated[int, NON_NEGATIVE] = 0
@@ -109,7 +110,7 @@ class ClassifierConfig:
     checkpoint: str | None = None  # pretrained weights from this local state-dict file (relative to the recipe)
     # the backbone learns at train.lr times this (e.g. 0.1 when fine-tuning)
     backbone_lr_multiplier: Annotated[float, NON_NEGATIVE] = 1.0
-    bottleneck_dim: Annotated[int, POSITIVE] = 256
+    bottleneck_dim: Annotated[int, WIDTH] = 256
 
     def __post_init__(self):
         if self.checkpoint is not None and not self.pretrained:
@@ -139,7 +140,7 @@ class TrainConfig:
 
     iterations: Annotated[int, NON_NEGATIVE] = 2000
     # a batch larger than a training domain holds all of it (a warning says so)
-    batch_size: Annotated[int, POSITIVE] = 64
+    batch_size: Annotated[int, Range(2, why="batch normalisation normalises over the images of a batch")] = 64
     optimizer: Literal["sgd", "adam"] = "sgd"
     lr: Annotated[float, POSITIVE] = 0.01
     momentum: Annotated[float, NON_NEGATIVE] = 0.9
@@ -364,24 +365,29 @@ def recipe_from_dict(raw: dict, source_path: Path | None = None) -> Recipe:
         recipe.classifier.checkpoint = str(checkpoint)
     _check_selection(recipe.selection, recipe.data.target_labels_per_class)
     check_backbone(recipe.classifier.backbone, "classifier.backbone")
-    for stage in (recipe.pixel, recipe.feature):
+    for kind, stage in (("pixel", recipe.pixel), ("feature", recipe.feature)):
         if stage is not None:
             ADAPTERS.get(stage.adapter).check(stage.options, recipe.data.image_size, recipe.data.channels)
+            if ADAPTERS.get(stage.adapter).needs_target_labels and not recipe.data.target_labels_per_class:
+                raise UserError(f"{kind}.adapter: {stage.adapter} trains on labeled target images; set "
+                                f"data.target_labels_per_class to 1 or more")
     return recipe
 
 
 def check_against_data(recipe: Recipe, domains) -> None:
 
     """The recipe's relations to the data it names, checked once `domains` (data.build_domains) are
-    built and before a run writes anything: every domain holds images, and the target holds
-    data.target_labels_per_class images of each class it has. A batch larger than a training
-    domain is legal: a warning says that each batch is then the whole domain."""
+    built and before a run writes anything: every domain holds images (a training domain, and its
+    labeled target images, at least 2: batch normalisation normalises over a batch's images), and
+    the target holds data.target_labels_per_class images of each class it has. A batch larger than
+    a training domain is legal: a warning says that each batch is then the whole domain."""
     for key in ("source", "target", "target_test", "source_test"):
-        domain = getattr(domains, key)
-        if domain is not None and len(domain) == 0:
+        domain, least = getattr(domains, key), 2 if key in ("source", "target") else 1
+        if domain is not None and len(domain) < least:
             limit = getattr(recipe.data, key).limit
-            raise UserError(f"data.{key}: the domain '{domain.name}' holds no images"
-                            + (f" (limit {limit})" if limit is not None else "") + "; a run needs at least one")
+            raise UserError(f"data.{key}: the domain '{domain.name}' holds {len(domain)} image(s)"
+                            + (f" (limit {limit})" if limit is not None else "") + f"; it needs at least {least}"
+                            + (" (batch normalisation normalises over the images of a batch)" if least == 2 else ""))
     k = recipe.data.target_labels_per_class
     if k:
         labels = domains.target.labels  # min(k, images) of each class keep their label (build_domains)
@@ -390,6 +396,10 @@ def check_against_data(recipe: Recipe, domains) -> None:
         if k > fewest:
             raise UserError(f"data.target_labels_per_class: must lie in [0, {fewest}] (the target "
                             f"'{domains.target.name}' has {fewest} images of class '{name}', its smallest), got {k}")
+        if sum(kept) < 2:
+            raise UserError(f"data.target_labels_per_class: {k} per class labels {sum(kept)} image of the target "
+                            f"'{domains.target.name}'; training on them needs at least 2 (batch normalisation "
+                            f"normalises over the images of a batch)")
     batch = recipe.train.batch_size
     larger = [f"data.{key} ({getattr(domains, key).name}, {len(getattr(domains, key))} images)"
               for key in ("source", "target") if batch > len(getattr(domains, key))]
@@ -494,7 +504,10 @@ def _convert(value: Any, hint: Any, key: str):
     if hint is bool:
         return value if isinstance(value, bool) else _fail(key, value, "true or false")
     if hint is int:
-        return value if isinstance(value, int) and not isinstance(value, bool) else _fail(key, value, "an integer")
+        if not isinstance(value, int) or isinstance(value, bool):
+            return _fail(key, value, "an integer")
+        # torch takes 64-bit integers: a larger count or size is a traceback deep inside it
+        return value if -2**63 <= value < 2**63 else _fail(key, value, "an integer of 64 bits (below 2**63)")
     if hint is float:
         number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):

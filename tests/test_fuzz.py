@@ -27,7 +27,7 @@ from typing import Annotated, Any, Literal
 import pytest
 import yaml
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from da_toolkit.adapters import ADAPTERS
@@ -166,7 +166,7 @@ def allowed_boundary(leaf: Leaf):
 
 def out_of_range(leaf: Leaf):
     if leaf.kind is int:
-        return st.sampled_from([-1, -2**63, 2**63, 2**64, 10**30, 0])
+        return st.sampled_from([-1, -2**63, 2**63 - 1, 2**63, 2**64, 10**30, 0])
     if leaf.kind is float:
         return st.sampled_from([-1.0, -1e-300, 1e308, math.inf, -math.inf, 0.0, 1.0, 2.0])
     return in_range(leaf)
@@ -257,8 +257,11 @@ def assert_ran_or_refused(result, run_dir: Path | None = None, existed: bool = F
         return "ran"
     assert result.exit_code == 2, (result.exit_code, result.output)
     assert len(errors) == 1 and errors[0].startswith("error: "), result.output
-    if run_dir is not None and not existed:
-        assert not run_dir.exists(), f"a refused run left {sorted(p.name for p in run_dir.iterdir())}"
+    if run_dir is not None and not existed and run_dir.exists():  # only a run that diverged in training keeps its
+        assert "diverged" in errors[0] or "became nan" in errors[0] or "became inf" in errors[0], (  # checkpoints
+            f"a refused run left {sorted(p.name for p in run_dir.iterdir())}: {errors[0]}")
+    if run_dir is not None and run_dir.exists():
+        assert not (run_dir / "metrics.json").exists() and not (run_dir / "classifier.pt").exists(), errors[0]
     return "refused"
 
 
@@ -314,6 +317,7 @@ def check_run(overrides: list[str], recipe_file: Path, tmp: Path) -> None:
 
 @settings(FAST, max_examples=4)
 @given(overrides=runnable_overrides())
+@example(overrides=["feature.adapter=mcc", "train.batch_size=1000", "data.target_labels_per_class=40"])
 def test_a_few_fuzzed_runs_run_or_are_refused(overrides, toy_recipe, tmp_path_factory):
     check_run(overrides, toy_recipe, tmp_path_factory.mktemp("runs"))
 
@@ -363,11 +367,11 @@ def run_files(run_dir: Path) -> list[str]:
 
 
 @st.composite
-def file_cases(draw, runs: dict) -> dict:
+def file_cases(draw, runs: dict, commands=COMMANDS) -> dict:
     name = draw(st.sampled_from(sorted(runs)))
     files = run_files(runs[name][0])
     return {"run": name, "file": draw(st.sampled_from(files)), "mutation": draw(st.sampled_from(MUTATIONS)),
-            "at": draw(st.floats(0, 1)), "byte": draw(st.integers(0, 255)), "command": draw(st.sampled_from(COMMANDS))}
+            "at": draw(st.floats(0, 1)), "byte": draw(st.integers(0, 255)), "command": draw(st.sampled_from(commands))}
 
 
 def mutate(path: Path, case: dict, other: Path) -> None:
@@ -409,7 +413,9 @@ def check_file_case(case: dict, finished: dict, tmp: Path) -> str:
 @settings(FAST, max_examples=8)
 @given(data=st.data())
 def test_edited_run_directory_files_are_read_or_refused_in_one_line(data, finished_runs, tmp_path_factory):
-    check_file_case(data.draw(file_cases(finished_runs["runs"])), finished_runs, tmp_path_factory.mktemp("case"))
+    """`report` (4 s a case) is left to the long fuzz."""
+    case = data.draw(file_cases(finished_runs["runs"], tuple(c for c in COMMANDS if c != "report")))
+    check_file_case(case, finished_runs, tmp_path_factory.mktemp("case"))
 
 
 @pytest.mark.slow

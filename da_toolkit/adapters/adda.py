@@ -40,7 +40,7 @@ from da_toolkit.adapters import ADAPTERS
 from da_toolkit.adapters.base import FeatureAdapter, SupervisedTraining
 from da_toolkit.adapters.adversarial import DROPOUT, RecentMean, report_domain_accuracy
 from da_toolkit.models import DomainDiscriminator
-from da_toolkit.recipe import NON_NEGATIVE, POSITIVE, Range
+from da_toolkit.recipe import NON_NEGATIVE, POSITIVE, WIDTH, Range
 from da_toolkit.training.domain_losses import domain_classification_loss, inverted_label_loss
 from da_toolkit.training.loop import train_loop
 
@@ -58,7 +58,7 @@ class ADDAOptions:
     discriminator_lr: Annotated[float, POSITIVE] = 2e-4
     beta1: Annotated[float, ADAM_BETA] = 0.5
     beta2: Annotated[float, ADAM_BETA] = 0.999
-    discriminator_hidden: list[Annotated[int, POSITIVE]] = field(default_factory=lambda: [500, 500])
+    discriminator_hidden: list[Annotated[int, WIDTH]] = field(default_factory=lambda: [500, 500])
     discriminator_batch_norm: bool = False
     discriminator_dropout: Annotated[float, DROPOUT] = 0.0
 

@@ -27,7 +27,7 @@ from torch import nn
 
 from da_toolkit.adapters.base import FeatureAdapter, SupervisedTraining
 from da_toolkit.models import DomainDiscriminator
-from da_toolkit.recipe import FRACTION, NON_NEGATIVE, POSITIVE, Range
+from da_toolkit.recipe import FRACTION, NON_NEGATIVE, POSITIVE, WIDTH, Range
 from da_toolkit.training.class_confusion import MinimumClassConfusionLoss
 from da_toolkit.training.domain_losses import GradientReversal
 from da_toolkit.training.loop import TrainingDiverged, train_loop
@@ -188,7 +188,7 @@ class AdversarialOptions(ClassConfusionOptions, GuardOptions):
     grl_gamma: Annotated[float, NON_NEGATIVE] = 10.0  # γ of the warm-up
     # H: λ_i = c (2/(1+exp(-γ i/H)) - 1); null: H = the run's iterations
     grl_warmup: Annotated[int, Range(1, why="iterations; null: the run's")] | None = 10000
-    discriminator_hidden: list[Annotated[int, POSITIVE]] = field(default_factory=lambda: [1024, 1024])
+    discriminator_hidden: list[Annotated[int, WIDTH]] = field(default_factory=lambda: [1024, 1024])
     discriminator_batch_norm: bool = False  # batch norm rescales any domain gap to unit size: logits of 10-40
     discriminator_dropout: Annotated[float, DROPOUT] = 0.5
 
