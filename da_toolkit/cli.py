@@ -21,15 +21,20 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except UserError as error:
-            click.echo(f"error: {error}", err=True)
+            click.echo(f"error: {one_line(str(error))}", err=True)
             sys.exit(2)
         except click.UsageError as error:  # a bad argument or option: one line too, not click's usage block
             where = f"{error.ctx.command_path}: " if error.ctx else ""
-            click.echo(f"error: {where}{' '.join(error.format_message().split())} (see --help)", err=True)
+            click.echo(f"error: {one_line(where + ' '.join(error.format_message().split()))} (see --help)", err=True)
             sys.exit(2)
         except Interrupted as stop:
             click.echo(f"\ninterrupted: {stop}", err=True)
             sys.exit(130)
+
+
+def one_line(message: str) -> str:
+    """`message` with the control characters a user's input may bring (a newline in a file name) escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
 
 
 @click.group(cls=_Group)

@@ -132,12 +132,11 @@ def _run_locked(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool, pr
         classifier = feature.fit(classifier, source, target, ctx)
         selection_line, selection = ctx.selection.choose(classifier)
         ctx.info(selection_line)
-        if main:
-            rundir.save_classifier(classifier.state_dict(), num_classes, recipe.to_dict())
-
         diagnostics = pixel.diagnostics(domains.source, source, ctx) if pixel is not None else {}
         if not main:
             return None
+        # with metrics.json, once nothing can fail: a run directory with classifier.pt is a finished run's
+        rundir.save_classifier(classifier.state_dict(), num_classes, recipe.to_dict())
         metrics = _metrics(recipe, domains, classifier, ctx, time.perf_counter() - began + ctx.earlier_wall_time)
         metrics.update(diagnostics, model_selection=selection, selection=selection_summary(selection))
         if world.size > 1:

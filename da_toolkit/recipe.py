@@ -244,8 +244,8 @@ def _path_from_here(override: str) -> str:
     """`override`, with a relative path given to a PATH_KEYS key made absolute from the current directory
     (a path typed on the command line means what it means in the shell)."""
     key, _, value = override.partition("=")
-    if key.strip() not in PATH_KEYS or not value.strip() or value.strip() in ("null", "~"):
-        return override
+    if key.strip() not in PATH_KEYS or not value.strip() or value.strip() in ("null", "~") or "\0" in value:
+        return override  # (a NUL character is refused when the value is read)
     return f"{key}={Path(value.strip()).expanduser().resolve()}"
 
 
@@ -519,7 +519,9 @@ def _convert(value: Any, hint: Any, key: str):
                 pass
         return number if number is not None and number == number else _fail(key, value, "a number")
     if hint is str:
-        return value if isinstance(value, str) else _fail(key, value, "a string")
+        if not isinstance(value, str) or "\0" in value:  # no file name, dataset or device holds a NUL
+            return _fail(key, value, "a string" + (" without NUL characters" if isinstance(value, str) else ""))
+        return value
     raise TypeError(f"unsupported type {hint} for {key}")
 
 

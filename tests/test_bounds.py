@@ -90,3 +90,31 @@ def test_an_unreadable_character_in_a_run_directory_recipe_is_one_line(write_rec
 def test_a_bad_command_line_is_one_line(arguments, message):
     """Fuzz counterexample: click printed its usage block (three lines and more) for a bad argument."""
     assert one_line(invoke(*arguments)).startswith(message)
+
+
+def test_a_nul_character_in_a_path_override_is_refused_in_one_line(write_recipe, tmp_path):
+    """Fuzz counterexample: `data.source.root=<NUL>` was resolved as a path: ValueError (embedded null byte)."""
+    line = one_line(invoke("run", write_recipe(), "data.source.root=\0", "-o", tmp_path / "run"))
+    assert line == "error: data.source.root: expected a string without NUL characters, got '\\x00'"
+
+
+def test_a_control_character_in_a_file_name_stays_on_its_line(tmp_path):
+    """Fuzz counterexample: `run $'\\f'` printed the form feed of the file name raw: two lines."""
+    assert one_line(invoke("run", "a\fb\nc.yaml")) == "error: recipe file not found: a\\x0cb\\nc.yaml"
+
+
+def test_a_resume_that_fails_after_training_leaves_no_classifier(write_recipe, tmp_path):
+    """Fuzz counterexample: resuming a pixel run whose oracle checkpoint was emptied saved classifier.pt, then
+    failed on the checkpoint: a run directory with a classifier and no metrics. classifier.pt is now written
+    with metrics.json, once the diagnostics are done."""
+    pixel = {"adapter": "cyclegan", "iterations": 2, "batch_size": 4, "ngf": 4, "ndf": 4, "generator_blocks": 1,
+             "semantic_classifier_iterations": 2, "label_preservation_iterations": 2, "image_grid_every": 0}
+    recipe = write_recipe(pixel=pixel, train={"iterations": 2, "log_every": 1, "checkpoint_every": 2, "workers": 0})
+    run_dir = tmp_path / "run"
+    assert invoke("run", recipe, "-o", run_dir, "-q").exit_code == 0
+    for done in ("metrics.json", "classifier.pt"):
+        (run_dir / done).unlink()
+    (run_dir / "checkpoints" / "pixel_oracle.pt").write_bytes(b"")
+    line = one_line(invoke("run", recipe, "-o", run_dir, "--resume", "-q"))
+    assert "pixel_oracle.pt: not a readable stage checkpoint (empty file)" in line
+    assert not (run_dir / "classifier.pt").exists() and not (run_dir / "metrics.json").exists()

@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from da_toolkit.adapters import ADAPTERS
-from da_toolkit.cli import main
+from da_toolkit.cli import main, one_line
 from da_toolkit.errors import UserError
 from da_toolkit.recipe import Range, Recipe, load_recipe
 from tests.conftest import toy_recipe_dict
@@ -270,11 +270,12 @@ def _no_nan(text):
 
 
 def check_validation(overrides: list[str], recipe_file: Path) -> None:
-    """Validation alone: a Recipe, or a UserError of one line naming a key or a file."""
+    """Validation alone: a Recipe, or a UserError the CLI prints in one line."""
     try:
         load_recipe(recipe_file, overrides)
     except UserError as error:
-        assert "\n" not in str(error) and str(error).strip(), repr(str(error))
+        line = one_line(str(error))
+        assert line.strip() and len(line.splitlines()) == 1, line
 
 
 @pytest.fixture(scope="module")

@@ -579,6 +579,20 @@ MUTANTS = [
     Mutant("published.every-source-in-every-table", "da_toolkit/benchmark/report.py",
            "load_published(benchmark.published).for_tasks(benchmark.tasks)", "load_published(benchmark.published)",
            "a benchmark's table has empty columns for the sources of other benchmarks", ("tests/test_photo.py",)),
+    # ------------------------------------------------------------------ declared bounds and data relations (issue 29)
+    Mutant("bounds.seed-range-removed", "da_toolkit/recipe.py",
+           "seed: Annotated[int, SEED_RANGE] = 0", "seed: int = 0",
+           "a negative seed passes validation and ends in numpy's traceback", ("tests/test_bounds.py",)),
+    Mutant("bounds.limit-zero-allowed", "da_toolkit/recipe.py",
+           'Range(1, why="a domain of no images', 'Range(0, why="a domain of no images',
+           "data.*.limit=0 passes validation: an empty domain and a traceback", ("tests/test_bounds.py",)),
+    Mutant("bounds.ranges-unchecked", "da_toolkit/recipe.py",
+           "if isinstance(bound, Range) and not bound.admits(value):", "if False:",
+           "no declared bound is checked", ("tests/test_bounds.py",)),
+    Mutant("relations.k-beyond-the-smallest-class", "da_toolkit/recipe.py",
+           "        if k > fewest:", "        if False:",
+           "more labeled target images per class than the target has, accepted silently", ("tests/test_bounds.py",)),
+
 ]
 
 # survivors judged harmless, by name, with the one-line reason printed in the report
