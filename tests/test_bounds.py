@@ -42,7 +42,8 @@ def one_line(result) -> str:
                                                        "(below 2**63), got 9223372036854775808"),
     ("feature.adapter=target_only", "feature.adapter: target_only trains on labeled target images; set "
                                     "data.target_labels_per_class to 1 or more"),
-    ("feature.discriminator_hidden=[0]", "feature.discriminator_hidden[0]: must lie in [1, 65536] (units of a layer), got 0"),
+    ("feature.discriminator_hidden=[0]", "feature.discriminator_hidden[0]: must lie in [1, 65536] (units of a layer), "
+                                         "got 0"),
 ])
 def test_a_value_outside_its_declared_range_is_refused_before_anything_is_written(write_recipe, tmp_path, override,
                                                                                    message):
@@ -84,11 +85,15 @@ def test_an_unreadable_character_in_a_run_directory_recipe_is_one_line(write_rec
 @pytest.mark.parametrize("arguments, message", [
     (["run"], "error: da-toolkit run: Missing argument 'RECIPE'. (see --help)"),
     (["show", "--bogus"], "error: da-toolkit show: No such option '--bogus'. (see --help)"),
-    (["run", "x.yaml", "--nproc", "0"], "error: da-toolkit run: Invalid value for '--nproc': 0 is not in the range x>=1. (see --help)"),
+    (["run", "x.yaml", "--nproc", "0"], "error: da-toolkit run: Invalid value for '--nproc': 0 is not in the range "
+                                        "x>=1. (see --help)"),
+    (["--version", "--resume"], "error: da-toolkit: No such option '--resume'. (see --help)"),  # the group's own
+    (["run", "\0"], "error: da-toolkit run: Invalid value for 'RECIPE': '\\x00' holds a NUL character, which no file "
+                    "name can (see --help)"),  # was a traceback from os.stat inside click.Path
     (["evaluat"], "error: da-toolkit: No such command 'evaluat'. Did you mean 'evaluate'? (see --help)"),
 ])
 def test_a_bad_command_line_is_one_line(arguments, message):
-    """Fuzz counterexample: click printed its usage block (three lines and more) for a bad argument."""
+    """Fuzz counterexamples: click printed its usage block (three lines and more) for a bad argument."""
     assert one_line(invoke(*arguments)).startswith(message)
 
 

@@ -20,6 +20,7 @@ import json
 import math
 import os
 import shutil
+import types
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -67,7 +68,7 @@ def leaves(cls, prefix: str) -> list[Leaf]:
         if not f.init or f.name == "source_path" or (cls is Recipe and f.name in ("pixel", "feature")):
             continue
         hint, nullable = hints[f.name], False
-        if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType")):
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):
             nullable = True
             hint = next(a for a in typing.get_args(hint) if a is not type(None))
         ranges = ()
@@ -172,14 +173,14 @@ def out_of_range(leaf: Leaf):
     return in_range(leaf)
 
 
-def wrong_type(leaf: Leaf):
+def wrong_type():
     return st.one_of(st.sampled_from([True, 2.5, "text", [1], {"a": 1}, None, -3]), st.text(max_size=5))
 
 
 @functools.cache
 def value_text(leaf: Leaf):
     """An override's right-hand side for `leaf`: YAML text of a value of one of the kinds, or raw junk."""
-    value = st.one_of(in_range(leaf), boundary(leaf), out_of_range(leaf), wrong_type(leaf))
+    value = st.one_of(in_range(leaf), boundary(leaf), out_of_range(leaf), wrong_type())
     return st.one_of(value.map(number_text), BAD_TEXT) if leaf.kind is not str else \
         st.one_of(value.map(number_text), BAD_TEXT, st.text(max_size=8))
 
