@@ -30,8 +30,8 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m "slow and not fuzz"
 
-# ~2,500 override lists, 150 tiny runs, 600 edited run-directory files, 500 command lines (one thread: see the
-# measured time in tests/test_fuzz.py); DA_TOOLKIT_FUZZ_SCALE=2 doubles every count
+# 2,500 override lists, 150 of them as 3-iteration runs, 600 edited run-directory files, 500 command lines:
+# 9 min on a shared 2-core machine (205 s of one thread's CPU); DA_TOOLKIT_FUZZ_SCALE=2 doubles every count
 fuzz: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m fuzz tests/test_fuzz.py --hypothesis-show-statistics
 
