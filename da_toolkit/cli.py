@@ -11,8 +11,24 @@ import click
 from da_toolkit.errors import UserError
 
 
+class PathArgument(click.Path):
+    """click.Path, with a NUL character refused as a usage error (os.stat raises ValueError on one)."""
+
+    def convert(self, value, param, ctx):
+        if "\0" in str(value):
+            self.fail(f"{value!r} holds a NUL character, which no file name can", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 class _Group(click.Group):
-    """Prints UserError as one line and exits with status 2; Ctrl-C exits 130 after saving."""
+    """Prints UserError and a command's usage error as one line and exits with status 2; Ctrl-C exits 130
+    after saving."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as error:  # an option of the group itself (a subcommand's: in `invoke`)
+            usage_error(error)
 
     def invoke(self, ctx):
         from da_toolkit.training.loop import Interrupted
@@ -20,11 +36,25 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except UserError as error:
-            click.echo(f"error: {error}", err=True)
+            click.echo(f"error: {one_line(str(error))}", err=True)
             sys.exit(2)
+        except click.UsageError as error:
+            usage_error(error)
         except Interrupted as stop:
             click.echo(f"\ninterrupted: {stop}", err=True)
             sys.exit(130)
+
+
+def usage_error(error: click.UsageError):
+    """A bad argument or option: one line too (not click's usage block), exit status 2."""
+    where = f"{error.ctx.command_path}: " if error.ctx else ""
+    click.echo(f"error: {one_line(where + ' '.join(error.format_message().split()))} (see --help)", err=True)
+    sys.exit(2)
+
+
+def one_line(message: str) -> str:
+    """`message` with the control characters a user's input may bring (a newline in a file name) escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
 
 
 @click.group(cls=_Group)
@@ -35,9 +65,9 @@ def main():
 
 
 @main.command()
-@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("recipe", type=PathArgument(dir_okay=False, path_type=Path))
 @click.argument("overrides", nargs=-1)
-@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
+@click.option("-o", "--output", type=PathArgument(file_okay=False, path_type=Path),
               help="Run directory (default: <output_dir>/<recipe name>).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace a finished or unfinished run in the run directory.")
@@ -91,7 +121,7 @@ def list_components():
 
 
 @main.command()
-@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("run_dir", type=PathArgument(file_okay=False, path_type=Path))
 @click.option("--dataset", required=True, help="Dataset name (see `da-toolkit list`).")
 @click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True)
 @click.option("--root", help="Folder of an imagefolder dataset, or of a photo benchmark (default: under the data "
@@ -115,10 +145,10 @@ def evaluate(run_dir, dataset, split, root):
 
 
 @main.command()
-@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--input", "input_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.argument("run_dir", type=PathArgument(file_okay=False, path_type=Path))
+@click.option("--input", "input_dir", required=True, type=PathArgument(file_okay=False, path_type=Path),
               help="Folder of images (searched recursively; sub-folder structure is kept).")
-@click.option("--output", "output_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--output", "output_dir", required=True, type=PathArgument(file_okay=False, path_type=Path),
               help="Folder for the translated PNG images.")
 @click.option("--direction", default=None,
               help="One of the run's translator's directions (default: the first, source style -> target style); "
@@ -138,10 +168,10 @@ def translate(run_dir, input_dir, output_dir, direction, to, batch_size):
 
 
 @main.command()
-@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--baseline", type=click.Path(file_okay=False, path_type=Path),
+@click.argument("run_dir", type=PathArgument(file_okay=False, path_type=Path))
+@click.option("--baseline", type=PathArgument(file_okay=False, path_type=Path),
               help="A run of the same task to show beside it (e.g. its source-only run).")
-@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
+@click.option("-o", "--output", type=PathArgument(file_okay=False, path_type=Path),
               help="Folder for report.html and report.json (default: RUN_DIR/report).")
 @click.option("--sample", default=1000, show_default=True, type=click.IntRange(min=10),
               help="Source and target test images per domain in the feature maps and the A-distance.")
@@ -154,7 +184,7 @@ def report(run_dir, baseline, output, sample):
 
 
 @main.command()
-@click.argument("benchmark", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("benchmark", type=PathArgument(dir_okay=False, path_type=Path))
 @click.option("--profile", help="Profile of the benchmark file to apply (e.g. cpu, gpu).")
 @click.option("-j", "--jobs", type=click.IntRange(min=1),
               help="Cells run at the same time, each in its own process (default 1); with --executor slurm, cells "
@@ -170,13 +200,13 @@ def report(run_dir, baseline, output, sample):
 @click.option("--slurm-cpus", default=8, show_default=True, type=click.IntRange(min=1),
               help="With --executor slurm: CPU cores per cell.")
 @click.option("--slurm-mem-gb", type=click.IntRange(min=1), help="With --executor slurm: memory per cell in GB.")
-@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
+@click.option("-o", "--output", type=PathArgument(file_okay=False, path_type=Path),
               help="Benchmark directory (default: <output_dir of the benchmark file>/<its name>).")
 @click.option("--dry-run", is_flag=True, help="List the cells and their state without running them.")
 @click.option("--only", help="Run only the cells whose name (task/method/seed<s>) matches this glob, e.g. '*/adda/*'.")
 @click.option("--finished", is_flag=True,
               help="Run nothing: write the results of the cells that finished so far (of those --only selects).")
-@click.option("--verify", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--verify", type=PathArgument(dir_okay=False, path_type=Path),
               help="A results.json to check: re-run its cells (in <name>-<profile>-verify unless -o) and report "
                    "every target accuracy that differs (exit 2).")
 @click.option("--tolerance", default=0.0, show_default=True, type=click.FloatRange(min=0),
@@ -200,7 +230,7 @@ def compare(benchmark, profile, jobs, executor, slurm_partition, slurm_time, slu
 
 
 @main.command()
-@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.argument("run_dirs", nargs=-1, required=True, type=PathArgument(file_okay=False, path_type=Path))
 def show(run_dirs):
     """Print the target accuracy of finished RUN_DIRS side by side; mark runs whose classifier collapsed; and
     the method each validator recommends per task (runs of one recipe with several seeds count together)."""

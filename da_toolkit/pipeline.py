@@ -25,7 +25,7 @@ from da_toolkit.data import DomainDataset, build_domains
 from da_toolkit.errors import UserError
 from da_toolkit.evaluate import collapse_check, evaluate
 from da_toolkit.models import create_classifier
-from da_toolkit.recipe import Recipe, normalised_recipe, recipe_from_dict
+from da_toolkit.recipe import Recipe, check_against_data, normalised_recipe, recipe_from_dict
 from da_toolkit.rundir import RunDir, RunDirLock
 from da_toolkit.selection import Selection, hold_out_target_labels
 from da_toolkit.training import distributed
@@ -97,6 +97,7 @@ def _run_locked(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool, pr
     seed_everything(recipe.seed)
     storage_lines: list[str] = []  # how each domain is held, logged once the run's log exists
     domains = build_domains(recipe.data, recipe.seed, workers=recipe.train.workers, report=storage_lines.append)
+    check_against_data(recipe, domains)
     num_classes = domains.source.num_classes
     setup = AdapterSetup.from_recipe(recipe)
     check_classifier(setup, num_classes, recipe.classifier.backbone)
@@ -140,12 +141,11 @@ def _run_locked(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool, pr
             classifier = refine.fit(classifier.requires_grad_(True), source, target, ctx)
         selection_line, selection = ctx.selection.choose(classifier)
         ctx.info(selection_line)
-        if main:
-            rundir.save_classifier(classifier.state_dict(), num_classes, recipe.to_dict())
-
         diagnostics = pixel.diagnostics(domains.source, source, ctx) if pixel is not None else {}
         if not main:
             return None
+        # with metrics.json, once nothing can fail: a run directory with classifier.pt is a finished run's
+        rundir.save_classifier(classifier.state_dict(), num_classes, recipe.to_dict())
         metrics = _metrics(recipe, domains, classifier, ctx, time.perf_counter() - began + ctx.earlier_wall_time)
         metrics.update(diagnostics, model_selection=selection, selection=selection_summary(selection))
         if world.size > 1:

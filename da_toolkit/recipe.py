@@ -5,6 +5,12 @@ list of them); bases are merged first, the recipe's own keys win. Dotted overrid
 ``train.iterations=200`` or ``feature.adapter=dann`` are applied last; their values are read as
 YAML scalars and type-checked like the file's. Every problem is reported as a `UserError`
 naming the key, the value and what is allowed.
+
+A field's bounds are declared with the field, ``Annotated[int, Range(low=1)]`` (here and in the
+adapters' Options dataclasses), and checked by the one validator, `build_dataclass`; the
+recipe's relations to the data it names (labeled images per class, non-empty domains, a batch
+larger than a domain) are checked by `check_against_data` once the domains are built, before a
+run writes anything.
 """
 from __future__ import annotations
 
@@ -17,8 +23,9 @@ import typing
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+import torch
 import yaml
 
 from da_toolkit.errors import UserError
@@ -27,13 +34,54 @@ from da_toolkit.training.precision import AMP_DEPRECATION
 from da_toolkit.registry import did_you_mean
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values a schema field allows, declared with it: ``Annotated[float, Range(0, 1)]``.
+
+    `low`/`high` are inclusive unless `low_open`/`high_open`; None leaves that side unbounded (NaN
+    is never allowed). `why` is said in the refusal. `build_dataclass` checks a recipe's value (each
+    item of a list of them) against it; null, where the field allows null, is not checked."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    why: str = ""
+
+    def admits(self, value: float) -> bool:
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below and value == value
+
+    def refusal(self, key: str, value: Any) -> str:
+        why = f" ({self.why})" if self.why else ""
+        return f"{key}: must {self.allowed()}{why}, got {value}"
+
+    def allowed(self) -> str:
+        if self.high is None:
+            if self.low == 0:
+                return "be positive" if self.low_open else "be zero or more"
+            return f"be more than {self.low}" if self.low_open else f"be {self.low} or more"
+        if self.low is None:
+            return f"be less than {self.high}" if self.high_open else f"be {self.high} or less"
+        return (f"lie in {'(' if self.low_open else '['}{self.low}, {self.high}{')' if self.high_open else ']'}")
+
+
+POSITIVE = Range(0, low_open=True)
+NON_NEGATIVE = Range(0)
+FRACTION = Range(0, 1)
+WIDTH = Range(1, 2**16, why="units of a layer")
+SEED_RANGE = Range(0, 2**32 - 1, why="numpy's seed range, the narrowest of the generators a run seeds")
+
+
 @dataclass
 class DomainSpec:
     """One dataset split: `name` from `da-toolkit list`, `split` train|test, `root` for imagefolder."""
 
     name: str
     split: Literal["train", "test"] = "train"
-    limit: int | None = None  # keep at most this many images (a seeded random subset)
+    # keep at most this many images (a seeded random subset); null: all
+    limit: Annotated[int, Range(1, why="a domain of no images has no batches to draw; null: all")] | None = None
     root: str | None = None  # folder of an imagefolder domain, or the folder an imagelist's paths are relative to
     #                          (relative to the recipe file; in an override, to the current directory)
     list: str | None = None  # imagelist: the file of `relative/path.jpg label` lines (relative like root)
@@ -49,15 +97,12 @@ class DataConfig:
     target: DomainSpec
     target_test: DomainSpec
     source_test: DomainSpec | None = None
-    image_size: int = 32
+    image_size: Annotated[int, Range(1, 1024, why="pixels per side")] = 32
     channels: Literal[1, 3] = 3
-    target_labels_per_class: int = 0  # k labeled target images per class (scarce-label setting)
-    memory_budget_gb: float = 4.0  # storage auto: a file domain whose decoded images take more is streamed
-
-    def __post_init__(self):
-        if self.memory_budget_gb < 0:
-            raise UserError(f"data.memory_budget_gb: must be zero or more (0: stream every file domain), got "
-                            f"{self.memory_budget_gb}")
+    # k labeled target images per class (scarce-label setting); at most the images of the target's smallest class
+    target_labels_per_class: Annotated[int, NON_NEGATIVE] = 0
+    # storage auto: a file domain whose decoded images take more is streamed
+    memory_budget_gb: Annotated[float, Range(0, why="0: stream every file domain")] = 4.0
 
 
 @dataclass
@@ -65,13 +110,11 @@ class ClassifierConfig:
     backbone: str = "dtn"  # a digit backbone (lenet, dtn) or any timm model name
     pretrained: bool = False  # timm pretrained weights (downloaded, or from `checkpoint`); input normalised for them
     checkpoint: str | None = None  # pretrained weights from this local state-dict file (relative to the recipe)
-    backbone_lr_multiplier: float = 1.0  # the backbone learns at train.lr times this (e.g. 0.1 when fine-tuning)
-    bottleneck_dim: int = 256
+    # the backbone learns at train.lr times this (e.g. 0.1 when fine-tuning)
+    backbone_lr_multiplier: Annotated[float, NON_NEGATIVE] = 1.0
+    bottleneck_dim: Annotated[int, WIDTH] = 256
 
     def __post_init__(self):
-        if self.backbone_lr_multiplier < 0:
-            raise UserError(f"classifier.backbone_lr_multiplier: must be zero or more, got "
-                            f"{self.backbone_lr_multiplier}")
         if self.checkpoint is not None and not self.pretrained:
             raise UserError(f"classifier.checkpoint: pretrained weights from {self.checkpoint} need "
                             f"classifier.pretrained=true")
@@ -82,16 +125,11 @@ class AugmentConfig:
     """Random changes to the batches a classifier is trained on (never to evaluation, nor to a
     pixel stage's images); all off by default. Each image of a batch draws its own."""
 
-    random_resized_crop: float = 1.0  # smallest share of the image area a crop keeps (resized back); 1: off
+    # smallest share of the image area a crop keeps (resized back); 1: off
+    random_resized_crop: Annotated[float, Range(0, 1, low_open=True, why="1: no crop")] = 1.0
     hflip: bool = False  # mirror half the images (off for digits, whose meaning a mirror changes)
-    color_jitter: float = 0.0  # brightness, contrast and saturation factors drawn from [1 - j, 1 + j]; 0: off
-
-    def __post_init__(self):
-        if not 0 < self.random_resized_crop <= 1:
-            raise UserError(f"train.augment.random_resized_crop: the smallest area share of a crop must lie in "
-                            f"(0, 1] (1: no crop), got {self.random_resized_crop}")
-        if not 0 <= self.color_jitter <= 1:
-            raise UserError(f"train.augment.color_jitter: must lie in [0, 1] (0: off), got {self.color_jitter}")
+    # brightness, contrast and saturation factors drawn from [1 - j, 1 + j]; 0: off
+    color_jitter: Annotated[float, Range(0, 1, why="0: off")] = 0.0
 
     @property
     def active(self) -> bool:
@@ -102,36 +140,33 @@ class AugmentConfig:
 class TrainConfig:
     """How the shared classifier is trained in the feature stage, and on what device."""
 
-    iterations: int = 2000
-    batch_size: int = 64
+    iterations: Annotated[int, NON_NEGATIVE] = 2000
+    # a batch larger than a training domain holds all of it (a warning says so)
+    batch_size: Annotated[int, Range(2, why="batch normalisation normalises over the images of a batch")] = 64
     optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: float = 0.01
-    momentum: float = 0.9
+    lr: Annotated[float, POSITIVE] = 0.01
+    momentum: Annotated[float, NON_NEGATIVE] = 0.9
     nesterov: bool = False  # SGD with Nesterov momentum
-    weight_decay: float = 5e-4
+    weight_decay: Annotated[float, NON_NEGATIVE] = 5e-4
     lr_schedule: Literal["constant", "anneal", "cosine", "inverse"] = "anneal"  # anneal: lr0 / (1 + 10 p)^0.75
-    lr_gamma: float = 0.001  # inverse: lr0 · (1 + lr_gamma · i)^(-lr_decay) per iteration i (Transfer-Learning-Library)
-    lr_decay: float = 0.75
+    # inverse: lr0 · (1 + lr_gamma · i)^(-lr_decay) per iteration i (Transfer-Learning-Library)
+    lr_gamma: Annotated[float, NON_NEGATIVE] = 0.001
+    lr_decay: Annotated[float, NON_NEGATIVE] = 0.75
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     # fp32 | bf16 | fp16 (autocast, gradient scaling) | auto: bf16, else fp16 on CUDA, fp32 on the CPU;
     # amp: deprecated, means auto (training/precision.py)
     precision: Literal["auto", "fp32", "bf16", "fp16", "amp"] = "auto"
-    log_every: int = 50
-    checkpoint_every: int = 500
-    eval_batch_size: int = 500
-    workers: int = 2  # DataLoader worker processes decoding streamed (file) domains; 0: in the training process
+    log_every: Annotated[int, POSITIVE] = 50
+    checkpoint_every: Annotated[int, POSITIVE] = 500
+    eval_batch_size: Annotated[int, POSITIVE] = 500
+    # DataLoader worker processes decoding streamed (file) domains; 0: in the training process
+    workers: Annotated[int, Range(0, why="0: decode in the training process")] = 2
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # training-batch augmentation
 
     def __post_init__(self):
         if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):
             raise UserError(f"train.nesterov: needs train.optimizer=sgd and train.momentum > 0, got "
                             f"{self.optimizer} with momentum {self.momentum}")
-        if self.workers < 0:
-            raise UserError(f"train.workers: must be zero or more (0: decode in the training process), got "
-                            f"{self.workers}")
-        for key in ("lr_gamma", "lr_decay"):
-            if getattr(self, key) < 0:
-                raise UserError(f"train.{key}: must be zero or more, got {getattr(self, key)}")
         if self.precision == "amp":
             warnings.warn(AMP_DEPRECATION, FutureWarning)
 
@@ -142,9 +177,12 @@ class SelectionConfig:
 
     # which candidate the run returns: the last iterate, or the best of one validator
     select: Literal["last", "source_accuracy", "entropy", "info_max", "dev", "snd", "target_label_accuracy"] = "last"
-    every: int | None = None  # score the candidates every N iterations of each stage training them; null: 10 times
-    samples: int = 500  # source validation and target images in the fixed, seeded sample (each)
-    target_label_folds: int = 0  # >= 2: hold a fold of the k labeled target images out of training to validate
+    # score the candidates every N iterations of the final stage; null: 10 times
+    every: Annotated[int, Range(1, why="iterations between candidates; null: 10 candidates")] | None = None
+    # source validation and target images in the fixed, seeded sample (each)
+    samples: Annotated[int, Range(10, why="images per domain a validator scores")] = 500
+    # >= 2: hold a fold of the k labeled target images out of training to validate
+    target_label_folds: Annotated[int, NON_NEGATIVE] = 0
     record_target_test: bool = False  # benchmark studies only: record each candidate's target test accuracy
 
 
@@ -167,7 +205,7 @@ class Recipe:
     feature: Stage = field(default_factory=lambda: Stage("source_only", None))
     # optional refinement stage: a feature adapter that goes on training the classifier the feature stage returned
     refine: Stage | None = None
-    seed: int = 0
+    seed: Annotated[int, SEED_RANGE] = 0
     output_dir: str = "runs"
     pixel_from: str | None = None  # reuse the finished pixel stage of this run directory instead of training one
     source_path: str | None = None  # the YAML file this came from (set by the loader)
@@ -215,8 +253,8 @@ def _path_from_here(override: str) -> str:
     """`override`, with a relative path given to a PATH_KEYS key made absolute from the current directory
     (a path typed on the command line means what it means in the shell)."""
     key, _, value = override.partition("=")
-    if key.strip() not in PATH_KEYS or not value.strip() or value.strip() in ("null", "~"):
-        return override
+    if key.strip() not in PATH_KEYS or not value.strip() or value.strip() in ("null", "~") or "\0" in value:
+        return override  # (a NUL character is refused when the value is read)
     return f"{key}={Path(value.strip()).expanduser().resolve()}"
 
 
@@ -339,7 +377,6 @@ def recipe_from_dict(raw: dict, source_path: Path | None = None) -> Recipe:
         if not checkpoint.is_file():
             raise UserError(f"classifier.checkpoint: file not found: {checkpoint}")
         recipe.classifier.checkpoint = str(checkpoint)
-    _check_positive(recipe)
     _check_selection(recipe.selection, recipe.data.target_labels_per_class)
     check_backbone(recipe.classifier.backbone, "classifier.backbone")
     for kind in STAGES:
@@ -347,7 +384,44 @@ def recipe_from_dict(raw: dict, source_path: Path | None = None) -> Recipe:
         if stage is not None:
             with _in_section(kind):
                 ADAPTERS.get(stage.adapter).check(stage.options, recipe.data.image_size, recipe.data.channels)
+            if ADAPTERS.get(stage.adapter).needs_target_labels and not recipe.data.target_labels_per_class:
+                raise UserError(f"{kind}.adapter: {stage.adapter} trains on labeled target images; set "
+                                f"data.target_labels_per_class to 1 or more")
     return recipe
+
+
+def check_against_data(recipe: Recipe, domains) -> None:
+
+    """The recipe's relations to the data it names, checked once `domains` (data.build_domains) are
+    built and before a run writes anything: every domain holds images (a training domain, and its
+    labeled target images, at least 2: batch normalisation normalises over a batch's images), and
+    the target holds data.target_labels_per_class images of each class it has. A batch larger than
+    a training domain is legal: a warning says that each batch is then the whole domain."""
+    for key in ("source", "target", "target_test", "source_test"):
+        domain, least = getattr(domains, key), 2 if key in ("source", "target") else 1
+        if domain is not None and len(domain) < least:
+            limit = getattr(recipe.data, key).limit
+            raise UserError(f"data.{key}: the domain '{domain.name}' holds {len(domain)} image(s)"
+                            + (f" (limit {limit})" if limit is not None else "") + f"; it needs at least {least}"
+                            + (" (batch normalisation normalises over the images of a batch)" if least == 2 else ""))
+    k = recipe.data.target_labels_per_class
+    if k:
+        labels = domains.target.labels  # min(k, images) of each class keep their label (build_domains)
+        kept = torch.bincount(labels[labels >= 0], minlength=domains.target.num_classes).tolist()
+        fewest, name = min((count, name) for count, name in zip(kept, domains.target.class_names) if count)
+        if k > fewest:
+            raise UserError(f"data.target_labels_per_class: must lie in [0, {fewest}] (the target "
+                            f"'{domains.target.name}' has {fewest} images of class '{name}', its smallest), got {k}")
+        if sum(kept) < 2:
+            raise UserError(f"data.target_labels_per_class: {k} per class labels {sum(kept)} image of the target "
+                            f"'{domains.target.name}'; training on them needs at least 2 (batch normalisation "
+                            f"normalises over the images of a batch)")
+    batch = recipe.train.batch_size
+    larger = [f"data.{key} ({getattr(domains, key).name}, {len(getattr(domains, key))} images)"
+              for key in ("source", "target") if batch > len(getattr(domains, key))]
+    if larger:
+        warnings.warn(f"train.batch_size: {batch} is more than the images of {' and '.join(larger)}: each of its "
+                      f"batches is the whole domain, in a new order each iteration")
 
 
 def _build_stage(kind: str, raw: Any, adapters) -> Stage:
@@ -388,12 +462,8 @@ def _in_section(kind: str):
 
 def _check_selection(selection: SelectionConfig, target_labels_per_class: int) -> None:
     """Refuse a selection section that cannot work with the data section."""
-    if selection.every is not None and selection.every < 1:
-        raise UserError(f"selection.every: must be a positive number of iterations or null, got {selection.every}")
-    if selection.samples < 10:
-        raise UserError(f"selection.samples: at least 10 images per domain, got {selection.samples}")
     folds = selection.target_label_folds
-    if folds == 1 or folds < 0:
+    if folds == 1:
         raise UserError(f"selection.target_label_folds: 0 (no held-out labeled target images) or at least 2, "
                         f"got {folds}")
     if folds and target_labels_per_class < folds:
@@ -402,28 +472,6 @@ def _check_selection(selection: SelectionConfig, target_labels_per_class: int) -
     if selection.select == "target_label_accuracy" and not folds:
         raise UserError("selection.select: target_label_accuracy needs held-out labeled target images: set "
                         "selection.target_label_folds to 2 or more (and data.target_labels_per_class at least that)")
-
-
-def _check_positive(recipe: Recipe) -> None:
-    positive = {
-        "data.image_size": recipe.data.image_size,
-        "train.batch_size": recipe.train.batch_size,
-        "train.lr": recipe.train.lr,
-        "train.log_every": recipe.train.log_every,
-        "train.checkpoint_every": recipe.train.checkpoint_every,
-        "train.eval_batch_size": recipe.train.eval_batch_size,
-        "classifier.bottleneck_dim": recipe.classifier.bottleneck_dim,
-    }
-    non_negative = {
-        "train.iterations": recipe.train.iterations,
-        "data.target_labels_per_class": recipe.data.target_labels_per_class,
-    }
-    for key, value in positive.items():
-        if value <= 0:
-            raise UserError(f"{key}: must be positive, got {value}")
-    for key, value in non_negative.items():
-        if value < 0:
-            raise UserError(f"{key}: must be zero or more, got {value}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -438,7 +486,7 @@ def build_dataclass(cls, raw: Any, prefix: str):
     where = prefix.rstrip(".") or "recipe"
     if not isinstance(raw, dict):
         raise UserError(f"{where}: expected a mapping, got {_show(raw)}")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init and f.name != "source_path"}
     for key in raw:
         if key not in fields:
@@ -458,6 +506,12 @@ def build_dataclass(cls, raw: Any, prefix: str):
 def _convert(value: Any, hint: Any, key: str):
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
+    if origin is Annotated:
+        value = _convert(value, args[0], key)
+        for bound in args[1:]:
+            if isinstance(bound, Range) and not bound.admits(value):
+                raise UserError(bound.refusal(key, value))
+        return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -482,18 +536,24 @@ def _convert(value: Any, hint: Any, key: str):
     if hint is bool:
         return value if isinstance(value, bool) else _fail(key, value, "true or false")
     if hint is int:
-        return value if isinstance(value, int) and not isinstance(value, bool) else _fail(key, value, "an integer")
+        if not isinstance(value, int) or isinstance(value, bool):
+            return _fail(key, value, "an integer")
+        # torch takes 64-bit integers: a larger count or size is a traceback deep inside it
+        return value if -2**63 <= value < 2**63 else _fail(key, value, "an integer of 64 bits (below 2**63)")
     if hint is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML reads 1e-3 (no dot) as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML reads 1e-3 (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        return _fail(key, value, "a number")
+        return number if number is not None and number == number else _fail(key, value, "a number")
     if hint is str:
-        return value if isinstance(value, str) else _fail(key, value, "a string")
+        if not isinstance(value, str) or "\0" in value:  # no file name, dataset or device holds a NUL
+            return _fail(key, value, "a string" + (" without NUL characters" if isinstance(value, str) else ""))
+        return value
     raise TypeError(f"unsupported type {hint} for {key}")
 
 

@@ -18,6 +18,7 @@ needs_shared_data = pytest.mark.skipif(not ((SHARED_DATA / "MNIST").is_dir() and
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: slower tests, left out of `make test`; run them with `make test-slow`")
+    config.addinivalue_line("markers", "fuzz: the long schema-driven fuzz (tests/test_fuzz.py), run by `make fuzz`")
 
 
 def toy_digits(split: str, shift: int, count: int = 400) -> DomainDataset:

@@ -181,7 +181,7 @@ def test_identity_passes_skipped_when_weight_is_zero(tmp_path, monkeypatch):
 
 
 def test_options_are_checked(tmp_path):
-    with pytest.raises(UserError, match=r"pixel.pool_size: must be 0 or more, got -1"):
+    with pytest.raises(UserError, match=r"pixel.pool_size: must be zero or more, got -1"):
         recipe_from_dict(toy_recipe_dict(pixel={"adapter": "cyclegan", "pool_size": -1}))
     with pytest.raises(UserError, match=r"pixel.norm: expected one of: instance, batch"):
         recipe_from_dict(toy_recipe_dict(pixel={"adapter": "cyclegan", "norm": "layer"}))

@@ -155,8 +155,11 @@ def test_large_images_keep_the_reference_networks_and_the_recipe_wins():
     CycleGAN.check(CycleGANOptions(), 30, 1)  # one down-sampling: any even size
     with pytest.raises(UserError, match="multiple of 2"):
         CycleGAN.check(CycleGANOptions(), 27, 1)
-    with pytest.raises(UserError, match="translated_fraction"):
-        CycleGANOptions(translated_fraction=1.5)
+    from conftest import toy_recipe_dict
+    from da_toolkit.recipe import recipe_from_dict
+
+    with pytest.raises(UserError, match=r"pixel.translated_fraction: must lie in \[0, 1\], got 1.5"):
+        recipe_from_dict(toy_recipe_dict(pixel={"adapter": "cyclegan", "translated_fraction": 1.5}))
 
 
 def test_diagnostics_report_the_filter_and_keep_the_unfiltered_translation(tmp_path):

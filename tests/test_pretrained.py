@@ -145,8 +145,8 @@ def test_augmentation_of_training_batches():
 
 
 @pytest.mark.parametrize("override, message", [
-    ("train.augment.random_resized_crop=0", "train.augment.random_resized_crop: the smallest area share of a crop "
-                                            "must lie in (0, 1]"),
+    ("train.augment.random_resized_crop=0", "train.augment.random_resized_crop: must lie in (0, 1] (1: no crop), "
+                                            "got 0.0"),
     ("train.augment.color_jitter=2", "train.augment.color_jitter: must lie in [0, 1] (0: off), got 2.0"),
     ("train.augment.flip=true", "train.augment.flip: unknown key; did you mean 'hflip'?"),
 ])

@@ -76,7 +76,7 @@ def test_a_stage_naming_another_adapter_replaces_the_base_stage():
     ("feature.adapter=source_olny", r"feature\.adapter: unknown adapter 'source_olny'; did you mean 'source_only'\?"),
     ("classifier.backbone=lenett", r"classifier\.backbone: unknown backbone 'lenett'; did you mean 'lenet'\?"),
     ("data.channels=2", r"data\.channels: expected one of: 1, 3, got 2"),
-    ("train.batch_size=0", r"train\.batch_size: must be positive, got 0"),
+    ("train.batch_size=0", r"train\.batch_size: must be 2 or more \(batch normalisation .*\), got 0"),
     ("pixel.adapter=source_only", r"pixel\.adapter: 'source_only' is a feature-level adapter"),
     ("train.iterations", r"override 'train\.iterations' must look like key=value"),
 ])

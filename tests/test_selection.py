@@ -127,8 +127,8 @@ def test_a_run_validates_on_held_out_target_labels_it_never_trains_on(tmp_path):
     ({"select": "target_label_accuracy"}, {}, "needs held-out labeled target images"),
     ({"target_label_folds": 3}, {"target_labels_per_class": 2}, "3 folds need at least 3"),
     ({"target_label_folds": 1}, {"target_labels_per_class": 2}, "0 .* or at least 2"),
-    ({"every": 0}, {}, "selection.every: must be a positive"),
-    ({"samples": 5}, {}, "at least 10 images"),
+    ({"every": 0}, {}, r"selection.every: must be 1 or more \(iterations between candidates"),
+    ({"samples": 5}, {}, r"selection.samples: must be 10 or more \(images per domain"),
     ({"select": "accuracy"}, {}, "selection.select"),
 ])
 def test_impossible_selections_are_refused(selection, data, message):

@@ -858,6 +858,20 @@ MUTANTS = [
     Mutant("bsp.never-added", "da_toolkit/adapters/adversarial.py",
            "if self.bsp_trade_off == 0:", "if True:",
            "feature.bsp_trade_off is ignored: DANN/CDAN + BSP train as plain DANN/CDAN", BASELINES_JOINT),
+    # ------------------------------------------------------------------ declared bounds and data relations (issue 29)
+    Mutant("bounds.seed-range-removed", "da_toolkit/recipe.py",
+           "seed: Annotated[int, SEED_RANGE] = 0", "seed: int = 0",
+           "a negative seed passes validation and ends in numpy's traceback", ("tests/test_bounds.py",)),
+    Mutant("bounds.limit-zero-allowed", "da_toolkit/recipe.py",
+           'Range(1, why="a domain of no images', 'Range(0, why="a domain of no images',
+           "data.*.limit=0 passes validation: an empty domain and a traceback", ("tests/test_bounds.py",)),
+    Mutant("bounds.ranges-unchecked", "da_toolkit/recipe.py",
+           "if isinstance(bound, Range) and not bound.admits(value):", "if False:",
+           "no declared bound is checked", ("tests/test_bounds.py",)),
+    Mutant("relations.k-beyond-the-smallest-class", "da_toolkit/recipe.py",
+           "        if k > fewest:", "        if False:",
+           "more labeled target images per class than the target has, accepted silently", ("tests/test_bounds.py",)),
+
 ]
 
 # survivors judged harmless, by name, with the one-line reason printed in the report

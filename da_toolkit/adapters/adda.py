@@ -31,45 +31,36 @@ optimisers come back from the adaptation checkpoint.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 
 from da_toolkit.adapters import ADAPTERS
 from da_toolkit.adapters.base import FeatureAdapter, SupervisedTraining
-from da_toolkit.adapters.adversarial import RecentMean, check_discriminator, report_domain_accuracy
-from da_toolkit.errors import UserError
+from da_toolkit.adapters.adversarial import DROPOUT, RecentMean, report_domain_accuracy
 from da_toolkit.models import DomainDiscriminator
+from da_toolkit.recipe import NON_NEGATIVE, POSITIVE, WIDTH, Range
 from da_toolkit.training.domain_losses import domain_classification_loss, inverted_label_loss
 from da_toolkit.training.loop import train_loop
+
+
+ADAM_BETA = Range(0, 1, high_open=True, why="Adam's moving-average factor")
 
 
 @dataclass
 class ADDAOptions:
     """The recipe's `feature:` keys for `adapter: adda`. Defaults are the paper's (Adam 2e-4, β₁ 0.5; 500-500 D)."""
 
-    pretrain_iterations: int | None = None  # source pre-training; None: train.iterations
-    adapt_iterations: int = 10000  # adversarial adaptation of the target encoder
-    encoder_lr: float = 2e-4
-    discriminator_lr: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    discriminator_hidden: list[int] = field(default_factory=lambda: [500, 500])
+    pretrain_iterations: Annotated[int, NON_NEGATIVE] | None = None  # source pre-training; None: train.iterations
+    adapt_iterations: Annotated[int, NON_NEGATIVE] = 10000  # adversarial adaptation of the target encoder
+    encoder_lr: Annotated[float, POSITIVE] = 2e-4
+    discriminator_lr: Annotated[float, POSITIVE] = 2e-4
+    beta1: Annotated[float, ADAM_BETA] = 0.5
+    beta2: Annotated[float, ADAM_BETA] = 0.999
+    discriminator_hidden: list[Annotated[int, WIDTH]] = field(default_factory=lambda: [500, 500])
     discriminator_batch_norm: bool = False
-    discriminator_dropout: float = 0.0
-
-    def __post_init__(self):
-        if self.pretrain_iterations is not None and self.pretrain_iterations < 0:
-            raise UserError(f"feature.pretrain_iterations: must be zero or more, got {self.pretrain_iterations}")
-        if self.adapt_iterations < 0:
-            raise UserError(f"feature.adapt_iterations: must be zero or more, got {self.adapt_iterations}")
-        for key in ("encoder_lr", "discriminator_lr"):
-            if getattr(self, key) <= 0:
-                raise UserError(f"feature.{key}: must be positive, got {getattr(self, key)}")
-        for key in ("beta1", "beta2"):
-            if not 0 <= getattr(self, key) < 1:
-                raise UserError(f"feature.{key}: must lie in [0, 1), got {getattr(self, key)}")
-        check_discriminator(self.discriminator_hidden, self.discriminator_dropout)
+    discriminator_dropout: Annotated[float, DROPOUT] = 0.0
 
 
 @ADAPTERS.register("adda")

@@ -21,14 +21,14 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from torch import nn
 
 from da_toolkit.adapters.base import FeatureAdapter, SupervisedTraining
-from da_toolkit.errors import UserError
 from da_toolkit.models import DomainDiscriminator
+from da_toolkit.recipe import FRACTION, NON_NEGATIVE, POSITIVE, WIDTH, Range
 from da_toolkit.training.class_confusion import MinimumClassConfusionLoss
 from da_toolkit.training.domain_losses import GradientReversal
 from da_toolkit.training.loop import TrainingDiverged, train_loop
@@ -71,11 +71,8 @@ def report_domain_accuracy(ctx, stage: str, accuracy: RecentMean) -> None:
         domain_accuracy_note=f"mean over the last {accuracy.values.maxlen} iterations; 0.5 = domains aligned")
 
 
-def check_discriminator(hidden: list[int], dropout: float, prefix: str = "feature.") -> None:
-    if any(width < 1 for width in hidden):
-        raise UserError(f"{prefix}discriminator_hidden: layer widths must be positive, got {hidden}")
-    if not 0 <= dropout < 1:
-        raise UserError(f"{prefix}discriminator_dropout: must lie in [0, 1), got {dropout}")
+DROPOUT = Range(0, 1, high_open=True)  # the share of a layer's units dropped
+WARMUP = Range(1, why="iterations; null: the run's")  # the reversal coefficient's warm-up
 
 
 # ------------------------------------------------------------------------------ divergence guard
@@ -177,37 +174,22 @@ class GuardOptions:
     """The divergence guard's recipe keys, shared by the whole family."""
 
     guard: Literal["stop", "warn", "ignore"] = "stop"  # what a diverged run does (see DivergenceGuard)
-    guard_after: float = 0.2  # share of the budget after which the source CE must be below chance
-
-    def __post_init__(self):
-        if not 0 <= self.guard_after <= 1:
-            raise UserError(f"feature.guard_after: must lie in [0, 1], got {self.guard_after}")
+    guard_after: Annotated[float, FRACTION] = 0.2  # share of the budget after which the source CE must be below chance
 
 
 @dataclass
 class TransferLossOptions(GuardOptions):
     """A method with one transfer loss of its own: its weight, and the guard's keys."""
 
-    trade_off: float = 1.0  # weight of the transfer loss
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.trade_off < 0:
-            raise UserError(f"feature.trade_off: must be zero or more, got {self.trade_off}")
+    trade_off: Annotated[float, NON_NEGATIVE] = 1.0  # weight of the transfer loss
 
 
 @dataclass
 class ClassConfusionOptions:
     """MCC added to another method: its weight (0: off) and temperature."""
 
-    mcc_trade_off: float = 0.0  # weight of the MCC loss on the target predictions; 0 = no MCC
-    mcc_temperature: float = 2.5  # T of softmax(z / T)
-
-    def __post_init__(self):
-        if self.mcc_trade_off < 0:
-            raise UserError(f"feature.mcc_trade_off: must be zero or more, got {self.mcc_trade_off}")
-        if self.mcc_temperature <= 0:
-            raise UserError(f"feature.mcc_temperature: must be positive, got {self.mcc_temperature}")
+    mcc_trade_off: Annotated[float, NON_NEGATIVE] = 0.0  # weight of the MCC loss on the target predictions; 0 = no MCC
+    mcc_temperature: Annotated[float, POSITIVE] = 2.5  # T of softmax(z / T)
 
     def class_confusion_terms(self) -> list[tuple[str, float, nn.Module]]:
         if self.mcc_trade_off == 0:
@@ -219,11 +201,7 @@ class ClassConfusionOptions:
 class SpectralPenaltyOptions:
     """BSP added to an adversarial method: its weight (0: off)."""
 
-    bsp_trade_off: float = 0.0  # weight of the batch spectral penalty on the features; 0 = no BSP
-
-    def __post_init__(self):
-        if self.bsp_trade_off < 0:
-            raise UserError(f"feature.bsp_trade_off: must be zero or more, got {self.bsp_trade_off}")
+    bsp_trade_off: Annotated[float, NON_NEGATIVE] = 0.0  # weight of the batch spectral penalty on the features; 0 = no BSP
 
     def spectral_penalty_terms(self) -> list[tuple[str, float, nn.Module]]:
         if self.bsp_trade_off == 0:
@@ -236,16 +214,10 @@ class ReversalOptions:
     """The gradient reversal layer's recipe keys: its coefficient λ and warm-up."""
 
     grl: Literal["schedule", "fixed"] = "schedule"  # schedule: warm-up λ_i (below); fixed: λ = c
-    grl_coefficient: float = 1.0  # c: the fixed λ, or the warm-up's final value
-    grl_gamma: float = 10.0  # γ of the warm-up
-    grl_warmup: int | None = 10000  # H: λ_i = c (2/(1+exp(-γ i/H)) - 1); null: H = the run's iterations
-
-    def __post_init__(self):
-        for key in ("grl_coefficient", "grl_gamma"):
-            if getattr(self, key) < 0:
-                raise UserError(f"feature.{key}: must be zero or more, got {getattr(self, key)}")
-        if self.grl_warmup is not None and self.grl_warmup < 1:
-            raise UserError(f"feature.grl_warmup: must be a positive number of iterations or null, got {self.grl_warmup}")
+    grl_coefficient: Annotated[float, NON_NEGATIVE] = 1.0  # c: the fixed λ, or the warm-up's final value
+    grl_gamma: Annotated[float, NON_NEGATIVE] = 10.0  # γ of the warm-up
+    # H: λ_i = c (2/(1+exp(-γ i/H)) - 1); null: H = the run's iterations
+    grl_warmup: Annotated[int, WARMUP] | None = 10000
 
     def reversal_coefficient(self, iteration: int, iterations: int) -> float:
         """λ at `iteration` of `iterations`: c (2 / (1 + exp(−γ i / H)) − 1), H = grl_warmup (or the
@@ -260,19 +232,10 @@ class ReversalOptions:
 class AdversarialOptions(ReversalOptions, SpectralPenaltyOptions, ClassConfusionOptions, GuardOptions):
     """The recipe's `feature:` keys of a domain-adversarial method (DANN, CDAN), optionally with MCC and BSP."""
 
-    trade_off: float = 1.0  # weight of the domain loss L_d (the mean BCE over both domains)
-    discriminator_hidden: list[int] = field(default_factory=lambda: [1024, 1024])
+    trade_off: Annotated[float, NON_NEGATIVE] = 1.0  # weight of the domain loss L_d (the mean BCE over both domains)
+    discriminator_hidden: list[Annotated[int, WIDTH]] = field(default_factory=lambda: [1024, 1024])
     discriminator_batch_norm: bool = False  # batch norm rescales any domain gap to unit size: logits of 10-40
-    discriminator_dropout: float = 0.5
-
-    def __post_init__(self):
-        GuardOptions.__post_init__(self)
-        ClassConfusionOptions.__post_init__(self)
-        SpectralPenaltyOptions.__post_init__(self)
-        ReversalOptions.__post_init__(self)
-        if self.trade_off < 0:
-            raise UserError(f"feature.trade_off: must be zero or more, got {self.trade_off}")
-        check_discriminator(self.discriminator_hidden, self.discriminator_dropout)
+    discriminator_dropout: Annotated[float, DROPOUT] = 0.5
 
     def discriminator(self, in_features: int) -> DomainDiscriminator:
         return DomainDiscriminator(in_features, self.discriminator_hidden, self.discriminator_batch_norm,

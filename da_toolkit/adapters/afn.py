@@ -26,7 +26,6 @@ class AFNOptions(TransferLossOptions):
     norm_increment: float = 1.0  # Δr, how much each step asks every feature norm to grow
 
     def __post_init__(self):
-        super().__post_init__()
         if self.norm_increment <= 0:
             raise UserError(f"feature.norm_increment: must be positive, got {self.norm_increment}")
 

@@ -68,6 +68,7 @@ class Adapter:
 
     kind = ""
     Options = NoOptions
+    needs_target_labels = False  # True: refused when the recipe validates unless data.target_labels_per_class >= 1
 
     def __init__(self, options, setup: AdapterSetup):
         self.options = options

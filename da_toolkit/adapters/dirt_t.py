@@ -36,15 +36,17 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import torch
 
 from da_toolkit.adapters import ADAPTERS
-from da_toolkit.adapters.adversarial import (DivergenceGuard, GuardOptions, RecentMean, check_discriminator,
+from da_toolkit.adapters.adversarial import (DROPOUT, DivergenceGuard, GuardOptions, RecentMean,
                                              report_domain_accuracy)
 from da_toolkit.adapters.base import FeatureAdapter, SupervisedTraining
 from da_toolkit.errors import UserError
 from da_toolkit.models import DomainDiscriminator
+from da_toolkit.recipe import WIDTH
 from da_toolkit.training.domain_losses import DomainAdversarialLoss, GradientReversal
 from da_toolkit.training.loop import TrainingDiverged, train_loop
 from da_toolkit.training.virtual_adversarial import conditional_entropy, softmax_kl, virtual_adversarial_loss
@@ -66,12 +68,11 @@ class DirtTOptions(GuardOptions):
     vat_xi: float = 1e-6  # ξ, size of the finite difference of VAT's power iteration
     dirt_lr: float = 1e-3  # DIRT-T's Adam learning rate
     dirt_beta1: float = 0.5  # DIRT-T's Adam β₁
-    discriminator_hidden: list[int] = field(default_factory=lambda: [100])
+    discriminator_hidden: list[Annotated[int, WIDTH]] = field(default_factory=lambda: [100])
     discriminator_batch_norm: bool = False
-    discriminator_dropout: float = 0.0
+    discriminator_dropout: Annotated[float, DROPOUT] = 0.0
 
     def __post_init__(self):
-        super().__post_init__()
         for key in ("vada_iterations", "dirt_iterations"):
             value = getattr(self, key)
             if value is not None and value < 0:
@@ -84,7 +85,6 @@ class DirtTOptions(GuardOptions):
                 raise UserError(f"feature.{key}: must be positive, got {getattr(self, key)}")
         if not 0 <= self.dirt_beta1 < 1:
             raise UserError(f"feature.dirt_beta1: must lie in [0, 1), got {self.dirt_beta1}")
-        check_discriminator(self.discriminator_hidden, self.discriminator_dropout)
 
 
 @ADAPTERS.register("dirt_t")

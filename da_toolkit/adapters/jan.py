@@ -27,7 +27,6 @@ class JANOptions(TransferLossOptions):
     prediction_bandwidth: float = 0.92  # σ_g of the Gaussian kernel on the softmax predictions
 
     def __post_init__(self):
-        super().__post_init__()
         if self.prediction_bandwidth <= 0:
             raise UserError(f"feature.prediction_bandwidth: must be positive, got {self.prediction_bandwidth}")
 

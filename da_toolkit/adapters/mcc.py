@@ -7,21 +7,17 @@ L = CE(head(f_s), y_s) + trade_off · L_mcc(z_t). To add MCC to DANN or CDAN ins
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 from da_toolkit.adapters import ADAPTERS
 from da_toolkit.adapters.adversarial import JointAdaptation, TransferLossOptions
-from da_toolkit.errors import UserError
+from da_toolkit.recipe import POSITIVE
 from da_toolkit.training.class_confusion import MinimumClassConfusionLoss
 
 
 @dataclass
 class MCCOptions(TransferLossOptions):
-    temperature: float = 2.5  # T of softmax(z / T)
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.temperature <= 0:
-            raise UserError(f"feature.temperature: must be positive, got {self.temperature}")
+    temperature: Annotated[float, POSITIVE] = 2.5  # T of softmax(z / T)
 
 
 @ADAPTERS.register("mcc")

@@ -45,7 +45,6 @@ class MCDOptions(GuardOptions):
     num_k: int = 4  # step C's encoder updates per iteration (the paper's n = 4 for digits)
 
     def __post_init__(self):
-        super().__post_init__()
         if self.trade_off <= 0:
             raise UserError(f"feature.trade_off: must be positive, got {self.trade_off}")
         if self.num_k < 1:

@@ -13,12 +13,13 @@ to agree with h on source and to disagree on target; the features, through R_λ,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 from torch import nn
 
 from da_toolkit.adapters import ADAPTERS
-from da_toolkit.adapters.adversarial import GuardOptions, JointAdaptation, ReversalOptions
-from da_toolkit.errors import UserError
+from da_toolkit.adapters.adversarial import WARMUP, GuardOptions, JointAdaptation, ReversalOptions
+from da_toolkit.recipe import NON_NEGATIVE, POSITIVE
 from da_toolkit.training.margin_disparity import MarginDisparityDiscrepancyLoss
 
 
@@ -26,19 +27,11 @@ from da_toolkit.training.margin_disparity import MarginDisparityDiscrepancyLoss
 class MDDOptions(ReversalOptions, GuardOptions):
     """The recipe's `feature:` keys for `adapter: mdd`; defaults are Transfer-Learning-Library's mdd.py flags."""
 
-    trade_off: float = 1.0  # weight of the MDD term
-    margin: float = 4.0  # γ: weight of the source disparity (the margin factor, γ = exp(ρ))
-    grl_coefficient: float = 0.1  # λ's final value (TLlib's WarmStartGradientReverseLayer hi=0.1)
-    grl_gamma: float = 1.0  # TLlib's alpha=1
-    grl_warmup: int | None = 1000  # TLlib's max_iters=1000
-
-    def __post_init__(self):
-        GuardOptions.__post_init__(self)
-        ReversalOptions.__post_init__(self)
-        if self.trade_off < 0:
-            raise UserError(f"feature.trade_off: must be zero or more, got {self.trade_off}")
-        if self.margin <= 0:
-            raise UserError(f"feature.margin: must be positive, got {self.margin}")
+    trade_off: Annotated[float, NON_NEGATIVE] = 1.0  # weight of the MDD term
+    margin: Annotated[float, POSITIVE] = 4.0  # γ: weight of the source disparity (the margin factor, γ = exp(ρ))
+    grl_coefficient: Annotated[float, NON_NEGATIVE] = 0.1  # λ's final value (TLlib's WarmStartGradientReverseLayer hi=0.1)
+    grl_gamma: Annotated[float, NON_NEGATIVE] = 1.0  # TLlib's alpha=1
+    grl_warmup: Annotated[int, WARMUP] | None = 1000  # TLlib's max_iters=1000
 
 
 @ADAPTERS.register("mdd")

@@ -41,7 +41,6 @@ class SelfTrainingOptions(GuardOptions):
     trade_off: float = 1.0  # weight of the method's target loss
 
     def __post_init__(self):
-        super().__post_init__()
         if self.iterations is not None and self.iterations < 0:
             raise UserError(f"feature.iterations: must be zero or more, or null (train.iterations), got "
                             f"{self.iterations}")

@@ -53,7 +53,6 @@ class SHOTOptions(GuardOptions):
     pseudo_label_every: int | None = None  # recluster every N iterations; null: once per pass over the target
 
     def __post_init__(self):
-        super().__post_init__()
         if self.source_checkpoint is None:
             raise UserError("feature.source_checkpoint: missing: SHOT adapts a trained source classifier; train one "
                             "(e.g. da-toolkit run recipes/<task>_source_only.yaml) and name its run directory")

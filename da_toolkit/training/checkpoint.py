@@ -121,7 +121,8 @@ def read_yaml(path: Path, what: str = "recipe") -> dict:
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise UserError(f"{path}:{where} is not valid YAML ({getattr(error, 'problem', error)})") from None
+        problem = getattr(error, "problem", None) or " ".join(str(error).split())  # a ReaderError's is 2 lines
+        raise UserError(f"{path}:{where} is not valid YAML ({problem})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
