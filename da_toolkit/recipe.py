@@ -391,7 +391,6 @@ def recipe_from_dict(raw: dict, source_path: Path | None = None) -> Recipe:
 
 
 def check_against_data(recipe: Recipe, domains) -> None:
-
     """The recipe's relations to the data it names, checked once `domains` (data.build_domains) are
     built and before a run writes anything: every domain holds images (a training domain, and its
     labeled target images, at least 2: batch normalisation normalises over a batch's images), and

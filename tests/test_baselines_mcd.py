@@ -70,11 +70,11 @@ def test_mdd_reverses_its_gradient_into_the_features_only():
 
 
 def test_mdd_options_name_their_key():
+    with pytest.raises(UserError, match=r"^feature\.margin: must be positive, got 0"):
+        recipe_from_dict(toy_recipe_dict(feature={"adapter": "mdd", "margin": 0}))
+    with pytest.raises(UserError, match=r"^feature\.grl_warmup: must be 1 or more"):
+        recipe_from_dict(toy_recipe_dict(feature={"adapter": "mdd", "grl_warmup": 0}))
     options = ADAPTERS.get("mdd").Options
-    with pytest.raises(UserError, match="feature.margin"):
-        options(margin=0)
-    with pytest.raises(UserError, match="feature.grl_warmup"):
-        options(grl_warmup=0)
     assert (options().margin, options().grl_coefficient, options().grl_warmup) == (4.0, 0.1, 1000)
 
 

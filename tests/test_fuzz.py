@@ -65,7 +65,7 @@ def leaves(cls, prefix: str) -> list[Leaf]:
     out = []
     hints = typing.get_type_hints(cls, include_extras=True)
     for f in dataclasses.fields(cls):
-        if not f.init or f.name == "source_path" or (cls is Recipe and f.name in ("pixel", "feature")):
+        if not f.init or f.name == "source_path" or (cls is Recipe and f.name in ("pixel", "feature", "refine")):
             continue
         hint, nullable = hints[f.name], False
         if typing.get_origin(hint) in (typing.Union, types.UnionType):
@@ -87,7 +87,12 @@ ADAPTER_LEAVES = {name: leaves(ADAPTERS.get(name).Options, f"{ADAPTERS.get(name)
 PIXEL = [name for name in ADAPTERS.names() if ADAPTERS.get(name).kind == "pixel"]
 FEATURE = [name for name in ADAPTERS.names() if ADAPTERS.get(name).kind == "feature"]
 SECTIONS = ["data", "data.source", "data.target", "classifier", "train", "train.augment", "selection", "pixel",
-            "feature"]
+            "feature", "refine"]
+
+
+def refine_leaves(name: str) -> list[Leaf]:
+    """The keys of feature adapter `name` as a refine stage's."""
+    return [dataclasses.replace(leaf, key="refine." + leaf.key.removeprefix("feature.")) for leaf in ADAPTER_LEAVES[name]]
 
 
 def test_the_schema_walk_sees_every_adapter_and_its_bounds():
@@ -190,8 +195,11 @@ def override_lists(draw) -> list[str]:
     """Adapters for both stages, then up to 6 keys: any key of the schema, or a section's keys together."""
     feature = draw(st.sampled_from(FEATURE))
     pixel = draw(st.sampled_from([None, *PIXEL]))
+    refine = draw(st.sampled_from([None, None, None, *FEATURE]))
     overrides = [f"feature.adapter={feature}"] + ([f"pixel.adapter={pixel}"] if pixel else [])
+    overrides += [f"refine.adapter={refine}"] if refine else []
     pool = RECIPE_LEAVES + ADAPTER_LEAVES[feature] + (ADAPTER_LEAVES[pixel] if pixel else [])
+    pool += refine_leaves(refine) if refine else []
     section = draw(st.sampled_from(SECTIONS))
     together = [leaf for leaf in pool if leaf.key.rsplit(".", 1)[0] == section]
     chosen = draw(st.lists(st.sampled_from(pool), max_size=3))

@@ -112,7 +112,7 @@ def test_cli_prints_one_line_and_exits_2(write_recipe):
     ("refine.trade_off=-1", r"^refine\.trade_off: must be zero or more, got -1\.0$"),  # an Options check
     ("refine.grl=sometimes", r"^refine\.grl: expected one of: schedule, fixed"),  # a type check
     ("refine.guard_after=2", r"^refine\.guard_after: must lie in \[0, 1\], got 2\.0$"),  # an inherited Options check
-    ("refine.discriminator_hidden=[0]", r"^refine\.discriminator_hidden: layer widths must be positive"),
+    ("refine.discriminator_hidden=[0]", r"^refine\.discriminator_hidden\[0\]: must lie in \[1, 65536\]"),  # a bound
 ])
 def test_a_bad_refine_stage_names_the_refine_key(write_recipe, override, message):
     path = write_recipe()
