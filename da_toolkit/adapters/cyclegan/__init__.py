@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from da_toolkit.adapters import ADAPTERS
-from da_toolkit.adapters.cyclegan.diagnostics import label_preservation, oracle_read_out
+from da_toolkit.adapters.cyclegan.diagnostics import oracle_read_out, translation_diagnostics
 from da_toolkit.adapters.cyclegan.options import CycleGANOptions
 from da_toolkit.adapters.cyclegan.training import CycleGANTraining, build_generators, train_classifier
 from da_toolkit.adapters.cyclegan.translator import CycleGANTranslator
@@ -68,20 +68,9 @@ class CycleGAN(PixelAdapter):
         return self.translator
 
     def diagnostics(self, source: Domain, translated: Domain, ctx: Context) -> dict:
-        """metrics.json entries about the translation: its label preservation (see `label_preservation`),
-        measured on the whole unfiltered translation, and f_S's agreement / label-filter report.
-        The warning about low agreement is printed again, last, so that a user sees it."""
-        translator = getattr(self, "translator", None)
-        if translator is not None and translator.translated is not None:
-            translated = translator.translated
-        preservation = label_preservation(self.setup, self.options.label_preservation_iterations, source,
-                                          translated, ctx)
-        out = {} if preservation is None else {"label_preservation": preservation}
-        if translator is not None and translator.report:
-            out["label_filter"] = translator.report
-            if "warning" in translator.report:
-                ctx.info(f"warning: pixel: {translator.report['warning']}")
-        return out
+        """Label preservation and the label filter's report (`translation_diagnostics`)."""
+        return translation_diagnostics(self.setup, self.options.label_preservation_iterations, source, translated,
+                                       getattr(self, "translator", None), ctx)
 
     # -- read side ------------------------------------------------------------------------------
     def translator_keys(self, pixel: dict, train: dict) -> dict:

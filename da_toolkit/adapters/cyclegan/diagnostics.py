@@ -53,3 +53,19 @@ def oracle_read_out(setup: AdapterSetup, home: RunDir, sample: DomainDataset, tr
     result = evaluate(oracle, translated)
     return {"reads": result["accuracy"], "reads_per_class": result["per_class_accuracy"],
             "marks": (predict(oracle, translated) == sample.labels).tolist()}
+
+
+def translation_diagnostics(setup: AdapterSetup, iterations: int, source: Domain, translated: Domain, translator,
+                            ctx: Context) -> dict:
+    """A translating pixel adapter's metrics.json entries: the label preservation (`label_preservation`,
+    `iterations` of its oracle) of the whole unfiltered translation when `translator` kept it, and the
+    label filter's report of f_S's agreement, whose warning is printed again, last, so that a user sees it."""
+    if translator is not None and translator.translated is not None:
+        translated = translator.translated
+    preservation = label_preservation(setup, iterations, source, translated, ctx)
+    out = {} if preservation is None else {"label_preservation": preservation}
+    if translator is not None and translator.report:
+        out["label_filter"] = translator.report
+        if "warning" in translator.report:
+            ctx.info(f"warning: pixel: {translator.report['warning']}")
+    return out
