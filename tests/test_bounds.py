@@ -30,6 +30,7 @@ def one_line(result) -> str:
     ("data.target_labels_per_class=41", "data.target_labels_per_class: must lie in [0, 40] (the target "
                                         "'toy_target/train' has 40 images of class '0', its smallest), got 41"),
     ("train.momentum=-0.5", "train.momentum: must be zero or more, got -0.5"),
+    ("train.lr=0", "train.lr: must be positive, got 0"),  # an open bound: 0 itself is refused
     ("train.lr=.nan", "train.lr: expected a number, got nan"),
     # fuzz counterexamples: a traceback (batch norm over one image; an image size torch cannot hold) or a refusal
     # after the pixel stage had written the run directory (target_only without labeled target images)

@@ -34,7 +34,8 @@ from hypothesis import strategies as st
 from da_toolkit.adapters import ADAPTERS
 from da_toolkit.cli import main, one_line
 from da_toolkit.errors import UserError
-from da_toolkit.recipe import Range, Recipe, load_recipe
+from da_toolkit.bounds import Range
+from da_toolkit.recipe import Recipe, load_recipe
 from tests.conftest import toy_recipe_dict
 
 SCALE = float(os.environ.get("DA_TOOLKIT_FUZZ_SCALE", "1"))

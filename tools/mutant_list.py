@@ -148,7 +148,8 @@ MUTANTS = [
            "adapter.load_generator(rundir.pixel_home(recipe.pixel_from), direction)",
            "adapter.load_generator(rundir, direction)",
            "`translate` on a run that shares a pixel stage (pixel_from) finds no translator", CG_TESTS),
-    Mutant("cyclegan.default-cycle-weight", CG_OPTIONS, "lambda_a: float = 10.0", "lambda_a: float = 1.0",
+    Mutant("cyclegan.default-cycle-weight", CG_OPTIONS, "lambda_a: Annotated[float, NON_NEGATIVE] = 10.0",
+           "lambda_a: Annotated[float, NON_NEGATIVE] = 1.0",
            "default cycle weight λ_A 1 instead of the reference's 10", CG_TESTS),
     # ------------------------------------------------------------------ GAN losses
     Mutant("losses.cycle-l2", "da_toolkit/training/gan_losses.py",
@@ -227,8 +228,8 @@ MUTANTS = [
            'state["labeled_target_stream"] = self.labeled_target', "pass",
            "the labeled target batches restart on --resume", RESUME),
     Mutant("base.extra-modules-not-optimised", "da_toolkit/adapters/base.py",
-           "self.optimizer = make_optimizer((classifier, *extra_modules), train)",
-           "self.optimizer = make_optimizer((classifier,), train)",
+           "self.optimizer = make_optimizer((classifier, *extra_modules), train, lr)",
+           "self.optimizer = make_optimizer((classifier,), train, lr)",
            "DANN's domain discriminator (an extra module) is never trained", ("tests/test_known_answers.py",)),
     Mutant("base.sgd-without-momentum", "da_toolkit/adapters/base.py",
            "return torch.optim.SGD(groups, lr=lr, momentum=train.momentum, weight_decay=train.weight_decay,",
@@ -337,8 +338,8 @@ MUTANTS = [
            "node.clear()  # another adapter: the old adapter's options do not apply", "pass",
            "`feature.adapter=X` keeps the previous adapter's options (then rejected or misapplied)",
            ("tests/test_recipe.py",)),
-    Mutant("recipe.zero-batch-size-accepted", "da_toolkit/recipe.py", "        if value <= 0:\n",
-           "        if value < 0:\n", "zero batch size / lr / image size accepted", ("tests/test_recipe.py",)),
+    Mutant("recipe.zero-lr-accepted", "da_toolkit/bounds.py", "POSITIVE = Range(0, low_open=True)",
+           "POSITIVE = Range(0)", "a zero lr / log_every / eval batch size accepted", ("tests/test_bounds.py",)),
     # ------------------------------------------------------------------ feature methods (re-checked after merges)
     Mutant("adda.labeled-target-ignored", "da_toolkit/adapters/adda.py",
            "encoder_loss = encoder_loss + labeled_loss", "encoder_loss = encoder_loss",
@@ -871,7 +872,6 @@ MUTANTS = [
     Mutant("relations.k-beyond-the-smallest-class", "da_toolkit/recipe.py",
            "        if k > fewest:", "        if False:",
            "more labeled target images per class than the target has, accepted silently", ("tests/test_bounds.py",)),
-
 ]
 
 # survivors judged harmless, by name, with the one-line reason printed in the report

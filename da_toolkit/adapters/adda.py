@@ -40,7 +40,7 @@ from da_toolkit.adapters import ADAPTERS
 from da_toolkit.adapters.base import FeatureAdapter, SupervisedTraining
 from da_toolkit.adapters.adversarial import DROPOUT, RecentMean, report_domain_accuracy
 from da_toolkit.models import DomainDiscriminator
-from da_toolkit.recipe import NON_NEGATIVE, POSITIVE, WIDTH, Range
+from da_toolkit.bounds import NON_NEGATIVE, POSITIVE, WIDTH, Range
 from da_toolkit.training.domain_losses import domain_classification_loss, inverted_label_loss
 from da_toolkit.training.loop import train_loop
 

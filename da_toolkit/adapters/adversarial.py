@@ -28,7 +28,7 @@ from torch import nn
 
 from da_toolkit.adapters.base import FeatureAdapter, SupervisedTraining
 from da_toolkit.models import DomainDiscriminator
-from da_toolkit.recipe import FRACTION, NON_NEGATIVE, POSITIVE, WIDTH, Range
+from da_toolkit.bounds import FRACTION, NON_NEGATIVE, POSITIVE, WIDTH, Range
 from da_toolkit.training.class_confusion import MinimumClassConfusionLoss
 from da_toolkit.training.domain_losses import GradientReversal
 from da_toolkit.training.loop import TrainingDiverged, train_loop

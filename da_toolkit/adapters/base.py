@@ -14,6 +14,7 @@ settings, image shape, seed, a classifier factory), never the recipe itself.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -23,7 +24,7 @@ from timm.optim import param_groups_weight_decay
 from torch import nn
 
 from da_toolkit.context import Context
-from da_toolkit.data import BatchStream, DomainDataset, build_domain
+from da_toolkit.data import BatchStream, Domain, DomainDataset, build_domain
 from da_toolkit.data.augment import Augment
 from da_toolkit.models import DomainClassifier, create_classifier
 from da_toolkit.training.schedules import lr_factor
@@ -47,6 +48,8 @@ class AdapterSetup:
     # oracle), never for training or model selection; None where there is no such split
     labeled_target: Callable[[], DomainDataset] | None = None
     domain_names: tuple[str, ...] = ()  # the dataset names of the recipe's source and target
+    # a registered dataset's training split by name, at the run's image size (a StarGAN's other domains)
+    load_domain: Callable[[str], Domain] | None = None
 
     @classmethod
     def from_recipe(cls, recipe) -> "AdapterSetup":
@@ -59,8 +62,12 @@ class AdapterSetup:
         def labeled_target() -> DomainDataset:
             return build_domain(data.target, data.image_size, data.channels, recipe.seed).labeled()
 
+        def load_domain(name: str) -> Domain:
+            spec = dataclasses.replace(data.target, name=name, split="train", limit=None, root=None, list=None)
+            return build_domain(spec, data.image_size, data.channels, recipe.seed)
+
         return cls(recipe.train, data.image_size, data.channels, recipe.seed, make_classifier, labeled_target,
-                   (data.source.name, data.target.name))
+                   (data.source.name, data.target.name), load_domain)
 
 
 class Adapter:

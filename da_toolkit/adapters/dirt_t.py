@@ -46,7 +46,7 @@ from da_toolkit.adapters.adversarial import (DROPOUT, DivergenceGuard, GuardOpti
 from da_toolkit.adapters.base import FeatureAdapter, SupervisedTraining
 from da_toolkit.errors import UserError
 from da_toolkit.models import DomainDiscriminator
-from da_toolkit.recipe import WIDTH
+from da_toolkit.bounds import WIDTH
 from da_toolkit.training.domain_losses import DomainAdversarialLoss, GradientReversal
 from da_toolkit.training.loop import TrainingDiverged, train_loop
 from da_toolkit.training.virtual_adversarial import conditional_entropy, softmax_kl, virtual_adversarial_loss

@@ -11,7 +11,7 @@ from typing import Annotated
 
 from da_toolkit.adapters import ADAPTERS
 from da_toolkit.adapters.adversarial import JointAdaptation, TransferLossOptions
-from da_toolkit.recipe import POSITIVE
+from da_toolkit.bounds import POSITIVE
 from da_toolkit.training.class_confusion import MinimumClassConfusionLoss
 
 

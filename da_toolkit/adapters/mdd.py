@@ -19,7 +19,7 @@ from torch import nn
 
 from da_toolkit.adapters import ADAPTERS
 from da_toolkit.adapters.adversarial import WARMUP, GuardOptions, JointAdaptation, ReversalOptions
-from da_toolkit.recipe import NON_NEGATIVE, POSITIVE
+from da_toolkit.bounds import NON_NEGATIVE, POSITIVE
 from da_toolkit.training.margin_disparity import MarginDisparityDiscrepancyLoss
 
 

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from da_toolkit.models.cyclegan import small_image_defaults
-from da_toolkit.recipe import FRACTION, NON_NEGATIVE, WIDTH, Range
+from da_toolkit.bounds import FRACTION, NON_NEGATIVE, WIDTH, Range
 
 OPEN_UNIT = Range(0, 1, low_open=True, high_open=True)
 

@@ -27,7 +27,7 @@ from da_toolkit.adapters.stargan.networks import ConditionedGenerator
 from da_toolkit.adapters.stargan.options import StarGANOptions
 from da_toolkit.adapters.stargan.training import StarGANTraining, build_generator
 from da_toolkit.context import Context
-from da_toolkit.data import Domain, build_domain
+from da_toolkit.data import Domain
 from da_toolkit.errors import UserError
 from da_toolkit.rundir import RunDir
 from da_toolkit.training.checkpoint import UnreadableFile, load_checkpoint, load_state
@@ -71,11 +71,8 @@ class StarGAN(PixelAdapter):
 
     def training_domains(self, source: Domain, target: Domain) -> list[Domain]:
         """The domains in label order: the run's source and target, the others loaded (training split)."""
-        from da_toolkit.recipe import DomainSpec  # the recipe module imports the adapters
         given = dict(zip(self.setup.domain_names, (source, target)))
-        s = self.setup
-        return [given[name] if name in given else build_domain(DomainSpec(name), s.image_size, s.channels, s.seed)
-                for name in self.domains]
+        return [given[name] if name in given else self.setup.load_domain(name) for name in self.domains]
 
     def fit(self, source: Domain, target: Domain, ctx: Context) -> CycleGANTranslator:
         o = self.options
