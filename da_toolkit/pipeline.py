@@ -105,9 +105,13 @@ def _run_locked(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool, pr
     feature = ADAPTERS.get(recipe.feature.adapter)(recipe.feature.options, setup)
     refine = (ADAPTERS.get(recipe.refine.adapter)(recipe.refine.options, setup, stage="refine")
               if recipe.refine is not None else None)
-    for adapter in (feature, refine):
-        if adapter is not None:
-            adapter.check_inputs(num_classes)
+    for kind, adapter in (("feature", feature), ("refine", refine)):
+        if adapter is None:
+            continue
+        if adapter.needs_target_labels and not recipe.data.target_labels_per_class:
+            raise UserError(f"{kind}.adapter: {getattr(recipe, kind).adapter} trains on labeled target images; set "
+                            f"data.target_labels_per_class to 1 or more")
+        adapter.check_inputs(num_classes)
 
     if overwrite and main:
         rundir.clear()

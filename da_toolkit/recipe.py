@@ -347,9 +347,6 @@ def recipe_from_dict(raw: dict, source_path: Path | None = None) -> Recipe:
         if stage is not None:
             with _in_section(kind):
                 ADAPTERS.get(stage.adapter).check(stage.options, recipe.data.image_size, recipe.data.channels)
-            if ADAPTERS.get(stage.adapter).needs_target_labels and not recipe.data.target_labels_per_class:
-                raise UserError(f"{kind}.adapter: {stage.adapter} trains on labeled target images; set "
-                                f"data.target_labels_per_class to 1 or more")
     return recipe
 
 

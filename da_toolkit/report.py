@@ -277,6 +277,9 @@ def write_report(run_dir: Path, baseline: Path | None = None, output: Path | Non
     for view in views:
         source_features = features_of(view.classifier, source_sample)
         target_features = features_of(view.classifier, target_sample)
+        if not (np.isfinite(source_features).all() and np.isfinite(target_features).all()):
+            raise UserError(f"{view.rundir}: its classifier gives non-finite features (classifier.pt damaged, or "
+                            f"weights that overflow); no report of it can be drawn")
         distance = proxy_a_distance(source_features, target_features, seed)
         points = tsne(np.concatenate([source_features, target_features]), seed)
         maps.append((view.name, points, domains, classes))

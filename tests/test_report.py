@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -78,3 +79,21 @@ def test_report_of_the_same_run_twice_gives_the_same_numbers(runs, tmp_path):
     first, second = (json.loads((tmp_path / n / "report.json").read_text()) for n in ("a", "b"))
     first.pop("seconds"), second.pop("seconds")
     assert first == second
+
+
+def test_a_classifier_whose_features_overflow_is_refused_in_one_line(runs, tmp_path):
+    """A fuzz counterexample: a byte of classifier.pt edited to 0x7f gave huge weights, NaN features and
+    scikit-learn's traceback from the A-distance's logistic regression."""
+    from da_toolkit.rundir import RunDir
+
+    shutil.copytree(runs["baseline"], tmp_path / "run", ignore=shutil.ignore_patterns(".lock"))
+    rundir = RunDir(tmp_path / "run")
+    state, num_classes = rundir.load_classifier()
+    first = next(name for name, value in state.items() if value.is_floating_point())
+    state[first] = torch.full_like(state[first], 3e38)
+    rundir.save_classifier(state, num_classes, rundir.read_recipe())
+    result = CliRunner().invoke(main, ["report", str(tmp_path / "run"), "-o", str(tmp_path / "report")])
+    assert result.exit_code == 2 and result.output.strip().splitlines() == [
+        f"error: {tmp_path / 'run'}: its classifier gives non-finite features (classifier.pt damaged, or weights "
+        f"that overflow); no report of it can be drawn"]
+    assert not (tmp_path / "report").exists()

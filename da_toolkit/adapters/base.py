@@ -75,7 +75,7 @@ class Adapter:
 
     kind = ""
     Options = NoOptions
-    needs_target_labels = False  # True: refused when the recipe validates unless data.target_labels_per_class >= 1
+    needs_target_labels = False  # True: a run is refused, before anything is written, without labeled target images
 
     def __init__(self, options, setup: AdapterSetup):
         self.options = options
