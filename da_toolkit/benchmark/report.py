@@ -179,12 +179,15 @@ def bar_chart(path: Path, summary: list[dict], published: Published | None) -> N
     width = 0.8 / len(methods)
     figure, axes = plt.subplots(figsize=(max(6.0, 0.45 * len(tasks) * len(methods) + 2), 4.5))
     published_label = "published (first column that has it)"
+    # one colour per method: matplotlib's default cycle repeats after 10, tab20 after 20, then hues evenly spaced
+    colours = plt.get_cmap("tab20" if len(methods) <= 20 else "hsv", max(len(methods), 20) if len(methods) <= 20
+                           else len(methods) + 1)
     for index, method in enumerate(methods):
         offsets = np.arange(len(tasks)) + (index - (len(methods) - 1) / 2) * width
         entries = [by_key.get((task, method)) for task in tasks]
         means = [e["mean"] if e and e["mean"] is not None else np.nan for e in entries]
         stds = [e["std"] if e and e["std"] is not None else 0 for e in entries]
-        axes.bar(offsets, means, width, yerr=stds, capsize=2, label=method)
+        axes.bar(offsets, means, width, yerr=stds, capsize=2, label=method, color=colours(index))
         for offset, entry in zip(offsets, entries):
             number = next((n for n in _numbers(published, entry) if n), None) if entry else None
             if number:
