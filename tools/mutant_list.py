@@ -313,7 +313,7 @@ MUTANTS = [
     Mutant("evaluate.per-class-by-column", "da_toolkit/evaluate.py",
            "totals = matrix.sum(axis=1)", "totals = matrix.sum(axis=0)",
            "per-class accuracy divides by predictions instead of true images", ("tests/test_training.py",)),
-    Mutant("benchmark.translated-use-trains-own-translator", CG,
+    Mutant("benchmark.translated-use-trains-own-translator", "da_toolkit/adapters/cyclegan/translator.py",
            'FEATURE_USE_KEYS = ("feature_data", "translated_fraction", "agreement_warning")',
            'FEATURE_USE_KEYS = ("translated_fraction", "agreement_warning")',
            "cyclegan_translated trains its own translator instead of sharing cyclegan's",

@@ -19,7 +19,7 @@ from da_toolkit.adapters import ADAPTERS
 from da_toolkit.adapters.cyclegan.diagnostics import oracle_read_out, translation_diagnostics
 from da_toolkit.adapters.cyclegan.options import CycleGANOptions
 from da_toolkit.adapters.cyclegan.training import CycleGANTraining, build_generators, train_classifier
-from da_toolkit.adapters.cyclegan.translator import CycleGANTranslator
+from da_toolkit.adapters.cyclegan.translator import CycleGANTranslator, translator_dependencies
 from da_toolkit.adapters.pixel import PixelAdapter, PixelReport, translate_images
 from da_toolkit.context import Context
 from da_toolkit.data.base import Domain
@@ -30,10 +30,6 @@ from da_toolkit.training.checkpoint import UnreadableFile, load_checkpoint, load
 from da_toolkit.training.loop import train_loop
 
 GENERATOR_KEYS = {"a2b": "generator_ab", "b2a": "generator_ba"}  # pixel-stage checkpoint keys by direction
-# Options read only after translation, when the feature stage's training set is assembled.
-FEATURE_USE_KEYS = ("feature_data", "translated_fraction", "agreement_warning")
-# `train` keys that do not change the classifiers the pixel stage trains (f_S, the oracle)
-TRAIN_KEYS_UNUSED = ("iterations", "log_every", "eval_batch_size")
 
 __all__ = ["CycleGAN", "CycleGANOptions"]
 
@@ -74,13 +70,8 @@ class CycleGAN(PixelAdapter):
 
     # -- read side ------------------------------------------------------------------------------
     def translator_keys(self, pixel: dict, train: dict) -> dict:
-        """The pixel section but the keys that only say how the feature stage uses the translations
-        (`FEATURE_USE_KEYS`: cyclegan and cyclegan_translated share one translator); with the semantic
-        loss on, the train section's optimisation keys too (they train f_S, which shapes G)."""
-        keys = {"pixel": {key: value for key, value in pixel.items() if key not in FEATURE_USE_KEYS}}
-        if self.options.semantic_weight > 0:
-            keys["train"] = {key: value for key, value in train.items() if key not in TRAIN_KEYS_UNUSED}
-        return keys
+        """`translator_dependencies` of the pixel section."""
+        return translator_dependencies(pixel, train, self.options.semantic_weight)
 
     def load_generator(self, home: RunDir, direction: str) -> nn.Module:
         """G (a2b) or F (b2a) from the pixel-stage checkpoint in `home`, on the CPU, read safely."""

@@ -26,6 +26,22 @@ def weights_hash(module: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+# Options read only after translation, when the feature stage's training set is assembled.
+FEATURE_USE_KEYS = ("feature_data", "translated_fraction", "agreement_warning")
+# `train` keys that do not change the classifiers the pixel stage trains (f_S, the oracle)
+TRAIN_KEYS_UNUSED = ("iterations", "log_every", "eval_batch_size")
+
+
+def translator_dependencies(pixel: dict, train: dict, semantic_weight: float) -> dict:
+    """What a translator trained by a pixel section `pixel` depends on, for `compare`'s sharing: the
+    section but the keys that only say how the feature stage uses the translations (`FEATURE_USE_KEYS`:
+    cyclegan and cyclegan_translated share one translator); with the semantic loss on, the train
+    section's optimisation keys too (they train f_S, which shapes G)."""
+    keys = {"pixel": {key: value for key, value in pixel.items() if key not in FEATURE_USE_KEYS}}
+    if semantic_weight > 0:
+        keys["train"] = {key: value for key, value in train.items() if key not in TRAIN_KEYS_UNUSED}
+    return keys
+
 class CycleGANTranslator:
     """Translates datasets with a trained G: A -> B (cached on disk by weights and data), then makes
     what the feature stage trains on: f_S's label filter and the mix with the raw source (`prepare`).

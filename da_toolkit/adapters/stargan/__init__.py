@@ -21,7 +21,7 @@ from torch import nn
 from da_toolkit.adapters import ADAPTERS
 from da_toolkit.adapters.cyclegan.diagnostics import oracle_read_out, translation_diagnostics
 from da_toolkit.adapters.cyclegan.training import train_classifier
-from da_toolkit.adapters.cyclegan.translator import CycleGANTranslator
+from da_toolkit.adapters.cyclegan.translator import CycleGANTranslator, translator_dependencies
 from da_toolkit.adapters.pixel import PixelAdapter, PixelReport, translate_images
 from da_toolkit.adapters.stargan.networks import ConditionedGenerator
 from da_toolkit.adapters.stargan.options import StarGANOptions
@@ -33,10 +33,6 @@ from da_toolkit.rundir import RunDir
 from da_toolkit.training.checkpoint import UnreadableFile, load_checkpoint, load_state
 from da_toolkit.training.loop import train_loop
 
-# Options read only after translation, when the feature stage's training set is assembled.
-FEATURE_USE_KEYS = ("feature_data", "translated_fraction", "agreement_warning")
-# `train` keys that do not change the classifiers the pixel stage trains (f_S, the oracle)
-TRAIN_KEYS_UNUSED = ("iterations", "log_every", "eval_batch_size")
 
 __all__ = ["StarGAN", "StarGANOptions"]
 
@@ -93,13 +89,10 @@ class StarGAN(PixelAdapter):
 
     # -- read side ------------------------------------------------------------------------------
     def translator_keys(self, pixel: dict, train: dict) -> dict:
-        """The pixel section but the keys that only say how the feature stage uses the translations, with
-        the domains in label order (the recipe's source and target included); with the semantic loss on,
-        the train section's optimisation keys too (they train f_S, which shapes G)."""
-        kept = {key: value for key, value in pixel.items() if key not in FEATURE_USE_KEYS}
-        keys = {"pixel": {**kept, "domains": self.domains}}
-        if self.options.semantic_weight > 0:
-            keys["train"] = {key: value for key, value in train.items() if key not in TRAIN_KEYS_UNUSED}
+        """`translator_dependencies` of the pixel section, with the domains in label order (the recipe's
+        source and target included)."""
+        keys = translator_dependencies(pixel, train, self.options.semantic_weight)
+        keys["pixel"]["domains"] = self.domains
         return keys
 
     def load_generator(self, home: RunDir, direction: str) -> nn.Module:
