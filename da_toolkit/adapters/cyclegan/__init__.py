@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from da_toolkit.adapters import ADAPTERS
-from da_toolkit.adapters.cyclegan.diagnostics import oracle_read_out, translation_diagnostics
+from da_toolkit.adapters.cyclegan.diagnostics import add_oracle_read_out, translation_diagnostics
 from da_toolkit.adapters.cyclegan.options import CycleGANOptions
 from da_toolkit.adapters.cyclegan.training import CycleGANTraining, build_generators, train_classifier
 from da_toolkit.adapters.cyclegan.translator import CycleGANTranslator, translator_dependencies
@@ -92,14 +92,4 @@ class CycleGAN(PixelAdapter):
         translated = translate_images(self.load_generator(home, "a2b"), sample.images, torch.device("cpu"), 256)
         out = PixelReport([("translation into target style by the run's CycleGAN (G)", translated)],
                           {"images": len(sample)})
-        read = oracle_read_out(self.setup, home, sample, translated)
-        if read is None:
-            out.text.append("The label-preservation diagnostic did not run for this run (no oracle checkpoint).")
-            return out
-        out.numbers.update(oracle_reads=read["reads"], oracle_reads_per_class=read["reads_per_class"])
-        out.marks = read["marks"]
-        per_class = ", ".join(f"{c}: {100 * v:.0f}%" for c, v in enumerate(read["reads_per_class"]) if v is not None)
-        out.text.append(f"The label-preservation oracle (trained on labeled target images: a benchmark diagnostic) "
-                        f"reads {100 * read['reads']:.1f}% of {len(sample)} translated source images correctly. "
-                        f"Per class: {per_class}.")
-        return out
+        return add_oracle_read_out(out, self.setup, home, sample, translated, "translated source images")

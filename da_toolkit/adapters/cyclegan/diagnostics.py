@@ -69,3 +69,19 @@ def translation_diagnostics(setup: AdapterSetup, iterations: int, source: Domain
         if "warning" in translator.report:
             ctx.info(f"warning: pixel: {translator.report['warning']}")
     return out
+
+
+def add_oracle_read_out(report, setup: AdapterSetup, home: RunDir, sample: DomainDataset, translated: torch.Tensor,
+                        what: str):
+    """`report` (a PixelReport) with the label-preservation oracle's read-out of `translated` (`what`: how
+    the sample was translated, for the sentence), or a sentence saying the run trained no oracle."""
+    read = oracle_read_out(setup, home, sample, translated)
+    if read is None:
+        report.text.append("The label-preservation diagnostic did not run for this run (no oracle checkpoint).")
+        return report
+    report.numbers.update(oracle_reads=read["reads"], oracle_reads_per_class=read["reads_per_class"])
+    report.marks = read["marks"]
+    per_class = ", ".join(f"{c}: {100 * v:.0f}%" for c, v in enumerate(read["reads_per_class"]) if v is not None)
+    report.text.append(f"The label-preservation oracle (trained on labeled target images: a benchmark diagnostic) "
+                       f"reads {100 * read['reads']:.1f}% of {len(sample)} {what} correctly. Per class: {per_class}.")
+    return report

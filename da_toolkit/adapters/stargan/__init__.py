@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from da_toolkit.adapters import ADAPTERS
-from da_toolkit.adapters.cyclegan.diagnostics import oracle_read_out, translation_diagnostics
+from da_toolkit.adapters.cyclegan.diagnostics import add_oracle_read_out, translation_diagnostics
 from da_toolkit.adapters.cyclegan.training import train_classifier
 from da_toolkit.adapters.cyclegan.translator import CycleGANTranslator, translator_dependencies
 from da_toolkit.adapters.pixel import PixelAdapter, PixelReport, translate_images
@@ -115,14 +115,5 @@ class StarGAN(PixelAdapter):
                  translate_images(self.load_generator(home, name), sample.images, torch.device("cpu"), 256))
                 for name in self.directions]
         out = PixelReport(rows, {"images": len(sample), "domains": self.domains})
-        read = oracle_read_out(self.setup, home, sample, rows[0][1])
-        if read is None:
-            out.text.append("The label-preservation diagnostic did not run for this run (no oracle checkpoint).")
-            return out
-        out.numbers.update(oracle_reads=read["reads"], oracle_reads_per_class=read["reads_per_class"])
-        out.marks = read["marks"]
-        per_class = ", ".join(f"{c}: {100 * v:.0f}%" for c, v in enumerate(read["reads_per_class"]) if v is not None)
-        out.text.append(f"The label-preservation oracle (trained on labeled target images: a benchmark diagnostic) "
-                        f"reads {100 * read['reads']:.1f}% of {len(sample)} source images translated into "
-                        f"{self.directions[0]} correctly. Per class: {per_class}.")
-        return out
+        return add_oracle_read_out(out, self.setup, home, sample, rows[0][1],
+                                   f"source images translated into {self.directions[0]}")
