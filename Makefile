@@ -23,8 +23,10 @@ run: $(STAMP)
 	$(BIN)/da-toolkit run recipes/quickstart.yaml --overwrite
 	$(BIN)/da-toolkit show runs/quickstart_source_only runs/quickstart
 
+# the fast suite in TEST_WORKERS processes (pytest-xdist), a test file per process at a time (module fixtures run once)
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -x -q -m "not slow"
+	$(BIN)/python -m pytest -x -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile
 	tools/check_wheel.sh $(BIN)/python
 
 test-slow: $(STAMP)

@@ -23,6 +23,6 @@ setup(
         "matplotlib>=3.6",
         "submitit>=1.5",
     ],
-    extras_require={"test": ["pytest>=7", "hypothesis>=6"]},
+    extras_require={"test": ["pytest>=7", "pytest-xdist>=3", "hypothesis>=6"]},
     entry_points={"console_scripts": ["da-toolkit=da_toolkit.cli:main"]},
 )

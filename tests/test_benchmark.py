@@ -397,6 +397,7 @@ def test_learning_curve_for_the_label_axis(tmp_path, toy_recipes):
 # ---------------------------------------------------------------------------------------------- end to end
 
 
+@pytest.mark.slow  # 35 s of subprocesses and reports; the sharing itself is also tested with fake cells above
 def test_real_cells_in_two_processes_train_one_translator(tmp_path):
     """Three tiny cells through `da-toolkit run` subprocesses, two at a time; cyclegan_ft reuses the
     translator of cyclegan, so only cyclegan trains a CycleGAN. A re-run starts nothing."""

@@ -136,7 +136,18 @@ def case_id(case) -> str:
     return "+".join(x for x in (pixel, feature) if x) + (f"+refine_{refine}" if refine else "") + f"-k{k}"
 
 
-@pytest.mark.parametrize("case", cases(), ids=case_id)
+# With labeled target images (k = 2) every method runs in `make test-slow`; the fast suite keeps one method of each
+# family that reads them differently (plain cross-entropy, the adversarial family, ADDA's two stages, self-training
+# and the source-free start, and the method that needs them).
+K2_IN_THE_FAST_SUITE = {"source_only", "dann", "adda", "fixmatch", "shot", "target_only"}
+
+
+def fast_or_slow(case):
+    slow = case[2] == 2 and case[1] not in K2_IN_THE_FAST_SUITE
+    return pytest.param(case, marks=pytest.mark.slow) if slow else case
+
+
+@pytest.mark.parametrize("case", [fast_or_slow(case) for case in cases()], ids=case_id)
 def test_every_stage_of_every_method_resumes_exactly(case, straight_runs, toy_source_run, tmp_path, monkeypatch):
     straight = straight_runs(case)
     expected = final_state(straight)
