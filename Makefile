@@ -17,7 +17,7 @@ $(STAMP): setup.py
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# the quickstart's adapted pipeline and its source-only baseline, then both accuracies side by side
+# the quickstart's adapted pipeline and its source-only baseline, then both accuracies side by side and which to use
 run: $(STAMP)
 	$(BIN)/da-toolkit run recipes/quickstart_source_only.yaml --overwrite
 	$(BIN)/da-toolkit run recipes/quickstart.yaml --overwrite

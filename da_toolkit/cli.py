@@ -231,30 +231,52 @@ def compare(benchmark, profile, jobs, executor, slurm_partition, slurm_time, slu
 
 @main.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=PathArgument(file_okay=False, path_type=Path))
-def show(run_dirs):
-    """Print the target accuracy of finished RUN_DIRS side by side; mark runs whose classifier collapsed; and
-    the method each validator recommends per task (runs of one recipe with several seeds count together)."""
+@click.option("-v", "--verbose", is_flag=True,
+              help="Also every validator's pick per task, with the hindsight from target test labels (the best "
+                   "method, the regret of each pick), as compare's results.md.")
+def show(run_dirs, verbose):
+    """Print the target accuracy of finished RUN_DIRS side by side, mark runs whose classifier collapsed, and
+    recommend a method per task in one line, without target labels (runs of one recipe with several seeds
+    count together; a run without adaptation is the no-harm baseline)."""
     from da_toolkit.pipeline import read_metrics
 
     rows = [read_metrics(run_dir) for run_dir in run_dirs]
     width = max(len(str(run_dir)) for run_dir in run_dirs)
     click.echo(f"{'run':<{width}}  {'method':<24} {'target acc':>10} {'source acc':>10} {'wall time':>9}")
     for run_dir, metrics in zip(run_dirs, rows):
-        method = " + ".join(a for a in (metrics["pixel_adapter"], metrics["feature_adapter"],
-                                         metrics.get("refine_adapter")) if a)
         collapsed = "  COLLAPSED" if metrics.get("collapse", {}).get("collapsed") else ""
-        click.echo(f"{str(run_dir):<{width}}  {method:<24} {100 * metrics['target_accuracy']:9.2f}% "
+        click.echo(f"{str(run_dir):<{width}}  {adapters_of(metrics):<24} {100 * metrics['target_accuracy']:9.2f}% "
                    f"{100 * metrics['source_accuracy']:9.2f}% {metrics['wall_time_s']:8.0f}s{collapsed}")
-    click.echo(f"(target: {rows[0]['target']['dataset']}; {rows[0]['selection']})")
+    targets = dict.fromkeys(f"{m['target']['dataset']}, {m['target']['images']} images" for m in rows)
+    click.echo(f"target acc: your evaluation on the labeled target test images ({'; '.join(targets)}); the "
+               f"recommendation below never reads it")
+    click.echo(f"model selection: {'; '.join(dict.fromkeys(m['selection'] for m in rows))}")
     for run_dir, metrics in zip(run_dirs, rows):
         if metrics.get("collapse", {}).get("collapsed"):
             click.echo(f"COLLAPSED: {run_dir}: {metrics['collapse']['message']}")
-    records = [selection_record(metrics) for metrics in rows if metrics.get("model_selection")]
-    if records:
-        from da_toolkit.benchmark import recommend
+    scored = [metrics for metrics in rows if metrics.get("model_selection")]
+    if not scored:
+        return
+    from da_toolkit.benchmark import recommend
 
+    records = [selection_record(metrics) for metrics in scored]
+    names = {record["method"]: f"{metrics['recipe']} ({adapters_of(metrics)})"
+             for record, metrics in zip(records, scored)}
+    result = recommend.study(records)
+    click.echo("")
+    click.echo("\n".join(recommend.one_line_picks(records, result, names)))
+    click.echo(f"({recommend.picked_by(result)})")
+    if verbose:
         click.echo("")
-        click.echo("\n".join(recommend.markdown(recommend.study(records))))
+        click.echo("\n".join(recommend.markdown(result)))
+    else:
+        click.echo("(every validator's pick, with the hindsight from target test labels: add --verbose)")
+
+
+def adapters_of(metrics: dict) -> str:
+    """A run's methods, pixel + feature + refinement stage, e.g. "cyclegan + dann"."""
+    return " + ".join(a for a in (metrics["pixel_adapter"], metrics["feature_adapter"],
+                                  metrics.get("refine_adapter")) if a)
 
 
 def selection_record(metrics: dict) -> dict:

@@ -15,6 +15,7 @@ import yaml
 
 from conftest import toy_recipe_dict
 from da_toolkit import benchmark as bench
+from da_toolkit.benchmark import recommend
 from da_toolkit.data import build_domains
 from da_toolkit.errors import UserError
 from da_toolkit.recipe import load_recipe
@@ -356,7 +357,7 @@ def test_summary_markdown_and_csv_from_hand_made_metrics(tmp_path, toy_recipes):
             "status"} <= set(results["cells"][0])
 
 
-def test_results_recommend_a_method_per_validator_with_hindsight(tmp_path, toy_recipes):
+def test_results_recommend_a_method_per_validator_with_hindsight(tmp_path, toy_recipes, capsys):
     path = benchmark_file(tmp_path, methods=["source_only", "cyclegan"], seeds=[0, 1])
 
     def scored(im, accuracies):  # one run's candidates: (info_max, target test accuracy) per checkpoint
@@ -370,6 +371,12 @@ def test_results_recommend_a_method_per_validator_with_hindsight(tmp_path, toy_r
                  "toy/cyclegan/seed1": scored([0.3, 0.8], [0.6, 0.9])}
     accuracy = {name: s["candidates"][-1]["target_test_accuracy"] for name, s in selection.items()}
     bench.compare(path, output=tmp_path / "b", launch=fake_launch(accuracy, selection=selection))
+    # the terminal ends with the pick in one line per task, from the validator scores alone
+    assert capsys.readouterr().out.splitlines()[-3:] == [
+        "toy: use cyclegan — info_max 0.85 vs source-only 0.45 (mean of 2 seeds, higher in each of the 2 seeds both "
+        "ran); no target label read",
+        "(info_max, the default validator, higher is better: " + recommend.VALIDATORS["info_max"] + ")",
+        f"(every validator's pick, with the hindsight from target test labels: {tmp_path / 'b' / 'results.md'})"]
     result = json.loads((tmp_path / "b" / "results.json").read_text())["recommendation"]
     study = result["tasks"]["toy"]["info_max"]
     # cyclegan's mean score (0.85) beats source-only's (0.45) in both seeds: picked, and it is the best (90 vs 70 %)

@@ -85,7 +85,7 @@ def test_an_unreadable_character_in_a_run_directory_recipe_is_one_line(write_rec
 
 @pytest.mark.parametrize("arguments, message", [
     (["run"], "error: da-toolkit run: Missing argument 'RECIPE'. (see --help)"),
-    (["show", "--bogus"], "error: da-toolkit show: No such option '--bogus'. (see --help)"),
+    (["show", "--bogus"], "error: da-toolkit show: No such option '--bogus'. Did you mean '--verbose'? (see --help)"),
     (["run", "x.yaml", "--nproc", "0"], "error: da-toolkit run: Invalid value for '--nproc': 0 is not in the range "
                                         "x>=1. (see --help)"),
     (["--version", "--resume"], "error: da-toolkit: No such option '--resume'. (see --help)"),  # the group's own

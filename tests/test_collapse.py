@@ -129,5 +129,5 @@ def test_every_run_records_the_alarm_and_show_marks_a_collapsed_run(write_recipe
     assert result.exit_code == 0
     lines = result.output.splitlines()
     assert lines[1].endswith("s") and lines[2].endswith("s  COLLAPSED")
-    assert lines[4] == f"COLLAPSED: {tmp_path / 'short'}: {short['collapse']['message']}"
-    assert "## Recommendation without target labels" in lines  # then the validators' picks (test_selection.py)
+    assert lines[5] == f"COLLAPSED: {tmp_path / 'short'}: {short['collapse']['message']}"
+    assert "not considered, collapse alarm:" in lines[7]  # then the pick (test_selection.py)

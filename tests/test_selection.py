@@ -3,6 +3,7 @@ target folds, the recipe's checks, and the method recommendation (benchmark/reco
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -192,7 +193,7 @@ def test_show_prints_the_recommendation_of_the_runs_it_is_given(tmp_path):
                           ("toy_dann", {"adapter": "dann", "discriminator_hidden": [16]})):
         recipe = recipe_from_dict(toy_recipe_dict(name=name, feature=feature, train={"iterations": 120}))
         metrics[name] = run(recipe, tmp_path / name, progress=False)
-    result = CliRunner().invoke(main, ["show", str(tmp_path / "toy_plain"), str(tmp_path / "toy_dann")])
+    result = CliRunner().invoke(main, ["show", "--verbose", str(tmp_path / "toy_plain"), str(tmp_path / "toy_dann")])
     assert result.exit_code == 0, result.output
     records = [selection_record(m) for m in metrics.values()]
     assert [r["method"] for r in records] == ["source_only", "toy_dann"]  # the plain run is the no-harm baseline
@@ -201,3 +202,103 @@ def test_show_prints_the_recommendation_of_the_runs_it_is_given(tmp_path):
         picked, _ = recommend.pick(records, validator)
         shown = [line for line in result.output.splitlines() if f"| {validator} " in line or f"**{validator}**" in line]
         assert picked == "source_only" and shown[0].split("|")[3].strip() == picked  # never the collapsed run
+
+
+def test_one_line_picks_say_what_to_use_and_why_by_hand():
+    def lines(records, names=None):
+        return recommend.one_line_picks(records, recommend.study(records), names)
+
+    base = [record("t", "source_only", 0, 0.70, {"info_max": 1.0})]
+    # no source-only run: the pick is the highest score, and the line says no-harm was not checked
+    assert lines([record("t", "dann", 0, 0.8, {"info_max": 1.5}), record("t", "mcc", 0, 0.9, {"info_max": 1.2})]) == [
+        "t: use dann — info_max 1.50, the highest of 2 method(s); no source-only run to check that adaptation "
+        "helped; no target label read"]
+    # source-only scores highest; the adapted method's score is shown with the decimals that tell them apart
+    assert lines(base + [record("t", "dann", 0, 0.99, {"info_max": 0.9986})], {"dann": "r_dann (dann)"}) == [
+        "t: keep source-only (no adaptation) — no adapted method scores higher on info_max (best: r_dann (dann) "
+        "0.999 vs source-only 1.000); no target label read"]
+    # every adapted run collapsed: nothing to choose, and the collapsed method is named
+    assert lines(base + [record("t", "dann", 0, 0.9, {"info_max": 2.0}, collapsed=True)]) == [
+        "t: keep source-only (no adaptation) — no adapted run to choose without a collapse alarm; not considered, "
+        "collapse alarm: dann; no target label read"]
+    # nothing scored by the default validator
+    assert lines([record("t", "dann", 0, 0.9, {"info_max": 2.0}, collapsed=True)]) == [
+        "t: no recommendation — no run has this validator's score, or every method has a seed with a collapse "
+        "alarm; not considered, collapse alarm: dann; no target label read"]
+
+
+def write_metrics(folder, recipe, adapter, task, seed, accuracy, info_max, collapsed=False):
+    """A finished run directory with a hand-made metrics.json: one candidate, scored `info_max`, returned."""
+    folder.mkdir(parents=True)
+    target = {"dataset": "usps/test", "images": 2007} if task == "mnist->usps" else {"dataset": "mnist/test",
+                                                                                      "images": 10000}
+    metrics = {"recipe": recipe, "task": task, "pixel_adapter": None, "feature_adapter": adapter,
+               "refine_adapter": None, "seed": seed, "target_accuracy": accuracy, "source_accuracy": 0.99,
+               "target": target, "wall_time_s": 10.0,
+               "selection": "final model after the last iteration (no target labels used for model selection)",
+               "collapse": {"collapsed": collapsed, "message": "the classifier collapsed: (hand-made)"},
+               "model_selection": {"chosen": {"index": 0}, "candidates": [
+                   {"stage": "feature", "iteration": 10, "scores": {"info_max": info_max, "dev": -info_max}}]}}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    return str(folder)
+
+
+@pytest.fixture
+def two_tasks(tmp_path):
+    """mnist->usps: dann scores above source-only in both seeds, though its (hindsight) accuracy is lower;
+    usps->mnist: adda's mean score is higher but not in seed 1 (no harm), mcc scores highest but collapsed."""
+    runs = [write_metrics(tmp_path / f"m2u_{method}{seed}", f"mnist2usps_{method}", method, "mnist->usps", seed,
+                          accuracy, score)
+            for method, seed, accuracy, score in (("source_only", 0, 0.70, 1.0), ("source_only", 1, 0.72, 1.1),
+                                                  ("dann", 0, 0.60, 1.5), ("dann", 1, 0.62, 1.6))]
+    runs += [write_metrics(tmp_path / f"u2m_{method}{seed}", f"usps2mnist_{method}", method, "usps->mnist", seed,
+                           accuracy, score, collapsed=method == "mcc")
+             for method, seed, accuracy, score in (("source_only", 0, 0.60, 1.0), ("source_only", 1, 0.60, 1.0),
+                                                   ("adda", 0, 0.90, 1.4), ("adda", 1, 0.90, 0.9),
+                                                   ("mcc", 0, 0.10, 3.0))]
+    return runs
+
+
+def test_show_prints_the_pick_in_one_line_per_task(two_tasks):
+    from click.testing import CliRunner
+
+    from da_toolkit.cli import main
+
+    result = CliRunner().invoke(main, ["show", *two_tasks])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["run", "method", "target", "acc", "source", "acc", "wall", "time"]
+    assert [line.split()[1] for line in lines[1:10]] == ["source_only"] * 2 + ["dann"] * 2 + ["source_only"] * 2 + \
+        ["adda"] * 2 + ["mcc"]
+    assert lines[9].endswith("10s  COLLAPSED") and "COLLAPSED" not in "".join(lines[1:9])
+    assert lines[10] == ("target acc: your evaluation on the labeled target test images (usps/test, 2007 images; "
+                         "mnist/test, 10000 images); the recommendation below never reads it")
+    assert lines[12] == f"COLLAPSED: {two_tasks[-1]}: the classifier collapsed: (hand-made)"
+    # one line per task, from the validator scores alone: dann is picked though its target accuracy is lower
+    assert lines[14:16] == [
+        "mnist->usps: use mnist2usps_dann (dann) — info_max 1.55 vs source-only 1.05 (mean of 2 seeds, higher "
+        "in each of the 2 seeds both ran); no target label read",
+        "usps->mnist: keep source-only (no adaptation) — no harm: usps2mnist_adda (adda) has the higher mean "
+        "info_max (1.15 vs source-only 1.00) but not in every seed; not considered, collapse alarm: usps2mnist_mcc "
+        "(mcc); no target label read"]
+    assert lines[16].startswith("(info_max, the default validator, higher is better: information maximisation")
+    assert lines[17:] == ["(every validator's pick, with the hindsight from target test labels: add --verbose)"]
+    assert "|" not in result.output and "hindsight" not in "".join(lines[:17])
+
+
+def test_show_verbose_adds_every_validators_pick_with_the_hindsight(two_tasks):
+    from click.testing import CliRunner
+
+    from da_toolkit.cli import main
+
+    plain = CliRunner().invoke(main, ["show", *two_tasks]).output.splitlines()
+    result = CliRunner().invoke(main, ["show", "--verbose", *two_tasks])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[:17] == plain[:17]  # the same runs, picks and validator line
+    assert "add --verbose" not in result.output and lines[18] == "## Recommendation without target labels"
+    # hindsight: source-only is the best on mnist->usps (71 %), dann's 61 % a regret of 10 points, harmful (> 5)
+    assert ("| mnist->usps | **info_max** (default) | mnist2usps_dann ⚠ harmful | source_only | 10.00 | – | – | "
+            "highest score, above source-only's in all 2 seed(s) |") in lines
+    # dev = −info_max here: source-only scores highest on both tasks
+    assert "| usps->mnist | dev | source_only | usps2mnist_adda | 30.00 | – | – | highest score |" in lines

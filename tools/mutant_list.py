@@ -872,6 +872,14 @@ MUTANTS = [
     Mutant("relations.k-beyond-the-smallest-class", "da_toolkit/recipe.py",
            "        if k > fewest:", "        if False:",
            "more labeled target images per class than the target has, accepted silently", ("tests/test_bounds.py",)),
+    # ------------------------------------------------------------------ the one-line pick of show and compare (issue 27)
+    Mutant("picks.line-names-the-hindsight-best", "da_toolkit/benchmark/recommend.py",
+           'chosen = entry and entry["pick"]', 'chosen = entry and entry.get("best", entry["pick"])',
+           "the one-line pick names the method best by target test accuracy: a target label read", SELECT),
+    Mutant("picks.collapsed-run-is-the-rival", "da_toolkit/benchmark/recommend.py",
+           "for m in dict.fromkeys(r[\"method\"] for r in runs) if m not in collapsed}",
+           "for m in dict.fromkeys(r[\"method\"] for r in runs)}",
+           "the no-harm line weighs source-only against a collapsed run's score", SELECT),
 ]
 
 # survivors judged harmless, by name, with the one-line reason printed in the report

@@ -6,9 +6,10 @@ import sys
 from fnmatch import fnmatchcase
 from pathlib import Path
 
+from da_toolkit.benchmark import recommend
 from da_toolkit.benchmark.cluster import ClusterLauncher, ClusterOptions
 from da_toolkit.benchmark.grid import Cell, expand, share_translators
-from da_toolkit.benchmark.report import cell_rows, write_results
+from da_toolkit.benchmark.report import cell_rows, selection_records, write_results
 from da_toolkit.benchmark.scheduler import Outcome, launch_cell, run_cells
 from da_toolkit.benchmark.spec import choose_profile, load_benchmark
 from da_toolkit.benchmark.verify import differences, recorded_accuracies
@@ -79,6 +80,7 @@ def compare(benchmark_path: str | Path, profile: str | None = None, jobs: int | 
         write_results(bench_dir, benchmark, profile, command, rows, skipped)
         print(f"results: {bench_dir / 'results.md'} (and .csv, .json); "
               f"TensorBoard: tensorboard --logdir {bench_dir / 'runs'}", file=sys.stderr)
+    print_picks(rows, bench_dir)
     unfinished = [r for r in rows if r["status"] != "done"]
     if unfinished:
         raise UserError(f"{len(unfinished)} of {len(rows)} cells did not finish: " +
@@ -91,6 +93,16 @@ def compare(benchmark_path: str | Path, profile: str | None = None, jobs: int | 
                             f"{tolerance:g} pp): " + "; ".join(differ))
         print(f"verified: the {len(rows)} cells reproduce {verify} (tolerance {tolerance:g} pp)", file=sys.stderr)
     return rows
+
+
+def print_picks(rows: list[dict], bench_dir: Path) -> None:
+    """The recommendation in one line per task (results.md has every validator's, with the hindsight)."""
+    records = selection_records(rows)
+    if records:
+        result = recommend.study(records)
+        print("\n".join(recommend.one_line_picks(records, result)))
+        print(f"({recommend.picked_by(result)})")
+        print(f"(every validator's pick, with the hindsight from target test labels: {bench_dir / 'results.md'})")
 
 
 def write_cell_reports(cells: list[Cell], outcomes: dict[Cell, Outcome]) -> None:

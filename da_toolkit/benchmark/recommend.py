@@ -165,6 +165,68 @@ def _number(value, digits: int = 2, sign: bool = False) -> str:
     return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
 
 
+def one_line_picks(records: list[dict], result: dict, names: dict[str, str] | None = None) -> list[str]:
+    """What a user acts on: one line per task of `study(records)` (`result`), the method the default validator
+    picks, its mean score beside source-only's, the methods left out for a collapse alarm. It reads the pick
+    and the runs' validator scores, never a target accuracy (the hindsight is `markdown`'s). `names`: how to
+    print a method (e.g. `show`'s "quickstart (adda)"), else its name."""
+    validator = result["default_validator"]
+    reads = ("only the held-out labeled target images read" if validator == "target_label_accuracy"
+             else "no target label read")
+
+    def name(method: str) -> str:
+        return names.get(method, method) if names else method
+
+    lines = []
+    for task, entries in result["tasks"].items():
+        runs = [r for r in records if r["task"] == task]
+        collapsed = list(dict.fromkeys(r["method"] for r in runs if r.get("collapsed")))
+        scores = {m: _mean([returned_scores(r).get(validator) for r in runs if r["method"] == m])
+                  for m in dict.fromkeys(r["method"] for r in runs) if m not in collapsed}
+        scores = {m: s for m, s in scores.items() if s is not None}
+        entry = entries.get(validator)
+        chosen = entry and entry["pick"]
+        rivals = {m: s for m, s in scores.items() if m not in (chosen, BASELINE)}
+        rival = max(rivals, key=rivals.get) if rivals else None
+        if not chosen:
+            text = f"no recommendation — {entry['why'] if entry else f'no run has a {validator} score'}"
+        elif chosen != BASELINE and BASELINE not in scores:
+            text = (f"use {name(chosen)} — {validator} {scores[chosen]:.2f}, the highest of {len(scores)} method(s); "
+                    f"no source-only run to check that adaptation helped")
+        elif chosen != BASELINE:
+            ours, theirs = _distinct(scores[chosen], scores[BASELINE])
+            seeds = [r["seed"] for r in runs if r["method"] == chosen]
+            shared = set(seeds) & {r["seed"] for r in runs if r["method"] == BASELINE}
+            text = f"use {name(chosen)} — {validator} {ours} vs source-only {theirs}" + (
+                f" (mean of {len(seeds)} seeds, higher in each of the {len(shared)} seeds both ran)"
+                if len(seeds) > 1 else "")
+        elif rival is None:
+            text = "keep source-only (no adaptation) — no adapted run to choose" + (
+                " without a collapse alarm" if collapsed else "")
+        else:
+            theirs, ours = _distinct(rivals[rival], scores[BASELINE])
+            text = "keep source-only (no adaptation) — " + (
+                f"no harm: {name(rival)} has the higher mean {validator} ({theirs} vs source-only {ours}) but not "
+                f"in every seed" if rivals[rival] > scores[BASELINE] else
+                f"no adapted method scores higher on {validator} (best: {name(rival)} {theirs} vs source-only {ours})")
+        if collapsed:
+            text += f"; not considered, collapse alarm: {', '.join(name(m) for m in collapsed)}"
+        lines.append(f"{task}: {text}; {reads}")
+    return lines
+
+
+def picked_by(result: dict) -> str:
+    """The validator of the one-line picks, for a line under them."""
+    validator = result["default_validator"]
+    return f"{validator}, the default validator, higher is better: {VALIDATORS.get(validator, validator)}"
+
+
+def _distinct(a: float, b: float) -> tuple[str, str]:
+    """a and b printed with the fewest decimals (2 to 6) that tell them apart."""
+    digits = next((d for d in range(2, 7) if f"{a:.{d}f}" != f"{b:.{d}f}"), 6)
+    return f"{a:.{digits}f}", f"{b:.{digits}f}"
+
+
 def markdown(result: dict) -> list[str]:
     """The recommendation section of results.md (and of `da-toolkit show`)."""
     default = result["default_validator"]
