@@ -24,7 +24,7 @@ def compare(benchmark_path: str | Path, profile: str | None = None, jobs: int | 
     """Run (with dry_run: list) the benchmark's cells and write the results; returns the per-cell rows.
 
     The benchmark directory is `output`, else <output_dir>/<name>[-<profile>][-verify]. `only`: a
-    glob over cell names (task/method[_k<k>]/seed<s>) that selects the cells; `finished_only`: of those,
+    glob over cell names (task/method[@i][_k<k>]/seed<s>) that selects the cells; `finished_only`: of those,
     the finished ones (nothing runs; the results of a grid still running or partly run). When a cell did not
     finish, raises UserError after writing the results, so that scripts see a non-zero exit status.
     With `verify` (a results.json), also when a cell's target accuracy differs from the recorded
