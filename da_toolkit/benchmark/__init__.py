@@ -23,9 +23,8 @@ learning_curve.png.
 With ``--executor slurm`` each cell is a Slurm job submitted through submitit instead (cluster.py).
 
 One module per job: spec (the benchmark file), sweep (search spaces and their configurations), grid
-(cells and translator sharing), scheduler
-(processes), cluster (Slurm jobs), published (reference numbers), report (tables and plots),
-command (compare itself);
+(cells and translator sharing), scheduler (processes), cluster (Slurm jobs), published (reference
+numbers), report (tables and plots), command (compare itself);
 ``python -m da_toolkit.benchmark`` (__main__.py) is the entry point of a cell process.
 """
 from __future__ import annotations
