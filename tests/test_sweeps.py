@@ -92,7 +92,8 @@ def test_override_text_reads_back_as_the_value():
     ({"train.lrr": {"uniform": [0.01, 0.1]}}, None,
      "sweeps.source_only.space.train.lrr (uniform [0.01, 0.1], "),  # + the recipe's did-you-mean, below
     ({"train.lr": {"choices": []}}, None, "sweeps.source_only.space.train.lr.choices: expected a non-empty list"),
-    ({"train.lr": {"uniform": [0.1, 0.01]}}, None, "sweeps.source_only.space.train.lr.uniform: low 0.1 is above high 0.01"),
+    ({"train.lr": {"uniform": [0.1, 0.01]}}, None,
+     "sweeps.source_only.space.train.lr.uniform: low 0.1 is above high 0.01"),
     ({"train.lr": {"log_uniform": [0, 0.1]}}, None, "train.lr.log_uniform: the range must be positive"),
     ({"train.lr": {"log_uniform": [-1, 0.1]}}, None, "train.lr.log_uniform: the range must be positive"),
     ({"train.lr": {"log_unifrom": [0.01, 0.1]}}, None, "unknown kind of dimension; did you mean 'log_uniform'?"),
@@ -144,7 +145,8 @@ def test_each_configuration_is_a_cell_with_its_overrides_after_the_profiles(tmp_
         "cyclegan", "cyclegan@1", {"train.iterations": 90, "pixel.translated_fraction": 0.25})
     assert swept.run_dir.parts[-3:] == ("toy", "cyclegan@1", "seed0")
     # the sweep's values win over the profile's, and the seed is the cell's
-    assert (swept.recipe.train.iterations, swept.recipe.pixel.options.translated_fraction, swept.recipe.seed) == (90, 0.25, 0)
+    recipe = swept.recipe
+    assert (recipe.train.iterations, recipe.pixel.options.translated_fraction, recipe.seed) == (90, 0.25, 0)
     assert cells[2].recipe.train.iterations == 50  # the method's own cell: the profile's value
     assert load_recipe(swept.recipe_path, swept.overrides).to_dict() == swept.expected_recipe
     # pixel once: the configurations do not change the pixel stage, so the cyclegan cells of a seed share the
@@ -246,7 +248,8 @@ def test_results_of_a_sweep_name_the_configuration_picked_and_the_hindsight_best
     assert (configurations["pick_hyper_parameters"], configurations["unswept_pick"], configurations["sweep_gain"]) == (
         {"train.lr": 0.02}, "cyclegan", 5.0)
     text = (tmp_path / "b" / "results.md").read_text()
-    assert "| toy | cyclegan@0 | lr=0.02 | 85.00 | cyclegan@1 | lr=0.04 | 90.00 | 5.00 | cyclegan | 80.00 | +5.00 |" in text
+    assert ("| toy | cyclegan@0 | lr=0.02 | 85.00 | cyclegan@1 | lr=0.04 | 90.00 | 5.00 | cyclegan | 80.00 | +5.00 |"
+            in text)
     assert "| toy | cyclegan@1 | lr=0.04 | 90.00 ± 0.00 | 2/2 |" in text  # the summary: a row per configuration
     assert "  * cyclegan@1: lr=0.04" in text  # the Sweeps section
     rows = list(csv.DictReader(open(tmp_path / "b" / "results.csv")))

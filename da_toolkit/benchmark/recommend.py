@@ -286,7 +286,8 @@ def configuration_study(records: list[dict], result: dict) -> dict:
 
 def _accuracy(runs: list[dict], method: str | None) -> float | None:
     """The mean target accuracy (%) of `method`'s runs; None when unknown."""
-    value = _mean([r["target_accuracy"] for r in runs if r["method"] == method and r.get("target_accuracy") is not None])
+    value = _mean([r["target_accuracy"] for r in runs
+                   if r["method"] == method and r.get("target_accuracy") is not None])
     return None if value is None else 100 * value
 
 

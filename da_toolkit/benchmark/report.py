@@ -188,7 +188,8 @@ def _pyplot():
     return plt
 
 
-def bar_chart(path: Path, summary: list[dict], published: Published | None, picks: dict[str, str] | None = None) -> None:
+def bar_chart(path: Path, summary: list[dict], published: Published | None,
+              picks: dict[str, str] | None = None) -> None:
     """Grouped bars per task (one per method with its recipe's values, std as error bars); the first published
     number as a black tick; with sweeps, a dot per configuration of the method's sweep (mean over seeds) and a
     star on the configuration recommended for the task (`picks`: task -> configuration)."""
@@ -279,7 +280,8 @@ def write_results(bench_dir: Path, benchmark: Benchmark, profile: str | None, co
     if any(e["mean"] is not None for e in summary):
         plot = "learning_curve.png" if benchmark.label_counts is not None else "results.png"
         if benchmark.label_counts is not None:
-            learning_curve(bench_dir / plot, summary, [c for m in benchmark.methods for c, _, _ in benchmark.variants(m)])
+            configurations = [c for m in benchmark.methods for c, _, _ in benchmark.variants(m)]
+            learning_curve(bench_dir / plot, summary, configurations)
         else:
             picks = {task: entries[recommendation["default_validator"]]["pick"]
                      for task, entries in recommendation["tasks"].items()

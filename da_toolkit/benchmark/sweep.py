@@ -177,8 +177,9 @@ def _sweep(method: str, sample: Any, space: Any, where: str) -> Sweep:
     kind = sample["kind"]
     for key in sample:
         if key not in SAMPLE_KEYS[kind]:
-            raise UserError(f"{where}.sample.{key}: unknown key for kind {kind}"
-                            f"{did_you_mean(str(key), list(SAMPLE_KEYS[kind]))} (allowed: {', '.join(SAMPLE_KEYS[kind])})")
+            allowed = list(SAMPLE_KEYS[kind])
+            raise UserError(f"{where}.sample.{key}: unknown key for kind {kind}{did_you_mean(str(key), allowed)} "
+                            f"(allowed: {', '.join(allowed)})")
     if not isinstance(space, dict) or not space:
         raise UserError(f"{where}.space: expected a mapping recipe key -> dimension with at least one key, "
                         f"e.g. feature.trade_off: {{log_uniform: [0.1, 3.0]}}")
