@@ -75,12 +75,11 @@ def _blank(value) -> str:
     return "" if value is None else str(value)
 
 
-def write_csv(path: Path, summary: list[dict], published: Published | None) -> None:
+def write_csv(path: Path, summary: list[dict], published: Published | None, swept: bool = False) -> None:
     """The summary table; published columns hold the plain numbers (results.md marks approximate matches). With
-    sweeps, a row per configuration, its name and hyper-parameters (JSON) after the method."""
+    sweeps (`swept`), a row per configuration, its name and hyper-parameters (JSON) after the method."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    swept = any(e["hyper_parameters"] for e in summary)
     writer.writerow(["task", "method", *(["configuration", "hyper_parameters"] if swept else []), "k", "n_seeds",
                      "mean_accuracy_pct", "std_accuracy_pct", "mean_wall_time_s",
                      "n_collapsed", *(f"published_{s}" for s in (published.columns if published else []))])
@@ -297,7 +296,7 @@ def write_results(bench_dir: Path, benchmark: Benchmark, profile: str | None, co
                                                    "command": command, "cells": rows, "summary": summary,
                                                    "recommendation": recommendation, "not_applicable": skipped,
                                                    **sweep_record(benchmark)})
-    write_csv(bench_dir / "results.csv", summary, published)
+    write_csv(bench_dir / "results.csv", summary, published, swept=bool(benchmark.sweeps))
     write_text_atomic(bench_dir / "results.md", markdown(benchmark, profile, command, rows, summary, skipped,
                                                          published, bench_dir, plots, recommendation,
                                                          selection_plots))
