@@ -203,7 +203,8 @@ def report(run_dir, baseline, output, sample):
 @click.option("-o", "--output", type=PathArgument(file_okay=False, path_type=Path),
               help="Benchmark directory (default: <output_dir of the benchmark file>/<its name>).")
 @click.option("--dry-run", is_flag=True, help="List the cells and their state without running them.")
-@click.option("--only", help="Run only the cells whose name (task/method/seed<s>) matches this glob, e.g. '*/adda/*'.")
+@click.option("--only", help="Run only the cells whose name (task/method/seed<s>; method@i for configuration i of "
+                             "the method's sweep) matches this glob, e.g. '*/adda/*' or '*/dann@*/*'.")
 @click.option("--finished", is_flag=True,
               help="Run nothing: write the results of the cells that finished so far (of those --only selects).")
 @click.option("--verify", type=PathArgument(dir_okay=False, path_type=Path),

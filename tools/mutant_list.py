@@ -44,6 +44,8 @@ BASELINES = ("tests/test_baselines_mcd.py",)
 SELF_TRAINING = "da_toolkit/training/self_training.py"
 ST = ("tests/test_self_training.py",)
 BASELINES_JOINT = ("tests/test_baselines_joint.py",)
+SWEEP = "da_toolkit/benchmark/sweep.py"
+SWEEPS = ("tests/test_sweeps.py",)
 
 MUTANTS = [
     # ------------------------------------------------------------------ CycleGAN iteration
@@ -880,6 +882,48 @@ MUTANTS = [
            "for m in dict.fromkeys(r[\"method\"] for r in runs) if m not in collapsed}",
            "for m in dict.fromkeys(r[\"method\"] for r in runs)}",
            "the no-harm line weighs source-only against a collapsed run's score", SELECT),
+    # ------------------------------------------------------------------ sweeps in compare (issue 27: sweep.py, grid, report)
+    Mutant("sweep.random-ignores-seed", SWEEP,
+           'random.Random(f"{self.seed}/{self.method}/{d.key}")', 'random.Random(f"0/{self.method}/{d.key}")',
+           "sample.seed is ignored: every seed gives the same configurations", SWEEPS),
+    Mutant("sweep.keys-share-one-stream", SWEEP,
+           'streams = {d.key: random.Random(f"{self.seed}/{self.method}/{d.key}") for d in self.space}',
+           'streams = dict.fromkeys([d.key for d in self.space], random.Random(f"{self.seed}/{self.method}"))',
+           "the keys share one random stream: reordering or adding a key changes every configuration", SWEEPS),
+    Mutant("sweep.log-uniform-drawn-linearly", SWEEP,
+           "math.exp(generator.uniform(math.log(low), math.log(high)))", "generator.uniform(low, high)",
+           "log_uniform draws uniformly in the value: a learning-rate range's small decades are never tried", SWEEPS),
+    Mutant("sweep.grid-zips-keys", SWEEP,
+           "itertools.product(*(d.grid(self.points) for d in self.space))",
+           "zip(*(d.grid(self.points) for d in self.space))",
+           "a grid pairs the keys' values instead of running every combination", SWEEPS),
+    Mutant("sweep.duplicate-configurations-kept", SWEEP,
+           "if configuration not in configurations:", "if True:",
+           "a random sweep runs the same configuration twice (and a too-small space is not refused)", SWEEPS),
+    Mutant("sweep.low-above-high-accepted", SWEEP,
+           "    if low > high:", "    if False:",
+           "a range whose low end is above its high end is sampled instead of refused", SWEEPS),
+    Mutant("sweep.log-of-zero-accepted", SWEEP,
+           'if kind == "log_uniform" and low <= 0:', 'if kind == "log_uniform" and low < 0:',
+           "log_uniform [0, x] passes the space check and fails in math.log", SWEEPS),
+    Mutant("grid.sweep-before-profile", "da_toolkit/benchmark/grid.py",
+           "overrides = [*benchmark.cell_overrides(method, profile), *swept]",
+           "overrides = [*swept, *benchmark.cell_overrides(method, profile)]",
+           "a profile's override of a swept key silently replaces every configuration's value", SWEEPS),
+    Mutant("grid.sweep-space-unchecked", "da_toolkit/benchmark/grid.py",
+           "                            check_space(benchmark, method, path, overrides)", "                            pass",
+           "a space whose range reaches an invalid value is accepted when the draws happen to miss it", SWEEPS),
+    Mutant("report.configurations-pooled-into-methods", "da_toolkit/benchmark/report.py",
+           '"method": row["configuration"],', '"method": row["method"],',
+           "the recommendation pools a method's configurations: no configuration picked, regret against the "
+           "method's pooled mean instead of the best configuration", SWEEPS),
+    Mutant("report.summary-pools-configurations", "da_toolkit/benchmark/report.py",
+           'groups.setdefault((row["task"], row["configuration"], row["k"]), [])',
+           'groups.setdefault((row["task"], row["method"], row["k"]), [])',
+           "the table averages a method's configurations into one row", SWEEPS),
+    Mutant("recommend.unswept-pick-among-all", "da_toolkit/benchmark/recommend.py",
+           "unswept_pick, _ = pick(unswept, validator)", "unswept_pick, _ = pick(runs, validator)",
+           "the pick without the sweeps is taken among every configuration: the sweep's gain is always 0", SWEEPS),
 ]
 
 # survivors judged harmless, by name, with the one-line reason printed in the report

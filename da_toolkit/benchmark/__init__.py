@@ -14,14 +14,17 @@ reported and the others go on.
 Pixel once, features many: cells that would train the same pixel stage share one translator
 (see grid.py).
 
+Sweeps: a method's hyper-parameter configurations, sampled from a search space the file declares, are
+cells of their own, <method>@<i> (see sweep.py); the recommendation picks a method and its configuration.
+
 Results go to <bench_dir>/results.{md,csv,json}, results.png (bar chart) and, with a k axis,
 learning_curve.png.
 
 With ``--executor slurm`` each cell is a Slurm job submitted through submitit instead (cluster.py).
 
-One module per job: spec (the benchmark file), grid (cells and translator sharing), scheduler
-(processes), cluster (Slurm jobs), published (reference numbers), report (tables and plots),
-command (compare itself);
+One module per job: spec (the benchmark file), sweep (search spaces and their configurations), grid
+(cells and translator sharing), scheduler (processes), cluster (Slurm jobs), published (reference
+numbers), report (tables and plots), command (compare itself);
 ``python -m da_toolkit.benchmark`` (__main__.py) is the entry point of a cell process.
 """
 from __future__ import annotations

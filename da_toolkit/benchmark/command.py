@@ -9,11 +9,13 @@ from pathlib import Path
 from da_toolkit.benchmark import recommend
 from da_toolkit.benchmark.cluster import ClusterLauncher, ClusterOptions
 from da_toolkit.benchmark.grid import Cell, expand, share_translators
-from da_toolkit.benchmark.report import cell_rows, selection_records, write_results
+from da_toolkit.benchmark.report import cell_rows, selection_records, sweep_record, write_results
 from da_toolkit.benchmark.scheduler import Outcome, launch_cell, run_cells
 from da_toolkit.benchmark.spec import choose_profile, load_benchmark
+from da_toolkit.benchmark.sweep import hyper_parameter_text
 from da_toolkit.benchmark.verify import differences, recorded_accuracies
 from da_toolkit.errors import UserError
+from da_toolkit.training.checkpoint import write_json_atomic
 
 
 def compare(benchmark_path: str | Path, profile: str | None = None, jobs: int | None = None,
@@ -23,7 +25,7 @@ def compare(benchmark_path: str | Path, profile: str | None = None, jobs: int | 
     """Run (with dry_run: list) the benchmark's cells and write the results; returns the per-cell rows.
 
     The benchmark directory is `output`, else <output_dir>/<name>[-<profile>][-verify]. `only`: a
-    glob over cell names (task/method[_k<k>]/seed<s>) that selects the cells; `finished_only`: of those,
+    glob over cell names (task/method[@i][_k<k>]/seed<s>) that selects the cells; `finished_only`: of those,
     the finished ones (nothing runs; the results of a grid still running or partly run). When a cell did not
     finish, raises UserError after writing the results, so that scripts see a non-zero exit status.
     With `verify` (a results.json), also when a cell's target accuracy differs from the recorded
@@ -45,7 +47,8 @@ def compare(benchmark_path: str | Path, profile: str | None = None, jobs: int | 
         cells = [cell for cell in cells if fnmatchcase(cell.name, only)]
         if not cells:
             raise UserError(f"--only: no cell of {benchmark_path} matches '{only}' (cell names: task/method/seed<s>, "
-                            f"e.g. mnist2usps/adda/seed0; see --dry-run)")
+                            f"e.g. mnist2usps/adda/seed0, or mnist2usps/dann@3/seed0 for configuration 3 of a "
+                            f"sweep; see --dry-run)")
     if finished_only:
         cells = [cell for cell in cells if cell.finished]
         if not cells:
@@ -57,7 +60,8 @@ def compare(benchmark_path: str | Path, profile: str | None = None, jobs: int | 
             state = "finished" if cell.finished else "started, will resume" if cell.started else "new"
             shared = f"  (reuses the translator of {cell.owner.name})" if cell.owner else ""
             shared += "".join(f"  (reads the run of {source.name})" for source in cell.inputs)
-            print(f"{cell.name:<44} {state}{shared}")
+            swept = f"  [{hyper_parameter_text(cell.hyper_parameters)}]" if cell.hyper_parameters else ""
+            print(f"{cell.name:<44} {state}{swept}{shared}")
         print(f"{len(cells)} cells in {bench_dir}" + (f"; not applicable: {', '.join(skipped)}" if skipped else ""))
         return []
     jobs = jobs or (max(1, len(cells)) if cluster else 1)
@@ -70,6 +74,9 @@ def compare(benchmark_path: str | Path, profile: str | None = None, jobs: int | 
     where = f"as {cluster.cluster} jobs (submitit files in {bench_dir / 'submitit'})" if cluster else "as processes"
     print(f"benchmark {benchmark.name}" + (f", profile {profile}" if profile else "") +
           f": {len(cells)} cells in {bench_dir}, {jobs} at a time {where}", file=sys.stderr)
+    if benchmark.sweeps:
+        bench_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(bench_dir / "sweeps.json", sweep_record(benchmark)["sweeps"])
     outcomes: dict[Cell, Outcome] = {}
     try:
         run_cells(cells, jobs, outcomes, launch)
@@ -112,7 +119,7 @@ def write_cell_reports(cells: list[Cell], outcomes: dict[Cell, Outcome]) -> None
     from da_toolkit.report import write_report
 
     done = [cell for cell in cells if outcomes.get(cell, Outcome("not run")).status == "done"]
-    baselines = {(c.task, c.seed, c.k): c for c in done if c.method == "source_only"}
+    baselines = {(c.task, c.seed, c.k): c for c in done if c.configuration == "source_only"}
     for cell in done:
         baseline = baselines.get((cell.task, cell.seed, cell.k))
         try:

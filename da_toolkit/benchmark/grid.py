@@ -20,6 +20,7 @@ from pathlib import Path
 
 from da_toolkit.adapters.pixel import pixel_adapter
 from da_toolkit.benchmark.spec import Benchmark
+from da_toolkit.benchmark.sweep import yaml_value
 from da_toolkit.errors import UserError
 from da_toolkit.recipe import Recipe, load_recipe, normalised_recipe
 from da_toolkit.rundir import RunDir
@@ -33,11 +34,16 @@ class Cell:
     seed: int
     k: int | None  # labeled target images per class, on the scarce-label axis
     recipe_path: Path
-    base_overrides: list[str]  # benchmark/profile/method overrides, k and seed
+    base_overrides: list[str]  # benchmark/profile/method overrides, the sweep configuration's, k and seed
     run_dir: Path
     recipe: Recipe
     owner: Cell | None = None  # the cell whose translator this one reuses (pixel_from)
     inputs: list[Cell] = field(default_factory=list)  # the cells whose run directories a `{cell:METHOD}` override names
+    configuration: str = ""  # the method, or method@i for configuration i of its sweep (sweep.py)
+    hyper_parameters: dict = field(default_factory=dict)  # the sweep configuration's values, by recipe key
+
+    def __post_init__(self):
+        self.configuration = self.configuration or self.method
 
     @property
     def prerequisites(self) -> list[Cell]:
@@ -46,8 +52,7 @@ class Cell:
 
     @property
     def name(self) -> str:
-        variant = self.method if self.k is None else f"{self.method}_k{self.k}"
-        return f"{self.task}/{variant}/seed{self.seed}"
+        return f"{self.task}/{variant_name(self.configuration, self.k)}/seed{self.seed}"
 
     @property
     def overrides(self) -> list[str]:
@@ -86,12 +91,18 @@ class Cell:
         return shlex.join(["da-toolkit", *self.arguments()])
 
 
+def variant_name(configuration: str, k: int | None) -> str:
+    """The cell's folder below its task: the configuration (method or method@i), with _k<k> on the k axis."""
+    return configuration if k is None else f"{configuration}_k{k}"
+
+
 def expand(benchmark: Benchmark, profile: str | None, bench_dir: Path) -> tuple[list[Cell], list[str]]:
-    """The grid's cells in order (task, k, method, seed), and the names of cells skipped as not applicable.
+    """The grid's cells in order (task, k, method, configuration, seed), and the names of cells skipped as not
+    applicable.
 
     Every cell's recipe is loaded now, so a missing recipe file or a bad override stops the
-    benchmark before anything runs. A target_only cell at k = 0 has no labeled target image to
-    train on and is skipped.
+    benchmark before anything runs; so is every sweep's space (check_space). A target_only cell at
+    k = 0 has no labeled target image to train on and is skipped.
     """
     missing = sorted({str(benchmark.recipe_path(t, m)) for t in benchmark.tasks for m in benchmark.methods
                       if not benchmark.recipe_path(t, m).is_file()})
@@ -102,37 +113,40 @@ def expand(benchmark: Benchmark, profile: str | None, bench_dir: Path) -> tuple[
     cells, skipped, reads = [], [], {}
     runs = bench_dir.resolve() / "runs"
 
-    def run_dir(task: str, method: str, seed: int, k: int | None) -> Path:
-        return runs / task / (method if k is None else f"{method}_k{k}") / f"seed{seed}"
+    def run_dir(task: str, configuration: str, seed: int, k: int | None) -> Path:
+        return runs / task / variant_name(configuration, k) / f"seed{seed}"
 
     for task in benchmark.tasks:
         for k in benchmark.label_counts or [None]:
             for method in benchmark.methods:
-                for seed in benchmark.seeds:
-                    overrides = benchmark.cell_overrides(method, profile)
-                    overrides += [f"data.target_labels_per_class={k}"] if k is not None else []
-                    overrides += [f"seed={seed}"]
-                    path = benchmark.recipe_path(task, method)
-                    variant = method if k is None else f"{method}_k{k}"
-                    read = sorted({name for override in overrides for name in CELL_REFERENCE.findall(override)})
-                    unknown = [name for name in read if name not in benchmark.methods or name == method]
-                    if unknown:
-                        raise UserError(f"{benchmark.path}: cell {task}/{variant}/seed{seed}: an override names "
-                                        f"{{cell:{unknown[0]}}}, which must be another of the benchmark's methods "
-                                        f"({', '.join(benchmark.methods)})")
-                    overrides = [CELL_REFERENCE.sub(lambda m: str(run_dir(task, m.group(1), seed, k)), override)
-                                 for override in overrides]
-                    try:
-                        recipe = load_recipe(path, overrides)
-                    except UserError as error:
-                        raise UserError(f"{benchmark.path}: cell {task}/{variant}/seed{seed} ({path}): {error}") \
-                            from None
-                    cell = Cell(task, method, seed, k, path, overrides, run_dir(task, method, seed, k), recipe)
-                    if recipe.feature.adapter == "target_only" and recipe.data.target_labels_per_class == 0:
-                        skipped.append(cell.name)
-                        continue
-                    cells.append(cell)
-                    reads[cell] = read
+                for configuration, hyper_parameters, swept in benchmark.variants(method):
+                    for seed in benchmark.seeds:
+                        overrides = [*benchmark.cell_overrides(method, profile), *swept]
+                        overrides += [f"data.target_labels_per_class={k}"] if k is not None else []
+                        overrides += [f"seed={seed}"]
+                        path = benchmark.recipe_path(task, method)
+                        name = f"{task}/{variant_name(configuration, k)}/seed{seed}"
+                        read = sorted({ref for override in overrides for ref in CELL_REFERENCE.findall(override)})
+                        unknown = [ref for ref in read if ref not in benchmark.methods or ref == method]
+                        if unknown:
+                            raise UserError(f"{benchmark.path}: cell {name}: an override names {{cell:{unknown[0]}}}, "
+                                            f"which must be another of the benchmark's methods "
+                                            f"({', '.join(benchmark.methods)})")
+                        overrides = [CELL_REFERENCE.sub(lambda m: str(run_dir(task, m.group(1), seed, k)), override)
+                                     for override in overrides]
+                        try:
+                            recipe = load_recipe(path, overrides)
+                        except UserError as error:
+                            raise UserError(f"{benchmark.path}: cell {name} ({path}): {error}") from None
+                        if method in benchmark.sweeps and configuration == method and seed == benchmark.seeds[0]:
+                            check_space(benchmark, method, path, overrides)
+                        cell = Cell(task, method, seed, k, path, overrides, run_dir(task, configuration, seed, k),
+                                    recipe, configuration=configuration, hyper_parameters=hyper_parameters)
+                        if recipe.feature.adapter == "target_only" and recipe.data.target_labels_per_class == 0:
+                            skipped.append(cell.name)
+                            continue
+                        cells.append(cell)
+                        reads[cell] = read
     by_run_dir = {cell.run_dir: cell for cell in cells}
     for cell, read in reads.items():
         for name in read:
@@ -142,6 +156,20 @@ def expand(benchmark: Benchmark, profile: str | None, bench_dir: Path) -> tuple[
                                 f"which the grid does not have (not applicable)")
             cell.inputs.append(source)
     return cells, skipped
+
+
+def check_space(benchmark: Benchmark, method: str, path: Path, overrides: list[str]) -> None:
+    """Every key of `method`'s sweep space against the recipe schema, with each choice and both ends of each
+    range, on the recipe `path` with a cell's `overrides`: an unknown key or a value out of bounds stops the
+    benchmark before anything runs, even where no sampled configuration happens to reach it."""
+    sweep = benchmark.sweeps[method]
+    for dimension in sweep.space:
+        for value in dimension.ends():
+            try:
+                load_recipe(path, [*overrides, f"{dimension.key}={yaml_value(value)}"])
+            except UserError as error:
+                raise UserError(f"{benchmark.path}: sweeps.{method}.space.{dimension.key} "
+                                f"({dimension.kind} {list(dimension.values)}, {path}): {error}") from None
 
 
 CELL_REFERENCE = re.compile(r"\{cell:(\w+)\}")  # an override value naming another method's cell of the same task, seed, k

@@ -276,7 +276,7 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def plot(path: Path, records: list[dict], task: str) -> bool:
     """validator score (x) vs target test accuracy (y), one point per checkpoint of every run of `task`,
-    coloured by method, the returned models ringed; one panel per validator. False when no candidate
+    coloured by method (every configuration of a swept method in the method's colour), the returned models ringed; one panel per validator. False when no candidate
     has a recorded target test accuracy."""
     runs = [r for r in records if r["task"] == task]
     validators = validators_of(runs)
@@ -287,7 +287,8 @@ def plot(path: Path, records: list[dict], task: str) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    methods = list(dict.fromkeys(r["method"] for r in runs))
+    family = {r["method"]: r.get("base_method", r["method"]) for r in runs}
+    methods = list(dict.fromkeys(family.values()))
     colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
     figure, axes = plt.subplots(1, len(validators), figsize=(3.2 * len(validators), 3.2), squeeze=False)
     for axis, validator in zip(axes[0], validators):
@@ -296,11 +297,11 @@ def plot(path: Path, records: list[dict], task: str) -> bool:
             candidates = [c for c in selection.get("candidates", []) if "target_test_accuracy" in c]
             x = [c["scores"].get(validator) for c in candidates]
             y = [100 * c["target_test_accuracy"] for c in candidates]
-            axis.scatter(x, y, s=8, color=colours[run["method"]], alpha=0.6,
-                         label=run["method"] if run["seed"] == min(r["seed"] for r in runs) else None)
+            axis.scatter(x, y, s=8, color=colours[family[run["method"]]], alpha=0.6,
+                         label=family[run["method"]] if run["seed"] == min(r["seed"] for r in runs) else None)
             chosen = selection["candidates"][selection["chosen"]["index"]]
             axis.scatter([chosen["scores"].get(validator)], [100 * run["target_accuracy"]], s=40,
-                         facecolors="none", edgecolors=colours[run["method"]])
+                         facecolors="none", edgecolors=colours[family[run["method"]]])
         rho = task_study(runs, validator).get("spearman")
         axis.set_title(f"{validator} (ρ = {_number(rho, 2)})", fontsize=9)
         axis.set_xlabel("score (higher = predicted better)", fontsize=8)
@@ -313,3 +314,73 @@ def plot(path: Path, records: list[dict], task: str) -> bool:
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return True
+
+
+# ---------------------------------------------------------------------------------------------- sweeps
+# A benchmark with sweeps gives records whose `method` is a configuration (dann, or dann@3 for configuration 3
+# of DANN's sweep), with `base_method` and `hyper_parameters`: configurations are candidates like methods, so
+# `study` picks a method and its configuration, and its regret is against the best configuration of any method.
+
+
+def configuration_study(records: list[dict], result: dict) -> dict:
+    """{task: {validator: ...}}: the hyper-parameters of `study`'s pick and of the hindsight best configuration,
+    and what the same validator picks among the recipes' own values only (each method's unswept cell), with
+    the sweep's gain over it in points (hindsight)."""
+    hyper_parameters = {r["method"]: r.get("hyper_parameters") or {} for r in records}
+    out = {}
+    for task, entries in result["tasks"].items():
+        runs = [r for r in records if r["task"] == task]
+        unswept = [r for r in runs if r["method"] == r.get("base_method", r["method"])]
+        out[task] = {}
+        for validator, entry in entries.items():
+            unswept_pick, _ = pick(unswept, validator)
+            pick_accuracy, unswept_accuracy = _accuracy(runs, entry["pick"]), _accuracy(runs, unswept_pick)
+            out[task][validator] = {
+                "pick": entry["pick"], "pick_hyper_parameters": hyper_parameters.get(entry["pick"]),
+                "pick_accuracy": _round(pick_accuracy), "best": entry.get("best"),
+                "best_hyper_parameters": hyper_parameters.get(entry.get("best")),
+                "best_accuracy": entry.get("best_accuracy"), "regret": entry.get("regret"),
+                "unswept_pick": unswept_pick, "unswept_pick_accuracy": _round(unswept_accuracy),
+                "sweep_gain": None if pick_accuracy is None or unswept_accuracy is None
+                else round(pick_accuracy - unswept_accuracy, 2)}
+    return out
+
+
+def _accuracy(runs: list[dict], method: str | None) -> float | None:
+    """The mean target accuracy (%) of `method`'s runs; None when unknown."""
+    value = _mean([r["target_accuracy"] for r in runs
+                   if r["method"] == method and r.get("target_accuracy") is not None])
+    return None if value is None else 100 * value
+
+
+def configuration_markdown(configurations: dict, validator: str) -> list[str]:
+    """The sweep section of results.md: per task, the configuration `validator` picks and the hindsight best."""
+    from da_toolkit.benchmark.sweep import hyper_parameter_text
+
+    def text(hyper_parameters: dict | None) -> str:
+        return "–" if hyper_parameters is None else hyper_parameter_text(hyper_parameters) or "the recipe's values"
+
+    rows, gains = [], []
+    for task, entries in configurations.items():
+        e = entries.get(validator)
+        if e is None:
+            continue
+        gains += [e["sweep_gain"]] if e["sweep_gain"] is not None else []
+        rows.append([task, e["pick"] or "–", text(e["pick_hyper_parameters"]), _number(e["pick_accuracy"]),
+                     e["best"] or "–", text(e["best_hyper_parameters"]), _number(e["best_accuracy"]),
+                     _number(e["regret"]), e["unswept_pick"] or "–", _number(e["unswept_pick_accuracy"]),
+                     _number(e["sweep_gain"], sign=True)])
+    lines = ["## Configurations: the pick per task", "",
+             f"The configuration `{validator}` picks among every configuration of every method (method@i: "
+             f"configuration i of the method's sweep; the method's name alone: its recipe's values), and, as "
+             f"hindsight from target test labels, the best configuration of any method, the regret against it, "
+             f"what `{validator}` picks among the recipes' values alone (no sweep) and the sweep's gain over that "
+             f"pick.", ""]
+    lines += markdown_table(["task", "pick", "its hyper-parameters", "acc. (%)", "best (hindsight)",
+                             "its hyper-parameters", "acc. (%)", "regret (pts)", "pick without the sweeps", "acc. (%)",
+                             "sweep gain (pts)"], rows)
+    if gains:
+        lines += ["", f"The sweep's pick is at least as accurate as the pick without the sweeps on "
+                      f"{sum(g >= 0 for g in gains)} of {len(gains)} tasks (mean gain {statistics.fmean(gains):+.2f} "
+                      f"points)."]
+    return lines

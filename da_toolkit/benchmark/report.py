@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import statistics
 from datetime import datetime
 from pathlib import Path
@@ -13,6 +14,7 @@ from da_toolkit.benchmark.recommend import markdown_table
 from da_toolkit.benchmark.published import Published, PublishedNumber, load_published, published_text
 from da_toolkit.benchmark.scheduler import Outcome
 from da_toolkit.benchmark.spec import Benchmark, Profile
+from da_toolkit.benchmark.sweep import hyper_parameter_text
 from da_toolkit.rundir import RunDir
 from da_toolkit.training.checkpoint import write_json_atomic, write_text_atomic
 
@@ -23,7 +25,8 @@ def cell_rows(cells: list[Cell], outcomes: dict[Cell, Outcome]) -> list[dict]:
     for cell in cells:
         outcome = outcomes.get(cell, Outcome("not run"))
         metrics = RunDir(cell.run_dir).read_metrics() if outcome.status == "done" else {}
-        rows.append({"cell": cell.name, "task": cell.task, "method": cell.method, "seed": cell.seed, "k": cell.k,
+        rows.append({"cell": cell.name, "task": cell.task, "method": cell.method, "configuration": cell.configuration,
+                     "hyper_parameters": cell.hyper_parameters, "seed": cell.seed, "k": cell.k,
                      "status": outcome.status, "target_accuracy": metrics.get("target_accuracy"),
                      "wall_time_s": metrics.get("wall_time_s"), "hardware": metrics.get("hardware"),
                      "selection": metrics.get("selection"), "model_selection": metrics.get("model_selection"),
@@ -37,18 +40,20 @@ def cell_rows(cells: list[Cell], outcomes: dict[Cell, Outcome]) -> list[dict]:
 
 
 def summarize(rows: list[dict]) -> list[dict]:
-    """Per (task, method, k): target accuracy in %, mean and sample std (ddof 1) over the finished seeds, and
-    how many of those seeds collapsed (metrics.json's collapse alarm)."""
+    """Per (task, configuration, k): target accuracy in %, mean and sample std (ddof 1) over the finished seeds,
+    and how many of those seeds collapsed (metrics.json's collapse alarm). A configuration is a method (its
+    recipe's values) or a configuration of its sweep (method@i)."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
-        groups.setdefault((row["task"], row["method"], row["k"]), []).append(row)
+        groups.setdefault((row["task"], row["configuration"], row["k"]), []).append(row)
     summary = []
-    for (task, method, k), members in groups.items():
+    for (task, configuration, k), members in groups.items():
         done = [r for r in members if r["status"] == "done"]
         accuracies = [100 * r["target_accuracy"] for r in done]
         times = [r["wall_time_s"] for r in done]
         summary.append({
-            "task": task, "method": method, "k": k, "seeds": len(members), "n": len(done),
+            "task": task, "method": members[0]["method"], "configuration": configuration,
+            "hyper_parameters": members[0]["hyper_parameters"], "k": k, "seeds": len(members), "n": len(done),
             "mean": round(statistics.fmean(accuracies), 2) if accuracies else None,
             "std": round(statistics.stdev(accuracies), 2) if len(accuracies) > 1 else None,
             "wall_time_s": round(statistics.fmean(times), 1) if times else None,
@@ -58,25 +63,30 @@ def summarize(rows: list[dict]) -> list[dict]:
 
 
 def _numbers(published: Published | None, entry: dict) -> list[PublishedNumber | None]:
-    """The published numbers of a summary entry, one per source column (none on the k axis)."""
+    """The published numbers of a summary entry, one per source column (none on the k axis, none beside a
+    sweep's configuration: the papers' numbers are of their own hyper-parameters)."""
     if published is None:
         return []
-    return [published.get(entry["task"], entry["method"], s) if entry["k"] is None else None
-            for s in published.columns]
+    return [published.get(entry["task"], entry["method"], s) if entry["k"] is None and not entry["hyper_parameters"]
+            else None for s in published.columns]
 
 
 def _blank(value) -> str:
     return "" if value is None else str(value)
 
 
-def write_csv(path: Path, summary: list[dict], published: Published | None) -> None:
-    """The summary table; published columns hold the plain numbers (results.md marks approximate matches)."""
+def write_csv(path: Path, summary: list[dict], published: Published | None, swept: bool = False) -> None:
+    """The summary table; published columns hold the plain numbers (results.md marks approximate matches). With
+    sweeps (`swept`), a row per configuration, its name and hyper-parameters (JSON) after the method."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["task", "method", "k", "n_seeds", "mean_accuracy_pct", "std_accuracy_pct", "mean_wall_time_s",
+    writer.writerow(["task", "method", *(["configuration", "hyper_parameters"] if swept else []), "k", "n_seeds",
+                     "mean_accuracy_pct", "std_accuracy_pct", "mean_wall_time_s",
                      "n_collapsed", *(f"published_{s}" for s in (published.columns if published else []))])
     for e in summary:
-        writer.writerow([e["task"], e["method"], _blank(e["k"]), e["n"], _blank(e["mean"]), _blank(e["std"]),
+        configuration = [e["configuration"], json.dumps(e["hyper_parameters"])] if swept else []
+        writer.writerow([e["task"], e["method"], *configuration, _blank(e["k"]), e["n"], _blank(e["mean"]),
+                         _blank(e["std"]),
                          _blank(e["wall_time_s"]), e["collapsed"],
                          *(_blank(n and n.accuracy) for n in _numbers(published, e))])
     write_text_atomic(path, buffer.getvalue())
@@ -86,6 +96,7 @@ def markdown(benchmark: Benchmark, profile: str | None, command: str, rows: list
              skipped: list[str], published: Published | None, bench_dir: Path, plots: list[str],
              recommendation: dict | None = None, selection_plots: list[str] = ()) -> str:
     with_k = benchmark.label_counts is not None
+    swept = bool(benchmark.sweeps)
     done = [r for r in rows if r["status"] == "done"]
     lines = [f"# Benchmark `{benchmark.name}`" + (f", profile `{profile}`" if profile else ""), "",
              "Target-domain test accuracy in %: mean ± sample standard deviation over the finished seeds "
@@ -95,17 +106,25 @@ def markdown(benchmark: Benchmark, profile: str | None, command: str, rows: list
                      "match; see below) come from other backbones, budgets and protocols: context, not a "
                      "like-for-like comparison.")
     lines.append("")
-    header = ["task", "method", *(["k"] if with_k else []), "ours (%)", "n",
+    header = ["task", "method", *(["hyper-parameters"] if swept else []), *(["k"] if with_k else []), "ours (%)", "n",
               *(published.columns.values() if published else []), "wall time / cell (s)"]
     lines += markdown_table(header, [
-        [e["task"], e["method"] + (" ↻" if e["shared_translator"] else ""), *([str(e["k"])] if with_k else []),
+        [e["task"], e["configuration"] + (" ↻" if e["shared_translator"] else ""),
+         *([hyper_parameter_text(e["hyper_parameters"]) or "the recipe's"] if swept else []),
+         *([str(e["k"])] if with_k else []),
          "–" if e["mean"] is None else f"{e['mean']:.2f}" + ("" if e["std"] is None else f" ± {e['std']:.2f}")
          + (f" ⚠{e['collapsed']}" if e["collapsed"] else ""),
          f"{e['n']}/{e['seeds']}", *(published_text(n) for n in _numbers(published, e)),
          "–" if e["wall_time_s"] is None else f"{e['wall_time_s']:.0f}"] for e in summary])
     lines += ["", *(f"![{name}]({name})" for name in plots), ""]
     if recommendation and recommendation["tasks"]:
-        lines += [*recommend.markdown(recommendation), "", *(f"![{name}]({name})" for name in selection_plots), ""]
+        lines += [*recommend.markdown(recommendation), ""]
+        if recommendation.get("configurations"):
+            lines += [*recommend.configuration_markdown(recommendation["configurations"],
+                                                        recommendation["default_validator"]), ""]
+        lines += [*(f"![{name}]({name})" for name in selection_plots), ""]
+    if swept:
+        lines += [*sweep_markdown(benchmark), ""]
 
     chosen = benchmark.profiles[profile] if profile else Profile()
     hardware = sorted({r["hardware"] for r in done if r["hardware"]})
@@ -168,14 +187,19 @@ def _pyplot():
     return plt
 
 
-def bar_chart(path: Path, summary: list[dict], published: Published | None) -> None:
-    """Grouped bars per task (one per method, std as error bars); the first published number as a black tick."""
+def bar_chart(path: Path, summary: list[dict], published: Published | None,
+              picks: dict[str, str] | None = None) -> None:
+    """Grouped bars per task (one per method with its recipe's values, std as error bars); the first published
+    number as a black tick; with sweeps, a dot per configuration of the method's sweep (mean over seeds) and a
+    star on the configuration recommended for the task (`picks`: task -> configuration)."""
     import numpy as np
 
     plt = _pyplot()
     tasks = list(dict.fromkeys(e["task"] for e in summary))
     methods = list(dict.fromkeys(e["method"] for e in summary))
-    by_key = {(e["task"], e["method"]): e for e in summary}
+    by_key = {(e["task"], e["method"]): e for e in summary if not e["hyper_parameters"]}
+    by_configuration = {(e["task"], e["configuration"]): e for e in summary}
+    sweep_label, pick_label = "a configuration of the method's sweep", "recommended configuration"
     width = 0.8 / len(methods)
     figure, axes = plt.subplots(figsize=(max(6.0, 0.45 * len(tasks) * len(methods) + 2), 4.5))
     published_label = "published (first column that has it)"
@@ -194,10 +218,22 @@ def bar_chart(path: Path, summary: list[dict], published: Published | None) -> N
                 axes.hlines(number.accuracy, offset - width / 2, offset + width / 2, colors="black", linewidth=2,
                             label=published_label)
                 published_label = None
+        for offset, task in zip(offsets, tasks):
+            swept = [e["mean"] for e in summary if e["task"] == task and e["method"] == method
+                     and e["hyper_parameters"] and e["mean"] is not None]
+            if swept:
+                axes.scatter([offset] * len(swept), swept, s=9, color="black", zorder=3, label=sweep_label)
+                sweep_label = None
+            picked = by_configuration.get((task, (picks or {}).get(task)))
+            if picked and picked["method"] == method and picked["mean"] is not None:
+                axes.scatter([offset], [picked["mean"]], s=110, marker="*", color="gold", edgecolors="black",
+                             zorder=4, label=pick_label)
+                pick_label = None
     axes.set_xticks(np.arange(len(tasks)), tasks)
     axes.set_ylabel("target accuracy (%)")
     axes.set_ylim(0, 100)
-    axes.set_title("target accuracy, mean ± std over seeds")
+    axes.set_title("target accuracy, mean ± std over seeds" + ("; bars: the recipes' values" if by_configuration.keys()
+                                                                 - by_key.keys() else ""))
     axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
     figure.tight_layout()
     figure.savefig(path, dpi=120)
@@ -205,7 +241,8 @@ def bar_chart(path: Path, summary: list[dict], published: Published | None) -> N
 
 
 def learning_curve(path: Path, summary: list[dict], methods: list[str]) -> None:
-    """Target accuracy vs k labeled target images per class: one panel per task, one line per method."""
+    """Target accuracy vs k labeled target images per class: one panel per task, one line per method (`methods`:
+    the configurations, with sweeps)."""
     plt = _pyplot()
     tasks = list(dict.fromkeys(e["task"] for e in summary))
     label_counts = sorted({e["k"] for e in summary})
@@ -213,7 +250,7 @@ def learning_curve(path: Path, summary: list[dict], methods: list[str]) -> None:
     for axes, task in zip(panels[0], tasks):
         for method in methods:
             points = sorted((e["k"], e["mean"], e["std"] or 0) for e in summary
-                            if e["task"] == task and e["method"] == method and e["mean"] is not None)
+                            if e["task"] == task and e["configuration"] == method and e["mean"] is not None)
             if points:
                 ks, means, stds = zip(*points)
                 axes.errorbar(ks, means, yerr=stds, marker="o", capsize=3, label=method)
@@ -234,16 +271,22 @@ def write_results(bench_dir: Path, benchmark: Benchmark, profile: str | None, co
     """results.json/csv/md and the plot (bar chart, or learning curve with a k axis); returns the summary."""
     published = load_published(benchmark.published).for_tasks(benchmark.tasks) if benchmark.published else None
     summary = summarize(rows)
+    records = selection_records(rows)
+    recommendation = recommend.study(records) if records else None
+    if recommendation and benchmark.sweeps:
+        recommendation["configurations"] = recommend.configuration_study(records, recommendation)
     plots = []
     if any(e["mean"] is not None for e in summary):
         plot = "learning_curve.png" if benchmark.label_counts is not None else "results.png"
         if benchmark.label_counts is not None:
-            learning_curve(bench_dir / plot, summary, benchmark.methods)
+            configurations = [c for m in benchmark.methods for c, _, _ in benchmark.variants(m)]
+            learning_curve(bench_dir / plot, summary, configurations)
         else:
-            bar_chart(bench_dir / plot, summary, published)
+            picks = {task: entries[recommendation["default_validator"]]["pick"]
+                     for task, entries in recommendation["tasks"].items()
+                     if recommendation["default_validator"] in entries} if recommendation and benchmark.sweeps else None
+            bar_chart(bench_dir / plot, summary, published, picks)
         plots.append(plot)
-    records = selection_records(rows)
-    recommendation = recommend.study(records) if records else None
     selection_plots = []
     for task in (recommendation or {}).get("tasks", {}):
         name = f"selection_{task.replace('/', '_')}.png"
@@ -251,8 +294,9 @@ def write_results(bench_dir: Path, benchmark: Benchmark, profile: str | None, co
             selection_plots.append(name)
     write_json_atomic(bench_dir / "results.json", {"benchmark": benchmark.name, "profile": profile,
                                                    "command": command, "cells": rows, "summary": summary,
-                                                   "recommendation": recommendation, "not_applicable": skipped})
-    write_csv(bench_dir / "results.csv", summary, published)
+                                                   "recommendation": recommendation, "not_applicable": skipped,
+                                                   **sweep_record(benchmark)})
+    write_csv(bench_dir / "results.csv", summary, published, swept=bool(benchmark.sweeps))
     write_text_atomic(bench_dir / "results.md", markdown(benchmark, profile, command, rows, summary, skipped,
                                                          published, bench_dir, plots, recommendation,
                                                          selection_plots))
@@ -260,6 +304,29 @@ def write_results(bench_dir: Path, benchmark: Benchmark, profile: str | None, co
 
 
 def selection_records(rows: list[dict]) -> list[dict]:
-    """The finished cells that scored candidates, as `recommend` reads them (a task per task and k)."""
-    return [{**row, "task": row["task"] + (f"/k{row['k']}" if row["k"] else "")} for row in rows
+    """The finished cells that scored candidates, as `recommend` reads them (a task per task and k; a candidate
+    per configuration: `method` is the configuration, e.g. dann@3, `base_method` the method)."""
+    return [{**row, "task": row["task"] + (f"/k{row['k']}" if row["k"] else ""), "method": row["configuration"],
+             "base_method": row["method"]} for row in rows
             if row["status"] == "done" and (row.get("model_selection") or {}).get("candidates")]
+
+
+def sweep_record(benchmark: Benchmark) -> dict:
+    """{"sweeps": {method: its sampling rule, space and configurations}} for results.json and sweeps.json; {}
+    without sweeps."""
+    return {"sweeps": {method: sweep.record() for method, sweep in benchmark.sweeps.items()}} if benchmark.sweeps \
+        else {}
+
+
+def sweep_markdown(benchmark: Benchmark) -> list[str]:
+    """The Sweeps section of results.md: each swept method's rule and configurations."""
+    lines = ["## Sweeps", "", "Each configuration is a cell variant method@i beside the method's own cell (its "
+             "recipe's values); the configurations are drawn from the benchmark file alone (also in sweeps.json).", ""]
+    for method, sweep in benchmark.sweeps.items():
+        record = sweep.record()
+        rule = ", ".join(f"{key} {value}" for key, value in record["sample"].items())
+        space = "; ".join(f"`{key}` {kind} {values}" for key, dimension in record["space"].items()
+                          for kind, values in dimension.items())
+        lines += [f"* **{method}**: {rule}; {space}"]
+        lines += [f"  * {c['name']}: {hyper_parameter_text(c['hyper_parameters'])}" for c in record["configurations"]]
+    return lines

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import yaml
 
+from da_toolkit.benchmark.sweep import Sweep, parse_sweeps
 from da_toolkit.errors import UserError
 from da_toolkit.registry import did_you_mean
 
@@ -33,6 +34,17 @@ class Benchmark:
     method_recipes: dict[str, str] = field(default_factory=dict)  # method -> method whose recipe it starts from
     profiles: dict[str, Profile] = field(default_factory=dict)
     published: Path | None = None
+    sweeps: dict[str, Sweep] = field(default_factory=dict)  # method -> its hyper-parameter configurations (sweep.py)
+
+    def variants(self, method: str) -> list[tuple[str, dict, list[str]]]:
+        """(name, hyper-parameters, overrides) of each configuration of `method`: the recipe's own values
+        (name = the method), then its sweep's configurations (name = method@i)."""
+        sweep = self.sweeps.get(method)
+        own = [(method, {}, [])]
+        if sweep is None:
+            return own
+        return own + [(name, dict(configuration), sweep.overrides(i))
+                      for i, (name, configuration) in enumerate(zip(sweep.names(), sweep.configurations))]
 
     def recipe_path(self, task: str, method: str) -> Path:
         return self.recipe_dir / f"{task}_{self.method_recipes.get(method, method)}.yaml"
@@ -45,7 +57,7 @@ class Benchmark:
 
 
 BENCHMARK_KEYS = ("name", "tasks", "methods", "seeds", "target_labels_per_class", "recipe_dir", "output_dir",
-                  "overrides", "method_overrides", "method_recipes", "profiles", "published")
+                  "overrides", "method_overrides", "method_recipes", "profiles", "published", "sweeps")
 PROFILE_KEYS = ("overrides", "method_overrides")
 
 
@@ -129,7 +141,8 @@ def load_benchmark(path: str | Path) -> Benchmark:
         output_dir=Path(raw.get("output_dir", "benchmarks/runs")), label_counts=label_counts,
         overrides=_list_of(raw, "overrides", str, where) or [],
         method_overrides=_method_overrides(raw, methods, where), method_recipes=method_recipes,
-        profiles=parsed_profiles, published=path.parent / published if published else None)
+        profiles=parsed_profiles, published=path.parent / published if published else None,
+        sweeps=parse_sweeps(raw.get("sweeps"), methods, where))
 
 
 def choose_profile(benchmark: Benchmark, profile: str | None) -> str | None:
