@@ -257,14 +257,27 @@ def show(run_dirs):
         click.echo("\n".join(recommend.markdown(recommend.study(records))))
 
 
-def selection_record(metrics: dict) -> dict:
-    """A run's metrics.json as `recommend` reads it: the method is the recipe's name (source_only for
-    a run without adaptation, the no-harm baseline)."""
+@main.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=PathArgument(file_okay=False, path_type=Path))
+def rescore(run_dirs):
+    """Score the classifier each finished RUN_DIR returned with the validators added since it ran, without
+    retraining (the run's own selection sample; its stored scores must come out the same): RUN_DIR/rescored.json,
+    scores of the returned model only, which `show` and `compare` read beside metrics.json."""
+    from da_toolkit.rescore import rescore as rescore_run
+
+    for run_dir in run_dirs:
+        click.echo(rescore_run(run_dir))
+
+
+def selection_record(metrics: dict, rescored: dict | None = None) -> dict:
+    """A run's metrics.json (and rescored.json, `RunDir.read_rescored`) as `recommend` reads it: the method is
+    the recipe's name (source_only for a run without adaptation, the no-harm baseline)."""
     plain = (metrics["pixel_adapter"] is None and metrics["feature_adapter"] == "source_only"
              and metrics.get("refine_adapter") is None)
     return {"task": metrics["task"], "method": "source_only" if plain else metrics["recipe"], "seed": metrics["seed"],
             "collapsed": metrics.get("collapse", {}).get("collapsed"), "target_accuracy": metrics["target_accuracy"],
-            "wall_time_s": metrics.get("wall_time_s"), "model_selection": metrics["model_selection"]}
+            "wall_time_s": metrics.get("wall_time_s"), "model_selection": metrics["model_selection"],
+            "rescored": rescored}
 
 
 if __name__ == "__main__":
