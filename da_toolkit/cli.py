@@ -262,11 +262,20 @@ def show(run_dirs):
 def rescore(run_dirs):
     """Score the classifier each finished RUN_DIR returned with the validators added since it ran, without
     retraining (the run's own selection sample; its stored scores must come out the same): RUN_DIR/rescored.json,
-    scores of the returned model only, which `show` and `compare` read beside metrics.json."""
+    scores of the returned model only, which `compare` reads beside metrics.json. A RUN_DIR that cannot be
+    rescored (unfinished, or its scores not reproduced) is reported and skipped; the exit status is then 2."""
     from da_toolkit.rescore import rescore as rescore_run
 
+    refused = 0
     for run_dir in run_dirs:
-        click.echo(rescore_run(run_dir))
+        try:
+            click.echo(rescore_run(run_dir))
+        except UserError as error:
+            click.echo(f"error: {one_line(str(error))}", err=True)
+            refused += 1
+    if refused:
+        click.echo(f"{refused} of {len(run_dirs)} run directories not rescored", err=True)
+        sys.exit(2)
 
 
 def selection_record(metrics: dict, rescored: dict | None = None) -> dict:

@@ -191,7 +191,7 @@ def test_class_ami_by_hand():
     for seed in range(4):
         assert class_adjusted_mutual_information(features, two_ways, seed) == pytest.approx(1.0, abs=1e-12)
     # predictions 0, 1, 0, 1 across clusters {0, 1}, {2, 3}: MI = 0; the hypergeometric n_11 ∈ {0, 1, 2} with
-    # probabilities 1/6, 4/6, 1/6 gives E[MI] = (2/6) ln 2; H = ln 2 both: AMI = (0 − ln2/3) / (ln 2 − ln2/3) = −1/2
+    # probabilities 1/6, 4/6, 1/6 gives E[MI] = (2/6) ln 2; H = ln 2 both: AMI = −(ln2/3) / (ln 2 − ln2/3) = −1/2
     across = logits_of([0.9, 0.1], [0.1, 0.9], [0.9, 0.1], [0.1, 0.9])
     features = torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0], [0.0, 3.0]])
     assert class_adjusted_mutual_information(features, across) == pytest.approx(-0.5, abs=1e-12)

@@ -872,7 +872,7 @@ MUTANTS = [
     Mutant("relations.k-beyond-the-smallest-class", "da_toolkit/recipe.py",
            "        if k > fewest:", "        if False:",
            "more labeled target images per class than the target has, accepted silently", ("tests/test_bounds.py",)),
-    # ------------------------------------------------------------------ more validators, rank ensemble, rescore (issue 27)
+    # ---------------------------------------------------------- more validators, rank ensemble, rescore (issue 27)
     Mutant("validators.bnm-divided-by-classes", "da_toolkit/validators.py",
            'matrix_norm(p, ord="nuc") / len(p))', 'matrix_norm(p, ord="nuc") / p.shape[1])',
            "BNM normalised by the class count C instead of the batch size N", VALIDATE),
