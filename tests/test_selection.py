@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 
@@ -32,9 +33,10 @@ def test_scoring_a_candidate_changes_nothing_in_training(tmp_path):
     model = create_classifier("lenet", 1, 16, 10, 32).train()
     model.head.eval()  # a mixed-mode model, as ADDA's C ∘ M_t
     weights = copy.deepcopy(model.state_dict())
-    rng = torch.get_rng_state()
+    rng, numpy_rng = torch.get_rng_state(), np.random.get_state()
     selection.observe("feature", 10, model)
-    assert torch.equal(torch.get_rng_state(), rng)  # no draw from the global generator
+    assert torch.equal(torch.get_rng_state(), rng)  # no draw from the global generators (class_ami's k-means
+    assert all(np.array_equal(a, b) for a, b in zip(np.random.get_state(), numpy_rng))  # has its own)
     assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
     assert model.encoder.training and not model.head.training  # each module's mode restored
     # the best weights are a copy, not the live tensors: training on does not change them
