@@ -266,15 +266,14 @@ def rescore(run_dirs):
     rescored (unfinished, or its scores not reproduced) is reported and skipped; the exit status is then 2."""
     from da_toolkit.rescore import rescore as rescore_run
 
-    refused = 0
+    refused = False
     for run_dir in run_dirs:
         try:
             click.echo(rescore_run(run_dir))
         except UserError as error:
             click.echo(f"error: {one_line(str(error))}", err=True)
-            refused += 1
+            refused = True
     if refused:
-        click.echo(f"{refused} of {len(run_dirs)} run directories not rescored", err=True)
         sys.exit(2)
 
 

@@ -42,13 +42,7 @@ def rescore(run_dir: Path) -> str:
 
 def _rescore(rundir: RunDir) -> str:
     began = time.perf_counter()
-    selection = rundir.read_metrics().get("model_selection") or {}
-    if not selection.get("candidates"):
-        raise UserError(f"{rundir}: its metrics.json holds no validator scores (a run from before model "
-                        f"selection); rerun it instead")
-    chosen = selection["chosen"]
-    stored = selection["candidates"][chosen["index"]]["scores"]
-    before = rundir.read_rescored() or {}
+    chosen, stored = returned_candidate(rundir)
     recipe, classifier = load_run(rundir.path)
     device = resolve_device("auto")
     domains = build_domains(recipe.data, recipe.seed, workers=recipe.train.workers)
@@ -61,7 +55,7 @@ def _rescore(rundir: RunDir) -> str:
                        recipe.train.eval_batch_size)
     scores = sample.scores(classifier.to(device).eval())
     different = {name: (stored[name], scores[name]) for name in stored.keys() & scores.keys()
-                 if not math.isclose(stored[name], scores[name], rel_tol=0, abs_tol=TOLERANCE)}
+                 if not same_score(stored[name], scores[name])}
     if different:
         raise UserError(f"{rundir}: the rescored model does not reproduce the run's own scores ("
                         + ", ".join(f"{name}: stored {a}, now {b}" for name, (a, b) in sorted(different.items()))
@@ -71,12 +65,38 @@ def _rescore(rundir: RunDir) -> str:
         return f"{rundir}: nothing to add (the run computed every validator)"
     rundir.write_rescored({
         "note": NOTE,
-        "model": {"stage": chosen["stage"], "iteration": chosen["iteration"], "index": chosen["index"]},
+        "model": chosen,
         "scores": added,
         "checked": {name: {"stored": stored[name], "rescored": scores[name]}
                     for name in sorted(stored.keys() & scores.keys())},
         "device": str(device), "da_toolkit": da_toolkit.__version__,
         "wall_time_s": round(time.perf_counter() - began, 2)})
-    was = sorted(before.get("scores", {}))
-    return (f"{rundir}: added {', '.join(sorted(added))}" + (f" (replacing {', '.join(was)})" if was else "")
-            + f"; {len(stored.keys() & scores.keys())} stored scores reproduced")
+    return f"{rundir}: added {', '.join(sorted(added))}; {len(stored.keys() & scores.keys())} stored scores reproduced"
+
+
+def returned_candidate(rundir: RunDir) -> tuple[dict, dict[str, float]]:
+    """(metrics.json's `model_selection.chosen`, the returned candidate's {validator: score}); a UserError when
+    the run scored no candidate or the entry is not one da-toolkit wrote."""
+    selection = rundir.read_metrics().get("model_selection")
+    if not isinstance(selection, dict) or not selection.get("candidates"):
+        raise UserError(f"{rundir}: its metrics.json holds no validator scores (a run from before model "
+                        f"selection); rerun it instead")
+    try:
+        chosen, candidates = selection["chosen"], selection["candidates"]
+        index = chosen["index"]
+        if not isinstance(index, int) or not 0 <= index < len(candidates):
+            raise IndexError(index)
+        stored = {str(name): float(value) for name, value in candidates[index]["scores"].items()}
+        chosen = {"stage": chosen["stage"], "iteration": chosen["iteration"], "index": index}
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError):
+        raise UserError(f"{rundir.metrics_file}: its model_selection entry is not one da-toolkit wrote (no chosen "
+                        f"candidate with scores); rerun the run") from None
+    return chosen, stored
+
+
+def same_score(stored: float, rescored: float) -> bool:
+    """Equal within `TOLERANCE`; a NaN (a validator with nothing to score, e.g. fewer images than classes) only
+    equals a NaN."""
+    if math.isnan(stored) or math.isnan(rescored):
+        return math.isnan(stored) and math.isnan(rescored)
+    return math.isclose(stored, rescored, rel_tol=0, abs_tol=TOLERANCE)
