@@ -255,12 +255,14 @@ def show(run_dirs, verbose):
     for run_dir, metrics in zip(run_dirs, rows):
         if metrics.get("collapse", {}).get("collapsed"):
             click.echo(f"COLLAPSED: {run_dir}: {metrics['collapse']['message']}")
-    scored = [metrics for metrics in rows if metrics.get("model_selection")]
+    scored = [(run_dir, metrics) for run_dir, metrics in zip(run_dirs, rows) if metrics.get("model_selection")]
     if not scored:
         return
     from da_toolkit.benchmark import recommend
+    from da_toolkit.rundir import RunDir
 
-    records = [selection_record(metrics) for metrics in scored]
+    records = [selection_record(metrics, RunDir(run_dir).read_rescored()) for run_dir, metrics in scored]
+    scored = [metrics for _, metrics in scored]
     names = {record["method"]: f"{metrics['recipe']} ({adapters_of(metrics)})"
              for record, metrics in zip(records, scored)}
     result = recommend.study(records)
@@ -280,14 +282,35 @@ def adapters_of(metrics: dict) -> str:
                                   metrics.get("refine_adapter")) if a)
 
 
-def selection_record(metrics: dict) -> dict:
-    """A run's metrics.json as `recommend` reads it: the method is the recipe's name (source_only for
-    a run without adaptation, the no-harm baseline)."""
+@main.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=PathArgument(file_okay=False, path_type=Path))
+def rescore(run_dirs):
+    """Score the classifier each finished RUN_DIR returned with the validators added since it ran, without
+    retraining (the run's own selection sample; its stored scores must come out the same): RUN_DIR/rescored.json,
+    scores of the returned model only, which `compare` reads beside metrics.json. A RUN_DIR that cannot be
+    rescored (unfinished, or its scores not reproduced) is reported and skipped; the exit status is then 2."""
+    from da_toolkit.rescore import rescore as rescore_run
+
+    refused = False
+    for run_dir in run_dirs:
+        try:
+            click.echo(rescore_run(run_dir))
+        except UserError as error:
+            click.echo(f"error: {one_line(str(error))}", err=True)
+            refused = True
+    if refused:
+        sys.exit(2)
+
+
+def selection_record(metrics: dict, rescored: dict | None = None) -> dict:
+    """A run's metrics.json (and rescored.json, `RunDir.read_rescored`) as `recommend` reads it: the method is
+    the recipe's name (source_only for a run without adaptation, the no-harm baseline)."""
     plain = (metrics["pixel_adapter"] is None and metrics["feature_adapter"] == "source_only"
              and metrics.get("refine_adapter") is None)
     return {"task": metrics["task"], "method": "source_only" if plain else metrics["recipe"], "seed": metrics["seed"],
             "collapsed": metrics.get("collapse", {}).get("collapsed"), "target_accuracy": metrics["target_accuracy"],
-            "wall_time_s": metrics.get("wall_time_s"), "model_selection": metrics["model_selection"]}
+            "wall_time_s": metrics.get("wall_time_s"), "model_selection": metrics["model_selection"],
+            "rescored": rescored}
 
 
 if __name__ == "__main__":

@@ -139,7 +139,8 @@ class SelectionConfig:
     """Checkpoint selection without target labels (selection.py; the validators: validators.py)."""
 
     # which candidate the run returns: the last iterate, or the best of one validator
-    select: Literal["last", "source_accuracy", "entropy", "info_max", "dev", "snd", "target_label_accuracy"] = "last"
+    select: Literal["last", "source_accuracy", "entropy", "info_max", "dev", "snd", "bnm", "class_ami", "target_knn",
+                    "target_label_accuracy"] = "last"
     # score the candidates every N iterations of the final stage; null: 10 times
     every: Annotated[int, Range(1, why="iterations between candidates; null: 10 candidates")] | None = None
     # source validation and target images in the fixed, seeded sample (each)

@@ -6,6 +6,7 @@ every file read or written in it.
     cache/                 translated source images of the pixel stage
     classifier.pt          the trained classifier: weights, class count, recipe
     metrics.json           written last: its presence means "finished"
+    rescored.json          validators added after the run, of the returned model (`da-toolkit rescore`)
     tensorboard/, log.txt  what the run logged
 
 A pixel stage shared through a recipe's `pixel_from` lives in another run directory: its
@@ -16,8 +17,9 @@ A run directory has one writer at a time: `da-toolkit run` (also with ``--resume
 cell of ``compare``) holds `RunDirLock` on it for the whole run. The lock is an ``fcntl.flock``
 on ``<run dir>/.lock``, so the operating system releases it when the holder dies, however it
 dies: a crash or ``kill -9`` never leaves a stale lock. The holder writes its process id into the
-file, so a refused writer can say who holds the directory. Readers (``evaluate``, ``show``,
-``translate``, ``report``, ``compare``'s report) take no lock.
+file, so a refused writer can say who holds the directory. ``rescore`` holds it while it scores and
+writes rescored.json. Readers (``evaluate``, ``show``, ``translate``, ``report``, ``compare``'s report)
+take no lock.
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ from da_toolkit.training.checkpoint import (load_checkpoint, read_json, read_yam
 class RunDir:
     """The run directory at `path` (it need not exist yet)."""
 
-    OUTPUTS = ("metrics.json", "classifier.pt", "checkpoints", "cache", "tensorboard", "log.txt")
+    OUTPUTS = ("metrics.json", "rescored.json", "classifier.pt", "checkpoints", "cache", "tensorboard", "log.txt")
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
@@ -63,6 +65,10 @@ class RunDir:
     @property
     def classifier_file(self) -> Path:
         return self.path / "classifier.pt"
+
+    @property
+    def rescored_file(self) -> Path:
+        return self.path / "rescored.json"
 
     @property
     def log_file(self) -> Path:
@@ -157,6 +163,13 @@ class RunDir:
         if "target_accuracy" not in metrics:
             raise UserError(f"{self.metrics_file}: not a da-toolkit metrics file (no target_accuracy)")
         return metrics
+
+    def write_rescored(self, rescored: dict) -> None:
+        write_json_atomic(self.rescored_file, rescored)
+
+    def read_rescored(self) -> dict | None:
+        """The scores `da-toolkit rescore` added to a finished run (rescore.py), or None."""
+        return read_json(self.rescored_file, "rescored scores file") if self.rescored_file.exists() else None
 
     def save_classifier(self, state_dict: dict, num_classes: int, recipe: dict) -> None:
         save_checkpoint({"state_dict": state_dict, "num_classes": num_classes, "recipe": recipe},

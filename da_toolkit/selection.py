@@ -35,8 +35,9 @@ import torch.nn.functional as F
 from da_toolkit.data import Domain
 from da_toolkit.data.base import UNLABELED, device_batches
 from da_toolkit.evaluate import predict
-from da_toolkit.validators import (VALIDATORS, accuracy, deep_embedded_validation, importance_weights,
-                                   information_maximization, negative_entropy, soft_neighbourhood_density)
+from da_toolkit.validators import (VALIDATORS, accuracy, batch_nuclear_norm, class_adjusted_mutual_information,
+                                   deep_embedded_validation, importance_weights, information_maximization,
+                                   negative_entropy, soft_neighbourhood_density, target_knn_precision)
 
 HINDSIGHT = ("target_test_accuracy: hindsight, recorded for benchmark studies only (selection.record_target_test); "
              "never used to choose")
@@ -101,7 +102,11 @@ class Selection:
                   "entropy": negative_entropy(target_logits),
                   "info_max": information_maximization(target_logits),
                   "dev": deep_embedded_validation(losses, torch.from_numpy(weights)),
-                  "snd": soft_neighbourhood_density(target_logits)}
+                  "snd": soft_neighbourhood_density(target_logits),
+                  "bnm": batch_nuclear_norm(target_logits),
+                  "class_ami": class_adjusted_mutual_information(target_features, target_logits, self.ctx.seed),
+                  "target_knn": target_knn_precision(target_features, target_logits, source_features,
+                                                     self.source.labels)}
         if self.held_out is not None:
             _, logits = _features_and_logits(model, self.held_out, device, self.batch_size)
             scores["target_label_accuracy"] = accuracy(logits, self.held_out.labels)

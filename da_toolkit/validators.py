@@ -12,6 +12,7 @@ validator is maximised. H(p) = −Σ_c p_c log p_c is the entropy in nats; p_i =
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -24,9 +25,28 @@ VALIDATORS = {
     "info_max": "information maximisation H(mean p) − mean H(p) on target images (Gomes et al. 2010; SHOT)",
     "dev": "−deep embedded validation risk (You et al. 2019): importance-weighted source validation loss",
     "snd": "soft neighbourhood density of target predictions (Saito et al. 2021)",
+    "bnm": "batch nuclear norm ‖P‖_* / N of target predictions (Cui et al. 2020)",
+    "class_ami": "AMI of k-means clusters of target features and the predictions (Musgrave et al. 2022)",
+    "target_knn": "mean average precision of source neighbours of target features, by predicted class "
+                  "(Musgrave et al. 2022)",
     "target_label_accuracy": "accuracy on held-out labeled target images (cross-fitted folds; scarce labels only)",
 }
 SOURCE_ONLY_VALIDATORS = ("source_accuracy", "dev")  # the others read target images
+TARGET_KNN_K = 1000  # Musgrave et al.'s k, capped at the number of source images
+
+# The ensemble ranks a set of models (`rank_ensemble`): not a score of one model, so not a `selection.select`
+# choice; `benchmark/recommend.py` evaluates it beside the validators. Its members read four different kinds
+# of evidence, so that no single failure mode fools all of them: the labeled source images (source_accuracy:
+# a method that destroys what it learnt from its labels), the target predictions' confidence and diversity
+# (info_max), the agreement of the target predictions with the target features' own clusters (class_ami), and
+# whether target images sit near source images of the class predicted for them (target_knn: reads source
+# labels and target images together). A method that sharpens its target predictions without being right
+# gains on info_max alone; bnm and entropy read the same evidence as info_max, dev is high-variance
+# (Musgrave et al. 2022), snd does not see collapse: left out.
+ENSEMBLE = "ensemble"
+ENSEMBLE_MEMBERS = ("source_accuracy", "info_max", "class_ami", "target_knn")
+ENSEMBLE_DESCRIPTION = ("mean rank, among the models compared, over " + ", ".join(ENSEMBLE_MEMBERS)
+                        + " (rank aggregation; compares models, not a score of one)")
 
 
 def _entropies(logits: torch.Tensor) -> torch.Tensor:
@@ -105,3 +125,85 @@ def deep_embedded_validation(losses: torch.Tensor, weights: torch.Tensor) -> flo
         covariance = ((weighted - weighted.mean()) * (weights - weights.mean())).sum() / (len(weights) - 1)
         eta = -covariance / variance
     return float(-(weighted.mean() + eta * weights.mean() - eta))
+
+
+def batch_nuclear_norm(logits: torch.Tensor) -> float:
+    """BNM = ‖P‖_* / N, the nuclear norm (sum of singular values) of the N × C matrix P of target
+    predictions p_i = softmax(z_i), over N (Cui, Wang, Zhuo, Li, Huang & Tian, "Towards discriminability and
+    diversity: batch nuclear-norm maximization under label insufficient situations", CVPR 2020, maximise it
+    in training; Musgrave, Belongie & Lim 2022 validate with it). ‖P‖_* grows with confident (each row's
+    norm) and diverse (the rank of P) predictions: N confident rows spread evenly over C ≤ N classes score
+    √(N / C) · C / N = √(C / N), all in one class √N / N = 1/√N. The same value as pytorch-adapt's
+    BNMValidator (the negated BNMLoss, torch.linalg.norm(softmax(z), "nuc") / N)."""
+    if len(logits) == 0:
+        return float("nan")
+    p = F.softmax(logits.double(), dim=1)
+    return float(torch.linalg.matrix_norm(p, ord="nuc") / len(p))
+
+
+def class_adjusted_mutual_information(features: torch.Tensor, logits: torch.Tensor, seed: int = 0) -> float:
+    """ClassAMI (Musgrave, Belongie & Lim, "Benchmarking validation methods for unsupervised domain adaptation",
+    2022): AMI(argmax_c z_ic, k-means clusters of f̂_i), with f̂_i = f_i / ‖f_i‖₂ the L2-normalised target
+    features, k = C clusters (scikit-learn KMeans, k-means++ initialisation, one start, random_state = seed:
+    deterministic) and AMI the adjusted mutual information (Vinh, Epps & Bailey 2010; scikit-learn
+    adjusted_mutual_info_score, arithmetic mean): 1 when the feature clusters are the predicted classes,
+    about 0 when they are unrelated. High when the classifier's decisions follow the structure of the target
+    features. A model that predicts one class for every image scores 0 (it tells the images apart by
+    nothing; scikit-learn would give 1 when the features form one cluster too). With a normaliser
+    F.normalize and the same random state, the value of pytorch-adapt's ClassClusterValidator as Musgrave et
+    al. configure it (layer features, normalize True, target only)."""
+    from sklearn.cluster import KMeans
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.metrics import adjusted_mutual_info_score
+
+    classes = logits.shape[1]
+    predictions = logits.argmax(1).numpy()
+    if len(logits) < classes:
+        return float("nan")
+    if len(np.unique(predictions)) < 2:
+        return 0.0
+    points = F.normalize(features.float(), dim=1).numpy()
+    with warnings.catch_warnings():  # fewer distinct points than clusters (a collapsed feature map): fine
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clusters = KMeans(n_clusters=classes, n_init=1, random_state=seed).fit_predict(points)
+    return float(adjusted_mutual_info_score(predictions, clusters))
+
+
+def target_knn_precision(target_features: torch.Tensor, target_logits: torch.Tensor, source_features: torch.Tensor,
+                         source_labels: torch.Tensor, k: int = TARGET_KNN_K) -> float:
+    """TargetKNN (Musgrave, Belongie & Lim 2022; pytorch-adapt's TargetKNNValidator, mean average precision):
+    do the labeled source images nearest a target image have the class the model predicts for it? With
+    ŷ_i = argmax_c z_ic, the k' = min(k, N_S) source images nearest target image i (Euclidean distance of
+    L2-normalised features), ordered, y_(1) … y_(k') their labels, and m_i = Σ_r [y_(r) = ŷ_i]:
+    AP_i = (1 / max(m_i, 1)) Σ_r [y_(r) = ŷ_i] · (Σ_{s ≤ r} [y_(s) = ŷ_i]) / r. The score is the mean over the
+    predicted classes c of the mean AP_i of the images predicted c (a class with no source image in the
+    sample is left out). It reads source labels and target predictions: a model that gives target images
+    confident but wrong classes, far from the source images of those classes, scores low however confident."""
+    predictions = target_logits.argmax(1)
+    keep = torch.isin(predictions, source_labels)  # a predicted class with source images in the sample
+    if not keep.any():
+        return float("nan")
+    query, predictions = F.normalize(target_features[keep].double(), dim=1), predictions[keep]
+    reference = F.normalize(source_features.double(), dim=1)
+    nearest = torch.cdist(query, reference).topk(min(k, len(reference)), dim=1, largest=False).indices
+    match = (source_labels[nearest] == predictions[:, None]).double()
+    precision_at_r = match.cumsum(1) / torch.arange(1, match.shape[1] + 1, dtype=torch.float64)
+    average_precision = (precision_at_r * match).sum(1) / match.sum(1).clamp_min(1)
+    return float(torch.stack([average_precision[predictions == c].mean() for c in predictions.unique()]).mean())
+
+
+def rank_ensemble(scores: list[dict[str, float]], members: tuple[str, ...] = ENSEMBLE_MEMBERS) -> list[float]:
+    """Rank aggregation of validators over a set of M models (`scores`: each model's {validator: score}):
+    every member validator ranks the models from 1 (its lowest score) to M (its highest; tied models share
+    the mean of their ranks), and a model's ensemble score is its mean rank over the members, higher is
+    better (Borda count). It is relative to the models compared: adding a model can change the others'
+    scores. A member some model lacks (absent or NaN) is left out, so that every model is ranked on the same
+    validators; with no member left every score is NaN."""
+    from scipy.stats import rankdata
+
+    usable = [name for name in members
+              if scores and all(s.get(name) is not None and not math.isnan(s[name]) for s in scores)]
+    if not usable:
+        return [float("nan")] * len(scores)
+    ranks = np.stack([rankdata([s[name] for s in scores], method="average") for name in usable])
+    return [float(r) for r in ranks.mean(0)]

@@ -343,7 +343,7 @@ def test_fuzz_runs_long(overrides, toy_recipe, tmp_path_factory):
 
 # ------------------------------------------------------------------------- run-directory files
 
-COMMANDS = ("evaluate", "show", "report", "translate", "resume")
+COMMANDS = ("evaluate", "show", "report", "translate", "resume", "rescore")
 MUTATIONS = ("truncate", "edit", "swap", "empty", "delete")
 
 
@@ -416,6 +416,7 @@ def check_file_case(case: dict, finished: dict, tmp: Path) -> str:
         "report": ["report", copy, "--sample", "10", "-o", tmp / "report"],
         "translate": ["translate", copy, "--input", finished["images"], "--output", tmp / "translated"],
         "resume": ["run", recipe, *overrides, "-o", copy, "--resume", "-q"],
+        "rescore": ["rescore", copy],
     }[case["command"]]
     result = invoke(*command)
     return assert_ran_or_refused(result, copy if case["command"] == "resume" else None, existed=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -33,9 +34,10 @@ def test_scoring_a_candidate_changes_nothing_in_training(tmp_path):
     model = create_classifier("lenet", 1, 16, 10, 32).train()
     model.head.eval()  # a mixed-mode model, as ADDA's C ∘ M_t
     weights = copy.deepcopy(model.state_dict())
-    rng = torch.get_rng_state()
+    rng, numpy_rng = torch.get_rng_state(), np.random.get_state()
     selection.observe("feature", 10, model)
-    assert torch.equal(torch.get_rng_state(), rng)  # no draw from the global generator
+    assert torch.equal(torch.get_rng_state(), rng)  # no draw from the global generators (class_ami's k-means
+    assert all(np.array_equal(a, b) for a, b in zip(np.random.get_state(), numpy_rng))  # has its own)
     assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
     assert model.encoder.training and not model.head.training  # each module's mode restored
     # the best weights are a copy, not the live tensors: training on does not change them
@@ -302,3 +304,84 @@ def test_show_verbose_adds_every_validators_pick_with_the_hindsight(two_tasks):
             "highest score, above source-only's in all 2 seed(s) |") in lines
     # dev = −info_max here: source-only scores highest on both tasks
     assert "| usps->mnist | dev | source_only | usps2mnist_adda | 30.00 | – | – | highest score |" in lines
+
+
+def members(source_accuracy, info_max, class_ami, target_knn):
+    return {"source_accuracy": source_accuracy, "info_max": info_max, "class_ami": class_ami, "target_knn": target_knn}
+
+
+def test_the_ensemble_picks_by_mean_rank_by_hand():
+    records = [record("t", "source_only", 0, 0.70, members(0.90, 1.0, 0.5, 0.5)),
+               record("t", "dann", 0, 0.80, members(0.85, 1.5, 0.7, 0.7)),
+               record("t", "mcc", 0, 0.60, members(0.50, 2.5, 0.4, 0.3))]
+    # ranks (1 = lowest) per member: source_accuracy 3, 2, 1; info_max 1, 2, 3; class_ami 2, 3, 1;
+    # target_knn 2, 3, 1 -> mean ranks source_only 2, dann 2.5, mcc 1.5
+    assert recommend.scores_of([recommend.returned_scores(r) for r in records], "ensemble") == [2.0, 2.5, 1.5]
+    assert recommend.pick(records, "info_max")[0] == "mcc"  # mcc sharpens its predictions: info_max alone is fooled
+    result = recommend.task_study(records, "ensemble")
+    assert result["pick"] == "dann" and result["regret"] == 0.0  # and dann's rank beats source-only's in seed 0
+    assert "ensemble" in recommend.validators_of(records)
+    assert "ensemble" not in recommend.validators_of([record("t", "dann", 0, 0.8, {"info_max": 1.0})])
+
+
+def test_rescored_scores_count_for_the_returned_model_only():
+    candidates = [{"stage": "feature", "iteration": i, "scores": {"info_max": 1.0 + i, "source_accuracy": 0.8},
+                   "target_test_accuracy": 0.5 + i / 10} for i in range(3)]
+    old = record("t", "dann", 0, 0.7, {}, candidates=candidates)
+    old["rescored"] = {"scores": {"class_ami": 0.6, "target_knn": 0.6, "info_max": 99.0}}
+    # the run's own score wins over a rescored one of the same name; the added ones join it
+    assert recommend.returned_scores(old) == {"info_max": 3.0, "source_accuracy": 0.8, "class_ami": 0.6,
+                                              "target_knn": 0.6}
+    plain = record("t", "source_only", 0, 0.6, members(0.9, 1.0, 0.5, 0.5))
+    unscored = record("t", "mcc", 0, 0.9, {"info_max": 5.0, "source_accuracy": 0.1})  # no class_ami: not ranked
+    records = [plain, old, unscored]
+    # ranks of plain, old: source_accuracy 2, 1; info_max 1, 2 (the returned candidate's 3.0); class_ami 1, 2;
+    # target_knn 1, 2 -> 5/4, 7/4; mcc lacks two members: not ranked (and not picked)
+    assert recommend.scores_of([recommend.returned_scores(r) for r in records], "ensemble") == [1.25, 1.75, None]
+    assert recommend.pick(records, "ensemble")[0] == "dann"
+    # the candidates have no class_ami: no Spearman ρ nor checkpoint change for it, nor for the ensemble
+    for validator in ("class_ami", "ensemble"):
+        study = recommend.task_study([old], validator)
+        assert study.get("spearman") is None and "checkpoint_change" not in study
+
+
+def test_rescore_adds_the_missing_validators_of_the_returned_model(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from da_toolkit.cli import main
+    from da_toolkit.rundir import RunDir
+
+    recipe = recipe_from_dict(toy_recipe_dict(selection={"select": "info_max"}))
+    run(recipe, tmp_path / "run", progress=False)
+    rundir = RunDir(tmp_path / "run")
+    metrics = rundir.read_metrics()
+    chosen = metrics["model_selection"]["chosen"]["index"]
+    computed = dict(metrics["model_selection"]["candidates"][chosen]["scores"])
+    for candidate in metrics["model_selection"]["candidates"]:  # an "old" run: trained before three validators
+        for name in ("bnm", "class_ami", "target_knn"):
+            del candidate["scores"][name]
+    rundir.write_metrics(metrics)
+    files = {path: path.stat().st_mtime_ns for path in rundir.path.rglob("*")}
+    result = CliRunner().invoke(main, ["rescore", str(rundir.path)])
+    assert result.exit_code == 0, result.output
+    assert "added bnm, class_ami, target_knn; 5 stored scores reproduced" in result.output
+    rescored = rundir.read_rescored()
+    # the same sample and model: exactly the values the run computed itself
+    assert rescored["scores"] == {name: computed[name] for name in ("bnm", "class_ami", "target_knn")}
+    assert set(rescored["checked"]) == {"source_accuracy", "entropy", "info_max", "dev", "snd"}
+    assert rescored["model"]["index"] == chosen and "returned" in rescored["note"]
+    # rescored.json is all it wrote: no log line, no TensorBoard event, no lock left behind
+    assert {path: path.stat().st_mtime_ns for path in rundir.path.rglob("*") if path != rundir.rescored_file} == files
+    rundir.clear()  # --overwrite: a new run must not inherit the old model's rescored scores
+    assert not rundir.rescored_file.exists()
+    run(recipe, rundir.path, progress=False)  # the same seed: the same model again
+    # a run whose stored scores the model does not reproduce (another sample, another model): nothing written
+    metrics["model_selection"]["candidates"][chosen]["scores"]["info_max"] += 0.01
+    rundir.write_metrics(metrics)
+    result = CliRunner().invoke(main, ["rescore", str(rundir.path), str(tmp_path / "unfinished")])
+    assert result.exit_code == 2 and "does not reproduce" in result.output and "info_max" in result.output
+    assert "unfinished: no metrics.json here" in result.output  # reported, and the next one still tried
+    assert not rundir.rescored_file.exists()
+    assert json.loads(rundir.metrics_file.read_text()) == metrics

@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from da_toolkit.recipe import SelectionConfig
-from da_toolkit.validators import (VALIDATORS, accuracy, deep_embedded_validation, importance_weights,
-                                   information_maximization, negative_entropy, soft_neighbourhood_density)
+from da_toolkit.validators import (ENSEMBLE_MEMBERS, VALIDATORS, accuracy, batch_nuclear_norm,
+                                   class_adjusted_mutual_information, deep_embedded_validation, importance_weights,
+                                   information_maximization, negative_entropy, rank_ensemble,
+                                   soft_neighbourhood_density, target_knn_precision)
 
 LN2 = math.log(2)
 
@@ -153,9 +155,108 @@ def test_importance_weights_match_the_docstring_classifier():
 
 
 def test_validator_names_are_the_selection_choices():
-    assert set(VALIDATORS) == {"source_accuracy", "entropy", "info_max", "dev", "snd", "target_label_accuracy"}
+    assert set(VALIDATORS) == {"source_accuracy", "entropy", "info_max", "dev", "snd", "bnm", "class_ami", "target_knn",
+                               "target_label_accuracy"}
     # recipe.py uses `from __future__ import annotations`: the field's type is a string, resolve it first
     field = next(f for f in dataclasses.fields(SelectionConfig) if f.name == "select")
     select = typing.get_type_hints(SelectionConfig)[field.name]
     assert set(typing.get_args(select)) - {"last"} == set(VALIDATORS)
     assert "last" in typing.get_args(select)
+
+
+def test_batch_nuclear_norm_by_hand():
+    # P = I: singular values 1, 1 -> 2 / 2
+    assert batch_nuclear_norm(logits_of([1, 0], [0, 1])) == pytest.approx(1.0, rel=1e-9)
+    # collapse, P = [[1, 0], [1, 0]]: one singular value √2 -> √2 / 2
+    assert batch_nuclear_norm(logits_of([1, 0], [1, 0])) == pytest.approx(math.sqrt(2) / 2, rel=1e-9)
+    # hesitant, P = ½·11ᵀ: rank one, σ = ‖P‖_F = 1 -> 1 / 2
+    assert batch_nuclear_norm(logits_of([0.5, 0.5], [0.5, 0.5])) == pytest.approx(0.5, rel=1e-9)
+    # N = 3 ≠ C = 2: PᵀP = diag(2, 1), σ = √2, 1 -> (√2 + 1) / 3 (divided by N, not C)
+    assert batch_nuclear_norm(logits_of([1, 0], [0, 1], [1, 0])) == pytest.approx((math.sqrt(2) + 1) / 3, rel=1e-9)
+    # 2 × 2: ‖P‖_* = √(‖P‖_F² + 2|det P|); [[.6, .4], [.2, .8]]: ‖P‖_F² = 1.2, det = .4 -> √2 / 2
+    assert batch_nuclear_norm(logits_of([0.6, 0.4], [0.2, 0.8])) == pytest.approx(math.sqrt(2) / 2, rel=1e-9)
+    # of the softmax, whatever the logits' offset: z and z + 5 give the same P
+    z = torch.tensor([[2.0, -1.0, 0.5], [0.0, 3.0, 1.0]])
+    assert batch_nuclear_norm(z) == pytest.approx(batch_nuclear_norm(z + 5), rel=1e-12)
+    # confident and diverse beats confident and collapsed beats hesitant
+    assert batch_nuclear_norm(logits_of([1, 0], [0, 1])) > batch_nuclear_norm(logits_of([1, 0], [1, 0])) > \
+        batch_nuclear_norm(logits_of([0.5, 0.5], [0.5, 0.5]))
+
+
+def test_class_ami_by_hand():
+    two_ways = logits_of([0.9, 0.1], [0.9, 0.1], [0.1, 0.9], [0.1, 0.9])  # predictions 0, 0, 1, 1
+    # the features point two ways (lengths 1 and 100): the L2-normalised clusters are {0, 1}, {2, 3}, the
+    # predictions exactly (AMI 1); raw k-means would cut off the far point [100, 0] alone instead
+    features = torch.tensor([[1.0, 0.0], [100.0, 0.0], [0.0, 1.0], [0.0, 100.0]])
+    for seed in range(4):
+        assert class_adjusted_mutual_information(features, two_ways, seed) == pytest.approx(1.0, abs=1e-12)
+    # predictions 0, 1, 0, 1 across clusters {0, 1}, {2, 3}: MI = 0; the hypergeometric n_11 ∈ {0, 1, 2} with
+    # probabilities 1/6, 4/6, 1/6 gives E[MI] = (2/6) ln 2; H = ln 2 both: AMI = −(ln2/3) / (ln 2 − ln2/3) = −1/2
+    across = logits_of([0.9, 0.1], [0.1, 0.9], [0.9, 0.1], [0.1, 0.9])
+    features = torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0], [0.0, 3.0]])
+    assert class_adjusted_mutual_information(features, across) == pytest.approx(-0.5, abs=1e-12)
+    # one predicted class: 0 (no information), even when the features form one cluster too (sklearn: 1)
+    assert class_adjusted_mutual_information(torch.ones(4, 2), logits_of(*[[0.9, 0.1]] * 4)) == 0.0
+    assert math.isnan(class_adjusted_mutual_information(torch.ones(2, 2), logits_of([1, 0, 0], [0, 1, 0])))
+
+
+def test_class_ami_is_the_docstring_clustering_and_deterministic():
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_mutual_info_score
+
+    generator = torch.Generator().manual_seed(3)
+    centres = torch.randn(4, 8, generator=generator)
+    classes = torch.randint(4, (80,), generator=generator)
+    features = centres[classes] + 0.8 * torch.randn(80, 8, generator=generator)
+    logits = torch.randn(80, 4, generator=generator) + 3 * torch.nn.functional.one_hot(classes, 4)
+    points = torch.nn.functional.normalize(features, dim=1).numpy()
+    numpy_rng = np.random.get_state()
+    class_adjusted_mutual_information(features, logits, 0)
+    # k-means draws from its own generator, never NumPy's global one (training stays bit-identical)
+    assert all(np.array_equal(a, b) for a, b in zip(np.random.get_state(), numpy_rng))
+    for seed in (0, 5):
+        clusters = KMeans(n_clusters=4, n_init=1, random_state=seed).fit_predict(points)
+        expected = adjusted_mutual_info_score(logits.argmax(1).numpy(), clusters)
+        assert class_adjusted_mutual_information(features, logits, seed) == pytest.approx(expected, abs=1e-12)
+        assert class_adjusted_mutual_information(features, logits, seed) == \
+            class_adjusted_mutual_information(features, logits, seed)
+    assert 0.3 < class_adjusted_mutual_information(features, logits) <= 1
+
+
+def knn_example():
+    """Source a = [5, 0] (class 0; far in length, close in direction), b = [.8, .6], c = [0, 1] (class 1); target
+    t1 = [1, .1] predicted 0, t2 = [1, .05] predicted 1, t3 = [0, 1] predicted 0."""
+    source = torch.tensor([[5.0, 0.0], [0.8, 0.6], [0.0, 1.0]])
+    target = torch.tensor([[1.0, 0.1], [1.0, 0.05], [0.0, 1.0]])
+    return target, logits_of([0.9, 0.1], [0.2, 0.8], [0.7, 0.3]), source, torch.tensor([0, 1, 1])
+
+
+def test_target_knn_by_hand():
+    target, logits, source, labels = knn_example()
+    # by direction t1 and t2 see a, b, c (labels 0, 1, 1) and t3 sees c, b, a (1, 1, 0):
+    # t1 (0): matches 1, 0, 0: AP = 1; t2 (1): 0, 1, 1: AP = (1/2 + 2/3) / 2 = 7/12; t3 (0): 0, 0, 1: AP = 1/3.
+    # per predicted class: class 0 (t1, t3) (1 + 1/3) / 2 = 2/3, class 1 (t2) 7/12 -> (2/3 + 7/12) / 2 = 5/8
+    # (the mean over images would be 23/36; raw distances put b before a for t1: its AP would be 1/3)
+    assert target_knn_precision(target, logits, source, labels) == pytest.approx(5 / 8, rel=1e-12)
+    # k = 2: t1 matches 1, 0: 1; t2 0, 1: 1/2; t3 0, 0: 0 (no match: 0) -> class 0: 1/2, class 1: 1/2
+    assert target_knn_precision(target, logits, source, labels, k=2) == pytest.approx(0.5, rel=1e-12)
+    # a target image predicted as a class no source image of the sample has is left out
+    extra = torch.cat([target, torch.tensor([[1.0, 1.0]])])
+    three = torch.cat([torch.nn.functional.pad(logits, (0, 1), value=-30.0), torch.tensor([[-9.0, -9.0, 0.0]])])
+    assert target_knn_precision(extra, three, source, labels) == pytest.approx(5 / 8, rel=1e-12)
+    assert math.isnan(target_knn_precision(target[:1], three[3:], source, labels))
+
+
+def test_rank_ensemble_by_hand():
+    scores = [{"a": 1.0, "b": 3.0, "c": 0.5}, {"a": 2.0, "b": 3.0}, {"a": 3.0, "b": 1.0, "c": float("nan")}]
+    # a ranks 1, 2, 3; b ranks 2.5, 2.5, 1 (the tied models share ranks 2 and 3); c is missing or NaN for two
+    # models: left out. Means: (1 + 2.5)/2, (2 + 2.5)/2, (3 + 1)/2
+    assert rank_ensemble(scores, ("a", "b", "c")) == pytest.approx([1.75, 2.25, 2.0])
+    assert rank_ensemble(scores, ("a",)) == [1.0, 2.0, 3.0]  # higher score, higher (better) rank
+    assert all(math.isnan(x) for x in rank_ensemble(scores, ("c",)))
+    assert rank_ensemble([], ("a",)) == []
+    # the default members: four kinds of evidence, every one a per-model validator
+    assert set(ENSEMBLE_MEMBERS) <= set(VALIDATORS) and len(ENSEMBLE_MEMBERS) == 4
+    models = [{name: float(i) for name in ENSEMBLE_MEMBERS} for i in range(3)]
+    models[0]["info_max"] = 10.0  # gaming one member lifts the model by a quarter of a rank per place only
+    assert rank_ensemble(models) == pytest.approx([1.5, 1.75, 2.75])

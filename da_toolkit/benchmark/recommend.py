@@ -4,8 +4,12 @@ Input: one record per finished run {task, method, seed, collapsed, target_accura
 (a benchmark's cells, or the run directories given to `da-toolkit show`). For every task and
 validator V (validators.py):
 
-* each run's score is V of the model the run returned (its chosen candidate); a method's score is
-  the mean over its seeds;
+* each run's score is V of the model the run returned (its chosen candidate; for a validator added
+  after the run, its `rescored.json`: `da-toolkit rescore`); a method's score is the mean over its seeds;
+* the ensemble (validators.py `rank_ensemble`) is not a score of one model: it ranks the returned
+  models of the task's runs by each of its members and scores each run by its mean rank (the runs
+  lacking a member are left out); a candidate's ensemble score ranks it among the candidates compared
+  (all of the task's for Spearman's ρ, those of its run for the checkpoint choice);
 * methods with a seed the collapse alarm flagged (no target label read) are not recommended;
 * the pick is the method with the highest score; **no harm**: an adapted method is recommended only
   when it beats source-only's score in every seed both have (paired by seed), else source-only;
@@ -24,11 +28,12 @@ import math
 import statistics
 from pathlib import Path
 
-from da_toolkit.validators import VALIDATORS
+from da_toolkit.validators import ENSEMBLE, ENSEMBLE_DESCRIPTION, ENSEMBLE_MEMBERS, VALIDATORS, rank_ensemble
 
 DEFAULT_VALIDATOR = "info_max"
 BASELINE = "source_only"
 HARM_POINTS = 5.0  # a pick more than this many points below source-only is harmful
+DESCRIPTIONS = {**VALIDATORS, ENSEMBLE: ENSEMBLE_DESCRIPTION}  # what the study evaluates
 
 
 def _mean(values: list[float]) -> float | None:
@@ -37,22 +42,37 @@ def _mean(values: list[float]) -> float | None:
 
 
 def returned_scores(record: dict) -> dict[str, float]:
-    """The validator scores of the model a run returned (its chosen candidate)."""
+    """The validator scores of the model a run returned (its chosen candidate), with those `da-toolkit rescore`
+    added after the run (`record["rescored"]`, the run's rescored.json: the returned model's only) for the
+    validators the run did not compute."""
     selection = record.get("model_selection") or {}
     candidates = selection.get("candidates") or []
     if not candidates:
         return {}
-    return candidates[selection["chosen"]["index"]]["scores"]
+    rescored = (record.get("rescored") or {}).get("scores", {})
+    return {**rescored, **candidates[selection["chosen"]["index"]]["scores"]}
 
 
-def best_candidate(candidates: list[dict], validator: str) -> dict:
-    """The candidate with the highest score of `validator` (ties: the later one), as `Selection` chooses."""
-    best = None
-    for candidate in candidates:
-        score = candidate["scores"].get(validator)
-        if score is not None and not math.isnan(score) and (best is None or score >= best["scores"][validator]):
-            best = candidate
-    return best if best is not None else candidates[-1]
+def scores_of(models: list[dict[str, float]], validator: str) -> list[float | None]:
+    """Each model's score by `validator` (None: not scored), from each model's {validator: score}. The
+    ensemble ranks the models that have every member among themselves (`rank_ensemble`); the others: None."""
+    if validator != ENSEMBLE:
+        return [scores.get(validator) for scores in models]
+    complete = [i for i, scores in enumerate(models) if all(scores.get(m) is not None for m in ENSEMBLE_MEMBERS)]
+    out: list[float | None] = [None] * len(models)
+    for i, rank in zip(complete, rank_ensemble([models[i] for i in complete], ENSEMBLE_MEMBERS)):
+        out[i] = rank
+    return out
+
+
+def best_candidate(candidates: list[dict], validator: str) -> dict | None:
+    """The candidate with the highest score of `validator` (ties: the later one), as `Selection` chooses; None
+    when no candidate has the score (a validator added after the run: `rescore` scores the returned model only)."""
+    best, best_score = None, None
+    for candidate, score in zip(candidates, scores_of([c["scores"] for c in candidates], validator)):
+        if score is not None and not math.isnan(score) and (best is None or score >= best_score):
+            best, best_score = candidate, score
+    return best
 
 
 def spearman(x: list[float], y: list[float]) -> float | None:
@@ -67,16 +87,16 @@ def spearman(x: list[float], y: list[float]) -> float | None:
 
 
 def validators_of(records: list[dict]) -> list[str]:
+    """The validators some run was scored with, and the ensemble when all its members were."""
     seen = {name for record in records for name in returned_scores(record)}
-    return [name for name in VALIDATORS if name in seen]
+    return [name for name in VALIDATORS if name in seen] + ([ENSEMBLE] if set(ENSEMBLE_MEMBERS) <= seen else [])
 
 
 def pick(records: list[dict], validator: str) -> tuple[str | None, str]:
     """(recommended method, why) among the runs of one task, by `validator`; reads no target label."""
     by_method: dict[str, dict[int, float]] = {}
     flagged = set()
-    for record in records:
-        score = returned_scores(record).get(validator)
+    for record, score in zip(records, scores_of([returned_scores(r) for r in records], validator)):
         if record.get("collapsed"):
             flagged.add(record["method"])
         if score is not None and not math.isnan(score):
@@ -109,16 +129,18 @@ def task_study(records: list[dict], validator: str) -> dict:
                    regret=round(accuracy[best] - accuracy[method], 2))
         if BASELINE in accuracy:
             out["harmful"] = accuracy[method] < accuracy[BASELINE] - HARM_POINTS
-    points = [(c["scores"].get(validator), c["target_test_accuracy"]) for r in records
-              for c in (r.get("model_selection") or {}).get("candidates", []) if "target_test_accuracy" in c]
-    if points:
-        out["spearman"] = spearman([p[0] for p in points], [p[1] for p in points])
+    scored = [c for r in records for c in (r.get("model_selection") or {}).get("candidates", [])
+              if "target_test_accuracy" in c]
+    if scored:
+        out["spearman"] = spearman(scores_of([c["scores"] for c in scored], validator),
+                                   [c["target_test_accuracy"] for c in scored])
         changes = []
         for r in records:
             candidates = (r.get("model_selection") or {}).get("candidates", [])
             if candidates and all("target_test_accuracy" in c for c in candidates):
                 chosen = best_candidate(candidates, validator)
-                changes.append(100 * (chosen["target_test_accuracy"] - candidates[-1]["target_test_accuracy"]))
+                if chosen is not None:
+                    changes.append(100 * (chosen["target_test_accuracy"] - candidates[-1]["target_test_accuracy"]))
         if changes:
             out["checkpoint_change"] = round(statistics.fmean(changes), 2)
     return out
@@ -258,7 +280,7 @@ def markdown(result: dict) -> list[str]:
     lines += markdown_table(["validator", "mean regret (pts)", "harmful picks (> 5 pts below source-only)",
                      "mean Spearman ρ", "mean checkpoint vs last (pts)", "what it reads"],
                     [[f"**{v}** (default)" if v == default else v, _number(o["mean_regret"]), str(o["harmful_picks"]),
-                      _number(o["mean_spearman"], 3), _number(o["mean_checkpoint_change"], sign=True), VALIDATORS[v]]
+                      _number(o["mean_spearman"], 3), _number(o["mean_checkpoint_change"], sign=True), DESCRIPTIONS[v]]
                      for v, o in result["overall"].items()])
     spent = result.get("cost")
     if spent:
@@ -279,7 +301,7 @@ def plot(path: Path, records: list[dict], task: str) -> bool:
     coloured by method (every configuration of a swept method in the method's colour), the returned models ringed; one panel per validator. False when no candidate
     has a recorded target test accuracy."""
     runs = [r for r in records if r["task"] == task]
-    validators = validators_of(runs)
+    validators = [v for v in validators_of(runs) if v != ENSEMBLE]  # a rank among models, not a score
     if not any("target_test_accuracy" in c for r in runs for c in (r.get("model_selection") or {}).get("candidates", [])):
         return False
     import matplotlib

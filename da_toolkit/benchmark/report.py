@@ -24,12 +24,14 @@ def cell_rows(cells: list[Cell], outcomes: dict[Cell, Outcome]) -> list[dict]:
     rows = []
     for cell in cells:
         outcome = outcomes.get(cell, Outcome("not run"))
-        metrics = RunDir(cell.run_dir).read_metrics() if outcome.status == "done" else {}
+        done = outcome.status == "done"
+        metrics = RunDir(cell.run_dir).read_metrics() if done else {}
         rows.append({"cell": cell.name, "task": cell.task, "method": cell.method, "configuration": cell.configuration,
                      "hyper_parameters": cell.hyper_parameters, "seed": cell.seed, "k": cell.k,
                      "status": outcome.status, "target_accuracy": metrics.get("target_accuracy"),
                      "wall_time_s": metrics.get("wall_time_s"), "hardware": metrics.get("hardware"),
                      "selection": metrics.get("selection"), "model_selection": metrics.get("model_selection"),
+                     "rescored": RunDir(cell.run_dir).read_rescored() if done else None,
                      "collapsed": metrics.get("collapse", {}).get("collapsed"),
                      "error": outcome.error, "run_dir": str(cell.run_dir),
                      "report": str(cell.run_dir / "report" / "report.html")
