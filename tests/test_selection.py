@@ -385,3 +385,20 @@ def test_rescore_adds_the_missing_validators_of_the_returned_model(tmp_path):
     assert "unfinished: no metrics.json here" in result.output  # reported, and the next one still tried
     assert not rundir.rescored_file.exists()
     assert json.loads(rundir.metrics_file.read_text()) == metrics
+
+
+def test_show_reads_the_scores_rescore_added(two_tasks):
+    """`show` merges a run's rescored.json (validators added after it ran) into its returned scores."""
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from da_toolkit.cli import main
+
+    for run, bnm in zip(two_tasks, (0.1, 0.1, 0.5, 0.5, 0.3, 0.3, 0.2, 0.2, 0.9)):
+        (Path(run) / "rescored.json").write_text(json.dumps({"note": "hand-made", "scores": {"bnm": bnm}}))
+    result = CliRunner().invoke(main, ["show", "--verbose", *two_tasks])
+    assert result.exit_code == 0, result.output
+    # mnist->usps: dann's bnm 0.5 beats source-only's 0.1 in both seeds; usps->mnist: source-only's 0.3 beats adda's
+    assert "| mnist->usps | bnm | mnist2usps_dann ⚠ harmful | source_only | 10.00 |" in result.output
+    assert "| usps->mnist | bnm | source_only | usps2mnist_adda | 30.00 |" in result.output
