@@ -16,13 +16,14 @@ from PIL import Image
 
 from da_toolkit import benchmark as bench
 from da_toolkit.adapters.base import AdapterSetup
-from da_toolkit.adapters.cyclegan.translator import weights_hash
+from da_toolkit.adapters.cyclegan.translator import CycleGANTranslator, weights_hash
+from da_toolkit.adapters.source_only import SourceOnly
 from da_toolkit.adapters.stargan import StarGAN, StarGANOptions
 from da_toolkit.adapters.stargan.training import StarGANTraining, build_discriminator, build_generator
 from da_toolkit.adapters.pixel import translate_images
 from da_toolkit.cli import main
 from da_toolkit.context import Context
-from da_toolkit.data import DomainDataset
+from da_toolkit.data import DomainDataset, build_domain, build_domains
 from da_toolkit.errors import UserError
 from da_toolkit.pipeline import run
 from da_toolkit.recipe import recipe_from_dict
@@ -447,3 +448,90 @@ def test_the_other_tasks_cells_translate_their_source_into_their_target_and_keep
     expected = translate_images(adapter.load_generator(RunDir(home), "toy_source"), read_png(folder / "0.png")[None],
                                 torch.device("cpu"), 8)
     assert torch.equal(read_png(tmp_path / "out" / "0.png")[None], expected)
+
+
+# ------------------------------------------------------------------ several sources (data.extra_sources)
+
+
+def two_source_data(**source) -> dict:
+    """toy_source (100 images) and toy_third (50) -> toy_target."""
+    return {"source": {"name": "toy_source", "limit": 100, **source},
+            "extra_sources": [{"name": "toy_third", "limit": 50}]}
+
+
+def test_several_sources_are_merged_into_one_labeled_set_in_order(tmp_path):
+    recipe = recipe_from_dict(toy_recipe_dict(data=two_source_data()))
+    domains = build_domains(recipe.data, recipe.seed)
+    first = build_domain(recipe.data.source, 16, 1, recipe.seed)
+    second = build_domain(recipe.data.extra_sources[0], 16, 1, recipe.seed)
+    assert len(domains.source) == 150 and domains.source.name == f"{first.name}+{second.name}"
+    assert torch.equal(domains.source.images, torch.cat([first.images, second.images]))
+    assert torch.equal(domains.source.labels, torch.cat([first.labels, second.labels]))
+    assert (domains.source.labels >= 0).all()  # every source is labeled
+    assert recipe_from_dict(recipe.to_dict()).data.extra_sources == recipe.data.extra_sources  # recipe.yaml
+
+
+def test_a_source_listed_twice_or_with_other_classes_is_refused(tmp_path):
+    twice = toy_recipe_dict(data={**two_source_data(), "extra_sources": [{"name": "toy_third"},
+                                                                         {"name": "toy_third", "limit": 3}]})
+    with pytest.raises(UserError, match=r"data.extra_sources\[1\]: toy_third \(train split\) is already a source "
+                                        r"\(data.extra_sources\[0\]\)"):
+        recipe_from_dict(twice)
+    with pytest.raises(UserError, match=r"data.extra_sources\[0\]: toy_source .* already a source \(data.source\)"):
+        recipe_from_dict(toy_recipe_dict(data={"extra_sources": [{"name": "toy_source"}]}))
+    assert recipe_from_dict(toy_recipe_dict(data={"extra_sources": [{"name": "toy_source", "split": "test"}]}))
+    with pytest.raises(UserError, match=r"data.extra_sources\[0\].name: unknown dataset 'toy_fiev'"):
+        recipe_from_dict(toy_recipe_dict(data={"extra_sources": [{"name": "toy_fiev"}]}))
+    recipe = recipe_from_dict(toy_recipe_dict(data={"extra_sources": [{"name": "toy_five"}]}))
+    with pytest.raises(UserError, match=r"data.extra_sources\[0\]: toy_five/train lacks 5 of the source's classes "
+                                        r"\(5, 6, 7, 8, 9\); every source must have the same class names"):
+        build_domains(recipe.data, recipe.seed)
+
+
+def test_one_stargan_translates_each_source_into_the_target(tmp_path):
+    """G learns toy_source, toy_third and toy_target as three domains; the merged labeled set (150 images) is
+    translated by G(·, c = toy_target), and f_S learns the merged set."""
+    pixel = {"adapter": "stargan", **TINY, "iterations": 2, "batch_size": 4, "n_critic": 2, "label_filter": "drop",
+             "semantic_classifier_iterations": 2}
+    recipe = recipe_from_dict(toy_recipe_dict(data=two_source_data(), pixel=pixel, train={"iterations": 2}))
+    metrics = run(recipe, tmp_path, progress=False)
+    assert metrics["task"] == "toy_source+toy_third->toy_target"
+    assert metrics["label_filter"]["total"] == 150  # every image of both sources translated
+    adapter = StarGAN(recipe.pixel.options, AdapterSetup.from_recipe(recipe))
+    assert adapter.domains == ["toy_source", "toy_third", "toy_target"]
+    checkpoint = load_checkpoint(tmp_path / "checkpoints" / "pixel.pt")["state"]
+    assert set(checkpoint) >= {"stream_0", "stream_1", "stream_2"}
+    into_target = weights_hash(adapter.load_generator(RunDir(tmp_path), "toy_target"))
+    assert metrics["stages"]["pixel"]["translation_cache_file"].startswith(f"translated_{into_target}_")
+    assert (tmp_path / "checkpoints" / "pixel_classifier_toy_source+toy_third.pt").exists()
+    # the cached translation is G(·, c = toy_target) of each source's images, in the merged set's order
+    domains = build_domains(recipe.data, recipe.seed)
+    learned = adapter.training_domains(domains.source, domains.target)  # each source a domain of its own
+    assert [len(domain) for domain in learned] == [100, 50, 400]
+    assert torch.equal(torch.cat([learned[0].images, learned[1].images]), domains.source.images)
+    generator = adapter.load_generator(RunDir(tmp_path), "toy_target")
+    ctx = Context(tmp_path, progress=False)
+    cached = CycleGANTranslator(generator, ctx, recipe.pixel.options).translate_only(domains.source)
+    assert ctx.metrics["pixel"]["translation_cache"] == "hit"
+    assert torch.equal(cached.labels, domains.source.labels)
+    for part in (slice(0, 100), slice(100, 150)):  # toy_source's images, then toy_third's
+        expected = translate_images(generator, domains.source.images[part], torch.device("cpu"), 64)
+        assert torch.equal(cached.images[part], expected)
+    # sharing: the merged sources are in the sharing key, each by name unless every domain is listed
+    shared = StarGAN(StarGANOptions(**{**TINY, "domains": ["toy_source", "toy_third", "toy_target"]}),
+                     AdapterSetup.from_recipe(recipe))
+    data = recipe.to_dict()["data"]
+    assert shared.serves_every_task
+    assert shared.translator_data(data)["extra_sources"] == [{k: v for k, v in data["extra_sources"][0].items()
+                                                              if k != "name"}]
+
+
+def test_a_feature_method_on_several_sources_trains_on_the_merged_set(tmp_path, monkeypatch):
+    recipe = recipe_from_dict(toy_recipe_dict(data=two_source_data(), train={"iterations": 2}))
+    trained_on = []
+    monkeypatch.setattr(SourceOnly, "fit", lambda self, classifier, source, target, ctx: (
+        trained_on.append(source), classifier)[1])
+    metrics = run(recipe, tmp_path, progress=False)
+    assert metrics["task"] == "toy_source+toy_third->toy_target"
+    [source] = trained_on
+    assert len(source) == 150 and source.name == "toy_source/train+toy_third/train"

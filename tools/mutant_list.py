@@ -951,6 +951,16 @@ MUTANTS = [
     Mutant("grid.task-cells-do-not-wait-for-the-tasks-first", "da_toolkit/benchmark/grid.py",
            "cell.after = None if after is owner else after", "cell.after = None",
            "the cells of a task sharing another task's translator all write its stages and cache at once", SG_TESTS),
+    # ------------------------------------------------------------------ several labeled sources (data.extra_sources)
+    Mutant("sources.extra-sources-left-out", "da_toolkit/data/__init__.py", "    if len(parts) > 1:\n        source =",
+           "    if False:\n        source =", "the extra sources are read and checked, then not trained on", SG_TESTS),
+    Mutant("sources.a-source-listed-twice-accepted", "da_toolkit/recipe.py", "        if identity in seen:",
+           "        if False:", "a source listed twice is trained on twice as often, silently", SG_TESTS),
+    Mutant("sources.extra-sources-not-in-recipe-yaml", "da_toolkit/recipe.py",
+           "        return [_plain(item) for item in value]", "        return value",
+           "a run directory's recipe.yaml cannot be read back (resume, report) with extra sources", SG_TESTS),
+    Mutant("stargan.sources-learned-as-one-domain", SG, "else self.setup.load_source(sources.index(name))",
+           "else self.setup.load_source(0)", "G learns the first source twice and never the second", SG_TESTS),
 ]
 
 # survivors judged harmless, by name, with the one-line reason printed in the report

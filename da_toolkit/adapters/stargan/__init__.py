@@ -24,6 +24,10 @@ another task's translator (`pixel_from`) trains its own beside it, and its sourc
 G(·, c = its target). With the semantic loss on, G learns from f_S, trained on the task's labeled
 source, so the translator is the task's; f_S is never trained on the union of the domains, whose
 labels include other tasks' targets.
+
+Several sources (data.extra_sources): each is a domain of G of its own, and the merged labeled set is
+translated by G(·, c = the target), so each source goes into the target's style; f_S learns the merged
+set (``pixel_classifier_<source>+<source>``).
 """
 from __future__ import annotations
 
@@ -68,13 +72,13 @@ class StarGAN(PixelAdapter):
 
     @property
     def domains(self) -> list[str]:
-        """The translator's domains in label order."""
+        """The translator's domains in label order (`StarGANOptions.domain_names`)."""
         return self.options.domain_names(*self.setup.domain_names)
 
     @property
     def directions(self) -> tuple[str, ...]:
         """The domains G translates into: the recipe's target first (source -> target style), then the others."""
-        target = self.setup.domain_names[1]
+        target = self.setup.target_name
         return (target, *(name for name in self.domains if name != target))
 
     @property
@@ -86,20 +90,22 @@ class StarGAN(PixelAdapter):
 
     @property
     def classifier_stage(self) -> str:
-        """f_S's training stage, named by the source it learns (module docstring)."""
-        return f"pixel_classifier_{self.setup.domain_names[0]}"
+        """f_S's training stage, named by the source(s) it learns (module docstring)."""
+        return f"pixel_classifier_{'+'.join(self.setup.source_names)}"
 
     @property
     def oracle_stage(self) -> str:
         """The label-preservation oracle's training stage, named by the target it learns."""
-        return f"pixel_oracle_{self.setup.domain_names[1]}"
+        return f"pixel_oracle_{self.setup.target_name}"
 
     def training_domains(self, source: Domain, target: Domain) -> list[Domain]:
         """The domains in label order: a listed one is its dataset's whole training split, whatever its role
-        in the recipe; the recipe's source and target when not listed, as the run has them."""
-        given = dict(zip(self.setup.domain_names, (source, target)))
-        return [self.setup.load_domain(name) if name in self.options.domains else given[name]
-                for name in self.domains]
+        in the recipe; the recipe's target and sources when not listed, as the run has them (several
+        sources, merged in `source`, each built again on its own: each is a domain of its own for G)."""
+        sources = self.setup.source_names
+        given = {**({sources[0]: source} if len(sources) == 1 else {}), self.setup.target_name: target}
+        return [self.setup.load_domain(name) if name in self.options.domains else given[name] if name in given
+                else self.setup.load_source(sources.index(name)) for name in self.domains]
 
     def fit(self, source: Domain, target: Domain, ctx: Context) -> CycleGANTranslator:
         o = self.options
@@ -132,9 +138,12 @@ class StarGAN(PixelAdapter):
         `translator_keys`), and no test split (nothing of the pixel stage learns from one)."""
         if not self.serves_every_task:
             return data
+        def unnamed(spec: dict) -> dict:
+            return {key: value for key, value in spec.items() if key != "name"}
+
         out = {key: value for key, value in data.items() if key not in ("target_test", "source_test")}
-        for role in ("source", "target"):
-            out[role] = {key: value for key, value in data[role].items() if key != "name"}
+        out.update(source=unnamed(data["source"]), target=unnamed(data["target"]),
+                   extra_sources=[unnamed(spec) for spec in data.get("extra_sources", [])])
         return out
 
     def load_generator(self, home: RunDir, direction: str) -> nn.Module:

@@ -15,7 +15,7 @@ class StarGANOptions:
     networks sized to 28-32 px digits as the CycleGAN's are."""
 
     # the datasets (names from `da-toolkit list`; each its whole training split, whatever its role in the
-    # recipe) the translator learns, in domain-label order; the recipe's source and target are added at the
+    # recipe) the translator learns, in domain-label order; the recipe's sources and target are added at the
     # end, as the run has them, when missing; []: source and target only. Listing both, with
     # semantic_weight 0, makes one translator serve every task over the list (compare shares it)
     domains: list[str] = field(default_factory=list)
@@ -67,9 +67,10 @@ class StarGANOptions:
         for name in self.domains:
             DATASETS.get(name, "pixel.domains")
 
-    def domain_names(self, source: str, target: str) -> list[str]:
-        """The translator's domains in label order: `domains`, then the source and target if missing."""
-        return [*self.domains, *(name for name in (source, target) if name not in self.domains)]
+    def domain_names(self, *names: str) -> list[str]:
+        """The translator's domains in label order: `domains`, then the recipe's sources and target (`names`)
+        if missing."""
+        return [*self.domains, *(name for name in dict.fromkeys(names) if name not in self.domains)]
 
     def downsamplings_for(self, image_size: int) -> int:
         if self.generator_downsamplings is not None:
