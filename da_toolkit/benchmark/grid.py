@@ -192,10 +192,9 @@ def pixel_signature(recipe: Recipe) -> str | None:
     method training on translations alone shares the translator of one mixing them with raw source),
     the data as the adapter says (`translator_data`: all of it, or without the task's datasets for a
     translator that serves several tasks), the seed, the classifier (a pixel stage's auxiliary
-    classifiers use it) and where and how
-    precisely it runs (train.device and train.precision as the recipe says them, amp read as auto: a
-    cell resolves them where it runs, as the other cells of its grid do, and the translation cache is
-    keyed by the resolved precision).
+    classifiers use it) and where and how precisely it runs (train.device and train.precision as the
+    recipe says them, amp read as auto: a cell resolves them where it runs, as the other cells of its
+    grid do, and the translation cache is keyed by the resolved precision).
     Not the number of labeled target images: a translator learns from the images and never reads
     target labels, so the cells of all k share one translator.
     """

@@ -136,11 +136,11 @@ class StarGAN(PixelAdapter):
         """All of `data` for a translator of the task; for one that `serves_every_task`, the source and target
         specs without their dataset names (a dataset's name is in the stages it trains, the domains' in
         `translator_keys`), and no test split (nothing of the pixel stage learns from one)."""
-        if not self.serves_every_task:
-            return data
         def unnamed(spec: dict) -> dict:
             return {key: value for key, value in spec.items() if key != "name"}
 
+        if not self.serves_every_task:
+            return data
         out = {key: value for key, value in data.items() if key not in ("target_test", "source_test")}
         out.update(source=unnamed(data["source"]), target=unnamed(data["target"]),
                    extra_sources=[unnamed(spec) for spec in data.get("extra_sources", [])])
