@@ -168,7 +168,8 @@ def _metrics(recipe: Recipe, domains, classifier, ctx: Context, wall_time: float
     source = evaluate(classifier, source_eval, ctx.device, batch)
     return {
         "recipe": recipe.name,
-        "task": f"{recipe.data.source.name}->{recipe.data.target.name}",
+        "task": "+".join(spec.name for spec in (recipe.data.source, *recipe.data.extra_sources))
+                + f"->{recipe.data.target.name}",
         "pixel_adapter": recipe.pixel.adapter if recipe.pixel else None,
         "feature_adapter": recipe.feature.adapter,
         "refine_adapter": recipe.refine.adapter if recipe.refine else None,

@@ -60,6 +60,10 @@ class DataConfig:
     target: DomainSpec
     target_test: DomainSpec
     source_test: DomainSpec | None = None
+    # further labeled sources (multi-source adaptation): merged with data.source, in this order, into the one
+    # labeled training set; each has data.source's class names. data.source alone names the source test split
+    # (source accuracy) and the report's source sample
+    extra_sources: list[DomainSpec] = field(default_factory=list)
     image_size: Annotated[int, Range(1, 1024, why="pixels per side")] = 32
     channels: Literal[1, 3] = 3
     # k labeled target images per class (scarce-label setting); at most the images of the target's smallest class
@@ -191,6 +195,8 @@ ADAPTER_KIND = {"pixel": "pixel", "feature": "feature", "refine": "feature"}  # 
 def _plain(value):
     if dataclasses.is_dataclass(value):
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
     return value
 
 
@@ -307,14 +313,15 @@ def recipe_from_dict(raw: dict, source_path: Path | None = None) -> Recipe:
         recipe.feature = _build_stage("feature", {"adapter": recipe.feature.adapter}, ADAPTERS)
     recipe.source_path = str(source_path) if source_path else None
 
-    for key in ("source", "target", "target_test", "source_test"):
-        spec = getattr(recipe.data, key)
+    specs = [(key, getattr(recipe.data, key)) for key in ("source", "target", "target_test", "source_test")]
+    specs += [(f"extra_sources[{index}]", spec) for index, spec in enumerate(recipe.data.extra_sources)]
+    for key, spec in specs:
         if spec is not None and spec.name not in DATASETS:
             raise UserError(DATASETS.unknown_message(spec.name, key=f"data.{key}.name"))
         for path_key in ("root", "list"):
             if spec is not None and getattr(spec, path_key) is not None and source_path is not None:
                 setattr(spec, path_key, str((source_path.parent / getattr(spec, path_key)).resolve()))
-        domain = getattr(recipe.data, key.replace("_test", ""))
+        domain = getattr(recipe.data, key.replace("_test", "")) if key.endswith("_test") else spec
         if spec is not None and key.endswith("_test") and spec.name == domain.name:
             # a test split without a folder (or list) of its own: its domain's
             spec.root = domain.root if spec.root is None else spec.root
@@ -331,6 +338,7 @@ def recipe_from_dict(raw: dict, source_path: Path | None = None) -> Recipe:
         if spec is not None and spec.skip_unreadable and spec.name not in FILE_DATASETS:
             raise UserError(f"data.{key}.skip_unreadable: only a domain of image files ({', '.join(FILE_DATASETS)}) "
                             f"reads image files; '{spec.name}' does not take it")
+    _check_sources([recipe.data.source, *recipe.data.extra_sources])
     options = recipe.feature.options
     if getattr(options, "source_checkpoint", None) is not None and source_path is not None:
         # relative to the recipe file; whether it exists is checked when a run starts (pipeline: the adapter's
@@ -349,6 +357,18 @@ def recipe_from_dict(raw: dict, source_path: Path | None = None) -> Recipe:
             with _in_section(kind):
                 ADAPTERS.get(stage.adapter).check(stage.options, recipe.data.image_size, recipe.data.channels)
     return recipe
+
+
+def _check_sources(sources: list[DomainSpec]) -> None:
+    """Refuse a source listed twice (the same dataset split, folder and list) in data.source and data.extra_sources."""
+    seen: dict[tuple, str] = {}
+    for index, spec in enumerate(sources):
+        key = "data.source" if index == 0 else f"data.extra_sources[{index - 1}]"
+        identity = (spec.name, spec.split, spec.root, spec.list)
+        if identity in seen:
+            raise UserError(f"{key}: {spec.name} ({spec.split} split) is already a source ({seen[identity]}); list "
+                            f"each source once")
+        seen[identity] = key
 
 
 def check_against_data(recipe: Recipe, domains) -> None:

@@ -36,6 +36,9 @@ def toy_digits(split: str, shift: int, count: int = 400) -> DomainDataset:
 if "toy_source" not in DATASETS:
     DATASETS.register("toy_source", "test-only toy domain")(lambda split, **_: toy_digits(split, 0))
     DATASETS.register("toy_target", "test-only toy domain, brighter")(lambda split, **_: toy_digits(split, 60))
+    DATASETS.register("toy_third", "test-only toy domain, brightest")(lambda split, **_: toy_digits(split, 120))
+    DATASETS.register("toy_five", "test-only toy domain of 5 classes")(
+        lambda split, **_: DomainDataset(toy_digits(split, 0).images, toy_digits(split, 0).labels % 5, "toy5", 5))
 
 
 @pytest.fixture(autouse=True, scope="session")

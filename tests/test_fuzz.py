@@ -143,6 +143,8 @@ def in_range(leaf: Leaf, small: bool = False):
         return st.floats(low, high, exclude_min=exclude[0], exclude_max=exclude[1], allow_nan=False)
     if kind is str:
         return st.sampled_from(STRINGS.get(leaf.key.split(".")[-1], ["x"]))
+    if dataclasses.is_dataclass(kind):  # an item of a list of sections (data.extra_sources: domains)
+        return st.fixed_dictionaries({"name": st.sampled_from(STRINGS["name"])})
     raise AssertionError(f"no strategy for {leaf.key}: {kind}")
 
 
@@ -220,7 +222,8 @@ def runnable_overrides(draw) -> list[str]:
     pixel = draw(st.sampled_from([None, *PIXEL]))
     overrides = [f"feature.adapter={feature}"] + ([f"pixel.adapter={pixel}"] if pixel else [])
     pool = [leaf for leaf in RECIPE_LEAVES + ADAPTER_LEAVES[feature] + (ADAPTER_LEAVES[pixel] if pixel else [])
-            if leaf.kind is not str and not leaf.key.startswith(("data.source_test", "data.target_test"))
+            if leaf.kind is not str and not leaf.key.startswith(("data.source_test", "data.target_test",
+                                                                 "data.extra_sources"))
             and leaf.key.split(".")[-1] not in FIXED]
     for leaf in draw(st.lists(st.sampled_from(pool), max_size=5, unique_by=lambda leaf: leaf.key)):
         name = leaf.key.split(".")[-1]

@@ -10,17 +10,20 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from click.testing import CliRunner
 from PIL import Image
 
+from da_toolkit import benchmark as bench
 from da_toolkit.adapters.base import AdapterSetup
-from da_toolkit.adapters.cyclegan.translator import weights_hash
+from da_toolkit.adapters.cyclegan.translator import CycleGANTranslator, weights_hash
+from da_toolkit.adapters.source_only import SourceOnly
 from da_toolkit.adapters.stargan import StarGAN, StarGANOptions
 from da_toolkit.adapters.stargan.training import StarGANTraining, build_discriminator, build_generator
 from da_toolkit.adapters.pixel import translate_images
 from da_toolkit.cli import main
 from da_toolkit.context import Context
-from da_toolkit.data import DATASETS, DomainDataset
+from da_toolkit.data import DomainDataset, build_domain, build_domains
 from da_toolkit.errors import UserError
 from da_toolkit.pipeline import run
 from da_toolkit.recipe import recipe_from_dict
@@ -31,9 +34,6 @@ from da_toolkit.training.gan_losses import cycle_consistency_loss
 from da_toolkit.training.stargan_losses import (domain_classification_loss, gradient_penalty, interpolate,
                                                 wasserstein_critic_loss, wasserstein_generator_loss)
 from conftest import toy_digits, toy_recipe_dict
-
-if "toy_third" not in DATASETS:
-    DATASETS.register("toy_third", "test-only toy domain, brightest")(lambda split, **_: toy_digits(split, 120))
 
 TINY = {"ngf": 4, "ndf": 4, "generator_blocks": 1, "image_grid_every": 0, "semantic_weight": 0.0,
         "label_filter": "off", "label_preservation_iterations": 0}
@@ -308,3 +308,230 @@ def test_report_shows_one_row_per_target_domain(star_run, tmp_path):
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["pixel"]["domains"] == ["toy_source", "toy_target", "toy_third"]
     assert len(report["pixel"]["oracle_reads_per_class"]) == 10
+
+
+# ------------------------------------------------------------------ one translator, many tasks (compare)
+
+
+EVERY_DOMAIN = ["toy_source", "toy_target", "toy_third"]
+SHARED_PIXEL = {"adapter": "stargan", **TINY, "domains": EVERY_DOMAIN, "iterations": 4, "batch_size": 4,
+                "n_critic": 2, "label_filter": "drop", "semantic_classifier_iterations": 4,
+                "label_preservation_iterations": 4}
+TASKS = {"ab": ("toy_source", "toy_target"), "ca": ("toy_third", "toy_source"),  # task: (source, target)
+         "bc": ("toy_target", "toy_third")}
+
+
+def task_data(task: str) -> dict:
+    """The task's data section; its source limited to half its images (a listed domain is learned whole)."""
+    source, target = TASKS[task]
+    return {"source": {"name": source, "limit": 200}, "target": {"name": target},
+            "target_test": {"name": target, "split": "test"}}
+
+
+def stargan_benchmark(tmp_path, **keys):
+    """recipes/<task>_<method>.yaml for the tasks ab, ca and bc and the methods stargan and stargan_long (a longer
+    feature stage): one StarGAN of every toy domain, semantic loss off; benchmark keys from `keys`."""
+    folder = tmp_path / "recipes"
+    folder.mkdir(exist_ok=True)
+    for task in TASKS:
+        for method, iterations in (("stargan", 3), ("stargan_long", 5)):
+            recipe = toy_recipe_dict(data=task_data(task), pixel=SHARED_PIXEL, train={"iterations": iterations})
+            (folder / f"{task}_{method}.yaml").write_text(yaml.safe_dump(recipe))
+    spec = {"name": "toy", "recipe_dir": "recipes", "output_dir": str(tmp_path / "out"), "tasks": list(TASKS),
+            "methods": ["stargan", "stargan_long"], "seeds": [0, 1], **keys}
+    (tmp_path / "bench.yaml").write_text(yaml.safe_dump(spec))
+    cells, _ = bench.expand(bench.load_benchmark(tmp_path / "bench.yaml"), None, tmp_path / "out")
+    bench.share_translators(cells)
+    return {cell.name: cell for cell in cells}
+
+
+def test_a_stargan_of_every_domain_is_shared_by_every_task_of_a_seed(tmp_path):
+    cells = stargan_benchmark(tmp_path)
+    for seed in (0, 1):
+        owner = cells[f"ab/stargan/seed{seed}"]  # source_only feature stage, fewest iterations, first task
+        assert owner.owner is None
+        lead = cells[f"ca/stargan/seed{seed}"]  # the other task's first cell: the task's own stages, its source
+        assert lead.owner is owner and lead.after is None and lead.prerequisites == [owner]
+        assert f"pixel_from={owner.run_dir}" in lead.arguments()
+        assert cells[f"ab/stargan_long/seed{seed}"].prerequisites == [owner]
+        assert cells[f"ca/stargan_long/seed{seed}"].prerequisites == [owner, lead]
+        # the tasks' first cells write the translator's run directory one after another
+        third = cells[f"bc/stargan/seed{seed}"]
+        assert third.prerequisites == [owner, lead]
+        assert cells[f"bc/stargan_long/seed{seed}"].prerequisites == [owner, third]
+    assert cells["ca/stargan/seed1"].owner is cells["ab/stargan/seed1"]  # a translator per seed
+
+
+@pytest.mark.parametrize("change", [
+    "pixel.domains=[toy_source,toy_target]",  # toy_third (ca's source) not listed: its role would decide
+    "pixel.semantic_weight=0.5",  # G learns from f_S, trained on the task's labeled source
+])
+def test_a_translator_that_depends_on_the_task_is_shared_within_the_task_only(tmp_path, change):
+    cells = stargan_benchmark(tmp_path, method_overrides={"stargan": [change], "stargan_long": [change]})
+    for seed in (0, 1):
+        for task in TASKS:
+            assert cells[f"{task}/stargan/seed{seed}"].owner is None
+            assert cells[f"{task}/stargan_long/seed{seed}"].owner is cells[f"{task}/stargan/seed{seed}"]
+    assert all(cell.after is None for cell in cells.values())
+
+
+def test_cells_with_another_domains_list_train_their_own_translator(tmp_path):
+    """stargan_long lists the domains in another order (other domain labels): its cells share one translator
+    of their own across the tasks, never stargan's."""
+    cells = stargan_benchmark(tmp_path, method_overrides={"stargan_long": ["pixel.domains=[toy_third,toy_source,"
+                                                                           "toy_target]"]})
+    for seed in (0, 1):
+        owner = cells[f"ab/stargan_long/seed{seed}"]
+        assert owner.owner is None and cells[f"ca/stargan_long/seed{seed}"].owner is owner
+        assert cells[f"ca/stargan/seed{seed}"].owner is cells[f"ab/stargan/seed{seed}"]
+
+
+@pytest.fixture(scope="module")
+def shared_runs(tmp_path_factory):
+    """The four cells of seed 0 run in the grid's order (the other task's through pixel_from), and task ca's
+    StarGAN trained on its own."""
+    torch.set_num_threads(1)
+    tmp_path = tmp_path_factory.mktemp("shared")
+    cells = stargan_benchmark(tmp_path)
+    metrics = {}
+    for name in ("ab/stargan/seed0", "ca/stargan/seed0", "ab/stargan_long/seed0", "ca/stargan_long/seed0"):
+        cell = cells[name]
+        assert all(p.finished for p in cell.prerequisites), name
+        metrics[name] = run(recipe_from_dict(cell.expected_recipe), cell.run_dir, progress=False)
+    alone = tmp_path / "ca_alone"
+    own = toy_recipe_dict(data=task_data("ca"), pixel=SHARED_PIXEL, train={"iterations": 3})
+    metrics["alone"] = run(recipe_from_dict(own), alone, progress=False)
+    return cells, metrics, alone
+
+
+def test_the_shared_translator_is_the_one_the_other_task_would_train(shared_runs):
+    """The sharing is exact: task ca's StarGAN trained on its own equals the one task ab's cell trained."""
+    cells, _, alone = shared_runs
+    shared = load_checkpoint(cells["ab/stargan/seed0"].run_dir / "checkpoints" / "pixel.pt")["state"]
+    own = load_checkpoint(alone / "checkpoints" / "pixel.pt")["state"]
+    for network in ("generator", "discriminator"):
+        for name, value in shared[network].items():
+            assert torch.equal(value, own[network][name]), (network, name)
+
+
+def test_the_other_tasks_cells_translate_their_source_into_their_target_and_keep_their_own_stages(shared_runs,
+                                                                                                tmp_path):
+    cells, metrics, alone = shared_runs
+    home = cells["ab/stargan/seed0"].run_dir
+    lead, later = cells["ca/stargan/seed0"].run_dir, cells["ca/stargan_long/seed0"].run_dir
+    assert not (lead / "checkpoints" / "pixel.pt").exists() and not (later / "checkpoints" / "pixel.pt").exists()
+    # f_S of ca's source and the oracle of ca's target beside the translator, trained by ca's first cell
+    stages = {path.stem for path in (home / "checkpoints").glob("pixel*.pt")}
+    assert stages == {"pixel", "pixel_classifier_toy_source", "pixel_oracle_toy_target",
+                      "pixel_classifier_toy_third", "pixel_oracle_toy_source"}
+    for stage in ("pixel_classifier_toy_third", "pixel_oracle_toy_source"):  # as the task would train them alone
+        ours, theirs = (load_checkpoint(folder / "checkpoints" / f"{stage}.pt")["state"]["classifier"]
+                        for folder in (home, alone))
+        assert all(torch.equal(value, theirs[name]) for name, value in ours.items()), stage
+    assert metrics["ca/stargan/seed0"]["label_preservation"] == metrics["alone"]["label_preservation"]
+    assert metrics["ca/stargan/seed0"]["target_accuracy"] == metrics["alone"]["target_accuracy"]
+    # ca's source (toy_third) translated by G(·, c = toy_source): a miss for the first cell, a hit after it
+    pixel = {name: metrics[name]["stages"]["pixel"] for name in ("ca/stargan/seed0", "ca/stargan_long/seed0")}
+    assert [p["translation_cache"] for p in pixel.values()] == ["miss", "hit"]
+    adapter = StarGAN(StarGANOptions(**{**TINY, "domains": EVERY_DOMAIN}),
+                      AdapterSetup(None, 16, 1, 0, None, None, ("toy_third", "toy_source")))
+    into_source = weights_hash(adapter.load_generator(RunDir(home), "toy_source"))
+    assert {p["translation_cache_file"][:len("translated_") + 16] for p in pixel.values()} == {
+        f"translated_{into_source}"}
+    # `translate --to` on the sharing run reads the owner's translator
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(np.full((16, 16), 200, dtype=np.uint8)).save(folder / "0.png")
+    result = CliRunner().invoke(main, ["translate", str(later), "--input", str(folder), "--output",
+                                       str(tmp_path / "out"), "--to", "toy_source"])
+    assert result.exit_code == 0 and "translated 1 images (toy_source)" in result.output, result.output
+    expected = translate_images(adapter.load_generator(RunDir(home), "toy_source"), read_png(folder / "0.png")[None],
+                                torch.device("cpu"), 8)
+    assert torch.equal(read_png(tmp_path / "out" / "0.png")[None], expected)
+
+
+# ------------------------------------------------------------------ several sources (data.extra_sources)
+
+
+def two_source_data(**source) -> dict:
+    """toy_source (100 images) and toy_third (50) -> toy_target."""
+    return {"source": {"name": "toy_source", "limit": 100, **source},
+            "extra_sources": [{"name": "toy_third", "limit": 50}]}
+
+
+def test_several_sources_are_merged_into_one_labeled_set_in_order(tmp_path):
+    recipe = recipe_from_dict(toy_recipe_dict(data=two_source_data()))
+    domains = build_domains(recipe.data, recipe.seed)
+    first = build_domain(recipe.data.source, 16, 1, recipe.seed)
+    second = build_domain(recipe.data.extra_sources[0], 16, 1, recipe.seed)
+    assert len(domains.source) == 150 and domains.source.name == f"{first.name}+{second.name}"
+    assert torch.equal(domains.source.images, torch.cat([first.images, second.images]))
+    assert torch.equal(domains.source.labels, torch.cat([first.labels, second.labels]))
+    assert (domains.source.labels >= 0).all()  # every source is labeled
+    assert recipe_from_dict(recipe.to_dict()).data.extra_sources == recipe.data.extra_sources  # recipe.yaml
+
+
+def test_a_source_listed_twice_or_with_other_classes_is_refused(tmp_path):
+    twice = toy_recipe_dict(data={**two_source_data(), "extra_sources": [{"name": "toy_third"},
+                                                                         {"name": "toy_third", "limit": 3}]})
+    with pytest.raises(UserError, match=r"data.extra_sources\[1\]: toy_third \(train split\) is already a source "
+                                        r"\(data.extra_sources\[0\]\)"):
+        recipe_from_dict(twice)
+    with pytest.raises(UserError, match=r"data.extra_sources\[0\]: toy_source .* already a source \(data.source\)"):
+        recipe_from_dict(toy_recipe_dict(data={"extra_sources": [{"name": "toy_source"}]}))
+    assert recipe_from_dict(toy_recipe_dict(data={"extra_sources": [{"name": "toy_source", "split": "test"}]}))
+    with pytest.raises(UserError, match=r"data.extra_sources\[0\].name: unknown dataset 'toy_fiev'"):
+        recipe_from_dict(toy_recipe_dict(data={"extra_sources": [{"name": "toy_fiev"}]}))
+    recipe = recipe_from_dict(toy_recipe_dict(data={"extra_sources": [{"name": "toy_five"}]}))
+    with pytest.raises(UserError, match=r"data.extra_sources\[0\]: toy_five/train lacks 5 of the source's classes "
+                                        r"\(5, 6, 7, 8, 9\); every source must have the same class names"):
+        build_domains(recipe.data, recipe.seed)
+
+
+def test_one_stargan_translates_each_source_into_the_target(tmp_path):
+    """G learns toy_source, toy_third and toy_target as three domains; the merged labeled set (150 images) is
+    translated by G(·, c = toy_target), and f_S learns the merged set."""
+    pixel = {"adapter": "stargan", **TINY, "iterations": 2, "batch_size": 4, "n_critic": 2, "label_filter": "drop",
+             "semantic_classifier_iterations": 2}
+    recipe = recipe_from_dict(toy_recipe_dict(data=two_source_data(), pixel=pixel, train={"iterations": 2}))
+    metrics = run(recipe, tmp_path, progress=False)
+    assert metrics["task"] == "toy_source+toy_third->toy_target"
+    assert metrics["label_filter"]["total"] == 150  # every image of both sources translated
+    adapter = StarGAN(recipe.pixel.options, AdapterSetup.from_recipe(recipe))
+    assert adapter.domains == ["toy_source", "toy_third", "toy_target"]
+    checkpoint = load_checkpoint(tmp_path / "checkpoints" / "pixel.pt")["state"]
+    assert set(checkpoint) >= {"stream_0", "stream_1", "stream_2"}
+    into_target = weights_hash(adapter.load_generator(RunDir(tmp_path), "toy_target"))
+    assert metrics["stages"]["pixel"]["translation_cache_file"].startswith(f"translated_{into_target}_")
+    assert (tmp_path / "checkpoints" / "pixel_classifier_toy_source+toy_third.pt").exists()
+    # the cached translation is G(·, c = toy_target) of each source's images, in the merged set's order
+    domains = build_domains(recipe.data, recipe.seed)
+    learned = adapter.training_domains(domains.source, domains.target)  # each source a domain of its own
+    assert [len(domain) for domain in learned] == [100, 50, 400]
+    assert torch.equal(torch.cat([learned[0].images, learned[1].images]), domains.source.images)
+    generator = adapter.load_generator(RunDir(tmp_path), "toy_target")
+    ctx = Context(tmp_path, progress=False)
+    cached = CycleGANTranslator(generator, ctx, recipe.pixel.options).translate_only(domains.source)
+    assert ctx.metrics["pixel"]["translation_cache"] == "hit"
+    assert torch.equal(cached.labels, domains.source.labels)
+    for part in (slice(0, 100), slice(100, 150)):  # toy_source's images, then toy_third's
+        expected = translate_images(generator, domains.source.images[part], torch.device("cpu"), 64)
+        assert torch.equal(cached.images[part], expected)
+    # sharing: the merged sources are in the sharing key, each by name unless every domain is listed
+    shared = StarGAN(StarGANOptions(**{**TINY, "domains": ["toy_source", "toy_third", "toy_target"]}),
+                     AdapterSetup.from_recipe(recipe))
+    data = recipe.to_dict()["data"]
+    assert shared.serves_every_task
+    assert shared.translator_data(data)["extra_sources"] == [{k: v for k, v in data["extra_sources"][0].items()
+                                                              if k != "name"}]
+
+
+def test_a_feature_method_on_several_sources_trains_on_the_merged_set(tmp_path, monkeypatch):
+    recipe = recipe_from_dict(toy_recipe_dict(data=two_source_data(), train={"iterations": 2}))
+    trained_on = []
+    monkeypatch.setattr(SourceOnly, "fit", lambda self, classifier, source, target, ctx: (
+        trained_on.append(source), classifier)[1])
+    metrics = run(recipe, tmp_path, progress=False)
+    assert metrics["task"] == "toy_source+toy_third->toy_target"
+    [source] = trained_on
+    assert len(source) == 150 and source.name == "toy_source/train+toy_third/train"

@@ -47,9 +47,20 @@ class AdapterSetup:
     # the fully labeled target training split, for benchmark diagnostics only (the label-preservation
     # oracle), never for training or model selection; None where there is no such split
     labeled_target: Callable[[], DomainDataset] | None = None
-    domain_names: tuple[str, ...] = ()  # the dataset names of the recipe's source and target
+    # the dataset names of the recipe's sources (data.source, then data.extra_sources) and, last, its target
+    domain_names: tuple[str, ...] = ()
     # a registered dataset's training split by name, at the run's image size (a StarGAN's other domains)
     load_domain: Callable[[str], Domain] | None = None
+    # the recipe's i-th source (0: data.source, then data.extra_sources) built as the run builds it, on its own
+    load_source: Callable[[int], Domain] | None = None
+
+    @property
+    def source_names(self) -> tuple[str, ...]:
+        return self.domain_names[:-1]
+
+    @property
+    def target_name(self) -> str:
+        return self.domain_names[-1]
 
     @classmethod
     def from_recipe(cls, recipe) -> "AdapterSetup":
@@ -66,8 +77,13 @@ class AdapterSetup:
             spec = dataclasses.replace(data.target, name=name, split="train", limit=None, root=None, list=None)
             return build_domain(spec, data.image_size, data.channels, recipe.seed)
 
+        sources = [data.source, *data.extra_sources]
+
+        def load_source(index: int) -> Domain:
+            return build_domain(sources[index], data.image_size, data.channels, recipe.seed)
+
         return cls(recipe.train, data.image_size, data.channels, recipe.seed, make_classifier, labeled_target,
-                   (data.source.name, data.target.name), load_domain)
+                   (*(spec.name for spec in sources), data.target.name), load_domain, load_source)
 
 
 class Adapter:

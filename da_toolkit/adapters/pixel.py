@@ -12,8 +12,9 @@ adapter's checkpoint keys, options or files:
 * ``da-toolkit translate``: ``directions`` and ``load_generator(home, direction)``, a module mapping
   float images in [-1, 1] to their translation (run it on uint8 images with `translate_images`);
 * ``da-toolkit report``: ``report(home, sample)``, a `PixelReport` of translations and diagnostics;
-* ``da-toolkit compare``: ``translator_keys(pixel, train)``, what of the recipe's pixel and train
-  sections the trained translator depends on (cells that agree on it share one translator).
+* ``da-toolkit compare``: ``translator_keys(pixel, train)`` and ``translator_data(data)``, what of the
+  recipe's pixel, train and data sections the trained translator depends on (cells that agree on it
+  share one translator; `translator_data` says whether that includes the task's datasets).
 
 `home` is the `RunDir` that holds the pixel stage (the run's own, or its `pixel_from`).
 """
@@ -71,9 +72,16 @@ class PixelAdapter(Adapter):
     # -- read side ------------------------------------------------------------------------------
     def translator_keys(self, pixel: dict, train: dict) -> dict:
         """What of the resolved recipe's `pixel` and `train` sections the trained translator depends on
-        (besides data, seed, classifier, device and precision, which `compare` always compares):
-        by default the whole pixel section."""
+        (besides `translator_data`, seed, classifier, device and precision, which `compare` always
+        compares): by default the whole pixel section."""
         return {"pixel": pixel}
+
+    def translator_data(self, data: dict) -> dict:
+        """What of the resolved recipe's `data` section (without target_labels_per_class, which no
+        translator reads) the translator and the pixel stages stored with it depend on: by default all
+        of it, so that only the cells of one task share a translator. An adapter whose translator serves
+        several tasks leaves out the task's datasets, and names its per-task stages by them."""
+        return data
 
     def load_generator(self, home: RunDir, direction: str) -> nn.Module:
         """The trained translator of `direction` in the run directory `home`, on the CPU, read safely."""

@@ -59,6 +59,7 @@ def compare(benchmark_path: str | Path, profile: str | None = None, jobs: int | 
         for cell in cells:
             state = "finished" if cell.finished else "started, will resume" if cell.started else "new"
             shared = f"  (reuses the translator of {cell.owner.name})" if cell.owner else ""
+            shared += f"  (after {cell.after.name})" if cell.after else ""
             shared += "".join(f"  (reads the run of {source.name})" for source in cell.inputs)
             swept = f"  [{hyper_parameter_text(cell.hyper_parameters)}]" if cell.hyper_parameters else ""
             print(f"{cell.name:<44} {state}{swept}{shared}")

@@ -4,7 +4,12 @@ Pixel once, features many: cells whose pixel stage would be trained identically 
 pixel section, data, classifier and device; any k) share one translator. The first of them (a cell
 with the plain source_only feature stage when there is one) trains it; the others run with
 ``pixel_from=<its run dir>`` after it finished, restoring its pixel checkpoints and reading its
-translated-source cache.
+translated-source cache. A translator that serves several tasks (its adapter's `translator_data`
+leaves the task's datasets out) is shared by the cells of all of them: in each other task, the first
+of its cells trains that task's own pixel stages beside the translator and translates its source,
+and the task's other cells start after it and read them. Those first cells run one after another, so
+that no two cells write the translator's run directory at once (two tasks may share a source, whose
+stages they would both write).
 
 A cell can also read another cell's run directory: an override value `{cell:METHOD}` (e.g. SHOT's
 ``feature.source_checkpoint={cell:source_only}``) stands for the run directory of that method's cell
@@ -38,6 +43,10 @@ class Cell:
     run_dir: Path
     recipe: Recipe
     owner: Cell | None = None  # the cell whose translator this one reuses (pixel_from)
+    # a cell sharing the owner's translator across tasks that must finish before this one starts: for a
+    # task's first cell, the previous task's first cell; for the task's other cells, its first cell (which
+    # trained the task's own pixel stages and translated its source, read by this one)
+    after: Cell | None = None
     inputs: list[Cell] = field(default_factory=list)  # the cells whose run directories a `{cell:METHOD}` override names
     configuration: str = ""  # the method, or method@i for configuration i of its sweep (sweep.py)
     hyper_parameters: dict = field(default_factory=dict)  # the sweep configuration's values, by recipe key
@@ -48,7 +57,7 @@ class Cell:
     @property
     def prerequisites(self) -> list[Cell]:
         """The cells that must finish before this one starts."""
-        return [*([self.owner] if self.owner is not None else []), *self.inputs]
+        return [*(cell for cell in (self.owner, self.after) if cell is not None), *self.inputs]
 
     @property
     def name(self) -> str:
@@ -181,10 +190,11 @@ def pixel_signature(recipe: Recipe) -> str | None:
     What the pixel adapter says its translator depends on (`PixelAdapter.translator_keys`: e.g. the
     pixel section but the keys that only say how the feature stage uses the translations, so that a
     method training on translations alone shares the translator of one mixing them with raw source),
-    the data, the seed, the classifier (a pixel stage's auxiliary classifiers use it) and where and how
-    precisely it runs (train.device and train.precision as the recipe says them, amp read as auto: a
-    cell resolves them where it runs, as the other cells of its grid do, and the translation cache is
-    keyed by the resolved precision).
+    the data as the adapter says (`translator_data`: all of it, or without the task's datasets for a
+    translator that serves several tasks), the seed, the classifier (a pixel stage's auxiliary
+    classifiers use it) and where and how precisely it runs (train.device and train.precision as the
+    recipe says them, amp read as auto: a cell resolves them where it runs, as the other cells of its
+    grid do, and the translation cache is keyed by the resolved precision).
     Not the number of labeled target images: a translator learns from the images and never reads
     target labels, so the cells of all k share one translator.
     """
@@ -194,8 +204,8 @@ def pixel_signature(recipe: Recipe) -> str | None:
     resolved = recipe.to_dict()
     train = resolved["train"]
     data = {key: value for key, value in resolved["data"].items() if key != "target_labels_per_class"}
-    depends = {**adapter.translator_keys(resolved["pixel"], train), "data": data, "seed": recipe.seed,
-               "classifier": resolved["classifier"], "device": train["device"],
+    depends = {**adapter.translator_keys(resolved["pixel"], train), "data": adapter.translator_data(data),
+               "seed": recipe.seed, "classifier": resolved["classifier"], "device": train["device"],
                "precision": requested_precision(train["precision"])}
     return json.dumps(depends, sort_keys=True)
 
@@ -204,15 +214,26 @@ def share_translators(cells: list[Cell]) -> None:
     """Give every group of cells with the same pixel signature one owner; the others reuse its translator.
 
     The owner is the cell likely to finish first, so that the others can start soon: a plain
-    source_only feature stage (the pixel-only method) with the fewest iterations, else the first.
+    source_only feature stage (the pixel-only method) with the fewest iterations, else the first. When
+    the group spans several tasks (a translator that serves them all), each task's first cell by the
+    same rule waits for the previous task's, and the task's other cells for it (`Cell.after`).
     """
+    def first(group: list[Cell]) -> Cell:
+        return min(group, key=lambda c: (c.recipe.feature.adapter != "source_only" or c.recipe.refine is not None,
+                                         c.recipe.train.iterations))
+
     groups: dict[str, list[Cell]] = {}
     for cell in cells:
         signature = pixel_signature(cell.recipe)
         if signature is not None:
             groups.setdefault(signature, []).append(cell)
     for group in groups.values():
-        owner = min(group, key=lambda c: (c.recipe.feature.adapter != "source_only" or c.recipe.refine is not None,
-                                          c.recipe.train.iterations))
+        owner = first(group)
+        tasks = list(dict.fromkeys([owner.task, *(c.task for c in group)]))  # the owner's first, then the grid's order
+        leads = {task: owner if task == owner.task else first([c for c in group if c.task == task]) for task in tasks}
+        previous = dict(zip(tasks[1:], tasks))
         for cell in group:
             cell.owner = None if cell is owner else owner
+            lead = leads[cell.task]
+            after = leads.get(previous.get(cell.task)) if cell is lead else lead
+            cell.after = None if after is owner else after

@@ -148,8 +148,8 @@ def markdown(benchmark: Benchmark, profile: str | None, command: str, rows: list
                      "(the collapse alarm in the cell's metrics.json, no target label used); their accuracy is "
                      "in the mean, but they are failed runs, not the method's result")
     lines += ["* ↻: cells of this method reused the translator (pixel-stage checkpoints and translated source) of the "
-              "cell of the same task and seed with the same pixel stage (`pixel_from`); their wall time excludes "
-              "the translator's training.",
+              "cell of the same seed with the same pixel stage (`pixel_from`: of the same task, or of any task for a "
+              "translator of every domain); their wall time excludes the translator's training.",
               f"* TensorBoard, every cell under one log root: `tensorboard --logdir {bench_dir / 'runs'}`"]
     if skipped:
         lines.append(f"* Not applicable, not run: {', '.join(skipped)} (target_only trains on the k labeled target "

@@ -183,7 +183,8 @@ def run_cells(cells: list[Cell], jobs: int, outcomes: dict[Cell, Outcome], launc
                         p not in cells or (p in outcomes and outcomes[p].status != "done"))), None)
                     if blocker is not None:
                         pending.remove(cell)
-                        uses = "whose translator it shares" if blocker is cell.owner else "whose run it reads"
+                        uses = ("whose translator it shares" if blocker in (cell.owner, cell.after)
+                                else "whose run it reads")
                         finish(cell, Outcome("blocked", f"not run: {blocker.name}, {uses}, did not finish"
                                                         + ("" if blocker in cells else " (not selected)")))
                 for cell in [c for c in pending if all(p.finished for p in c.prerequisites)][:jobs - len(running)]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from da_toolkit.data.base import (UNLABELED, BatchStream, Domain, Domains, DomainDataset, conform,
-                                  per_class_indices)
+                                  concatenate, per_class_indices)
 from da_toolkit.data.files import FileDomain
 from da_toolkit.errors import UserError
 from da_toolkit.registry import Registry
@@ -106,7 +106,8 @@ def match_classes(reference: Domain, domain: Domain, key: str) -> Domain:
             return ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
         parts = ([f"lacks {len(missing)} of the source's classes ({listed(missing)})"] if missing else []) + (
             [f"has {len(extra)} the source lacks ({listed(extra)})"] if extra else [])
-        raise UserError(f"data.{key}: {domain.name} {' and '.join(parts)}; source and target must have the same "
+        which = "every source" if key.startswith("extra_sources") else "source and target"
+        raise UserError(f"data.{key}: {domain.name} {' and '.join(parts)}; {which} must have the same "
                         f"class names (folder or list class names, matched by name)")
     index = {name: i for i, name in enumerate(reference.class_names)}
     mapping = torch.tensor([index[name] for name in domain.class_names] + [UNLABELED], dtype=torch.int64)
@@ -116,15 +117,17 @@ def match_classes(reference: Domain, domain: Domain, key: str) -> Domain:
 def build_domains(data, seed: int, root: Path | None = None, workers: int = 0, report=None) -> Domains:
     """All domains of a recipe's `data` section, their classes matched by name to the source's.
 
-    The target training set keeps the labels of `target_labels_per_class` images per class
-    (chosen with the seed) and hides all others (label -1). `data.memory_budget_gb` is shared: a file
-    domain read into memory takes its decoded size from what the domains after it may use.
+    The source is data.source followed by data.extra_sources (multi-source), merged in that order into
+    one labeled set named '<first>+<second>...'. The target training set keeps the labels of
+    `target_labels_per_class` images per class (chosen with the seed) and hides all others (label -1).
+    `data.memory_budget_gb` is shared: a file domain read into memory takes its decoded size from what
+    the domains after it may use.
     """
     memory_left = data.memory_budget_gb
 
-    def load(key):
+    def load(key, spec=None):
         nonlocal memory_left
-        spec = getattr(data, key)
+        spec = spec or getattr(data, key)
         if spec is None:
             return None
         domain = build_domain(spec, data.image_size, data.channels, seed, root, workers, data.memory_budget_gb,
@@ -134,6 +137,9 @@ def build_domains(data, seed: int, root: Path | None = None, workers: int = 0, r
         return domain if key == "source" else match_classes(source, domain, key)
 
     source = load("source")
+    parts = [source, *(load(f"extra_sources[{index}]", spec) for index, spec in enumerate(data.extra_sources))]
+    if len(parts) > 1:
+        source = concatenate(parts, "+".join(part.name for part in parts), source.class_names)
     target = load("target")
     labels = torch.full_like(target.labels, UNLABELED)
     if data.target_labels_per_class:

@@ -14,10 +14,10 @@ from da_toolkit.training.checkpoint import load_checkpoint, load_state
 
 
 def label_preservation(setup: AdapterSetup, iterations: int, source: Domain, translated: Domain,
-                       ctx: Context) -> dict | None:
+                       ctx: Context, stage: str = "pixel_oracle") -> dict | None:
     """How well translation kept the digits: the accuracy, on the translated source images, of an
     oracle classifier trained for `iterations` on the real *labeled target* training split
-    (benchmark setting only).
+    (benchmark setting only), as the training stage `stage`.
 
     Uses target labels, so it is a diagnostic only, never used for training or model selection.
     None when `iterations` is 0 (the option `label_preservation_iterations`) or there are no target labels.
@@ -30,7 +30,7 @@ def label_preservation(setup: AdapterSetup, iterations: int, source: Domain, tra
         return None
     ctx.info("label preservation: training an oracle classifier on the LABELED target training split "
              "(benchmark setting only; a diagnostic, never used for training or selection)")
-    oracle = train_classifier(setup, target, ctx, "pixel_oracle", iterations)
+    oracle = train_classifier(setup, target, ctx, stage, iterations)
     batch = setup.train.eval_batch_size
     rate = evaluate(oracle, translated, ctx.device, batch)["accuracy"]
     raw = evaluate(oracle, source, ctx.device, batch)["accuracy"]
@@ -40,11 +40,12 @@ def label_preservation(setup: AdapterSetup, iterations: int, source: Domain, tra
             "note": "uses target labels; a diagnostic only, never used for training or selection"}
 
 
-def oracle_read_out(setup: AdapterSetup, home: RunDir, sample: DomainDataset, translated: torch.Tensor) -> dict | None:
+def oracle_read_out(setup: AdapterSetup, home: RunDir, sample: DomainDataset, translated: torch.Tensor,
+                    stage: str = "pixel_oracle") -> dict | None:
     """The report's label-preservation read-out of `sample` translated (uint8, in its order) by the
-    oracle the run trained (stage pixel_oracle): {"reads": the oracle's accuracy, "reads_per_class",
+    oracle the run trained (the stage `stage`): {"reads": the oracle's accuracy, "reads_per_class",
     "marks": per image, whether it reads the label}; None when the run trained no oracle."""
-    path = home.checkpoint("pixel_oracle")
+    path = home.checkpoint(stage)
     if not path.exists():
         return None
     oracle = setup.make_classifier(sample.num_classes)
@@ -56,13 +57,14 @@ def oracle_read_out(setup: AdapterSetup, home: RunDir, sample: DomainDataset, tr
 
 
 def translation_diagnostics(setup: AdapterSetup, iterations: int, source: Domain, translated: Domain, translator,
-                            ctx: Context) -> dict:
+                            ctx: Context, oracle_stage: str = "pixel_oracle") -> dict:
     """A translating pixel adapter's metrics.json entries: the label preservation (`label_preservation`,
-    `iterations` of its oracle) of the whole unfiltered translation when `translator` kept it, and the
-    label filter's report of f_S's agreement, whose warning is printed again, last, so that a user sees it."""
+    `iterations` of its oracle, the stage `oracle_stage`) of the whole unfiltered translation when
+    `translator` kept it, and the label filter's report of f_S's agreement, whose warning is printed
+    again, last, so that a user sees it."""
     if translator is not None and translator.translated is not None:
         translated = translator.translated
-    preservation = label_preservation(setup, iterations, source, translated, ctx)
+    preservation = label_preservation(setup, iterations, source, translated, ctx, oracle_stage)
     out = {} if preservation is None else {"label_preservation": preservation}
     if translator is not None and translator.report:
         out["label_filter"] = translator.report
@@ -72,10 +74,11 @@ def translation_diagnostics(setup: AdapterSetup, iterations: int, source: Domain
 
 
 def add_oracle_read_out(report, setup: AdapterSetup, home: RunDir, sample: DomainDataset, translated: torch.Tensor,
-                        what: str):
-    """`report` (a PixelReport) with the label-preservation oracle's read-out of `translated` (`what`: how
-    the sample was translated, for the sentence), or a sentence saying the run trained no oracle."""
-    read = oracle_read_out(setup, home, sample, translated)
+                        what: str, stage: str = "pixel_oracle"):
+    """`report` (a PixelReport) with the label-preservation read-out of `translated` by the oracle of the
+    stage `stage` (`what`: how the sample was translated, for the sentence), or a sentence saying the run
+    trained no oracle."""
+    read = oracle_read_out(setup, home, sample, translated, stage)
     if read is None:
         report.text.append("The label-preservation diagnostic did not run for this run (no oracle checkpoint).")
         return report

@@ -14,8 +14,10 @@ class StarGANOptions:
     """The recipe's `pixel:` keys for `adapter: stargan`. Defaults: the authors' (yunjey/stargan), with the
     networks sized to 28-32 px digits as the CycleGAN's are."""
 
-    # the datasets (names from `da-toolkit list`, training split) the translator learns, in domain-label
-    # order; the recipe's source and target are added at the end when missing; []: source and target only
+    # the datasets (names from `da-toolkit list`; each its whole training split, whatever its role in the
+    # recipe) the translator learns, in domain-label order; the recipe's sources and target are added at the
+    # end, as the run has them, when missing; []: source and target only. Listing both, with
+    # semantic_weight 0, makes one translator serve every task over the list (compare shares it)
     domains: list[str] = field(default_factory=list)
     iterations: int = 20000  # discriminator updates (the authors' num_iters); G is updated every n_critic-th
     n_critic: int = 5  # discriminator updates per generator update
@@ -33,14 +35,15 @@ class StarGANOptions:
     beta2: float = 0.999
     decay_start: float = 0.5  # LR constant for this fraction of the iterations, then linearly to 0 (the authors: ½)
     semantic_weight: float = 1.0  # CyCADA semantic consistency with f_S (not in StarGAN, as the cyclegan's); 0: off
-    semantic_classifier_iterations: int = 2000  # training of f_S on labeled source (stage pixel_classifier)
+    semantic_classifier_iterations: int = 2000  # training of f_S on labeled source (stage pixel_classifier_<source>)
     label_filter: Literal["drop", "off"] = "drop"  # drop translated images whose f_S class disagrees with the label
     agreement_warning: float = 0.7  # warn when f_S agrees with fewer than this fraction of translated labels
     feature_data: Literal["both", "translated", "source"] = "both"  # what the feature stage trains on
     translated_fraction: float = 0.5  # feature_data both: share of translated images in the mixed set
     image_grid_every: int = 1000  # TensorBoard grid of translations into every domain every N iterations; 0: never
     translate_batch_size: int = 256  # batch size when translating the source set
-    label_preservation_iterations: int = 1000  # the target-label oracle of the diagnostic (stage pixel_oracle); 0: off
+    # the target-label oracle of the diagnostic (stage pixel_oracle_<target>); 0: off
+    label_preservation_iterations: int = 1000
 
     def __post_init__(self):
         at_least = {"iterations": 0, "n_critic": 1, "batch_size": 1, "ngf": 1, "ndf": 1, "generator_blocks": 0,
@@ -64,9 +67,10 @@ class StarGANOptions:
         for name in self.domains:
             DATASETS.get(name, "pixel.domains")
 
-    def domain_names(self, source: str, target: str) -> list[str]:
-        """The translator's domains in label order: `domains`, then the source and target if missing."""
-        return [*self.domains, *(name for name in (source, target) if name not in self.domains)]
+    def domain_names(self, *names: str) -> list[str]:
+        """The translator's domains in label order: `domains`, then the recipe's sources and target (`names`)
+        if missing."""
+        return [*self.domains, *(name for name in dict.fromkeys(names) if name not in self.domains)]
 
     def downsamplings_for(self, image_size: int) -> int:
         if self.generator_downsamplings is not None:
