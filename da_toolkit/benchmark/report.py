@@ -234,11 +234,11 @@ def bar_chart(path: Path, summary: list[dict], published: Published | None,
     axes.set_xticks(np.arange(len(tasks)), tasks)
     axes.set_ylabel("target accuracy (%)")
     axes.set_ylim(0, 100)
-    axes.set_title("target accuracy, mean ± std over seeds" + ("; bars: the recipes' values" if by_configuration.keys()
+    axes.set_title("target accuracy, mean ± std over seeds" + ("\nbars: the recipes' values" if by_configuration.keys()
                                                                  - by_key.keys() else ""))
     axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=120, bbox_inches="tight")  # the whole title and legend, however few the tasks
     plt.close(figure)
 
 
