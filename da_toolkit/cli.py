@@ -262,8 +262,13 @@ def show(run_dirs, verbose):
     from da_toolkit.rundir import RunDir
 
     records = [selection_record(metrics, RunDir(run_dir).read_rescored()) for run_dir, metrics in scored]
+    variants = recipe_variants([RunDir(run_dir).read_recipe() if RunDir(run_dir).recipe_file.exists() else {}
+                                for run_dir, _ in scored])
+    for record, variant in zip(records, variants):
+        if record["method"] != recommend.BASELINE and variant:
+            record["method"] += f" [{variant}]"  # another configuration of the recipe, not another seed of it
     scored = [metrics for _, metrics in scored]
-    names = {record["method"]: f"{metrics['recipe']} ({adapters_of(metrics)})"
+    names = {record["method"]: f"{record['method']} ({adapters_of(metrics)})"
              for record, metrics in zip(records, scored)}
     result = recommend.study(records)
     click.echo("")
@@ -274,6 +279,29 @@ def show(run_dirs, verbose):
         click.echo("\n".join(recommend.markdown(result)))
     else:
         click.echo("(every validator's pick, with the hindsight from target test labels: add --verbose)")
+
+
+def recipe_variants(recipes: list[dict]) -> list[str]:
+    """Per run, the keys (and values) in which its saved recipe differs from another run's of the same recipe
+    name, the seed aside, e.g. "feature.trade_off=0.384, train.lr=0.00654" ("" when no other run of that name
+    differs): runs of a sweep's configurations share a recipe name but are not seeds of one method."""
+    def leaves(tree: dict, prefix: str = "") -> dict:
+        out = {}
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                out.update(leaves(value, f"{prefix}{key}."))
+            elif f"{prefix}{key}" not in ("seed", "output_dir"):
+                out[f"{prefix}{key}"] = value
+        return out
+
+    flat = [leaves(recipe) for recipe in recipes]
+    variants = []
+    for mine in flat:
+        others = [other for other in flat if other.get("name") == mine.get("name")]
+        keys = sorted({key for other in others for key in mine.keys() | other.keys()
+                       if mine.get(key) != other.get(key)})
+        variants.append(", ".join(f"{key}={mine.get(key)}" for key in keys))
+    return variants
 
 
 def adapters_of(metrics: dict) -> str:

@@ -402,3 +402,23 @@ def test_show_reads_the_scores_rescore_added(two_tasks):
     # mnist->usps: dann's bnm 0.5 beats source-only's 0.1 in both seeds; usps->mnist: source-only's 0.3 beats adda's
     assert "| mnist->usps | bnm | mnist2usps_dann ⚠ harmful | source_only | 10.00 |" in result.output
     assert "| usps->mnist | bnm | source_only | usps2mnist_adda | 30.00 |" in result.output
+
+
+def test_show_tells_the_configurations_of_one_recipe_apart(tmp_path):
+    """Two runs of one recipe name and seed with other hyper-parameters (a sweep's configurations) are two
+    methods for `show`, each named by the keys that differ, not two seeds of one method."""
+    import yaml
+    from click.testing import CliRunner
+
+    from da_toolkit.cli import main
+
+    runs = [write_metrics(tmp_path / "so", "mnist2usps_source_only", "source_only", "mnist->usps", 0, 0.70, 1.0)]
+    for name, trade_off, score in (("a", 0.5, 1.2), ("b", 2.0, 1.4)):
+        runs.append(write_metrics(tmp_path / name, "mnist2usps_dann", "dann", "mnist->usps", 0, 0.8, score))
+        recipe = {"name": "mnist2usps_dann", "seed": 0, "feature": {"adapter": "dann", "trade_off": trade_off}}
+        (tmp_path / name / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    result = CliRunner().invoke(main, ["show", *runs])
+    assert result.exit_code == 0, result.output
+    # pooled as two seeds of one method, the mean 1.30 would be shown (and seed 0's score of one run lost)
+    assert ("mnist->usps: use mnist2usps_dann [feature.trade_off=2.0] (dann) — info_max 1.40 vs source-only 1.00; "
+            "no target label read") in result.output.splitlines()

@@ -882,6 +882,9 @@ MUTANTS = [
            "for m in dict.fromkeys(r[\"method\"] for r in runs) if m not in collapsed}",
            "for m in dict.fromkeys(r[\"method\"] for r in runs)}",
            "the no-harm line weighs source-only against a collapsed run's score", SELECT),
+    Mutant("show.configurations-pooled-as-seeds", "da_toolkit/cli.py",
+           'if record["method"] != recommend.BASELINE and variant:', "if False:",
+           "show counts two configurations of one recipe (a sweep's) as seeds of one method", SELECT),
     # ------------------------------------------------------------------ sweeps in compare (issue 27: sweep.py, grid, report)
     Mutant("sweep.random-ignores-seed", SWEEP,
            'random.Random(f"{self.seed}/{self.method}/{d.key}")', 'random.Random(f"0/{self.method}/{d.key}")',
