@@ -228,7 +228,7 @@ def test_no_harm_holds_for_configurations():
     assert entry["why"] == "no harm: dann@1 scored highest but not above source-only in every seed"
 
 
-def test_results_of_a_sweep_name_the_configuration_picked_and_the_hindsight_best(tmp_path, toy_recipes):
+def test_results_of_a_sweep_name_the_configuration_picked_and_the_hindsight_best(tmp_path, toy_recipes, capsys):
     path = benchmark_file(tmp_path, methods=["source_only", "cyclegan"], sweeps={"cyclegan": {
         "sample": {"kind": "grid"}, "space": {"train.lr": {"choices": [0.02, 0.04]}}}})
     scores = {"source_only": (0.1, 0.70), "cyclegan": (0.3, 0.80), "cyclegan@0": (0.5, 0.85), "cyclegan@1": (0.2, 0.90)}
@@ -240,6 +240,8 @@ def test_results_of_a_sweep_name_the_configuration_picked_and_the_hindsight_best
                                "candidates": [{"scores": {"info_max": score}, "target_test_accuracy": target}]}
             accuracy[name] = target
     bench.compare(path, output=tmp_path / "b", launch=fake_launch(accuracy, selection=selection))
+    # the terminal's one-line pick names the configuration with its hyper-parameters
+    assert "toy: use cyclegan@0 (lr=0.02) — info_max 0.50 vs source-only 0.10" in capsys.readouterr().out
 
     results = json.loads((tmp_path / "b" / "results.json").read_text())
     entry = results["recommendation"]["tasks"]["toy"]["info_max"]

@@ -108,7 +108,9 @@ def print_picks(rows: list[dict], bench_dir: Path) -> None:
     records = selection_records(rows)
     if records:
         result = recommend.study(records)
-        print("\n".join(recommend.one_line_picks(records, result)))
+        names = {row["configuration"]: f"{row['configuration']} ({hyper_parameter_text(row['hyper_parameters'])})"
+                 for row in rows if row.get("hyper_parameters")}  # a sweep's pick says its hyper-parameters
+        print("\n".join(recommend.one_line_picks(records, result, names)))
         print(f"({recommend.picked_by(result)})")
         print(f"(every validator's pick, with the hindsight from target test labels: {bench_dir / 'results.md'})")
 
