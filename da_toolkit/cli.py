@@ -261,9 +261,9 @@ def show(run_dirs, verbose):
     from da_toolkit.benchmark import recommend
     from da_toolkit.rundir import RunDir
 
-    records = [selection_record(metrics, RunDir(run_dir).read_rescored()) for run_dir, metrics in scored]
-    variants = recipe_variants([RunDir(run_dir).read_recipe() if RunDir(run_dir).recipe_file.exists() else {}
-                                for run_dir, _ in scored])
+    homes = [RunDir(run_dir) for run_dir, _ in scored]
+    records = [selection_record(metrics, home.read_rescored()) for home, (_, metrics) in zip(homes, scored)]
+    variants = recipe_variants([home.read_recipe() if home.recipe_file.exists() else {} for home in homes])
     for record, variant in zip(records, variants):
         if record["method"] != recommend.BASELINE and variant:
             record["method"] += f" [{variant}]"  # another configuration of the recipe, not another seed of it
