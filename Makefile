@@ -26,7 +26,7 @@ run: $(STAMP)
 # the fast suite in TEST_WORKERS processes (pytest-xdist), a test file per process at a time (module fixtures run once)
 TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -x -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -x -q -m "not slow" -n $(TEST_WORKERS) --dist worksteal
 	tools/check_wheel.sh $(BIN)/python
 
 test-slow: $(STAMP)

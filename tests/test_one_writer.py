@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from click.testing import CliRunner
 
 from conftest import toy_recipe_dict
+from da_toolkit.cli import main
 from da_toolkit.errors import UserError
 from da_toolkit.pipeline import run
 from da_toolkit.recipe import load_recipe
@@ -114,11 +116,9 @@ def test_cli_run_and_resume_on_a_locked_directory_exit_2_with_one_line(holder, t
             "target_test": {"name": "ucidigits", "split": "test", "limit": 50}}
     recipe = tmp_path / "uci.yaml"
     recipe.write_text(yaml.safe_dump(toy_recipe_dict(data=data)))
-    refused = python("from da_toolkit.cli import main; main()", "run", str(recipe), "-o", str(run_dir), "-q", *flags,
-                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out, err = refused.communicate(timeout=120)
-    assert refused.returncode == 2 and out == ""
-    assert err == f"error: {run_dir} is being written by another process (PID {process.pid}); wait for it to " \
+    refused = CliRunner().invoke(main, ["run", str(recipe), "-o", str(run_dir), "-q", *flags])
+    assert refused.exit_code == 2 and refused.stdout == ""
+    assert refused.stderr == f"error: {run_dir} is being written by another process (PID {process.pid}); wait for it to " \
                   f"finish or stop it, or use --output DIR\n"
 
 

@@ -29,13 +29,25 @@ numbers), report (tables and plots), command (compare itself);
 """
 from __future__ import annotations
 
-from da_toolkit.benchmark.command import compare
-from da_toolkit.benchmark.grid import Cell, expand, pixel_signature, share_translators
-from da_toolkit.benchmark.published import Published, PublishedNumber, load_published, published_text
-from da_toolkit.benchmark.report import cell_rows, summarize, write_results
-from da_toolkit.benchmark.scheduler import Outcome, die_with_launcher, launch_cell, run_cells
-from da_toolkit.benchmark.spec import Benchmark, Profile, choose_profile, load_benchmark
+import importlib
 
-__all__ = ["Benchmark", "Cell", "Outcome", "Profile", "Published", "PublishedNumber", "cell_rows", "choose_profile",
-           "compare", "die_with_launcher", "expand", "launch_cell", "load_benchmark", "load_published",
-           "pixel_signature", "published_text", "run_cells", "share_translators", "summarize", "write_results"]
+# each public name and the module that defines it, imported on first use (PEP 562): a cell process
+# imports `scheduler` alone to die with its launcher, without torch and the adapters behind `grid`
+_HOME = {"compare": "command",
+         **dict.fromkeys(["Cell", "expand", "pixel_signature", "share_translators"], "grid"),
+         **dict.fromkeys(["Published", "PublishedNumber", "load_published", "published_text"], "published"),
+         **dict.fromkeys(["cell_rows", "summarize", "write_results"], "report"),
+         **dict.fromkeys(["Outcome", "die_with_launcher", "launch_cell", "run_cells"], "scheduler"),
+         **dict.fromkeys(["Benchmark", "Profile", "choose_profile", "load_benchmark"], "spec")}
+
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str):
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOME])

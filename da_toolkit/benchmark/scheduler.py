@@ -11,10 +11,12 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from da_toolkit.benchmark.grid import Cell
+if TYPE_CHECKING:  # a cell process imports this module to die with its launcher: no torch for that
+    from da_toolkit.benchmark.grid import Cell
 
 SCHEDULER_POLL_S = 0.2
 

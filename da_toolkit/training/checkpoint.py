@@ -14,6 +14,9 @@ starts with a header ``{"format": {"kind": KIND, "version": FORMAT_VERSION}}``; 
 before headers existed (format 0) load when they hold the keys their kind needs. Every problem
 (unsafe, empty, truncated, another program's file, a newer format, a state that does not fit the
 model) is one `UnreadableFile` error naming the file: the CLI prints it as one line, exit 2.
+
+torch is imported where a `.pt` file is written or read, so that a process which only locks a run
+directory or reads its JSON and YAML (a lock holder, `show`) starts without it.
 """
 from __future__ import annotations
 
@@ -26,7 +29,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
 from da_toolkit.errors import UserError
@@ -82,6 +84,8 @@ def save_checkpoint(obj: dict, path: Path, kind: str) -> None:
     """torch.save `obj` (tensors and plain data only) with a format header, atomically, to `path`."""
     if kind not in KINDS:
         raise ValueError(f"unknown file kind {kind!r}")
+    import torch
+
     buffer = io.BytesIO()
     torch.save({"format": {"kind": kind, "version": FORMAT_VERSION}, **obj}, buffer)
     _atomic(path, buffer.getbuffer())
@@ -153,6 +157,8 @@ def one_line(error: BaseException) -> str:
 def load_checkpoint(path: Path, kind: str | None = None) -> dict:
     """Read a `kind` file written by `save_checkpoint` (None: any kind), on the CPU, without running any
     code in it."""
+    import torch
+
     path = Path(path)
     required, what = KINDS[kind] if kind is not None else ((), "da-toolkit file")
     if not path.is_file():
