@@ -310,6 +310,23 @@ def test_report_shows_one_row_per_target_domain(star_run, tmp_path):
     assert len(report["pixel"]["oracle_reads_per_class"]) == 10
 
 
+def test_the_translation_grid_script_draws_a_row_per_target_domain_under_the_source(star_run, tmp_path, capsys,
+                                                                                    monkeypatch):
+    import runpy
+    from pathlib import Path
+
+    run_dir, _ = star_run
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "translation_grid.py"
+    monkeypatch.setattr("sys.argv", ["translation_grid.py", str(run_dir), str(tmp_path / "grid.png"), "--count", "3"])
+    runpy.run_path(str(script), run_name="__main__")
+    assert capsys.readouterr().out.splitlines() == [
+        "row 1: source (toy_source/train)", *[f"row {row + 2}: translation into {domain} by the run's StarGAN"
+                                             for row, domain in enumerate(("toy_target", "toy_source", "toy_third"))]]
+    size = recipe_from_dict(yaml.safe_load((run_dir / "recipe.yaml").read_text())).data.image_size
+    cell = 4 * size + 2  # upscaled 4x, 2 pixels of padding
+    assert Image.open(tmp_path / "grid.png").size == (3 * cell + 2, 4 * cell + 2)
+
+
 # ------------------------------------------------------------------ one translator, many tasks (compare)
 
 
