@@ -19,8 +19,9 @@ validator V (validators.py):
   accuracy over every candidate of every run of the task (needs `selection.record_target_test`), and
   the mean change in target accuracy from choosing each run's checkpoint by V instead of the last one.
 
-`DEFAULT_VALIDATOR` is the one a user is told to trust; the study behind it is in
-benchmarks/results/selection/README.md.
+`DEFAULT_VALIDATOR` is the one a user is told to trust; the studies behind it are in
+benchmarks/results/README.md ("Choosing without target labels", and the sweep's and the new methods'
+recommendation tables).
 """
 from __future__ import annotations
 
