@@ -86,7 +86,8 @@ def returned_candidate(rundir: RunDir) -> tuple[dict, dict[str, float]]:
         index = chosen["index"]
         if not isinstance(index, int) or not 0 <= index < len(candidates):
             raise IndexError(index)
-        stored = {str(name): float(value) for name, value in candidates[index]["scores"].items()}
+        stored = {str(name): math.nan if value is None else float(value)  # null: NaN, written as strict JSON
+                  for name, value in candidates[index]["scores"].items()}
         chosen = {"stage": chosen["stage"], "iteration": chosen["iteration"], "index": index}
     except (KeyError, IndexError, TypeError, AttributeError, ValueError):
         raise UserError(f"{rundir.metrics_file}: its model_selection entry is not one da-toolkit wrote (no chosen "

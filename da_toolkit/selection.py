@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from da_toolkit.data import Domain
 from da_toolkit.data.base import UNLABELED, device_batches
+from da_toolkit.errors import UserError
 from da_toolkit.evaluate import predict
 from da_toolkit.validators import (VALIDATORS, accuracy, batch_nuclear_norm, class_adjusted_mutual_information,
                                    deep_embedded_validation, importance_weights, information_maximization,
@@ -94,6 +95,9 @@ class Selection:
         device = self.ctx.device
         source_features, source_logits = _features_and_logits(model, self.source, device, self.batch_size)
         target_features, target_logits = _features_and_logits(model, self.target, device, self.batch_size)
+        if not all(torch.isfinite(t).all() for t in (source_features, source_logits, target_features, target_logits)):
+            raise UserError(f"{self.ctx.run_dir}: its classifier gives non-finite features or logits on the "
+                            f"selection sample (weights damaged, or weights that overflow); no validator can score it")
         half = len(self.source) // 2  # DEV: the domain classifier is fitted on one half, the other is weighted
         weights = importance_weights(source_features[:half].numpy(), target_features.numpy(),
                                      source_features[half:].numpy(), self.ctx.seed)

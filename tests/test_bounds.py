@@ -124,3 +124,46 @@ def test_a_resume_that_fails_after_training_leaves_no_classifier(write_recipe, t
     line = one_line(invoke("run", recipe, "-o", run_dir, "--resume", "-q"))
     assert "pixel_oracle.pt: not a readable stage checkpoint (empty file)" in line
     assert not (run_dir / "classifier.pt").exists() and not (run_dir / "metrics.json").exists()
+
+
+def test_a_validator_with_nothing_to_score_is_null_in_strict_json_and_rescores(write_recipe, tmp_path):
+    """A fuzz counterexample: a target of 2 images (fewer than the 10 classes) gave class_ami NaN, written as
+    `NaN` into metrics.json, which is not JSON. It is null now, and `rescore` reproduces it (a stored null
+    equals a rescored NaN)."""
+    recipe = write_recipe(train={"iterations": 2, "log_every": 1, "checkpoint_every": 2, "workers": 0})
+    run = tmp_path / "run"
+    assert invoke("run", recipe, "data.target.limit=2", "-o", run, "-q").exit_code == 0
+    candidates = json.loads((run / "metrics.json").read_text(), parse_constant=pytest.fail)[
+        "model_selection"]["candidates"]
+    assert all(c["scores"]["class_ami"] is None for c in candidates)
+    assert all(isinstance(c["scores"]["info_max"], float) for c in candidates)
+    scored = json.loads((run / "metrics.json").read_text())
+    scored["model_selection"]["candidates"] = [{**c, "scores": {k: v for k, v in c["scores"].items()
+                                                               if k != "bnm"}} for c in candidates]
+    (run / "metrics.json").write_text(json.dumps(scored))  # as if bnm came after the run: rescore adds it
+    result = invoke("rescore", run)
+    assert result.exit_code == 0, result.output
+    rescored = json.loads((run / "rescored.json").read_text(), parse_constant=pytest.fail)
+    assert set(rescored["scores"]) == {"bnm"} and rescored["checked"]["class_ami"] == {"stored": None,
+                                                                                      "rescored": None}
+
+
+def test_rescoring_a_classifier_whose_features_overflow_is_refused_in_one_line(write_recipe, tmp_path):
+    """A fuzz counterexample: a byte of classifier.pt edited to 0x7f gave NaN features and scikit-learn's
+    traceback from DEV's domain classifier under `rescore`."""
+    import torch
+
+    from da_toolkit.rundir import RunDir
+
+    recipe = write_recipe(train={"iterations": 2, "log_every": 1, "checkpoint_every": 2, "workers": 0})
+    run = tmp_path / "run"
+    assert invoke("run", recipe, "-o", run, "-q").exit_code == 0
+    rundir = RunDir(run)
+    state, num_classes = rundir.load_classifier()
+    first = next(name for name, value in state.items() if value.is_floating_point())
+    state[first] = torch.full_like(state[first], 3e38)
+    rundir.save_classifier(state, num_classes, rundir.read_recipe())
+    assert one_line(invoke("rescore", run)) == (
+        f"error: {run}: its classifier gives non-finite features or logits on the selection sample (weights "
+        f"damaged, or weights that overflow); no validator can score it")
+    assert not (run / "rescored.json").exists()

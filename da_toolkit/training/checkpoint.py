@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import pickle
 import tempfile
@@ -101,7 +102,19 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+    """`data` as strict JSON (RFC 8259, readable by any tool), written atomically: a float that is not finite
+    (a validator with nothing to score, e.g. fewer target images than classes, gives NaN) is written as null."""
+    write_text_atomic(path, json.dumps(_finite_or_null(data), indent=2, allow_nan=False) + "\n")
+
+
+def _finite_or_null(data: Any) -> Any:
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: _finite_or_null(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite_or_null(value) for value in data]
+    return data
 
 
 def _read_text(path: Path, what: str) -> str:
