@@ -231,7 +231,8 @@ def bar_chart(path: Path, summary: list[dict], published: Published | None,
                 axes.scatter([offset], [picked["mean"]], s=110, marker="*", color="gold", edgecolors="black",
                              zorder=4, label=pick_label)
                 pick_label = None
-    axes.set_xticks(np.arange(len(tasks)), tasks)
+    crowded = max(map(len, tasks)) * 0.09 > figure.get_figwidth() / (len(tasks) + 1)  # inches a name takes vs has
+    axes.set_xticks(np.arange(len(tasks)), tasks, rotation=20 if crowded else 0, ha="right" if crowded else "center")
     axes.set_ylabel("target accuracy (%)")
     axes.set_ylim(0, 100)
     axes.set_title("target accuracy, mean ± std over seeds" + ("\nbars: the recipes' values" if by_configuration.keys()
