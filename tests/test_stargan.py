@@ -327,6 +327,29 @@ def test_the_translation_grid_script_draws_a_row_per_target_domain_under_the_sou
     assert Image.open(tmp_path / "grid.png").size == (3 * cell + 2, 4 * cell + 2)
 
 
+def test_the_translators_script_reads_preservation_agreement_and_seconds_from_each_cell(star_run, tmp_path, capsys,
+                                                                                       monkeypatch):
+    import json
+    import runpy
+    from pathlib import Path
+
+    run_dir, _ = star_run
+    cell = tmp_path / "bench" / "runs" / "toy" / "stargan" / "seed0"
+    cell.parent.mkdir(parents=True)
+    cell.symlink_to(run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "translators.py"
+    monkeypatch.setattr("sys.argv", ["translators.py", str(tmp_path / "bench"), "--method", "stargan"])
+    runpy.run_path(str(script), run_name="__main__")
+    header, rule, row = capsys.readouterr().out.splitlines()
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:5] == [metrics["task"], str(metrics["seed"]),
+                         f"{100 * metrics['label_preservation']['rate']:.2f}",
+                         f"{100 * metrics['label_preservation']['oracle_on_raw_source']:.2f}",
+                         f"{100 * metrics['label_filter']['agreement']:.2f}"]
+    assert f"pixel {metrics['stages']['wall_time_s']['pixel']:.0f}" in cells[6] and cells[7] == "trained here"
+
+
 # ------------------------------------------------------------------ one translator, many tasks (compare)
 
 
