@@ -10,6 +10,10 @@ compared (TLlib's `best_acc` picks the epoch by target test accuracy, which we n
     DA_TOOLKIT_DATA=../shared/data TLLIB=/tmp/tllib PEER_PYTHONPATH=/work/peerlibs \\
         python benchmarks/peer_side_by_side.py --methods dann,cdan --tasks M2U,U2M --seeds 0,1,2
 
+`--peer-optimiser dann,cdan` also runs those methods of ours with TLlib's optimiser protocol
+(`PEER_OPTIMISER`: Nesterov, lr0 (1 + 0.001 i)^-0.75 per iteration, weight decay 1e-3; recipe keys,
+not our defaults), in a column of its own.
+
 Each run's directory (ours) or log (TLlib) lands in --out (default benchmarks/runs/peer); a finished
 run is not run again, so an interrupted comparison continues where it stopped. The table goes to
 <out>/results.md and stdout. Two runs at a time by default (--jobs), each with OMP_NUM_THREADS=1.
@@ -51,15 +55,18 @@ PEER_FLAGS = {
                     "U2M": ["--lr", "0.1", "--trade-off", "0.3", "--trade-off-entropy", "0.03"]}),
 }
 OUR_BUDGET = ["classifier.backbone=lenet", "data.image_size=28", "data.channels=1", "train.batch_size=128"]
+PEER_OPTIMISER = ["train.nesterov=true", "train.lr_schedule=inverse", "train.weight_decay=0.001"]
+# our columns: the folder of their run directories -> the overrides added to the recipe
+OUR_SIDES = {"ours": [], "ours_peer_optimiser": PEER_OPTIMISER}
 
 
-def our_run(method: str, task: str, seed: int, iterations: int, out: Path) -> dict:
-    run_dir = out / "ours" / f"{method}_{task}_seed{seed}"
+def our_run(side: str, method: str, task: str, seed: int, iterations: int, out: Path) -> dict:
+    run_dir = out / side / f"{method}_{task}_seed{seed}"
     if not (run_dir / "metrics.json").is_file():
         recipe = ROOT / "recipes" / f"{TASKS[task][0]}_{method}.yaml"
         extra = [f"feature.adapt_iterations={iterations}"] if method == "adda" else []
         command = [sys.executable, "-m", "da_toolkit", "run", str(recipe), *OUR_BUDGET, f"train.iterations={iterations}",
-                   f"seed={seed}", *extra, "-o", str(run_dir), "--overwrite", "-q"]
+                   f"seed={seed}", *extra, *OUR_SIDES[side], "-o", str(run_dir), "--overwrite", "-q"]
         subprocess.run(command, check=True, env=one_thread(), stdout=subprocess.DEVNULL)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     return {"accuracy": 100 * metrics["target_accuracy"], "seconds": metrics["wall_time_s"]}
@@ -100,12 +107,41 @@ def summary(values: list[float]) -> str:
     return f"{mean:.2f} ± {spread:.2f}"
 
 
+def table(results: dict, methods: list[str], tasks: list[str], seeds: list[int], args) -> str:
+    """The markdown table: per task and method, each side's mean ± std over seeds and mean seconds."""
+    command = (f"python benchmarks/peer_side_by_side.py --methods {args.methods} --tasks {args.tasks} "
+               f"--seeds {args.seeds} --iterations {args.iterations}"
+               + (f" --peer-optimiser {args.peer_optimiser}" if args.peer_optimiser else ""))
+    lines = [f"# Ours vs Transfer-Learning-Library, {args.iterations} iterations of batch 128, LeNet 28×28 grey",
+             "", f"Seeds {args.seeds}; one thread per process, {args.jobs} processes at a time; target test accuracy "
+             "in % (mean ± sample std over seeds; TLlib: its last iterate, as ours), wall time per run (mean s). "
+             "*ours*: the recipe's defaults; *ours, peer's optimiser*: the same recipe with "
+             f"`{' '.join(PEER_OPTIMISER)}`.", f"Command: `{command}`", "",
+             "| task | method | ours (%) | ours, peer's optimiser (%) | TLlib (%) | ours − TLlib | ours (s) | TLlib (s) |",
+             "|---|---|---|---|---|---|---|---|"]
+
+    def column(side, m, t):
+        return [results[(side, m, t, s)] for s in seeds if (side, m, t, s) in results]
+
+    for t in tasks:
+        for m in methods:
+            ours, tuned, peer = column("ours", m, t), column("ours_peer_optimiser", m, t), column("peer", m, t)
+            gap = statistics.mean(r["accuracy"] for r in ours) - statistics.mean(r["accuracy"] for r in peer)
+            lines.append(f"| {TASKS[t][0]} | {m} | {summary([r['accuracy'] for r in ours])} | "
+                         f"{summary([r['accuracy'] for r in tuned]) if tuned else '–'} | "
+                         f"{summary([r['accuracy'] for r in peer])} | {gap:+.2f} | "
+                         f"{statistics.mean(r['seconds'] for r in ours):.0f} | "
+                         f"{statistics.mean(r['seconds'] for r in peer):.0f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--methods", default="dann,cdan,mcc")
     parser.add_argument("--tasks", default="M2U,U2M")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--iterations", type=int, default=1000)
+    parser.add_argument("--peer-optimiser", default="", help="methods also run with TLlib's optimiser protocol")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/runs/peer")
     parser.add_argument("--tllib", type=Path, default=Path(os.environ.get("TLLIB", "/tmp/tllib")))
@@ -113,7 +149,8 @@ def main() -> None:
     args = parser.parse_args()
     methods, tasks = args.methods.split(","), args.tasks.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
-    unknown = [m for m in methods if m not in PEER_FLAGS] + [t for t in tasks if t not in TASKS]
+    tuned = [m for m in args.peer_optimiser.split(",") if m]
+    unknown = [m for m in methods + tuned if m not in PEER_FLAGS] + [t for t in tasks if t not in TASKS]
     if unknown:
         sys.exit(f"error: unknown method or task {unknown} (methods: {', '.join(PEER_FLAGS)}; tasks: M2U, U2M)")
     if not (args.tllib / "tllib").is_dir():
@@ -121,33 +158,20 @@ def main() -> None:
     if not (args.peer_data / "MNIST/image_list/mnist_train.txt").is_file():
         subprocess.run([sys.executable, str(PEER_KIT / "prepare_data.py"), "--out", str(args.peer_data),
                         "--src", os.environ.get("DA_TOOLKIT_DATA", str(ROOT.parent / "shared" / "data"))], check=True)
-    jobs = [(side, m, t, s) for m in methods for t in tasks for s in seeds for side in ("ours", "peer")]
+    jobs = [(side, m, t, s) for m in methods for t in tasks for s in seeds
+            for side in ("ours", "peer") + (("ours_peer_optimiser",) if m in tuned else ())]
     results: dict = {}
 
     def run(job):
         side, m, t, s = job
-        result = (our_run(m, t, s, args.iterations, args.out) if side == "ours" else
+        result = (our_run(side, m, t, s, args.iterations, args.out) if side in OUR_SIDES else
                   peer_run(m, t, s, args.iterations, args.out, args.tllib, args.peer_data))
         print(f"{side} {m} {t} seed {s}: {result['accuracy']:.2f}% in {result['seconds']:.0f} s", flush=True)
         results[job] = result
 
     with ThreadPoolExecutor(args.jobs) as pool:
         list(pool.map(run, jobs))
-    lines = [f"# Ours vs Transfer-Learning-Library, {args.iterations} iterations of batch 128, LeNet 28×28 grey",
-             "", f"Seeds {args.seeds}; one thread per process, {args.jobs} processes at a time; target test accuracy "
-             "in % (mean ± sample std over seeds; TLlib: its last iterate, as ours), wall time per run (mean s).",
-             f"Command: `python benchmarks/peer_side_by_side.py --methods {args.methods} --tasks {args.tasks} "
-             f"--seeds {args.seeds} --iterations {args.iterations}`", "",
-             "| task | method | ours (%) | TLlib (%) | ours − TLlib | ours (s) | TLlib (s) |", "|---|---|---|---|---|---|---|"]
-    for t in tasks:
-        for m in methods:
-            ours = [results[("ours", m, t, s)] for s in seeds]
-            peer = [results[("peer", m, t, s)] for s in seeds]
-            gap = statistics.mean(r["accuracy"] for r in ours) - statistics.mean(r["accuracy"] for r in peer)
-            lines.append(f"| {TASKS[t][0]} | {m} | {summary([r['accuracy'] for r in ours])} | "
-                         f"{summary([r['accuracy'] for r in peer])} | {gap:+.2f} | "
-                         f"{statistics.mean(r['seconds'] for r in ours):.0f} | {statistics.mean(r['seconds'] for r in peer):.0f} |")
-    text = "\n".join(lines) + "\n"
+    text = table(results, methods, tasks, seeds, args)
     (args.out / "results.md").write_text(text)
     print(text)
 
