@@ -206,7 +206,8 @@ def report(run_dir, baseline, output, sample):
 @click.option("--only", help="Run only the cells whose name (task/method/seed<s>; method@i for configuration i of "
                              "the method's sweep) matches this glob, e.g. '*/adda/*' or '*/dann@*/*'.")
 @click.option("--finished", is_flag=True,
-              help="Run nothing: write the results of the cells that finished so far (of those --only selects).")
+              help="Run nothing: write the results of the cells tried so far (of those --only selects): the "
+                   "finished ones, and under 'Not finished' those running or stopped, with their error.")
 @click.option("--verify", type=PathArgument(dir_okay=False, path_type=Path),
               help="A results.json to check: re-run its cells (in <name>-<profile>-verify unless -o) and report "
                    "every target accuracy that differs (exit 2).")

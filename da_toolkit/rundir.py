@@ -265,6 +265,21 @@ class RunDirLock:
         self.release()
 
 
+def being_written(run_dir: str | Path) -> bool:
+    """Whether a process holds the write lock of `run_dir` now (a run in progress), tested without taking it."""
+    try:
+        fd = os.open(Path(run_dir) / LOCK_NAME, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # refused while a writer holds LOCK_EX; closing frees it
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
 def lock_run_dir(run_dir: str | Path) -> RunDirLock:
     """Hold the write lock of `run_dir` (``with lock_run_dir(path): ...``); UserError when another process does."""
     return RunDirLock(run_dir).acquire()

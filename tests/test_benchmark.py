@@ -19,6 +19,7 @@ from da_toolkit.benchmark import recommend
 from da_toolkit.data import build_domains
 from da_toolkit.errors import UserError
 from da_toolkit.recipe import load_recipe
+from da_toolkit.rundir import lock_run_dir
 from da_toolkit.training.loop import Interrupted
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -290,6 +291,28 @@ def test_finished_writes_the_results_of_the_finished_cells_and_runs_nothing(tmp_
     results = json.loads((tmp_path / "b" / "results.json").read_text())
     assert [c["target_accuracy"] for c in results["cells"]] == [0.75]
     assert "--finished" in (tmp_path / "b" / "results.md").read_text()
+
+
+def test_finished_lists_a_stopped_cell_with_its_error_and_a_running_one_as_running(tmp_path, toy_recipes, capsys):
+    # seed0 stopped (its run printed an error, e.g. the divergence guard's), seed1 finished, seed2 is
+    # being written by another process (its lock is held), seed3 was never tried: left out
+    path = benchmark_file(tmp_path, seeds=[0, 1, 2, 3])
+    with pytest.raises(UserError, match="1 of 2 cells did not finish"):
+        bench.compare(path, output=tmp_path / "b", only="*/seed[01]", jobs=2,
+                      launch=fake_launch(fail="toy/source_only/seed0"))
+    with lock_run_dir(tmp_path / "b" / "runs" / "toy" / "source_only" / "seed2"):
+        order = []
+        rows = bench.compare(path, output=tmp_path / "b", finished_only=True, launch=fake_launch(order=order))
+    assert order == []
+    assert [(r["cell"], r["status"]) for r in rows] == [
+        ("toy/source_only/seed0", "failed"), ("toy/source_only/seed1", "done"), ("toy/source_only/seed2", "running")]
+    assert rows[0]["error"].startswith("error: boom in toy/source_only/seed0 (log: ")
+    text = (tmp_path / "b" / "results.md").read_text()
+    assert "* toy/source_only/seed0: failed: error: boom in toy/source_only/seed0" in text
+    assert "* toy/source_only/seed2: running: still running" in text
+    assert "| 1/3 |" in text.replace(" ", "").replace("|1/3|", "| 1/3 |")  # n = finished / tried seeds
+    assert "| toy | source_only | 50.00 | 1/3 |" in text  # n = finished / tried seeds
+    assert "2 of 3 cells tried did not finish" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])

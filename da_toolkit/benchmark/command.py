@@ -10,7 +10,7 @@ from da_toolkit.benchmark import recommend
 from da_toolkit.benchmark.cluster import ClusterLauncher, ClusterOptions
 from da_toolkit.benchmark.grid import Cell, expand, share_translators
 from da_toolkit.benchmark.report import cell_rows, selection_records, sweep_record, write_results
-from da_toolkit.benchmark.scheduler import Outcome, launch_cell, run_cells
+from da_toolkit.benchmark.scheduler import Outcome, launch_cell, recorded_outcomes, run_cells
 from da_toolkit.benchmark.spec import choose_profile, load_benchmark
 from da_toolkit.benchmark.sweep import hyper_parameter_text
 from da_toolkit.benchmark.verify import differences, recorded_accuracies
@@ -26,8 +26,10 @@ def compare(benchmark_path: str | Path, profile: str | None = None, jobs: int | 
 
     The benchmark directory is `output`, else <output_dir>/<name>[-<profile>][-verify]. `only`: a
     glob over cell names (task/method[@i][_k<k>]/seed<s>) that selects the cells; `finished_only`: of those,
-    the finished ones (nothing runs; the results of a grid still running or partly run). When a cell did not
-    finish, raises UserError after writing the results, so that scripts see a non-zero exit status.
+    the ones tried so far, nothing run (the results of a grid still running or partly run: the finished
+    cells, and as not finished those still running or stopped, e.g. by the divergence guard, with the
+    error their log ends with). Otherwise, when a cell did not finish, raises UserError after writing
+    the results, so that scripts see a non-zero exit status.
     With `verify` (a results.json), also when a cell's target accuracy differs from the recorded
     one by more than `tolerance` percentage points. With `reports`, each finished cell also gets its
     run report (`da-toolkit report`, beside the source-only cell of its task and seed), linked from
@@ -39,7 +41,7 @@ def compare(benchmark_path: str | Path, profile: str | None = None, jobs: int | 
     """
     benchmark = load_benchmark(benchmark_path)
     profile = choose_profile(benchmark, profile)
-    recorded = recorded_accuracies(verify) if verify is not None else None
+    verified = recorded_accuracies(verify) if verify is not None else None
     bench_dir = Path(output) if output else benchmark.output_dir / (
         benchmark.name + (f"-{profile}" if profile else "") + ("-verify" if verify is not None else ""))
     cells, skipped = expand(benchmark, profile, bench_dir)
@@ -49,9 +51,10 @@ def compare(benchmark_path: str | Path, profile: str | None = None, jobs: int | 
             raise UserError(f"--only: no cell of {benchmark_path} matches '{only}' (cell names: task/method/seed<s>, "
                             f"e.g. mnist2usps/adda/seed0, or mnist2usps/dann@3/seed0 for configuration 3 of a "
                             f"sweep; see --dry-run)")
+    recorded = recorded_outcomes(cells) if finished_only else {}
     if finished_only:
-        cells = [cell for cell in cells if cell.finished]
-        if not cells:
+        cells = [cell for cell in cells if cell in recorded]
+        if not any(outcome.status == "done" for outcome in recorded.values()):
             raise UserError(f"--finished: no cell of {benchmark_path}{' matching --only' if only else ''} has finished "
                             f"in {bench_dir}")
     share_translators(cells)
@@ -78,9 +81,10 @@ def compare(benchmark_path: str | Path, profile: str | None = None, jobs: int | 
     if benchmark.sweeps:
         bench_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(bench_dir / "sweeps.json", sweep_record(benchmark)["sweeps"])
-    outcomes: dict[Cell, Outcome] = {}
+    outcomes: dict[Cell, Outcome] = dict(recorded)
     try:
-        run_cells(cells, jobs, outcomes, launch)
+        if not finished_only:
+            run_cells(cells, jobs, outcomes, launch)
         if reports:
             write_cell_reports(cells, outcomes)
     finally:
@@ -90,12 +94,15 @@ def compare(benchmark_path: str | Path, profile: str | None = None, jobs: int | 
               f"TensorBoard: tensorboard --logdir {bench_dir / 'runs'}", file=sys.stderr)
     print_picks(rows, bench_dir)
     unfinished = [r for r in rows if r["status"] != "done"]
-    if unfinished:
+    if unfinished and finished_only:
+        print(f"{len(unfinished)} of {len(rows)} cells tried did not finish (running or stopped): "
+              f"{', '.join(r['cell'] for r in unfinished)}; see 'Not finished' in results.md", file=sys.stderr)
+    elif unfinished:
         raise UserError(f"{len(unfinished)} of {len(rows)} cells did not finish: " +
                         "; ".join(f"{r['cell']}: {r['error']}" for r in unfinished) +
                         ". Fix the cause and run the same command again (finished cells are skipped)")
-    if recorded is not None:
-        differ = differences(recorded, rows, tolerance)
+    if verified is not None:
+        differ = differences(verified, rows, tolerance)
         if differ:
             raise UserError(f"--verify: {len(differ)} of {len(rows)} cells differ from {verify} (tolerance "
                             f"{tolerance:g} pp): " + "; ".join(differ))

@@ -23,7 +23,7 @@ SCHEDULER_POLL_S = 0.2
 
 @dataclass
 class Outcome:
-    status: str  # done | failed | blocked | interrupted | not run
+    status: str  # done | failed | blocked | interrupted | not run | running (another process; compare --finished)
     error: str | None = None
 
 
@@ -116,6 +116,34 @@ def last_error_line(log_path: Path) -> str:
     return lines[-1] if lines else "no output (see the cell log)"
 
 
+def changed_recipe(cell: Cell) -> Outcome | None:
+    """A failure when the cell's run directory holds a run of another recipe (not this cell's to skip or resume)."""
+    changed = cell.changed_keys()
+    return Outcome("failed", f"{cell.run_dir} holds a run of a different recipe (differs in: {', '.join(changed)}); "
+                             f"delete it or pass -o DIR for a new benchmark") if changed else None
+
+
+def recorded_outcomes(cells: list[Cell]) -> dict[Cell, Outcome]:
+    """What the run directories say of the cells that were tried, running nothing (`compare --finished`):
+    done (metrics.json), running (another process holds the run's lock), else failed with the last line
+    its cell log printed (a run the divergence guard stopped, a crash, a kill), or failed when the run
+    directory holds another recipe's run. Cells never tried are left out."""
+    from da_toolkit.rundir import being_written
+
+    outcomes = {}
+    for cell in cells:
+        changed = changed_recipe(cell)
+        if changed:
+            outcomes[cell] = changed
+        elif cell.finished:
+            outcomes[cell] = Outcome("done")
+        elif being_written(cell.run_dir):
+            outcomes[cell] = Outcome("running", f"still running (log: {cell.log_path})")
+        elif cell.log_path.exists():
+            outcomes[cell] = Outcome("failed", f"{last_error_line(cell.log_path)} (log: {cell.log_path})")
+    return outcomes
+
+
 def _raise_keyboard_interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -148,10 +176,9 @@ def run_cells(cells: list[Cell], jobs: int, outcomes: dict[Cell, Outcome], launc
 
     env = env if env is not None else child_environment(jobs)
     for cell in cells:
-        changed = cell.changed_keys()
+        changed = changed_recipe(cell)
         if changed:
-            outcomes[cell] = Outcome("failed", f"{cell.run_dir} holds a run of a different recipe (differs in: "
-                                               f"{', '.join(changed)}); delete it or pass -o DIR for a new benchmark")
+            outcomes[cell] = changed
         elif cell.finished:
             outcomes[cell] = Outcome("done")
     needed = {prerequisite for cell in cells for prerequisite in cell.prerequisites}
