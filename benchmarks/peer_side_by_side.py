@@ -12,7 +12,9 @@ compared (TLlib's `best_acc` picks the epoch by target test accuracy, which we n
 
 `--peer-optimiser dann,cdan` also runs those methods of ours with TLlib's optimiser protocol
 (`PEER_OPTIMISER`: Nesterov, lr0 (1 + 0.001 i)^-0.75 per iteration, weight decay 1e-3; recipe keys,
-not our defaults), in a column of its own.
+not our defaults), in a column of its own; `--peer-protocol dann,cdan` with that protocol and TLlib's
+learning rate for the task (its `--lr`, 0.1 on USPS→MNIST): our method at the peer's hyper-parameters;
+it runs only where that rate is not the recipe's (elsewhere it is the peer's-optimiser run, marked =).
 
 Each run's directory (ours) or log (TLlib) lands in --out (default benchmarks/runs/peer); a finished
 run is not run again, so an interrupted comparison continues where it stopped. The table goes to
@@ -56,8 +58,25 @@ PEER_FLAGS = {
 }
 OUR_BUDGET = ["classifier.backbone=lenet", "data.image_size=28", "data.channels=1", "train.batch_size=128"]
 PEER_OPTIMISER = ["train.nesterov=true", "train.lr_schedule=inverse", "train.weight_decay=0.001"]
-# our columns: the folder of their run directories -> the overrides added to the recipe
-OUR_SIDES = {"ours": [], "ours_peer_optimiser": PEER_OPTIMISER}
+
+
+def peer_lr(method: str, task: str) -> list[str]:
+    flags = PEER_FLAGS[method][1][task]
+    return [f"train.lr={flags[flags.index('--lr') + 1]}"]
+
+
+def recipe_has_peer_lr(method: str, task: str) -> bool:
+    """Whether our recipe's learning rate is TLlib's for the task (then the peer-protocol run is the peer-optimiser one)."""
+    from da_toolkit.recipe import load_recipe
+
+    recipe = load_recipe(ROOT / "recipes" / f"{TASKS[task][0]}_{method}.yaml")
+    return f"train.lr={recipe.train.lr:g}" == peer_lr(method, task)[0]
+
+
+# our columns: the folder of their run directories -> (its heading, the overrides it adds to the recipe)
+OUR_SIDES = {"ours": ("ours", lambda method, task: []),
+             "ours_peer_optimiser": ("ours, peer's optimiser", lambda method, task: PEER_OPTIMISER),
+             "ours_peer_protocol": ("ours, peer's optimiser and lr", lambda m, t: [*PEER_OPTIMISER, *peer_lr(m, t)])}
 
 
 def our_run(side: str, method: str, task: str, seed: int, iterations: int, out: Path) -> dict:
@@ -66,7 +85,7 @@ def our_run(side: str, method: str, task: str, seed: int, iterations: int, out: 
         recipe = ROOT / "recipes" / f"{TASKS[task][0]}_{method}.yaml"
         extra = [f"feature.adapt_iterations={iterations}"] if method == "adda" else []
         command = [sys.executable, "-m", "da_toolkit", "run", str(recipe), *OUR_BUDGET, f"train.iterations={iterations}",
-                   f"seed={seed}", *extra, *OUR_SIDES[side], "-o", str(run_dir), "--overwrite", "-q"]
+                   f"seed={seed}", *extra, *OUR_SIDES[side][1](method, task), "-o", str(run_dir), "--overwrite", "-q"]
         subprocess.run(command, check=True, env=one_thread(), stdout=subprocess.DEVNULL)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     return {"accuracy": 100 * metrics["target_accuracy"], "seconds": metrics["wall_time_s"]}
@@ -111,27 +130,37 @@ def table(results: dict, methods: list[str], tasks: list[str], seeds: list[int],
     """The markdown table: per task and method, each side's mean ± std over seeds and mean seconds."""
     command = (f"python benchmarks/peer_side_by_side.py --methods {args.methods} --tasks {args.tasks} "
                f"--seeds {args.seeds} --iterations {args.iterations}"
-               + (f" --peer-optimiser {args.peer_optimiser}" if args.peer_optimiser else ""))
+               + (f" --peer-optimiser {args.peer_optimiser}" if args.peer_optimiser else "")
+               + (f" --peer-protocol {args.peer_protocol}" if args.peer_protocol else ""))
+    extra = [side for side in OUR_SIDES if side != "ours" and getattr(args, side.removeprefix("ours_"))]
     lines = [f"# Ours vs Transfer-Learning-Library, {args.iterations} iterations of batch 128, LeNet 28×28 grey",
              "", f"Seeds {args.seeds}; one thread per process, {args.jobs} processes at a time; target test accuracy "
              "in % (mean ± sample std over seeds; TLlib: its last iterate, as ours), wall time per run (mean s). "
-             "*ours*: the recipe's defaults; *ours, peer's optimiser*: the same recipe with "
-             f"`{' '.join(PEER_OPTIMISER)}`.", f"Command: `{command}`", "",
-             "| task | method | ours (%) | ours, peer's optimiser (%) | TLlib (%) | ours − TLlib | ours (s) | TLlib (s) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "*ours*: the recipe's defaults; *peer's optimiser*: the same recipe with "
+             f"`{' '.join(PEER_OPTIMISER)}`; *peer's optimiser and lr*: also TLlib's `--lr` for the task.",
+             f"Command: `{command}`", "",
+             "| task | method | ours (%) | " + "".join(f"{OUR_SIDES[side][0]} (%) | " for side in extra)
+             + "TLlib (%) | ours − TLlib | ours (s) | TLlib (s) |", "|---|---|---|" + "---|" * len(extra) + "---|---|---|---|"]
 
     def column(side, m, t):
-        return [results[(side, m, t, s)] for s in seeds if (side, m, t, s) in results]
+        if side == "ours_peer_protocol" and (side, m, t, seeds[0]) not in results and recipe_has_peer_lr(m, t):
+            side = "ours_peer_optimiser"  # the same run (shown with =)
+        return [results[(side, m, t, s)]["accuracy"] for s in seeds if (side, m, t, s) in results]
+
+    def same(side, m, t):
+        return "= " if side == "ours_peer_protocol" and (side, m, t, seeds[0]) not in results and column(side, m, t) else ""
+
+    def seconds(side, m, t):
+        return statistics.mean(results[(side, m, t, s)]["seconds"] for s in seeds)
 
     for t in tasks:
         for m in methods:
-            ours, tuned, peer = column("ours", m, t), column("ours_peer_optimiser", m, t), column("peer", m, t)
-            gap = statistics.mean(r["accuracy"] for r in ours) - statistics.mean(r["accuracy"] for r in peer)
-            lines.append(f"| {TASKS[t][0]} | {m} | {summary([r['accuracy'] for r in ours])} | "
-                         f"{summary([r['accuracy'] for r in tuned]) if tuned else '–'} | "
-                         f"{summary([r['accuracy'] for r in peer])} | {gap:+.2f} | "
-                         f"{statistics.mean(r['seconds'] for r in ours):.0f} | "
-                         f"{statistics.mean(r['seconds'] for r in peer):.0f} |")
+            ours, peer = column("ours", m, t), column("peer", m, t)
+            lines.append(f"| {TASKS[t][0]} | {m} | {summary(ours)} | "
+                         + "".join(f"{same(side, m, t)}{summary(column(side, m, t)) if column(side, m, t) else '–'} | "
+                                   for side in extra)
+                         + f"{summary(peer)} | {statistics.mean(ours) - statistics.mean(peer):+.2f} | "
+                         f"{seconds('ours', m, t):.0f} | {seconds('peer', m, t):.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -142,6 +171,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--iterations", type=int, default=1000)
     parser.add_argument("--peer-optimiser", default="", help="methods also run with TLlib's optimiser protocol")
+    parser.add_argument("--peer-protocol", default="",
+                        help="methods also run with TLlib's optimiser protocol and its learning rate for the task")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/runs/peer")
     parser.add_argument("--tllib", type=Path, default=Path(os.environ.get("TLLIB", "/tmp/tllib")))
@@ -149,8 +180,9 @@ def main() -> None:
     args = parser.parse_args()
     methods, tasks = args.methods.split(","), args.tasks.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
-    tuned = [m for m in args.peer_optimiser.split(",") if m]
-    unknown = [m for m in methods + tuned if m not in PEER_FLAGS] + [t for t in tasks if t not in TASKS]
+    also = {"ours_peer_optimiser": [m for m in args.peer_optimiser.split(",") if m],
+            "ours_peer_protocol": [m for m in args.peer_protocol.split(",") if m]}
+    unknown = [m for m in methods + sum(also.values(), []) if m not in PEER_FLAGS] + [t for t in tasks if t not in TASKS]
     if unknown:
         sys.exit(f"error: unknown method or task {unknown} (methods: {', '.join(PEER_FLAGS)}; tasks: M2U, U2M)")
     if not (args.tllib / "tllib").is_dir():
@@ -159,7 +191,8 @@ def main() -> None:
         subprocess.run([sys.executable, str(PEER_KIT / "prepare_data.py"), "--out", str(args.peer_data),
                         "--src", os.environ.get("DA_TOOLKIT_DATA", str(ROOT.parent / "shared" / "data"))], check=True)
     jobs = [(side, m, t, s) for m in methods for t in tasks for s in seeds
-            for side in ("ours", "peer") + (("ours_peer_optimiser",) if m in tuned else ())]
+            for side in ("ours", "peer", *(side for side, chosen in also.items() if m in chosen))
+            if not (side == "ours_peer_protocol" and recipe_has_peer_lr(m, t))]
     results: dict = {}
 
     def run(job):

@@ -1,0 +1,49 @@
+"""benchmarks/peer_side_by_side.py: the table it writes from finished runs (ours: metrics.json; TLlib: the
+.json beside its log), which runs each column needs, and that finished runs are not run again."""
+from __future__ import annotations
+
+import json
+import runpy
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "peer_side_by_side.py"
+
+
+def finished(out: Path, side: str, method: str, task: str, seed: int, accuracy: float, seconds: float) -> None:
+    if side == "peer":
+        (out / "peer").mkdir(parents=True, exist_ok=True)
+        (out / "peer" / f"{method}_{task}_seed{seed}.json").write_text(
+            json.dumps({"accuracy": accuracy, "seconds": seconds}))
+    else:
+        run_dir = out / side / f"{method}_{task}_seed{seed}"
+        run_dir.mkdir(parents=True)
+        (run_dir / "metrics.json").write_text(json.dumps({"target_accuracy": accuracy / 100, "wall_time_s": seconds}))
+
+
+def test_the_table_of_finished_runs_with_the_peer_protocol_column_only_where_the_peer_lr_differs(tmp_path, monkeypatch,
+                                                                                                  capsys):
+    out, tllib, data = tmp_path / "out", tmp_path / "tllib", tmp_path / "data"
+    (tllib / "tllib").mkdir(parents=True)
+    (data / "MNIST" / "image_list").mkdir(parents=True)
+    (data / "MNIST" / "image_list" / "mnist_train.txt").write_text("")
+    # TLlib's DANN lr is the recipe's 0.01 on MNIST->USPS (no peer-protocol run there: it is the peer-optimiser
+    # run) and 0.1 on USPS->MNIST (a run of its own)
+    for seed, (ours, tuned, protocol, peer) in enumerate([(84.0, 87.0, 92.0, 88.0), (86.0, 88.0, 94.0, 90.0)]):
+        for task in ("M2U", "U2M"):
+            finished(out, "ours", "dann", task, seed, ours, 100 + seed)
+            finished(out, "ours_peer_optimiser", "dann", task, seed, tuned, 100)
+            finished(out, "peer", "dann", task, seed, peer, 200 + 2 * seed)
+        finished(out, "ours_peer_protocol", "dann", "U2M", seed, protocol, 100)
+    monkeypatch.setattr("sys.argv", ["peer_side_by_side.py", "--methods", "dann", "--seeds", "0,1", "--out", str(out),
+                                     "--tllib", str(tllib), "--peer-data", str(data), "--peer-optimiser", "dann",
+                                     "--peer-protocol", "dann"])
+    runpy.run_path(str(SCRIPT), run_name="__main__")  # every run finished: nothing is launched
+    assert not (out / "ours_peer_protocol" / "dann_M2U_seed0").exists()
+    rows = [line for line in (out / "results.md").read_text().splitlines() if line.startswith("| ")]
+    assert rows[0] == ("| task | method | ours (%) | ours, peer's optimiser (%) | ours, peer's optimiser and lr (%) | "
+                       "TLlib (%) | ours − TLlib | ours (s) | TLlib (s) |")
+    assert rows[1] == ("| mnist2usps | dann | 85.00 ± 1.41 | 87.50 ± 0.71 | = 87.50 ± 0.71 | 89.00 ± 1.41 | -4.00 | "
+                       "100 | 201 |")
+    assert rows[2] == ("| usps2mnist | dann | 85.00 ± 1.41 | 87.50 ± 0.71 | 93.00 ± 1.41 | 89.00 ± 1.41 | -4.00 | "
+                       "100 | 201 |")
+    assert "ours dann U2M seed 1: 86.00% in 101 s" in capsys.readouterr().out
