@@ -116,11 +116,14 @@ def last_error_line(log_path: Path) -> str:
     return lines[-1] if lines else "no output (see the cell log)"
 
 
-def changed_recipe(cell: Cell) -> Outcome | None:
-    """A failure when the cell's run directory holds a run of another recipe (not this cell's to skip or resume)."""
+def settled_outcome(cell: Cell) -> Outcome | None:
+    """A cell's outcome that its run directory already settles: failed when it holds a run of another recipe
+    (not this cell's to skip or resume), done when the run finished; None otherwise."""
     changed = cell.changed_keys()
-    return Outcome("failed", f"{cell.run_dir} holds a run of a different recipe (differs in: {', '.join(changed)}); "
-                             f"delete it or pass -o DIR for a new benchmark") if changed else None
+    if changed:
+        return Outcome("failed", f"{cell.run_dir} holds a run of a different recipe (differs in: "
+                                 f"{', '.join(changed)}); delete it or pass -o DIR for a new benchmark")
+    return Outcome("done") if cell.finished else None
 
 
 def recorded_outcomes(cells: list[Cell]) -> dict[Cell, Outcome]:
@@ -132,11 +135,9 @@ def recorded_outcomes(cells: list[Cell]) -> dict[Cell, Outcome]:
 
     outcomes = {}
     for cell in cells:
-        changed = changed_recipe(cell)
-        if changed:
-            outcomes[cell] = changed
-        elif cell.finished:
-            outcomes[cell] = Outcome("done")
+        settled = settled_outcome(cell)
+        if settled is not None:
+            outcomes[cell] = settled
         elif being_written(cell.run_dir):
             outcomes[cell] = Outcome("running", f"still running (log: {cell.log_path})")
         elif cell.log_path.exists():
@@ -176,11 +177,9 @@ def run_cells(cells: list[Cell], jobs: int, outcomes: dict[Cell, Outcome], launc
 
     env = env if env is not None else child_environment(jobs)
     for cell in cells:
-        changed = changed_recipe(cell)
-        if changed:
-            outcomes[cell] = changed
-        elif cell.finished:
-            outcomes[cell] = Outcome("done")
+        settled = settled_outcome(cell)
+        if settled is not None:
+            outcomes[cell] = settled
     needed = {prerequisite for cell in cells for prerequisite in cell.prerequisites}
     pending = sorted((c for c in cells if c not in outcomes), key=lambda c: (c not in needed, cells.index(c)))
     running: dict[Cell, subprocess.Popen] = {}
