@@ -315,6 +315,22 @@ def test_finished_lists_a_stopped_cell_with_its_error_and_a_running_one_as_runni
     assert "2 of 3 cells tried did not finish" in capsys.readouterr().err
 
 
+def test_the_bar_chart_marks_a_method_no_seed_of_which_finished(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from da_toolkit.benchmark import report
+
+    kept = []
+    monkeypatch.setattr(plt, "close", kept.append)  # keep the figure to read what was drawn
+    entry = {"task": "toy", "hyper_parameters": None, "configuration": None, "k": 0, "std": None, "source": None}
+    summary = [{**entry, "method": "source_only", "configuration": "source_only", "n": 2, "mean": 70.0},
+               {**entry, "method": "jan", "configuration": "jan", "n": 0, "mean": None}]
+    report.bar_chart(tmp_path / "results.png", summary, None)
+    axes = kept[0].axes[0]
+    crosses = [c for c in axes.collections if c.get_label() == "no seed finished (results.md: Not finished)"]
+    assert len(crosses) == 1 and crosses[0].get_offsets().tolist() == [[0.2, 2.0]]  # at jan's bar, the second
+
+
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_or_kill_stops_running_cells_with_sigint_and_says_how_to_continue(stop, tmp_path, toy_recipes):
     path = benchmark_file(tmp_path, seeds=[0, 1, 2])

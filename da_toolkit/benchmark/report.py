@@ -192,8 +192,9 @@ def _pyplot():
 def bar_chart(path: Path, summary: list[dict], published: Published | None,
               picks: dict[str, str] | None = None) -> None:
     """Grouped bars per task (one per method with its recipe's values, std as error bars); the first published
-    number as a black tick; with sweeps, a dot per configuration of the method's sweep (mean over seeds) and a
-    star on the configuration recommended for the task (`picks`: task -> configuration)."""
+    number as a black tick; a cross at the foot of a bar no seed of which finished (stopped or running: results.md
+    says which); with sweeps, a dot per configuration of the method's sweep (mean over seeds) and a star on the
+    configuration recommended for the task (`picks`: task -> configuration)."""
     import numpy as np
 
     plt = _pyplot()
@@ -202,6 +203,7 @@ def bar_chart(path: Path, summary: list[dict], published: Published | None,
     by_key = {(e["task"], e["method"]): e for e in summary if not e["hyper_parameters"]}
     by_configuration = {(e["task"], e["configuration"]): e for e in summary}
     sweep_label, pick_label = "a configuration of the method's sweep", "recommended configuration"
+    unfinished_label = "no seed finished (results.md: Not finished)"
     width = 0.8 / len(methods)
     figure, axes = plt.subplots(figsize=(max(6.0, 0.45 * len(tasks) * len(methods) + 2), 4.5))
     published_label = "published (first column that has it)"
@@ -215,6 +217,9 @@ def bar_chart(path: Path, summary: list[dict], published: Published | None,
         stds = [e["std"] if e and e["std"] is not None else 0 for e in entries]
         axes.bar(offsets, means, width, yerr=stds, capsize=2, label=method, color=colours(index))
         for offset, entry in zip(offsets, entries):
+            if entry and entry["n"] == 0:
+                axes.scatter([offset], [2], s=30, marker="x", color="black", zorder=3, label=unfinished_label)
+                unfinished_label = None
             number = next((n for n in _numbers(published, entry) if n), None) if entry else None
             if number:
                 axes.hlines(number.accuracy, offset - width / 2, offset + width / 2, colors="black", linewidth=2,
