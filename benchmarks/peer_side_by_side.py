@@ -120,10 +120,13 @@ def one_thread() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def summary(values: list[float]) -> str:
-    mean = statistics.mean(values)
+def summary(values: list[float], planned: int) -> str:
+    """mean ± sample std, with "(n of N seeds)" when runs failed; – when none finished."""
+    if not values:
+        return "– (failed)"
     spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{mean:.2f} ± {spread:.2f}"
+    return f"{statistics.mean(values):.2f} ± {spread:.2f}" + (f" ({len(values)} of {planned} seeds)"
+                                                              if len(values) < planned else "")
 
 
 def table(results: dict, methods: list[str], tasks: list[str], seeds: list[int], args) -> str:
@@ -151,16 +154,23 @@ def table(results: dict, methods: list[str], tasks: list[str], seeds: list[int],
         return "= " if side == "ours_peer_protocol" and (side, m, t, seeds[0]) not in results and column(side, m, t) else ""
 
     def seconds(side, m, t):
-        return statistics.mean(results[(side, m, t, s)]["seconds"] for s in seeds)
+        finished = [results[(side, m, t, s)]["seconds"] for s in seeds if (side, m, t, s) in results]
+        return f"{statistics.mean(finished):.0f}" if finished else "–"
+
+    def requested(side, m):
+        return m in getattr(args, side.removeprefix("ours_")).split(",")
+
+    def gap(ours, peer):
+        return f"{statistics.mean(ours) - statistics.mean(peer):+.2f}" if ours and peer else "–"
 
     for t in tasks:
         for m in methods:
             ours, peer = column("ours", m, t), column("peer", m, t)
-            lines.append(f"| {TASKS[t][0]} | {m} | {summary(ours)} | "
-                         + "".join(f"{same(side, m, t)}{summary(column(side, m, t)) if column(side, m, t) else '–'} | "
+            lines.append(f"| {TASKS[t][0]} | {m} | {summary(ours, len(seeds))} | "
+                         + "".join(f"{same(side, m, t)}{summary(column(side, m, t), len(seeds)) if requested(side, m) else '–'} | "
                                    for side in extra)
-                         + f"{summary(peer)} | {statistics.mean(ours) - statistics.mean(peer):+.2f} | "
-                         f"{seconds('ours', m, t):.0f} | {seconds('peer', m, t):.0f} |")
+                         + f"{summary(peer, len(seeds))} | {gap(ours, peer)} | {seconds('ours', m, t)} | "
+                         f"{seconds('peer', m, t)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -197,8 +207,12 @@ def main() -> None:
 
     def run(job):
         side, m, t, s = job
-        result = (our_run(side, m, t, s, args.iterations, args.out) if side in OUR_SIDES else
-                  peer_run(m, t, s, args.iterations, args.out, args.tllib, args.peer_data))
+        try:
+            result = (our_run(side, m, t, s, args.iterations, args.out) if side in OUR_SIDES else
+                      peer_run(m, t, s, args.iterations, args.out, args.tllib, args.peer_data))
+        except (subprocess.CalledProcessError, RuntimeError) as error:  # a stopped run: the table says so
+            print(f"{side} {m} {t} seed {s}: FAILED ({error})", flush=True)
+            return
         print(f"{side} {m} {t} seed {s}: {result['accuracy']:.2f}% in {result['seconds']:.0f} s", flush=True)
         results[job] = result
 

@@ -1,0 +1,14 @@
+#!/bin/bash
+# Ours against Transfer-Learning-Library (TLlib) at equal budget (issue 28): MNIST->USPS and USPS->MNIST,
+# LeNet 28x28 grey, 1,000 iterations of batch 128, seeds 0-2, one thread per process, two processes at a
+# time. TLlib runs unmodified with its own `# Digits` flags (../shared/peers/tllib/README.md: set-up). Our
+# DANN, CDAN, MCC and source-only also run with TLlib's optimiser protocol (--peer-optimiser) and with that protocol and its
+# per-task learning rate (--peer-protocol). A finished run is not run again. Run from the repository root:
+#   DA_TOOLKIT_DATA=../shared/data TLLIB=/tmp/tllib PEER_PYTHONPATH=/work/peerlibs \
+#     bash benchmarks/results/peer-lenet/run.sh [OUT] [METHODS]
+set -u
+out=${1:-benchmarks/runs/peer}
+methods=${2:-dann,cdan,mcc,source_only,mdd,jan,dan,bsp,adda}
+python benchmarks/peer_side_by_side.py --methods "$methods" --peer-optimiser dann,cdan,mcc,source_only --peer-protocol dann,cdan,mcc,source_only \
+  --tasks M2U,U2M --seeds 0,1,2 --out "$out"
+cp "$out/results.md" benchmarks/results/peer-lenet/results.md
