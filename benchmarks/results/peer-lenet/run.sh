@@ -8,7 +8,7 @@
 #     bash benchmarks/results/peer-lenet/run.sh [OUT] [METHODS]
 set -u
 out=${1:-benchmarks/runs/peer}
-methods=${2:-dann,cdan,mcc,source_only,mdd,jan,dan,bsp,adda}
+methods=${2:-dann,cdan,mcc,source_only,mdd}  # also: jan, dan, bsp, adda, afn, mcd (TLlib's JAN: about 18 min a run here)
 python benchmarks/peer_side_by_side.py --methods "$methods" --peer-optimiser dann,cdan,mcc,source_only --peer-protocol dann,cdan,mcc,source_only \
   --tasks M2U,U2M --seeds 0,1,2 --out "$out"
 cp "$out/results.md" benchmarks/results/peer-lenet/results.md
