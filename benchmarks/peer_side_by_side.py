@@ -23,6 +23,7 @@ run is not run again, so an interrupted comparison continues where it stopped. T
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -65,6 +66,7 @@ def peer_lr(method: str, task: str) -> list[str]:
     return [f"train.lr={flags[flags.index('--lr') + 1]}"]
 
 
+@functools.cache
 def recipe_has_peer_lr(method: str, task: str) -> bool:
     """Whether our recipe's learning rate is TLlib's for the task (then the peer-protocol run is the peer-optimiser one)."""
     from da_toolkit.recipe import load_recipe
@@ -129,13 +131,20 @@ def summary(values: list[float], planned: int) -> str:
                                                               if len(values) < planned else "")
 
 
+def extra_sides(args) -> dict[str, list[str]]:
+    """Our columns beside the recipe's defaults that the command line asks for -> the methods they run."""
+    return {side: [m for m in getattr(args, side.removeprefix("ours_")).split(",") if m]
+            for side in OUR_SIDES if side != "ours"}
+
+
 def table(results: dict, methods: list[str], tasks: list[str], seeds: list[int], args) -> str:
     """The markdown table: per task and method, each side's mean ± std over seeds and mean seconds."""
     command = (f"python benchmarks/peer_side_by_side.py --methods {args.methods} --tasks {args.tasks} "
                f"--seeds {args.seeds} --iterations {args.iterations}"
                + (f" --peer-optimiser {args.peer_optimiser}" if args.peer_optimiser else "")
                + (f" --peer-protocol {args.peer_protocol}" if args.peer_protocol else ""))
-    extra = [side for side in OUR_SIDES if side != "ours" and getattr(args, side.removeprefix("ours_"))]
+    requested = extra_sides(args)
+    extra = [side for side, chosen in requested.items() if chosen]
     lines = [f"# Ours vs Transfer-Learning-Library, {args.iterations} iterations of batch 128, LeNet 28×28 grey",
              "", f"Seeds {args.seeds}; one thread per process, {args.jobs} processes at a time; target test accuracy "
              "in % (mean ± sample std over seeds; TLlib: its last iterate, as ours), wall time per run (mean s). "
@@ -157,9 +166,6 @@ def table(results: dict, methods: list[str], tasks: list[str], seeds: list[int],
         finished = [results[(side, m, t, s)]["seconds"] for s in seeds if (side, m, t, s) in results]
         return f"{statistics.mean(finished):.0f}" if finished else "–"
 
-    def requested(side, m):
-        return m in getattr(args, side.removeprefix("ours_")).split(",")
-
     def gap(ours, peer):
         return f"{statistics.mean(ours) - statistics.mean(peer):+.2f}" if ours and peer else "–"
 
@@ -167,7 +173,7 @@ def table(results: dict, methods: list[str], tasks: list[str], seeds: list[int],
         for m in methods:
             ours, peer = column("ours", m, t), column("peer", m, t)
             lines.append(f"| {TASKS[t][0]} | {m} | {summary(ours, len(seeds))} | "
-                         + "".join(f"{same(side, m, t)}{summary(column(side, m, t), len(seeds)) if requested(side, m) else '–'} | "
+                         + "".join(f"{same(side, m, t)}{summary(column(side, m, t), len(seeds)) if m in requested[side] else '–'} | "
                                    for side in extra)
                          + f"{summary(peer, len(seeds))} | {gap(ours, peer)} | {seconds('ours', m, t)} | "
                          f"{seconds('peer', m, t)} |")
@@ -190,8 +196,7 @@ def main() -> None:
     args = parser.parse_args()
     methods, tasks = args.methods.split(","), args.tasks.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
-    also = {"ours_peer_optimiser": [m for m in args.peer_optimiser.split(",") if m],
-            "ours_peer_protocol": [m for m in args.peer_protocol.split(",") if m]}
+    also = extra_sides(args)
     unknown = [m for m in methods + sum(also.values(), []) if m not in PEER_FLAGS] + [t for t in tasks if t not in TASKS]
     if unknown:
         sys.exit(f"error: unknown method or task {unknown} (methods: {', '.join(PEER_FLAGS)}; tasks: M2U, U2M)")
