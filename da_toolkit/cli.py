@@ -93,7 +93,10 @@ def run(recipe, overrides, output, resume, overwrite, quiet, nproc):
         return
     click.echo(f"target accuracy  {100 * metrics['target_accuracy']:6.2f}%  ({metrics['target']['dataset']}, "
                f"{metrics['target']['images']} images; chance {100 / len(metrics['target']['per_class_accuracy']):.0f}%)")
-    click.echo(f"source accuracy  {100 * metrics['source_accuracy']:6.2f}%  ({metrics['source']['dataset']})")
+    if metrics["source"] is not None:
+        click.echo(f"source accuracy  {100 * metrics['source_accuracy']:6.2f}%  ({metrics['source']['dataset']})")
+    else:
+        click.echo("source accuracy       –   (source-free: no source image was read)")
     click.echo(f"run directory    {run_dir}  ({metrics['wall_time_s']:.0f} s)")
     if metrics["collapse"]["collapsed"]:
         click.echo(f"warning: {run_dir}: {metrics['collapse']['message']}", err=True)
@@ -132,12 +135,16 @@ def evaluate(run_dir, dataset, split, root):
     from da_toolkit.evaluate import evaluate as evaluate_model
     from da_toolkit.pipeline import load_run
     from da_toolkit.recipe import DomainSpec
+    from da_toolkit.rundir import RunDir, read_classifier_classes
 
     recipe, classifier = load_run(run_dir)
     data = build_domain(DomainSpec(dataset, split, root=root), recipe.data.image_size, recipe.data.channels,
                         recipe.seed, workers=recipe.train.workers, memory_budget_gb=recipe.data.memory_budget_gb)
-    data = match_classes(build_domain(recipe.data.source, recipe.data.image_size, recipe.data.channels, recipe.seed,
-                                      memory_budget_gb=0), data, "--dataset")
+    _, class_names, _ = read_classifier_classes(RunDir(run_dir).classifier_file)
+    if class_names is None:  # a classifier.pt from before class names were stored: its source domain's
+        class_names = build_domain(recipe.data.source, recipe.data.image_size, recipe.data.channels, recipe.seed,
+                                   memory_budget_gb=0).class_names
+    data = match_classes(class_names, data, "--dataset")
     result = evaluate_model(classifier, data)
     click.echo(f"accuracy {100 * result['accuracy']:.2f}% on {data.name} ({result['images']} images)")
     for name, acc in zip(result["class_names"], result["per_class_accuracy"]):
@@ -231,6 +238,11 @@ def compare(benchmark, profile, jobs, executor, slurm_partition, slurm_time, slu
                 tolerance=tolerance, reports=reports, cluster=cluster, finished_only=finished)
 
 
+def source_percent(accuracy: float | None) -> str:
+    """A run's source accuracy for a table: "–" for a source-free run (no source image read)."""
+    return "–" if accuracy is None else f"{100 * accuracy:.2f}%"
+
+
 @main.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=PathArgument(file_okay=False, path_type=Path))
 @click.option("-v", "--verbose", is_flag=True,
@@ -248,7 +260,7 @@ def show(run_dirs, verbose):
     for run_dir, metrics in zip(run_dirs, rows):
         collapsed = "  COLLAPSED" if metrics.get("collapse", {}).get("collapsed") else ""
         click.echo(f"{str(run_dir):<{width}}  {adapters_of(metrics):<24} {100 * metrics['target_accuracy']:9.2f}% "
-                   f"{100 * metrics['source_accuracy']:9.2f}% {metrics['wall_time_s']:8.0f}s{collapsed}")
+                   f"{source_percent(metrics['source_accuracy']):>10} {metrics['wall_time_s']:8.0f}s{collapsed}")
     targets = dict.fromkeys(f"{m['target']['dataset']}, {m['target']['images']} images" for m in rows)
     click.echo(f"target acc: your evaluation on the labeled target test images ({'; '.join(targets)}); the "
                f"recommendation below never reads it")
@@ -295,13 +307,21 @@ def recipe_variants(recipes: list[dict]) -> list[str]:
                 out[f"{prefix}{key}"] = value
         return out
 
+    def shown(run: dict, key: str) -> str:
+        """A key's value in `run`: null for None; a section another run has as null (e.g. data.source of a
+        source-free run): its name, or {…}."""
+        if key in run:
+            return "null" if run[key] is None else str(run[key])
+        return str(run.get(f"{key}.name", "{…}"))
+
     flat = [leaves(recipe) for recipe in recipes]
     variants = []
     for mine in flat:
         others = [other for other in flat if other.get("name") == mine.get("name")]
-        keys = sorted({key for other in others for key in mine.keys() | other.keys()
-                       if mine.get(key) != other.get(key)})
-        variants.append(", ".join(f"{key}={mine.get(key)}" for key in keys))
+        keys = {key for other in others for key in mine.keys() | other.keys()
+                if mine.get(key, KeyError) != other.get(key, KeyError)}  # a key one has, the other not, differs
+        keys = sorted(key for key in keys if not any(key.startswith(f"{section}.") for section in keys))
+        variants.append(", ".join(f"{key}={shown(mine, key)}" for key in keys))
     return variants
 
 

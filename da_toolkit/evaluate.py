@@ -87,12 +87,14 @@ def prediction_statistics(model: nn.Module, dataset: Domain, device: torch.devic
             "mean_prediction_entropy": round(entropy, 4)}
 
 
-def collapse_check(model: nn.Module, target: Domain, target_test: Domain, source_labels: torch.Tensor,
-                   source_accuracy: float, device: torch.device | str = "cpu", batch_size: int = 500) -> dict:
+def collapse_check(model: nn.Module, target: Domain, target_test: Domain, source_labels: torch.Tensor | None,
+                   source_accuracy: float | None, device: torch.device | str = "cpu", batch_size: int = 500) -> dict:
     """The collapse alarm: prediction statistics on the target training and test split, the thresholds
     and whether one was crossed. No target label is read; the source labels and the source test
-    accuracy set the bars (see above)."""
-    source = torch.bincount(source_labels[source_labels >= 0], minlength=target.num_classes)
+    accuracy set the bars (see above). A source-free run (both None) is judged against balanced
+    source classes, and without the source accuracy bar."""
+    source = (torch.bincount(source_labels[source_labels >= 0], minlength=target.num_classes)
+              if source_labels is not None else torch.ones(target.num_classes, dtype=torch.int64))
     top_bar = round((1 + float(source.max()) / max(int(source.sum()), 1)) / 2, 4)
     classes_bar = round(_effective_classes(source) / 2, 2)
     splits = {"target_train": prediction_statistics(model, target, device, batch_size),
@@ -107,7 +109,7 @@ def collapse_check(model: nn.Module, target: Domain, target_test: Domain, source
                f"{100 * splits[name]['top_share']:.1f}% and uses {splits[name]['effective_classes']:.1f} effective "
                f"classes (alarm: one class above {100 * top_bar:.0f}% or fewer than {classes_bar:.1f} classes)"
                for name in crossed[:1]]
-    if source_accuracy < source_bar:
+    if source_accuracy is not None and source_accuracy < source_bar:
         reasons.append(f"its accuracy on the labeled source test images is {100 * source_accuracy:.1f}%, below "
                        f"{bar_name} ({100 * source_bar:.0f}%)")
     message = (f"the classifier collapsed: {'; '.join(reasons)}; treat this run as failed, not as the method's "

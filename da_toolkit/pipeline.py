@@ -95,16 +95,20 @@ def _run_locked(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool, pr
     rundir.pixel_home(recipe.pixel_from)
     precision = Precision(resolve_precision(recipe.train.precision, device), device)
     seed_everything(recipe.seed)
-    storage_lines: list[str] = []  # how each domain is held, logged once the run's log exists
-    domains = build_domains(recipe.data, recipe.seed, workers=recipe.train.workers, report=storage_lines.append)
-    check_against_data(recipe, domains)
-    num_classes = domains.source.num_classes
     setup = AdapterSetup.from_recipe(recipe)
-    check_classifier(setup, num_classes, recipe.classifier.backbone)
     pixel = ADAPTERS.get(recipe.pixel.adapter)(recipe.pixel.options, setup) if recipe.pixel is not None else None
     feature = ADAPTERS.get(recipe.feature.adapter)(recipe.feature.options, setup)
     refine = (ADAPTERS.get(recipe.refine.adapter)(recipe.refine.options, setup, stage="refine")
               if recipe.refine is not None else None)
+    # a source-free run (data.source: null; recipe.py allows it for a feature stage that starts from a source
+    # classifier) takes its classes from that classifier
+    source_model = feature.source_classes() if recipe.data.source is None else None
+    storage_lines: list[str] = []  # how each domain is held, logged once the run's log exists
+    domains = build_domains(recipe.data, recipe.seed, workers=recipe.train.workers, report=storage_lines.append,
+                            source_classes=source_model[1] if source_model else None)
+    check_against_data(recipe, domains)
+    num_classes = domains.source.num_classes if domains.source is not None else source_model[0]
+    check_classifier(setup, num_classes, recipe.classifier.backbone)
     for kind, adapter in (("feature", feature), ("refine", refine)):
         if adapter is None:
             continue
@@ -138,6 +142,9 @@ def _run_locked(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool, pr
             target, held_out = hold_out_target_labels(target, recipe.selection.target_label_folds, recipe.seed)
         ctx.selection = Selection(recipe.selection, domains.source_test or domains.source, target,
                                   domains.target_test, held_out, ctx, recipe.train.eval_batch_size)
+        if domains.source is None:
+            ctx.info(f"source-free: no source image is read; the classes and weights are those of the source "
+                     f"classifier {recipe.feature.options.source_checkpoint} (learnt from {source_model[2]})")
         classifier = setup.make_classifier(num_classes).to(ctx.device)
         classifier = feature.fit(classifier, source, target, ctx)
         if refine is not None:
@@ -149,8 +156,12 @@ def _run_locked(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool, pr
         if not main:
             return None
         # with metrics.json, once nothing can fail: a run directory with classifier.pt is a finished run's
-        rundir.save_classifier(classifier.state_dict(), num_classes, recipe.to_dict())
-        metrics = _metrics(recipe, domains, classifier, ctx, time.perf_counter() - began + ctx.earlier_wall_time)
+        source_name = source_model[2] if source_model else "+".join(
+            spec.name for spec in (recipe.data.source, *recipe.data.extra_sources))
+        rundir.save_classifier(classifier.state_dict(), num_classes, recipe.to_dict(), domains.target.class_names,
+                               source_name)
+        metrics = _metrics(recipe, domains, classifier, ctx, time.perf_counter() - began + ctx.earlier_wall_time,
+                           source_name)
         metrics.update(diagnostics, model_selection=selection, selection=selection_summary(selection))
         if world.size > 1:
             metrics["hardware"] += f" × {world.size} processes (torchrun)"
@@ -161,25 +172,28 @@ def _run_locked(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool, pr
         ctx.close()
 
 
-def _metrics(recipe: Recipe, domains, classifier, ctx: Context, wall_time: float) -> dict:
+def _metrics(recipe: Recipe, domains, classifier, ctx: Context, wall_time: float, source_name: str) -> dict:
+    """metrics.json. A source-free run (no source domain) has no source accuracy (None) and its collapse
+    alarm assumes balanced source classes."""
     batch = recipe.train.eval_batch_size
     target = evaluate(classifier, domains.target_test, ctx.device, batch)
     source_eval = domains.source_test or domains.source
-    source = evaluate(classifier, source_eval, ctx.device, batch)
+    source = evaluate(classifier, source_eval, ctx.device, batch) if source_eval is not None else None
     return {
         "recipe": recipe.name,
-        "task": "+".join(spec.name for spec in (recipe.data.source, *recipe.data.extra_sources))
-                + f"->{recipe.data.target.name}",
+        "task": f"{source_name}->{recipe.data.target.name}",
+        "source_free": domains.source is None,
         "pixel_adapter": recipe.pixel.adapter if recipe.pixel else None,
         "feature_adapter": recipe.feature.adapter,
         "refine_adapter": recipe.refine.adapter if recipe.refine else None,
         "seed": recipe.seed,
         "target_accuracy": target["accuracy"],
-        "source_accuracy": source["accuracy"],
+        "source_accuracy": source["accuracy"] if source else None,
         "target": {"dataset": domains.target_test.name, **target},
-        "source": {"dataset": source_eval.name, **source},
-        "collapse": collapse_check(classifier, domains.target, domains.target_test, domains.source.labels,
-                                   source["accuracy"], ctx.device, batch),
+        "source": {"dataset": source_eval.name, **source} if source else None,
+        "collapse": collapse_check(classifier, domains.target, domains.target_test,
+                                   domains.source.labels if domains.source is not None else None,
+                                   source["accuracy"] if source else None, ctx.device, batch),
         "target_labels_per_class_used_in_training": recipe.data.target_labels_per_class,
         "stages": ctx.metrics,
         "wall_time_s": round(wall_time, 2),

@@ -56,7 +56,9 @@ class DomainSpec:
 
 @dataclass
 class DataConfig:
-    source: DomainSpec
+    # null: a source-free run (no source image exists for it): its feature stage starts from a trained source
+    # classifier (shot's feature.source_checkpoint), whose class names the target's are matched to
+    source: DomainSpec | None
     target: DomainSpec
     target_test: DomainSpec
     source_test: DomainSpec | None = None
@@ -322,7 +324,7 @@ def recipe_from_dict(raw: dict, source_path: Path | None = None) -> Recipe:
             if spec is not None and getattr(spec, path_key) is not None and source_path is not None:
                 setattr(spec, path_key, str((source_path.parent / getattr(spec, path_key)).resolve()))
         domain = getattr(recipe.data, key.replace("_test", "")) if key.endswith("_test") else spec
-        if spec is not None and key.endswith("_test") and spec.name == domain.name:
+        if spec is not None and domain is not None and key.endswith("_test") and spec.name == domain.name:
             # a test split without a folder (or list) of its own: its domain's
             spec.root = domain.root if spec.root is None else spec.root
             spec.list = domain.list if spec.list is None and spec.root == domain.root else spec.list
@@ -338,7 +340,10 @@ def recipe_from_dict(raw: dict, source_path: Path | None = None) -> Recipe:
         if spec is not None and spec.skip_unreadable and spec.name not in FILE_DATASETS:
             raise UserError(f"data.{key}.skip_unreadable: only a domain of image files ({', '.join(FILE_DATASETS)}) "
                             f"reads image files; '{spec.name}' does not take it")
-    _check_sources([recipe.data.source, *recipe.data.extra_sources])
+    if recipe.data.source is None:
+        _check_source_free(recipe, ADAPTERS)
+    else:
+        _check_sources([recipe.data.source, *recipe.data.extra_sources])
     options = recipe.feature.options
     if getattr(options, "source_checkpoint", None) is not None and source_path is not None:
         # relative to the recipe file; whether it exists is checked when a run starts (pipeline: the adapter's
@@ -357,6 +362,32 @@ def recipe_from_dict(raw: dict, source_path: Path | None = None) -> Recipe:
             with _in_section(kind):
                 ADAPTERS.get(stage.adapter).check(stage.options, recipe.data.image_size, recipe.data.channels)
     return recipe
+
+
+def _check_source_free(recipe: Recipe, adapters) -> None:
+    """Refuse `data.source: null` unless every stage runs without labeled source images and the feature stage
+    starts from a trained source classifier (whose classes the run takes), and nothing else needs a source."""
+    from da_toolkit.validators import READS_SOURCE
+
+    free = [name for name in adapters.names() if not adapters.get(name).reads_source]
+    for kind in STAGES:
+        stage = getattr(recipe, kind)
+        if stage is not None and adapters.get(stage.adapter).reads_source:
+            raise UserError(f"data.source: null (a source-free run), but {kind}.adapter {stage.adapter} trains on "
+                            f"labeled source images; name the source domain, or use a source-free method "
+                            f"({', '.join(free)})")
+    if getattr(recipe.feature.options, "source_checkpoint", None) is None:
+        raise UserError(f"data.source: null (a source-free run) needs a feature stage that starts from a trained "
+                        f"source classifier (feature.adapter: shot with feature.source_checkpoint); "
+                        f"{recipe.feature.adapter} does not")
+    for key, empty in (("source_test", "null"), ("extra_sources", "[]")):
+        if getattr(recipe.data, key):
+            raise UserError(f"data.{key}: a source-free run (data.source: null) reads no source images; remove it "
+                            f"(on the command line: data.{key}={empty})")
+    if recipe.selection.select in READS_SOURCE:
+        raise UserError(f"selection.select: {recipe.selection.select} reads labeled source images, which a "
+                        f"source-free run (data.source: null) has none of; choose one that reads target images "
+                        f"only, or last")
 
 
 def _check_sources(sources: list[DomainSpec]) -> None:
@@ -398,7 +429,8 @@ def check_against_data(recipe: Recipe, domains) -> None:
                             f"normalises over the images of a batch)")
     batch = recipe.train.batch_size
     larger = [f"data.{key} ({getattr(domains, key).name}, {len(getattr(domains, key))} images)"
-              for key in ("source", "target") if batch > len(getattr(domains, key))]
+              for key in ("source", "target")  # no source: a source-free run
+              if getattr(domains, key) is not None and batch > len(getattr(domains, key))]
     if larger:
         warnings.warn(f"train.batch_size: {batch} is more than the images of {' and '.join(larger)}: each of its "
                       f"batches is the whole domain, in a new order each iteration")

@@ -89,7 +89,8 @@ def seeded_sample(dataset: DomainDataset, count: int, seed: int) -> DomainDatase
 def features_of(classifier: torch.nn.Module, dataset: DomainDataset, batch_size: int = 500) -> np.ndarray:
     """The classifier's bottleneck features (what feature-level methods align), eval mode, CPU."""
     classifier.eval()
-    return torch.cat([classifier.features(to_float(chunk)) for chunk in dataset.chunks(batch_size)]).numpy()
+    chunks = [classifier.features(to_float(chunk)) for chunk in dataset.chunks(batch_size)]
+    return torch.cat(chunks).numpy() if chunks else np.zeros((0, classifier.feature_dim), np.float32)
 
 
 # ------------------------------------------------------------------------------------- one run
@@ -114,19 +115,25 @@ def load_view(run_dir: Path) -> RunView:
     return RunView(f"{recipe.name} ({method})", rundir, recipe, classifier, rundir.read_metrics())
 
 
-def test_domains(recipe: Recipe) -> tuple[DomainDataset, DomainDataset, str]:
-    """(source test images, target test images, a note): the source's test split, or its training
-    split where the source has none."""
-    data = recipe.data
-    note = ""
-    spec = data.source_test or DomainSpec(data.source.name, "test", root=data.source.root,
-                                          skip_unreadable=data.source.skip_unreadable)
+def test_domains(recipes: list[Recipe]) -> tuple[DomainDataset | None, DomainDataset, str]:
+    """(source test images, target test images, a note): the source's test split, or its training split where
+    the source has none, of the first recipe that names a source (a source-free run's baseline may); None
+    where none does (a source-free run alone: a report of the target only)."""
+    data = recipes[0].data
+    named = [recipe.data for recipe in recipes if recipe.data.source is not None]
+    target = build_domain(data.target_test, data.image_size, data.channels, recipes[0].seed)
+    if not named:
+        return None, target, "a source-free run: no source image was read, none is shown"
+    note, source_data = "", named[0]
+    spec = source_data.source_test or DomainSpec(source_data.source.name, "test", root=source_data.source.root,
+                                                 skip_unreadable=source_data.source.skip_unreadable)
     try:
-        source = build_domain(spec, data.image_size, data.channels, recipe.seed)
+        source = build_domain(spec, data.image_size, data.channels, recipes[0].seed)
     except UserError:
-        source = build_domain(data.source, data.image_size, data.channels, recipe.seed)
-        note = f"{data.source.name} has no test split: its training images are shown"
-    target = build_domain(data.target_test, data.image_size, data.channels, recipe.seed)
+        source = build_domain(source_data.source, data.image_size, data.channels, recipes[0].seed)
+        note = f"{source_data.source.name} has no test split: its training images are shown"
+    if source_data is not data:
+        note = (note + "; " if note else "") + "the source images are the baseline run's (this run is source-free)"
     return source, target, note
 
 
@@ -264,13 +271,16 @@ def write_report(run_dir: Path, baseline: Path | None = None, output: Path | Non
     began = time.perf_counter()
     views = [load_view(run_dir)] + ([load_view(baseline)] if baseline is not None else [])
     run = views[0]
-    source, target, note = test_domains(run.recipe)
-    source_sample, target_sample = seeded_sample(source, sample, seed), seeded_sample(target, sample, seed)
+    source, target, note = test_domains([view.recipe for view in views])
+    target_sample = seeded_sample(target, sample, seed)
+    source_sample = seeded_sample(source, sample, seed) if source is not None else target_sample.subset(
+        torch.arange(0), "no source")  # a source-free run alone: the target only
     domains = np.concatenate([np.ones(len(source_sample)), np.zeros(len(target_sample))])
     classes = torch.cat([source_sample.labels, target_sample.labels]).numpy()
 
     report: dict = {"run": str(run_dir), "baseline": None if baseline is None else str(baseline),
-                    "sample": {"source": f"{source_sample.name}: {len(source_sample)} images",
+                    "sample": {"source": None if source is None else
+                               f"{source_sample.name}: {len(source_sample)} images",
                                "target": f"{target_sample.name}: {len(target_sample)} images", "seed": seed},
                     "runs": {}}
     maps, results = [], []
@@ -280,7 +290,7 @@ def write_report(run_dir: Path, baseline: Path | None = None, output: Path | Non
         if not (np.isfinite(source_features).all() and np.isfinite(target_features).all()):
             raise UserError(f"{view.rundir}: its classifier gives non-finite features (classifier.pt damaged, or "
                             f"weights that overflow); no report of it can be drawn")
-        distance = proxy_a_distance(source_features, target_features, seed)
+        distance = proxy_a_distance(source_features, target_features, seed) if len(source_sample) else None
         points = tsne(np.concatenate([source_features, target_features]), seed)
         maps.append((view.name, points, domains, classes))
         result = evaluate(view.classifier, target)
@@ -292,17 +302,18 @@ def write_report(run_dir: Path, baseline: Path | None = None, output: Path | Non
 
     sections = [("Summary", summary_html(report, note))]
     sections.append(("Feature maps", f"<p>t-SNE of the trained classifier's bottleneck features "
-                                     f"({len(source_sample)} source and {len(target_sample)} target test images, "
-                                     f"seed {seed}); for ADDA that is the adapted target encoder, for both domains."
-                                     f"</p>"
+                                     f"({len(source_sample) or 'no'} source and {len(target_sample)} target test "
+                                     f"images, seed {seed}); for ADDA that is the adapted target encoder, for both "
+                                     f"domains.</p>"
                                      f"<img src='{feature_map_figure(maps)}'>"))
     rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{r['proxy_a_distance']['a_distance']:.3f}</td>"
                    f"<td>{100 * r['proxy_a_distance']['domain_error']:.1f}%</td></tr>"
-                   for name, r in report["runs"].items())
-    sections.append(("Proxy A-distance", "<p>d<sub>A</sub> = 2(1 − 2ε), ε the held-out error of a linear classifier "
-                                         "telling source from target features (0: indistinguishable, 2: separable)."
-                                         "</p><table><tr><th>run</th><th>d<sub>A</sub></th><th>ε</th></tr>"
-                                         f"{rows}</table>"))
+                   for name, r in report["runs"].items() if r["proxy_a_distance"] is not None)
+    distances = ("<p>d<sub>A</sub> = 2(1 − 2ε), ε the held-out error of a linear classifier telling source from "
+                 "target features (0: indistinguishable, 2: separable).</p><table><tr><th>run</th><th>d<sub>A</sub>"
+                 f"</th><th>ε</th></tr>{rows}</table>")
+    no_source = "<p>No source images: no distance between the domains.</p>"
+    sections.append(("Proxy A-distance", no_source if source is None else distances))
     worse = []
     if len(results) == 2:
         (_, mine), (_, base) = results
@@ -313,7 +324,7 @@ def write_report(run_dir: Path, baseline: Path | None = None, output: Path | Non
     per_class_text = (f"<p>Classes worse than the baseline: {', '.join(map(str, worse)) or 'none'}.</p>"
                       if len(results) == 2 else "")
     sections.append(("Per class", per_class_text + f"<img src='{per_class_figure(results)}'>"))
-    pixel = pixel_section(run, source, seed, sample)
+    pixel = pixel_section(run, source, seed, sample) if source is not None else None
     if pixel is not None:
         sections.append(("Pixel stage", pixel[0]))
         report["pixel"] = pixel[1]
@@ -339,8 +350,9 @@ def summary_html(report: dict, note: str) -> str:
     rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{percent(r['target_accuracy'])}</td>"
                    f"<td>{percent(r['source_accuracy'])}</td></tr>" for name, r in report["runs"].items())
     extra = f"<p>{html.escape(note)}</p>" if note else ""
+    samples = report["sample"]["source"], report["sample"]["target"]  # no source sample: a source-free run alone
     return (f"<table><tr><th>run</th><th>target accuracy</th><th>source accuracy</th></tr>{rows}</table>"
-            f"<p>Samples: {html.escape(report['sample']['source'])}; {html.escape(report['sample']['target'])}.</p>"
+            f"<p>Samples: {'; '.join(html.escape(sample) for sample in samples if sample)}.</p>"
             + extra)
 
 

@@ -24,7 +24,7 @@ from da_toolkit.context import Context, resolve_device
 from da_toolkit.data import build_domains
 from da_toolkit.errors import UserError
 from da_toolkit.pipeline import load_run
-from da_toolkit.rundir import RunDir, lock_run_dir
+from da_toolkit.rundir import RunDir, lock_run_dir, read_classifier_classes
 from da_toolkit.selection import Selection, hold_out_target_labels
 
 # stored scores are rounded to 6 decimals; recomputing on another thread count or device moves the last digits
@@ -45,7 +45,9 @@ def _rescore(rundir: RunDir) -> str:
     chosen, stored = returned_candidate(rundir)
     recipe, classifier = load_run(rundir.path)
     device = resolve_device("auto")
-    domains = build_domains(recipe.data, recipe.seed, workers=recipe.train.workers)
+    # a source-free run (no data.source): the target is matched to the class names its classifier.pt records
+    source_classes = read_classifier_classes(rundir.classifier_file)[1] if recipe.data.source is None else None
+    domains = build_domains(recipe.data, recipe.seed, workers=recipe.train.workers, source_classes=source_classes)
     target, held_out = domains.target, None
     if recipe.selection.target_label_folds:
         target, held_out = hold_out_target_labels(target, recipe.selection.target_label_folds, recipe.seed)

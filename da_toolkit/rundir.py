@@ -171,9 +171,12 @@ class RunDir:
         """The scores `da-toolkit rescore` added to a finished run (rescore.py), or None."""
         return read_json(self.rescored_file, "rescored scores file") if self.rescored_file.exists() else None
 
-    def save_classifier(self, state_dict: dict, num_classes: int, recipe: dict) -> None:
-        save_checkpoint({"state_dict": state_dict, "num_classes": num_classes, "recipe": recipe},
-                        self.classifier_file, "classifier")
+    def save_classifier(self, state_dict: dict, num_classes: int, recipe: dict, class_names: tuple[str, ...] = (),
+                        source: str | None = None) -> None:
+        """classifier.pt: the weights, class count, recipe, and (read by a source-free run starting from it)
+        the class names in the order of the head's outputs and the source dataset(s) it learnt from."""
+        save_checkpoint({"state_dict": state_dict, "num_classes": num_classes, "recipe": recipe,
+                         "class_names": list(class_names), "source": source}, self.classifier_file, "classifier")
 
     def load_classifier(self) -> tuple[dict, int]:
         """(weights, class count) of the trained classifier, read without running code."""
@@ -185,12 +188,25 @@ def read_classifier(path: Path) -> tuple[dict, int]:
     """(weights, class count) of a classifier.pt file (a run directory's, or one copied elsewhere), read
     without running code."""
     saved = load_checkpoint(path, "classifier")
-    state = saved["state_dict"]
+    return saved["state_dict"], _class_count(saved)
+
+
+def read_classifier_classes(path: Path) -> tuple[int, tuple[str, ...] | None, str | None]:
+    """(class count, class names or None, source dataset name or None) of a classifier.pt file, read without
+    running code; the names are None in a file written before they were stored, or when malformed."""
+    saved = load_checkpoint(path, "classifier")
+    num_classes, names, source = _class_count(saved), saved.get("class_names"), saved.get("source")
+    names_ok = isinstance(names, list) and len(names) == num_classes and all(isinstance(n, str) for n in names)
+    return num_classes, tuple(names) if names_ok else None, source if isinstance(source, str) else None
+
+
+def _class_count(saved: dict) -> int:
     num_classes = saved.get("num_classes")
     if num_classes is None:  # written before the class count was stored: read it off the head
+        state = saved["state_dict"]
         head = state.get("head.weight") if isinstance(state, dict) else None
         num_classes = head.shape[0] if head is not None else 10
-    return state, num_classes
+    return num_classes
 
 
 LOCK_NAME = ".lock"

@@ -73,12 +73,13 @@ def _features_and_logits(model, domain: Domain, device, batch_size: int) -> tupl
 class Selection:
     """Scores candidates of the returned classifier with every validator; keeps the chosen one (Stateful)."""
 
-    def __init__(self, options, source_validation: Domain, target: Domain,
+    def __init__(self, options, source_validation: Domain | None, target: Domain,
                  target_test: Domain | None, held_out: Domain | None, ctx, batch_size: int = 500):
         self.options, self.ctx, self.batch_size = options, ctx, batch_size
         generator = torch.Generator().manual_seed(ctx.seed + SAMPLE_SEED_OFFSET)
         # decoded once (a streamed domain's sample is read into memory: scored 10 times a run)
-        self.source = source_validation.sample(options.samples, generator).in_memory()
+        self.source = (source_validation.sample(options.samples, generator).in_memory()
+                       if source_validation is not None else None)  # None: a source-free run
         self.target = target.without_labels().sample(options.samples, generator).in_memory()
         self.held_out = held_out.in_memory() if held_out is not None else None
         self.target_test = target_test if options.record_target_test else None
@@ -91,26 +92,30 @@ class Selection:
         return self.options.every or max(1, iterations // 10)
 
     def scores(self, model) -> dict[str, float]:
-        """Every validator's score of `model` (in eval mode) on the fixed sample."""
+        """Every validator's score of `model` (in eval mode) on the fixed sample (a source-free run: those that
+        read target images only)."""
         device = self.ctx.device
-        source_features, source_logits = _features_and_logits(model, self.source, device, self.batch_size)
         target_features, target_logits = _features_and_logits(model, self.target, device, self.batch_size)
+        source_features, source_logits = (_features_and_logits(model, self.source, device, self.batch_size)
+                                          if self.source is not None else (target_features, target_logits))
         if not all(torch.isfinite(t).all() for t in (source_features, source_logits, target_features, target_logits)):
             raise UserError(f"{self.ctx.run_dir}: its classifier gives non-finite features or logits on the "
                             f"selection sample (weights damaged, or weights that overflow); no validator can score it")
-        half = len(self.source) // 2  # DEV: the domain classifier is fitted on one half, the other is weighted
-        weights = importance_weights(source_features[:half].numpy(), target_features.numpy(),
-                                     source_features[half:].numpy(), self.ctx.seed)
-        losses = F.cross_entropy(source_logits[half:], self.source.labels[half:], reduction="none")
-        scores = {"source_accuracy": accuracy(source_logits, self.source.labels),
-                  "entropy": negative_entropy(target_logits),
+        scores = {"entropy": negative_entropy(target_logits),
                   "info_max": information_maximization(target_logits),
-                  "dev": deep_embedded_validation(losses, torch.from_numpy(weights)),
                   "snd": soft_neighbourhood_density(target_logits),
                   "bnm": batch_nuclear_norm(target_logits),
-                  "class_ami": class_adjusted_mutual_information(target_features, target_logits, self.ctx.seed),
-                  "target_knn": target_knn_precision(target_features, target_logits, source_features,
-                                                     self.source.labels)}
+                  "class_ami": class_adjusted_mutual_information(target_features, target_logits, self.ctx.seed)}
+        if self.source is not None:
+            half = len(self.source) // 2  # DEV: the domain classifier is fitted on one half, the other is weighted
+            weights = importance_weights(source_features[:half].numpy(), target_features.numpy(),
+                                         source_features[half:].numpy(), self.ctx.seed)
+            losses = F.cross_entropy(source_logits[half:], self.source.labels[half:], reduction="none")
+            scores.update(source_accuracy=accuracy(source_logits, self.source.labels),
+                          dev=deep_embedded_validation(losses, torch.from_numpy(weights)),
+                          target_knn=target_knn_precision(target_features, target_logits, source_features,
+                                                          self.source.labels))
+            scores = {name: scores[name] for name in VALIDATORS if name in scores}  # the order of VALIDATORS
         if self.held_out is not None:
             _, logits = _features_and_logits(model, self.held_out, device, self.batch_size)
             scores["target_label_accuracy"] = accuracy(logits, self.held_out.labels)
@@ -166,7 +171,8 @@ class Selection:
                                               "why": why},
                  "validators": {name: VALIDATORS[name] for name in (self.candidates[0]["scores"] if self.candidates
                                                                     else {})},
-                 "samples": {"source_validation": len(self.source), "target": len(self.target),
+                 "samples": {"source_validation": len(self.source) if self.source is not None else 0,
+                             "target": len(self.target),
                              "held_out_target": len(self.held_out) if self.held_out is not None else 0},
                  "candidates": self.candidates,
                  "wall_time_s": {k: round(v, 2) for k, v in self.seconds.items()}}

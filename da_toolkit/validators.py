@@ -31,7 +31,7 @@ VALIDATORS = {
                   "(Musgrave et al. 2022)",
     "target_label_accuracy": "accuracy on held-out labeled target images (cross-fitted folds; scarce labels only)",
 }
-SOURCE_ONLY_VALIDATORS = ("source_accuracy", "dev")  # the others read target images
+READS_SOURCE = ("source_accuracy", "dev", "target_knn")  # the validators that read labeled source images
 TARGET_KNN_K = 1000  # Musgrave et al.'s k, capped at the number of source images
 
 # The ensemble ranks a set of models (`rank_ensemble`): not a score of one model, so not a `selection.select`

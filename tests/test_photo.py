@@ -112,11 +112,11 @@ def test_classes_match_by_name_across_domains_whatever_the_label_order(office31,
     assert webcam.class_names[:3] == ["back_pack", "bike", "calculator"] and len(webcam.class_names) == 31
     assert sorted(webcam.class_names) == sorted(OFFICE31)
     assert webcam.labels.tolist() == [0] * 4 + [1] * 4 + [2] * 4
-    matched = match_classes(amazon, webcam, "target")
+    matched = match_classes(amazon.class_names, webcam, "target")
     assert matched.class_names == list(OFFICE31)
     assert matched.labels.tolist() == [0] * 4 + [1] * 4 + [5] * 4
-    assert match_classes(amazon, load("office31-webcam", "test", office31), "target_test").labels.tolist() == \
-        amazon.labels.tolist()
+    webcam_test = load("office31-webcam", "test", office31)
+    assert match_classes(amazon.class_names, webcam_test, "target_test").labels.tolist() == amazon.labels.tolist()
 
 
 def test_a_recipes_domains_build_from_the_registered_names(office31, no_downloads):

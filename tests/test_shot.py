@@ -3,6 +3,7 @@ the frozen head and the trained encoder, no source image read, and the source ch
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -229,3 +230,121 @@ def test_the_source_checkpoint_is_relative_to_the_recipe_file_or_in_an_override_
 def test_shot_without_a_source_checkpoint_names_the_key():
     with pytest.raises(UserError, match="feature.source_checkpoint: missing: SHOT adapts a trained source classifier"):
         recipe_from_dict(toy_recipe_dict(feature={"adapter": "shot"}))
+
+
+# ------------------------------------------------------------------ a source-free run: data.source null
+
+
+def source_free_recipe(source_run, run_name: str = "shot", **data) -> dict:
+    recipe = toy_recipe_dict(name=run_name, feature={"adapter": "shot", "source_checkpoint": str(source_run),
+                                                     "pseudo_label_every": 5},
+                             train={"iterations": 12, "batch_size": 16})
+    recipe["data"].update(source=None, **data)
+    return recipe
+
+
+@pytest.fixture
+def sealed_source_dataset(monkeypatch):
+    """The toy source dataset, registered so that building it (any split) fails the test."""
+    from da_toolkit.data import DATASETS
+
+    def sealed(*args, **kwargs):
+        raise AssertionError("the source dataset was built")
+
+    monkeypatch.setitem(DATASETS._entries, "toy_source", (sealed, DATASETS._entries["toy_source"][1]))
+
+
+def test_a_source_free_run_builds_no_source_domain_and_trains_as_the_run_that_names_one(toy_source_run, tmp_path,
+                                                                                          request):
+    from da_toolkit.pipeline import run
+
+    named = run(recipe_from_dict({**source_free_recipe(toy_source_run),
+                                  "data": toy_recipe_dict()["data"]}), tmp_path / "named", progress=False)
+    request.getfixturevalue("sealed_source_dataset")  # from here on, building the source domain fails
+    free = run(recipe_from_dict(source_free_recipe(toy_source_run)), tmp_path / "free", progress=False)
+    state_named, _ = RunDir(tmp_path / "named").load_classifier()
+    state_free, _ = RunDir(tmp_path / "free").load_classifier()
+    assert all(torch.equal(state_named[k], state_free[k]) for k in state_named)  # the same training, bit for bit
+    assert free["target_accuracy"] == named["target_accuracy"] and free["task"] == named["task"] == "toy_source->toy_target"
+    assert free["source_free"] and not named["source_free"]
+    assert free["source_accuracy"] is None and free["source"] is None
+    # the collapse alarm's bars assume balanced source classes (10: top share 55%, 5 effective classes)
+    assert (free["collapse"]["threshold_top_share"], free["collapse"]["threshold_effective_classes"]) == (0.55, 5.0)
+    assert set(free["model_selection"]["candidates"][0]["scores"]) == {"entropy", "info_max", "snd", "bnm", "class_ami"}
+    assert free["model_selection"]["samples"]["source_validation"] == 0
+    # everything else a user does with the run works without a source image
+    for args in (["show", tmp_path / "free", tmp_path / "named"], ["rescore", tmp_path / "free"],
+                 ["report", tmp_path / "free"], ["evaluate", tmp_path / "free", "--dataset", "toy_target"]):
+        result = invoke(*args)
+        assert result.exit_code == 0, (args, result.output)
+    row = next(line for line in invoke("show", tmp_path / "free").output.splitlines() if "shot" in line)
+    assert row.split()[-2:-1] == ["–"], row  # the source accuracy column
+    assert "No source images: no distance between the domains" in (tmp_path / "free/report/report.html").read_text()
+    assert "nothing to add" in invoke("rescore", tmp_path / "free").output
+
+
+def test_a_source_free_run_matches_the_target_to_the_checkpoints_class_names(toy_source_run, tmp_path):
+    """The same source classifier with its outputs (head rows and class names) in another order predicts the
+    same classes by name: the run's accuracy is unchanged."""
+    from da_toolkit.pipeline import run
+    from da_toolkit.training.checkpoint import load_checkpoint
+
+    saved = load_checkpoint(RunDir(toy_source_run).classifier_file, "classifier")
+    order = torch.tensor([3, 7, 0, 9, 1, 5, 2, 8, 6, 4])
+    state = dict(saved["state_dict"], **{"head.weight": saved["state_dict"]["head.weight"][order],
+                                          "head.bias": saved["state_dict"]["head.bias"][order]})
+    permuted = RunDir(tmp_path / "permuted")
+    permuted.save_classifier(state, 10, saved["recipe"], [saved["class_names"][i] for i in order], "toy_source")
+    accuracies = []
+    for name, checkpoint in (("plain", toy_source_run), ("permuted", permuted.path)):
+        recipe = source_free_recipe(checkpoint)
+        recipe["train"].update(iterations=1, lr=1e-9)  # the source classifier, its batch norm on the target
+        recipe["feature"]["pseudo_label_weight"] = 0.0
+        accuracies.append(run(recipe_from_dict(recipe), tmp_path / name, progress=False)["target_accuracy"])
+    assert accuracies[0] == accuracies[1] > 0.3  # chance: 0.1; the classes read by index, not name: near chance
+
+
+def test_a_checkpoint_of_other_classes_or_without_class_names_is_refused_in_a_source_free_run(toy_source_run,
+                                                                                            tmp_path):
+    from da_toolkit.training.checkpoint import load_checkpoint
+
+    saved = load_checkpoint(RunDir(toy_source_run).classifier_file, "classifier")
+    recipe, run_dir = tmp_path / "recipe.yaml", tmp_path / "run"
+    cases = [(["a", "b", *saved["class_names"][2:]], "toy_target/train lacks 2 of the source's classes (a, b)"),
+             ([], "does not record its class names")]
+    for names, message in cases:
+        RunDir(tmp_path / "other").save_classifier(saved["state_dict"], 10, saved["recipe"], names)
+        recipe.write_text(yaml.safe_dump(source_free_recipe(tmp_path / "other")))
+        line = one_line(invoke("run", recipe, "-o", run_dir, "-q"))
+        assert message in line and not run_dir.exists(), line
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"feature": {"adapter": "dann"}}, "but feature.adapter dann trains on labeled source images"),
+    ({"refine": {"adapter": "fixmatch"}}, "but refine.adapter fixmatch trains on labeled source images"),
+    ({"pixel": {"adapter": "cyclegan"}}, "but pixel.adapter cyclegan trains on labeled source images"),
+    ({"selection": {"select": "dev"}}, "selection.select: dev reads labeled source images"),
+    ({"data": {"source_test": {"name": "toy_source", "split": "test"}}}, "data.source_test: a source-free run"),
+])
+def test_a_source_free_recipe_that_needs_a_source_is_refused_naming_the_key(change, message, toy_source_run):
+    recipe = source_free_recipe(toy_source_run)
+    for section, value in change.items():
+        recipe[section] = {**recipe.get(section, {}), **value} if section == "data" else value
+    with pytest.raises(UserError, match=re.escape(message)):
+        recipe_from_dict(recipe)
+
+
+def test_data_source_null_without_a_source_classifier_is_refused():
+    recipe = toy_recipe_dict(feature={"adapter": "adabn"})
+    recipe["data"]["source"] = None
+    with pytest.raises(UserError, match=re.escape("needs a feature stage that starts from a trained source classifier")):
+        recipe_from_dict(recipe)
+
+
+def test_show_names_a_source_free_run_beside_the_same_recipe_with_a_source_by_data_source():
+    from da_toolkit.cli import recipe_variants
+
+    free = {"name": "shot", "seed": 0, "data": {"source": None, "target": {"name": "usps"}}, "train": {"lr": 0.01}}
+    named = {"name": "shot", "seed": 1, "data": {"source": {"name": "mnist", "split": "train"}, "target": {"name": "usps"}},
+             "train": {"lr": 0.02}}
+    assert recipe_variants([free, named]) == ["data.source=null, train.lr=0.01", "data.source=mnist, train.lr=0.02"]

@@ -170,7 +170,7 @@ def test_a_target_listing_its_classes_in_another_order_is_relabeled_into_the_sou
                            num_classes=3, class_names=["cat", "dog", "fox"])
     target = DomainDataset(torch.zeros(4, 1, 4, 4, dtype=torch.uint8), torch.tensor([0, 1, 2, -1]), "target",
                            num_classes=3, class_names=["fox", "cat", "dog"])
-    matched = match_classes(source, target, "target")
+    matched = match_classes(source.class_names, target, "target")
     assert matched.labels.tolist() == [2, 0, 1, -1] and matched.class_names == ["cat", "dog", "fox"]
 
 

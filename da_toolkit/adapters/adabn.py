@@ -44,6 +44,7 @@ class AdaBN(FeatureAdapter):
     """AdaBN: re-estimate every batch-norm layer's running statistics on target images."""
 
     Options = AdaBNOptions
+    reads_source = False
 
     def fit(self, classifier, source, target, ctx):
         layers = {name: module for name, module in classifier.named_modules() if isinstance(module, _BatchNorm)}

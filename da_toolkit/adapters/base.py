@@ -77,7 +77,7 @@ class AdapterSetup:
             spec = dataclasses.replace(data.target, name=name, split="train", limit=None, root=None, list=None)
             return build_domain(spec, data.image_size, data.channels, recipe.seed)
 
-        sources = [data.source, *data.extra_sources]
+        sources = [spec for spec in (data.source, *data.extra_sources) if spec is not None]  # none: source-free
 
         def load_source(index: int) -> Domain:
             return build_domain(sources[index], data.image_size, data.channels, recipe.seed)
@@ -92,6 +92,7 @@ class Adapter:
     kind = ""
     Options = NoOptions
     needs_target_labels = False  # True: a run is refused, before anything is written, without labeled target images
+    reads_source = True  # False: trains without labeled source images (a source-free run may leave data.source null)
 
     def __init__(self, options, setup: AdapterSetup):
         self.options = options
@@ -113,6 +114,11 @@ class FeatureAdapter(Adapter):
         super().__init__(options, setup)
         self.train = setup.train
         self.stage = stage
+
+    def source_classes(self) -> tuple[int, tuple[str, ...], str]:
+        """(class count, class names, source dataset name) of the trained source classifier a source-free
+        adapter starts from (a run with data.source: null takes its classes from it); UserError when unreadable."""
+        raise NotImplementedError(f"{type(self).__name__} does not start from a source classifier")
 
     def check_inputs(self, num_classes: int) -> None:
         """Refuse (UserError), before the run directory is written, a file this adapter's options name that

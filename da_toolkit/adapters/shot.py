@@ -22,6 +22,10 @@ source classifier to the target without reading a single source image.
 The pseudo-labels are part of the stage's checkpoint, so a resumed run is bit-identical. The model
 selection scores the source classifier first (score_start), so it can fall back to it.
 
+With `data.source: null` the whole run is source-free (`reads_source = False`, recipe.py
+`_check_source_free`): no source domain is built, and the target's classes are matched by name to
+the class names the checkpoint records (`source_classes`).
+
 What the source training of the paper has and ours (source_only) lacks: label smoothing 0.1 and a
 weight-normalised head; a SHOT run here starts from the toolkit's plain source classifier.
 """
@@ -38,7 +42,7 @@ from da_toolkit.adapters.adversarial import DivergenceGuard, GuardOptions
 from da_toolkit.adapters.base import FeatureAdapter, SupervisedTraining
 from da_toolkit.data.base import UNLABELED, device_batches
 from da_toolkit.errors import UserError
-from da_toolkit.rundir import read_classifier
+from da_toolkit.rundir import read_classifier, read_classifier_classes
 from da_toolkit.training.checkpoint import UnreadableFile, load_state
 from da_toolkit.training.information_maximisation import cluster_pseudo_labels, information_maximisation
 from da_toolkit.training.loop import train_loop
@@ -63,15 +67,22 @@ class SHOTOptions(GuardOptions):
                             f"{self.pseudo_label_every}")
 
 
-def load_source_classifier(classifier: torch.nn.Module, location: str, key: str = "feature.source_checkpoint") -> None:
-    """Load the source classifier at `location` (a run directory or a classifier.pt file) into `classifier`,
-    weights-only; one-line UserError naming `key` and the file when it is missing, unreadable, of another
-    class count or of another architecture."""
+def source_classifier_file(location: str, key: str = "feature.source_checkpoint") -> Path:
+    """The classifier.pt at `location` (a run directory or the file itself); one-line UserError naming `key`
+    when there is none."""
     path = Path(location)
     file = path / "classifier.pt" if path.is_dir() else path
     if not file.is_file():
         what = "a run directory without classifier.pt (not finished?)" if path.is_dir() else "no such file or directory"
         raise UserError(f"{key}: {path}: {what}; train the source classifier first (a source_only run)")
+    return file
+
+
+def load_source_classifier(classifier: torch.nn.Module, location: str, key: str = "feature.source_checkpoint") -> None:
+    """Load the source classifier at `location` (a run directory or a classifier.pt file) into `classifier`,
+    weights-only; one-line UserError naming `key` and the file when it is missing, unreadable, of another
+    class count or of another architecture."""
+    file = source_classifier_file(location, key)
     try:
         state, num_classes = read_classifier(file)
         if num_classes != classifier.num_classes:
@@ -144,6 +155,20 @@ class SHOT(FeatureAdapter):
     clustering pseudo-labels; never reads a source image."""
 
     Options = SHOTOptions
+    reads_source = False
+
+    def source_classes(self) -> tuple[int, tuple[str, ...], str]:
+        key = f"{self.stage}.source_checkpoint"
+        file = source_classifier_file(self.options.source_checkpoint, key)
+        try:
+            num_classes, names, source = read_classifier_classes(file)
+        except UnreadableFile as error:
+            raise UserError(f"{key}: {error}") from None
+        if names is None:
+            raise UserError(f"{key}: {file} does not record its class names (written before "
+                            f"da-toolkit stored them); a source-free run (data.source: null) matches the target's classes "
+                            f"to them by name: re-train the source classifier, or name data.source")
+        return num_classes, names, source or "source"
 
     def check_inputs(self, num_classes: int) -> None:
         with torch.random.fork_rng(devices=[]):  # the run's random stream is untouched

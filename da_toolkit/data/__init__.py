@@ -92,15 +92,15 @@ def build_domain(spec, image_size: int, channels: int, seed: int, root: Path | N
                          class_names=dataset.class_names)
 
 
-def match_classes(reference: Domain, domain: Domain, key: str) -> Domain:
-    """`domain` relabeled into `reference`'s class order, matching classes by name.
+def match_classes(class_names: tuple[str, ...], domain: Domain, key: str) -> Domain:
+    """`domain` relabeled into the order of `class_names` (the source's), matching classes by name.
 
     UserError naming the class names one domain has and the other lacks (a target of other classes
     than the source would train and evaluate with wrong labels)."""
-    if domain.class_names == reference.class_names:
+    if domain.class_names == class_names:
         return domain
-    missing = [name for name in reference.class_names if name not in domain.class_names]
-    extra = [name for name in domain.class_names if name not in reference.class_names]
+    missing = [name for name in class_names if name not in domain.class_names]
+    extra = [name for name in domain.class_names if name not in class_names]
     if missing or extra:
         def listed(names):
             return ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
@@ -109,13 +109,17 @@ def match_classes(reference: Domain, domain: Domain, key: str) -> Domain:
         which = "every source" if key.startswith("extra_sources") else "source and target"
         raise UserError(f"data.{key}: {domain.name} {' and '.join(parts)}; {which} must have the same "
                         f"class names (folder or list class names, matched by name)")
-    index = {name: i for i, name in enumerate(reference.class_names)}
+    index = {name: i for i, name in enumerate(class_names)}
     mapping = torch.tensor([index[name] for name in domain.class_names] + [UNLABELED], dtype=torch.int64)
-    return domain.with_labels(mapping[domain.labels], reference.class_names)  # -1 indexes the last entry: -1
+    return domain.with_labels(mapping[domain.labels], class_names)  # -1 indexes the last entry: -1
 
 
-def build_domains(data, seed: int, root: Path | None = None, workers: int = 0, report=None) -> Domains:
+def build_domains(data, seed: int, root: Path | None = None, workers: int = 0, report=None,
+                  source_classes: tuple[str, ...] | None = None) -> Domains:
     """All domains of a recipe's `data` section, their classes matched by name to the source's.
+
+    A source-free run (data.source null) has no source domain: its target domains are matched to
+    `source_classes`, the class names of the source classifier it starts from.
 
     The source is data.source followed by data.extra_sources (multi-source), merged in that order into
     one labeled set named '<first>+<second>...'. The target training set keeps the labels of
@@ -134,12 +138,13 @@ def build_domains(data, seed: int, root: Path | None = None, workers: int = 0, r
                               f"data.{key}", report, memory_left)
         if spec.name in FILE_DATASETS and isinstance(domain, DomainDataset):
             memory_left -= domain.images.numel() / GB
-        return domain if key == "source" else match_classes(source, domain, key)
+        return domain if key == "source" else match_classes(class_names, domain, key)
 
     source = load("source")
+    class_names = source.class_names if source is not None else list(source_classes)
     parts = [source, *(load(f"extra_sources[{index}]", spec) for index, spec in enumerate(data.extra_sources))]
     if len(parts) > 1:
-        source = concatenate(parts, "+".join(part.name for part in parts), source.class_names)
+        source = concatenate(parts, "+".join(part.name for part in parts), class_names)
     target = load("target")
     labels = torch.full_like(target.labels, UNLABELED)
     if data.target_labels_per_class:

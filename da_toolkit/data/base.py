@@ -448,13 +448,13 @@ class BatchStream:
 class Domains:
     """Everything a run trains and evaluates on.
 
-    source:        labeled source images.
+    source:        labeled source images, or None (a source-free run).
     target:        target training images; unlabeled (-1) except the k-per-class labeled ones.
     target_test:   labeled target test split, used only for the final evaluation.
     source_test:   labeled source test split (source accuracy), or None.
     """
 
-    source: Domain
+    source: Domain | None
     target: Domain
     target_test: Domain
     source_test: Domain | None = None
