@@ -1,0 +1,106 @@
+"""Each validator's recommendation over every committed benchmark grid: which default is robust across tasks?
+
+Reads the cells of every `benchmarks/results/*/results.json` whose runs recorded validator scores and
+runs the recommendation study on each grid as `compare` does (`benchmark/recommend.study`: the mean
+score over seeds of each run's returned model, collapse alarm, no harm), then, per validator, pools
+the (grid, task) cases: how many it could score, its mean and worst regret (points of target accuracy
+below the hindsight best method), and its harmful picks (> 5 points below source-only). Hindsight
+from target test labels judges the validators; it picks nothing. Grids overlap (digits-cpu-syndigits
+re-ran digits-cpu's core methods on its two tasks; the sweep's tasks are digits-cpu's), so the cases
+are not independent. Run from the repository root, nothing else needed:
+
+    python benchmarks/validator_robustness.py          # writes benchmarks/results/validator-robustness.md
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+from da_toolkit.benchmark import recommend
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def grid_records(path: Path) -> list[dict]:
+    """The finished cells of a results.json as recommendation records (a sweep's configuration is its method)."""
+    cells = json.loads(path.read_text())["cells"]
+    records = []
+    for cell in cells:
+        if cell.get("status") != "done":
+            continue
+        record = {**cell, "collapsed": bool(cell.get("collapsed"))}
+        if cell.get("k"):  # the scarce-label grid: one task per number of labeled target images
+            record["task"] = f"{cell['task']} k={cell['k']}"
+        record["method"] = cell.get("configuration") or cell["method"]
+        records.append(record)
+    return records
+
+
+def cases() -> dict[str, dict[str, dict]]:
+    """{grid: {task: {validator: task study}}} of every grid whose runs have validator scores."""
+    out = {}
+    for path in sorted(RESULTS.glob("*/results.json")):
+        records = grid_records(path)
+        if records and recommend.validators_of(records):
+            out[path.parent.name] = recommend.study(records)["tasks"]
+    return out
+
+
+def summary(studied: dict[str, dict[str, dict]]) -> list[tuple[str, int, float, float, str, int]]:
+    """Per validator: (name, cases scored, mean regret, worst regret, the worst case, harmful picks)."""
+    validators = list(dict.fromkeys(v for tasks in studied.values() for entries in tasks.values() for v in entries))
+    rows = []
+    for validator in validators:
+        scored = [(f"{grid}/{task}", entries[validator]) for grid, tasks in studied.items()
+                  for task, entries in tasks.items() if entries.get(validator, {}).get("regret") is not None]
+        if not scored:
+            continue
+        regrets = [entry["regret"] for _, entry in scored]
+        worst = max(scored, key=lambda item: item[1]["regret"])
+        rows.append((validator, len(scored), statistics.fmean(regrets), worst[1]["regret"], worst[0],
+                     sum(bool(entry.get("harmful")) for _, entry in scored)))
+    return rows
+
+
+def markdown(studied: dict[str, dict[str, dict]]) -> str:
+    default = recommend.DEFAULT_VALIDATOR
+    lines = ["# Validators across every committed grid", "",
+             "Written by `python benchmarks/validator_robustness.py` from the committed `benchmarks/results/*/results.json`",
+             "(no run is made). Per validator, the (grid, task) cases whose runs it scored; the regret of its method pick",
+             "(points of target test accuracy below the hindsight best method of the case), its mean and worst; harmful:",
+             "a pick more than 5 points below source-only. The picks follow `compare`'s rule (mean score over seeds of each",
+             "run's returned model, collapse alarm, no harm); target test labels judge the picks, they choose nothing.",
+             "Cases overlap (digits-cpu-syndigits re-ran digits-cpu's core methods; the sweep's tasks are digits-cpu's):",
+             "they are not independent tasks, and four digit tasks are all there is here.", "",
+             "| validator | cases | mean regret (pts) | worst regret (pts) | worst case | harmful picks |",
+             "|---|---|---|---|---|---|"]
+    for name, count, mean, worst, where, harmful in summary(studied):
+        label = f"**{name}** (default)" if name == default else name
+        lines.append(f"| {label} | {count} | {mean:.2f} | {worst:.2f} | {where} | {harmful} |")
+    lines += ["", "Per case (regret in points; –: not scored):", ""]
+    validators = [row[0] for row in summary(studied)]
+    lines += ["| grid | task | best (hindsight) | " + " | ".join(validators) + " |",
+              "|---|---|---|" + "---|" * len(validators)]
+    for grid, tasks in studied.items():
+        for task, entries in tasks.items():
+            best = next((e["best"] for e in entries.values() if e.get("best")), "–")
+            cells = [f"{entries[v]['regret']:.2f}" if entries.get(v, {}).get("regret") is not None else "–"
+                     for v in validators]
+            lines.append(f"| {grid} | {task} | {best} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=RESULTS / "validator-robustness.md")
+    args = parser.parse_args()
+    text = markdown(cases())
+    args.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
