@@ -19,6 +19,7 @@ it runs only where that rate is not the recipe's (elsewhere it is the peer's-opt
 Each run's directory (ours) or log (TLlib) lands in --out (default benchmarks/runs/peer); a finished
 run is not run again, so an interrupted comparison continues where it stopped. The table goes to
 <out>/results.md and stdout. Two runs at a time by default (--jobs), each with OMP_NUM_THREADS=1.
+`--finished` launches nothing: the table of the runs finished so far, the others gaps ("n of N seeds").
 """
 from __future__ import annotations
 
@@ -81,9 +82,15 @@ OUR_SIDES = {"ours": ("ours", lambda method, task: []),
              "ours_peer_protocol": ("ours, peer's optimiser and lr", lambda m, t: [*PEER_OPTIMISER, *peer_lr(m, t)])}
 
 
-def our_run(side: str, method: str, task: str, seed: int, iterations: int, out: Path) -> dict:
+class NotFinished(Exception):
+    """A run that has not finished and that --finished does not launch."""
+
+
+def our_run(side: str, method: str, task: str, seed: int, iterations: int, out: Path, launch: bool = True) -> dict:
     run_dir = out / side / f"{method}_{task}_seed{seed}"
     if not (run_dir / "metrics.json").is_file():
+        if not launch:
+            raise NotFinished
         recipe = ROOT / "recipes" / f"{TASKS[task][0]}_{method}.yaml"
         extra = [f"feature.adapt_iterations={iterations}"] if method == "adda" else []
         command = [sys.executable, "-m", "da_toolkit", "run", str(recipe), *OUR_BUDGET, f"train.iterations={iterations}",
@@ -93,12 +100,15 @@ def our_run(side: str, method: str, task: str, seed: int, iterations: int, out: 
     return {"accuracy": 100 * metrics["target_accuracy"], "seconds": metrics["wall_time_s"]}
 
 
-def peer_run(method: str, task: str, seed: int, iterations: int, out: Path, tllib: Path, data: Path) -> dict:
+def peer_run(method: str, task: str, seed: int, iterations: int, out: Path, tllib: Path, data: Path,
+             launch: bool = True) -> dict:
     script, flags = PEER_FLAGS[method]
     _, source, target = TASKS[task]
     log = out / "peer" / f"{method}_{task}_seed{seed}.log"
     done = log.with_suffix(".json")
     if not done.is_file():
+        if not launch:
+            raise NotFinished
         log.parent.mkdir(parents=True, exist_ok=True)
         env = one_thread()
         env["TLLIB_THREADS"] = "1"
@@ -123,9 +133,9 @@ def one_thread() -> dict:
 
 
 def summary(values: list[float], planned: int) -> str:
-    """mean ± sample std, with "(n of N seeds)" when runs failed; – when none finished."""
+    """mean ± sample std, with "(n of N seeds)" when runs failed or were not run; – when none finished."""
     if not values:
-        return "– (failed)"
+        return "– (none finished)"
     spread = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.mean(values):.2f} ± {spread:.2f}" + (f" ({len(values)} of {planned} seeds)"
                                                               if len(values) < planned else "")
@@ -190,6 +200,8 @@ def main() -> None:
     parser.add_argument("--peer-protocol", default="",
                         help="methods also run with TLlib's optimiser protocol and its learning rate for the task")
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--finished", action="store_true",
+                        help="launch nothing: the table of the runs that finished (the others are gaps in their rows)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/runs/peer")
     parser.add_argument("--tllib", type=Path, default=Path(os.environ.get("TLLIB", "/tmp/tllib")))
     parser.add_argument("--peer-data", type=Path, default=Path("/tmp/tllib_data/digits"))
@@ -200,9 +212,9 @@ def main() -> None:
     unknown = [m for m in methods + sum(also.values(), []) if m not in PEER_FLAGS] + [t for t in tasks if t not in TASKS]
     if unknown:
         sys.exit(f"error: unknown method or task {unknown} (methods: {', '.join(PEER_FLAGS)}; tasks: M2U, U2M)")
-    if not (args.tllib / "tllib").is_dir():
+    if not args.finished and not (args.tllib / "tllib").is_dir():
         sys.exit(f"error: no TLlib work tree at {args.tllib} (see {PEER_KIT / 'README.md'})")
-    if not (args.peer_data / "MNIST/image_list/mnist_train.txt").is_file():
+    if not args.finished and not (args.peer_data / "MNIST/image_list/mnist_train.txt").is_file():
         subprocess.run([sys.executable, str(PEER_KIT / "prepare_data.py"), "--out", str(args.peer_data),
                         "--src", os.environ.get("DA_TOOLKIT_DATA", str(ROOT.parent / "shared" / "data"))], check=True)
     jobs = [(side, m, t, s) for m in methods for t in tasks for s in seeds
@@ -213,8 +225,11 @@ def main() -> None:
     def run(job):
         side, m, t, s = job
         try:
-            result = (our_run(side, m, t, s, args.iterations, args.out) if side in OUR_SIDES else
-                      peer_run(m, t, s, args.iterations, args.out, args.tllib, args.peer_data))
+            result = (our_run(side, m, t, s, args.iterations, args.out, not args.finished) if side in OUR_SIDES else
+                      peer_run(m, t, s, args.iterations, args.out, args.tllib, args.peer_data, not args.finished))
+        except NotFinished:
+            print(f"{side} {m} {t} seed {s}: not finished (--finished launches nothing)", flush=True)
+            return
         except (subprocess.CalledProcessError, RuntimeError) as error:  # a stopped run: the table says so
             print(f"{side} {m} {t} seed {s}: FAILED ({error})", flush=True)
             return

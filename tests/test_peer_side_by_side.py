@@ -56,3 +56,21 @@ def test_the_table_of_finished_runs_with_the_peer_protocol_column_only_where_the
                        "89.00 ± 1.41 | -5.00 | 100 | 201 |")
     printed = capsys.readouterr().out
     assert "ours dann U2M seed 0: 84.00% in 100 s" in printed and "ours dann U2M seed 1: FAILED (" in printed
+
+
+def test_finished_launches_nothing_and_tables_the_runs_that_finished(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    for seed, (ours, peer) in enumerate([(80.0, 82.0), (82.0, 84.0)]):
+        finished(out, "ours", "afn", "M2U", seed, ours, 90)
+        finished(out, "peer", "afn", "M2U", seed, peer, 150)
+    finished(out, "ours", "mcd", "M2U", 0, 83.0, 240)  # mcd: one run of ours finished, none of TLlib's
+    launched = []
+    monkeypatch.setattr("subprocess.run", lambda command, **kwargs: launched.append(command))
+    monkeypatch.setattr("sys.argv", ["peer_side_by_side.py", "--methods", "afn,mcd", "--tasks", "M2U", "--seeds", "0,1",
+                                     "--out", str(out), "--tllib", str(tmp_path / "no-tllib"), "--finished"])
+    runpy.run_path(str(SCRIPT), run_name="__main__")  # no TLlib work tree and no peer data needed either
+    assert launched == []
+    rows = [line for line in (out / "results.md").read_text().splitlines() if line.startswith("| ")]
+    assert rows[1] == "| mnist2usps | afn | 81.00 ± 1.41 | 83.00 ± 1.41 | -2.00 | 90 | 150 |"
+    assert rows[2] == "| mnist2usps | mcd | 83.00 ± 0.00 (1 of 2 seeds) | – (none finished) | – | 240 | – |"
+    assert "peer mcd M2U seed 1: not finished" in capsys.readouterr().out

@@ -1046,6 +1046,11 @@ MUTANTS = [
            "a run directory's recipe.yaml cannot be read back (resume, report) with extra sources", SG_TESTS),
     Mutant("stargan.sources-learned-as-one-domain", SG, "else self.setup.load_source(sources.index(name))",
            "else self.setup.load_source(0)", "G learns the first source twice and never the second", SG_TESTS),
+    # ------------------------------------------------------------------ the peer side by side (benchmarks/)
+    Mutant("peer.finished-launches-our-runs", "benchmarks/peer_side_by_side.py",
+           "        if not launch:\n            raise NotFinished\n        recipe =", "        recipe =",
+           "peer_side_by_side.py --finished starts hours of our runs it was asked only to table",
+           ("tests/test_peer_side_by_side.py",)),
 ]
 
 # survivors judged harmless, by name, with the one-line reason printed in the report

@@ -5,10 +5,13 @@
 # DANN, CDAN, MCC and source-only also run with TLlib's optimiser protocol (--peer-optimiser) and with that protocol and its
 # per-task learning rate (--peer-protocol). A finished run is not run again. Run from the repository root:
 #   DA_TOOLKIT_DATA=../shared/data TLLIB=/tmp/tllib PEER_PYTHONPATH=/work/peerlibs \
-#     bash benchmarks/results/peer-lenet/run.sh [OUT] [METHODS]
+#     bash benchmarks/results/peer-lenet/run.sh [OUT] [METHODS] [TABLE] [--finished]
+# results.md is the table of the default methods; results-more.md that of
+#     bash benchmarks/results/peer-lenet/run.sh benchmarks/runs/peer-more adda,bsp,afn,mcd results-more.md
+# stopped for time and tabled with --finished (launches nothing; unfinished runs are gaps).
 set -u
 out=${1:-benchmarks/runs/peer}
 methods=${2:-dann,cdan,mcc,source_only,mdd}  # also: jan, dan, bsp, adda, afn, mcd (TLlib's JAN: about 18 min a run here)
 python benchmarks/peer_side_by_side.py --methods "$methods" --peer-optimiser dann,cdan,mcc,source_only --peer-protocol dann,cdan,mcc,source_only \
-  --tasks M2U,U2M --seeds 0,1,2 --out "$out"
-cp "$out/results.md" benchmarks/results/peer-lenet/results.md
+  --tasks M2U,U2M --seeds 0,1,2 --out "$out" "${@:4}"
+cp "$out/results.md" "benchmarks/results/peer-lenet/${3:-results.md}"
