@@ -106,6 +106,9 @@ def peer_run(method: str, task: str, seed: int, iterations: int, out: Path, tlli
     _, source, target = TASKS[task]
     log = out / "peer" / f"{method}_{task}_seed{seed}.log"
     done = log.with_suffix(".json")
+    if not done.is_file() and log.is_file() and peer_accuracy(log.read_text()) is not None:
+        # a complete log without its .json (an older version of this script could not read it): read, not re-run
+        done.write_text(json.dumps({"accuracy": peer_accuracy(log.read_text()), "seconds": None}))
     if not done.is_file():
         if not launch:
             raise NotFinished
@@ -121,11 +124,19 @@ def peer_run(method: str, task: str, seed: int, iterations: int, out: Path, tlli
             subprocess.run(command, cwd=tllib / "examples/domain_adaptation/image_classification", env=env,
                            stdout=handle, stderr=subprocess.STDOUT)
         seconds = time.perf_counter() - began
-        accuracies = re.findall(r"^ \* Acc@1 ([0-9.]+)", log.read_text(), re.M)
-        if "test_acc1" not in log.read_text() or not accuracies:
+        accuracy = peer_accuracy(log.read_text())
+        if accuracy is None:
             raise RuntimeError(f"TLlib {method} {task} seed {seed} failed; see {log}")
-        done.write_text(json.dumps({"accuracy": float(accuracies[-1]), "seconds": round(seconds, 1)}))
+        done.write_text(json.dumps({"accuracy": accuracy, "seconds": round(seconds, 1)}))
     return json.loads(done.read_text())
+
+
+def peer_accuracy(log_text: str) -> float | None:
+    """The final test accuracy of a complete TLlib log (None if the run did not end): its last ` * Acc@1 A`
+    line, or for MCD's two heads (` * Acc1 A1 Acc2 A2`) the first head's A1, the head ours predicts with
+    (TLlib's own `test_acc1` takes the better head by target test accuracy)."""
+    accuracies = re.findall(r"^ \* Acc@?1 ([0-9.]+)", log_text, re.M)
+    return float(accuracies[-1]) if "test_acc1" in log_text and accuracies else None
 
 
 def one_thread() -> dict:
@@ -173,7 +184,8 @@ def table(results: dict, methods: list[str], tasks: list[str], seeds: list[int],
         return "= " if side == "ours_peer_protocol" and (side, m, t, seeds[0]) not in results and column(side, m, t) else ""
 
     def seconds(side, m, t):
-        finished = [results[(side, m, t, s)]["seconds"] for s in seeds if (side, m, t, s) in results]
+        finished = [results[(side, m, t, s)]["seconds"] for s in seeds
+                    if (side, m, t, s) in results and results[(side, m, t, s)]["seconds"] is not None]
         return f"{statistics.mean(finished):.0f}" if finished else "–"
 
     def gap(ours, peer):
@@ -233,7 +245,8 @@ def main() -> None:
         except (subprocess.CalledProcessError, RuntimeError) as error:  # a stopped run: the table says so
             print(f"{side} {m} {t} seed {s}: FAILED ({error})", flush=True)
             return
-        print(f"{side} {m} {t} seed {s}: {result['accuracy']:.2f}% in {result['seconds']:.0f} s", flush=True)
+        took = f"in {result['seconds']:.0f} s" if result["seconds"] is not None else "(read from its log)"
+        print(f"{side} {m} {t} seed {s}: {result['accuracy']:.2f}% {took}", flush=True)
         results[job] = result
 
     with ThreadPoolExecutor(args.jobs) as pool:

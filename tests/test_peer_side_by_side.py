@@ -74,3 +74,16 @@ def test_finished_launches_nothing_and_tables_the_runs_that_finished(tmp_path, m
     assert rows[1] == "| mnist2usps | afn | 81.00 ± 1.41 | 83.00 ± 1.41 | -2.00 | 90 | 150 |"
     assert rows[2] == "| mnist2usps | mcd | 83.00 ± 0.00 (1 of 2 seeds) | – (none finished) | – | 240 | – |"
     assert "peer mcd M2U seed 1: not finished" in capsys.readouterr().out
+
+
+def test_a_complete_tllib_log_is_read_and_mcd_is_compared_by_its_first_head(tmp_path, monkeypatch):
+    script = runpy.run_path(str(SCRIPT))
+    mcd_log = " * Acc1 74.689 Acc2 75.037\nbest_acc1 = 75.0\n * Acc1 74.689 Acc2 75.037\ntest_acc1 = 75.0\n"
+    assert script["peer_accuracy"](mcd_log) == 74.689  # the first head, as ours; not TLlib's better head
+    assert script["peer_accuracy"](" * Acc@1 80.100\n * Acc@1 81.250\ntest_acc1 = 81.3\n") == 81.25
+    assert script["peer_accuracy"](" * Acc@1 80.100\n") is None  # stopped before its test: failed
+    out = tmp_path / "out"
+    (out / "peer").mkdir(parents=True)
+    (out / "peer" / "mcd_M2U_seed0.log").write_text(mcd_log)  # complete, but no .json beside it
+    monkeypatch.setattr("subprocess.run", fail)  # nothing may be launched
+    assert script["peer_run"]("mcd", "M2U", 0, 1000, out, tmp_path, tmp_path) == {"accuracy": 74.689, "seconds": None}

@@ -1051,6 +1051,10 @@ MUTANTS = [
            "        if not launch:\n            raise NotFinished\n        recipe =", "        recipe =",
            "peer_side_by_side.py --finished starts hours of our runs it was asked only to table",
            ("tests/test_peer_side_by_side.py",)),
+    Mutant("peer.mcd-by-its-better-head", "benchmarks/peer_side_by_side.py", r'r"^ \* Acc@?1 ([0-9.]+)"',
+           r'r"^test_acc1 = ([0-9.]+)"',
+           "TLlib's MCD is credited with the better of its two heads on the target test set; ours with its first",
+           ("tests/test_peer_side_by_side.py",)),
 ]
 
 # survivors judged harmless, by name, with the one-line reason printed in the report
