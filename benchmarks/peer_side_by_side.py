@@ -106,9 +106,9 @@ def peer_run(method: str, task: str, seed: int, iterations: int, out: Path, tlli
     _, source, target = TASKS[task]
     log = out / "peer" / f"{method}_{task}_seed{seed}.log"
     done = log.with_suffix(".json")
-    if not done.is_file() and log.is_file() and peer_accuracy(log.read_text()) is not None:
-        # a complete log without its .json (an older version of this script could not read it): read, not re-run
-        done.write_text(json.dumps({"accuracy": peer_accuracy(log.read_text()), "seconds": None}))
+    recovered = peer_accuracy(log.read_text()) if not done.is_file() and log.is_file() else None
+    if recovered is not None:  # a complete log without its .json (an older version of this script could not
+        done.write_text(json.dumps({"accuracy": recovered, "seconds": None}))  # read it): read, not run again
     if not done.is_file():
         if not launch:
             raise NotFinished
