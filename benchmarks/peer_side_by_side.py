@@ -165,7 +165,7 @@ def table(results: dict, methods: list[str], tasks: list[str], seeds: list[int],
                + (f" --peer-optimiser {args.peer_optimiser}" if args.peer_optimiser else "")
                + (f" --peer-protocol {args.peer_protocol}" if args.peer_protocol else ""))
     requested = extra_sides(args)
-    extra = [side for side, chosen in requested.items() if chosen]
+    extra = [side for side, chosen in requested.items() if set(chosen) & set(methods)]  # columns of no row: none
     lines = [f"# Ours vs Transfer-Learning-Library, {args.iterations} iterations of batch 128, LeNet 28×28 grey",
              "", f"Seeds {args.seeds}; one thread per process, {args.jobs} processes at a time; target test accuracy "
              "in % (mean ± sample std over seeds; TLlib: its last iterate, as ours), wall time per run (mean s). "

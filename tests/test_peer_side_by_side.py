@@ -67,10 +67,12 @@ def test_finished_launches_nothing_and_tables_the_runs_that_finished(tmp_path, m
     launched = []
     monkeypatch.setattr("subprocess.run", lambda command, **kwargs: launched.append(command))
     monkeypatch.setattr("sys.argv", ["peer_side_by_side.py", "--methods", "afn,mcd", "--tasks", "M2U", "--seeds", "0,1",
-                                     "--out", str(out), "--tllib", str(tmp_path / "no-tllib"), "--finished"])
+                                     "--out", str(out), "--tllib", str(tmp_path / "no-tllib"), "--finished",
+                                     "--peer-optimiser", "dann"])  # of no method in the table: no column
     runpy.run_path(str(SCRIPT), run_name="__main__")  # no TLlib work tree and no peer data needed either
     assert launched == []
     rows = [line for line in (out / "results.md").read_text().splitlines() if line.startswith("| ")]
+    assert rows[0] == "| task | method | ours (%) | TLlib (%) | ours − TLlib | ours (s) | TLlib (s) |"
     assert rows[1] == "| mnist2usps | afn | 81.00 ± 1.41 | 83.00 ± 1.41 | -2.00 | 90 | 150 |"
     assert rows[2] == "| mnist2usps | mcd | 83.00 ± 0.00 (1 of 2 seeds) | – (none finished) | – | 240 | – |"
     assert "peer mcd M2U seed 1: not finished" in capsys.readouterr().out
