@@ -3,11 +3,12 @@
 # LeNet 28x28 grey, 1,000 iterations of batch 128, seeds 0-2, one thread per process, two processes at a
 # time. TLlib runs unmodified with its own `# Digits` flags (../shared/peers/tllib/README.md: set-up). Our
 # DANN, CDAN, MCC and source-only also run with TLlib's optimiser protocol (--peer-optimiser) and with that protocol and its
-# per-task learning rate (--peer-protocol). A finished run is not run again. Run from the repository root:
+# per-task learning rate (--peer-protocol). A finished run is not run again. Run from the repository root,
+# with the project's .venv active (the script imports da_toolkit):
 #   DA_TOOLKIT_DATA=../shared/data TLLIB=/tmp/tllib PEER_PYTHONPATH=/work/peerlibs \
 #     bash benchmarks/results/peer-lenet/run.sh [OUT] [METHODS] [TABLE] [--finished]
 # results.md is the table of the default methods; results-more.md that of
-#     bash benchmarks/results/peer-lenet/run.sh benchmarks/runs/peer-more adda,bsp,afn,mcd results-more.md
+#     bash benchmarks/results/peer-lenet/run.sh benchmarks/runs/peer-more adda,bsp,afn,mcd,dan results-more.md
 # stopped for time and tabled with --finished (launches nothing; unfinished runs are gaps).
 set -u
 out=${1:-benchmarks/runs/peer}
