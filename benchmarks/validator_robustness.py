@@ -65,8 +65,20 @@ def summary(studied: dict[str, dict[str, dict]]) -> list[tuple[str, int, float, 
     return rows
 
 
+def common_means(studied: dict[str, dict[str, dict]]) -> tuple[int, dict[str, float]]:
+    """Per validator, the mean regret over the cases that every validator of `summary` scored (validators added
+    later have no score on the older grids: a like-for-like comparison), and how many such cases there are."""
+    validators = [row[0] for row in summary(studied)]
+    common = [entries for tasks in studied.values() for entries in tasks.values()
+              if all(entries.get(v, {}).get("regret") is not None for v in validators)]
+    if not common:
+        return 0, {}
+    return len(common), {v: statistics.fmean(entries[v]["regret"] for entries in common) for v in validators}
+
+
 def markdown(studied: dict[str, dict[str, dict]]) -> str:
     default = recommend.DEFAULT_VALIDATOR
+    shared, like_for_like = common_means(studied)
     lines = ["# Validators across every committed grid", "",
              "Written by `python benchmarks/validator_robustness.py` from the committed `benchmarks/results/*/results.json`",
              "(no run is made). Per validator, the (grid, task) cases whose runs it scored; the regret of its method pick",
@@ -75,11 +87,12 @@ def markdown(studied: dict[str, dict[str, dict]]) -> str:
              "run's returned model, collapse alarm, no harm); target test labels judge the picks, they choose nothing.",
              "Cases overlap (digits-cpu-syndigits re-ran digits-cpu's core methods; the sweep's tasks are digits-cpu's):",
              "they are not independent tasks, and four digit tasks are all there is here.", "",
-             "| validator | cases | mean regret (pts) | worst regret (pts) | worst case | harmful picks |",
-             "|---|---|---|---|---|---|"]
+             f"| validator | cases | mean regret (pts) | mean regret on the {shared} cases all scored (pts) | "
+             "worst regret (pts) | worst case | harmful picks |",
+             "|---|---|---|---|---|---|---|"]
     for name, count, mean, worst, where, harmful in summary(studied):
         label = f"**{name}** (default)" if name == default else name
-        lines.append(f"| {label} | {count} | {mean:.2f} | {worst:.2f} | {where} | {harmful} |")
+        lines.append(f"| {label} | {count} | {mean:.2f} | {like_for_like[name]:.2f} | {worst:.2f} | {where} | {harmful} |")
     lines += ["", "Per case (regret in points; –: not scored):", ""]
     validators = [row[0] for row in summary(studied)]
     lines += ["| grid | task | best (hindsight) | " + " | ".join(validators) + " |",

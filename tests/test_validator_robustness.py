@@ -36,3 +36,6 @@ def test_the_cases_and_their_summary_follow_the_recommendation_rule(tmp_path):
     assert studied["grid"]["a2b"]["info_max"]["regret"] == 10.0
     assert studied["grid"]["b2a k=5"]["info_max"]["regret"] == 15.0 and studied["grid"]["b2a k=5"]["info_max"]["harmful"]
     assert script["summary"](studied) == [("info_max", 2, 12.5, 15.0, "grid/b2a k=5", 1)]
+    # a validator that scored one case only: the like-for-like means are over that case alone
+    studied["grid"]["a2b"]["bnm"] = {"pick": "mcc", "regret": 0.0}
+    assert script["common_means"](studied) == (1, {"info_max": 10.0, "bnm": 0.0})
