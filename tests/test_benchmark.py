@@ -399,9 +399,9 @@ def test_summary_markdown_and_csv_from_hand_made_metrics(tmp_path, toy_recipes):
 def test_results_recommend_a_method_per_validator_with_hindsight(tmp_path, toy_recipes, capsys):
     path = benchmark_file(tmp_path, methods=["source_only", "cyclegan"], seeds=[0, 1])
 
-    def scored(im, accuracies):  # one run's candidates: (info_max, target test accuracy) per checkpoint
+    def scored(im, accuracies):  # one run's candidates: (class_ami, target test accuracy) per checkpoint
         return {"chosen": {"index": len(accuracies) - 1}, "wall_time_s": {"validators": 1.0, "target_test_study": 0.5},
-                "candidates": [{"stage": "feature", "iteration": i, "scores": {"info_max": s},
+                "candidates": [{"stage": "feature", "iteration": i, "scores": {"class_ami": s},
                                 "target_test_accuracy": a} for i, (s, a) in enumerate(zip(im, accuracies))]}
 
     selection = {"toy/source_only/seed0": scored([0.1, 0.5], [0.6, 0.7]),
@@ -412,12 +412,12 @@ def test_results_recommend_a_method_per_validator_with_hindsight(tmp_path, toy_r
     bench.compare(path, output=tmp_path / "b", launch=fake_launch(accuracy, selection=selection))
     # the terminal ends with the pick in one line per task, from the validator scores alone
     assert capsys.readouterr().out.splitlines()[-3:] == [
-        "toy: use cyclegan — info_max 0.85 vs source-only 0.45 (mean of 2 seeds, higher in each of the 2 seeds both "
+        "toy: use cyclegan — class_ami 0.85 vs source-only 0.45 (mean of 2 seeds, higher in each of the 2 seeds both "
         "ran); no target label read",
-        "(info_max, the default validator, higher is better: " + recommend.VALIDATORS["info_max"] + ")",
+        "(class_ami, the default validator, higher is better: " + recommend.VALIDATORS["class_ami"] + ")",
         f"(every validator's pick, with the hindsight from target test labels: {tmp_path / 'b' / 'results.md'})"]
     result = json.loads((tmp_path / "b" / "results.json").read_text())["recommendation"]
-    study = result["tasks"]["toy"]["info_max"]
+    study = result["tasks"]["toy"]["class_ami"]
     # cyclegan's mean score (0.85) beats source-only's (0.45) in both seeds: picked, and it is the best (90 vs 70 %)
     assert (study["pick"], study["best"], study["regret"]) == ("cyclegan", "cyclegan", 0.0)
     # 8 checkpoints, average ranks for ties: scores 1 6 2 5 3.5 8 3.5 7, accuracies 3 5.5 3 5.5 1 7.5 3 7.5;
@@ -427,7 +427,7 @@ def test_results_recommend_a_method_per_validator_with_hindsight(tmp_path, toy_r
     assert result["cost"] == {"runs": 4, "validators_s": 1.0, "target_test_study_s": 0.5, "validators_share": 2.0,
                               "validators_share_max": 2.0}
     text = (tmp_path / "b" / "results.md").read_text()
-    assert "| toy | **info_max** (default) | cyclegan | cyclegan | 0.00 | 0.845 | +0.00 |" in text
+    assert "| toy | **class_ami** (default) | cyclegan | cyclegan | 0.00 | 0.845 | +0.00 |" in text
     assert "![selection_toy.png](selection_toy.png)" in text
     assert (tmp_path / "b" / "selection_toy.png").stat().st_size > 1000
 

@@ -210,27 +210,27 @@ def test_one_line_picks_say_what_to_use_and_why_by_hand():
     def lines(records, names=None):
         return recommend.one_line_picks(records, recommend.study(records), names)
 
-    base = [record("t", "source_only", 0, 0.70, {"info_max": 1.0})]
+    base = [record("t", "source_only", 0, 0.70, {"class_ami": 1.0})]
     # no source-only run: the pick is the highest score, and the line says no-harm was not checked
-    assert lines([record("t", "dann", 0, 0.8, {"info_max": 1.5}), record("t", "mcc", 0, 0.9, {"info_max": 1.2})]) == [
-        "t: use dann — info_max 1.50, the highest of 2 method(s); no source-only run to check that adaptation "
+    assert lines([record("t", "dann", 0, 0.8, {"class_ami": 1.5}), record("t", "mcc", 0, 0.9, {"class_ami": 1.2})]) == [
+        "t: use dann — class_ami 1.50, the highest of 2 method(s); no source-only run to check that adaptation "
         "helped; no target label read"]
     # source-only scores highest; the adapted method's score is shown with the decimals that tell them apart
-    assert lines(base + [record("t", "dann", 0, 0.99, {"info_max": 0.9986})], {"dann": "r_dann (dann)"}) == [
-        "t: keep source-only (no adaptation) — no adapted method scores higher on info_max (best: r_dann (dann) "
+    assert lines(base + [record("t", "dann", 0, 0.99, {"class_ami": 0.9986})], {"dann": "r_dann (dann)"}) == [
+        "t: keep source-only (no adaptation) — no adapted method scores higher on class_ami (best: r_dann (dann) "
         "0.999 vs source-only 1.000); no target label read"]
     # every adapted run collapsed: nothing to choose, and the collapsed method is named
-    assert lines(base + [record("t", "dann", 0, 0.9, {"info_max": 2.0}, collapsed=True)]) == [
+    assert lines(base + [record("t", "dann", 0, 0.9, {"class_ami": 2.0}, collapsed=True)]) == [
         "t: keep source-only (no adaptation) — no adapted run to choose without a collapse alarm; not considered, "
         "collapse alarm: dann; no target label read"]
     # nothing scored by the default validator
-    assert lines([record("t", "dann", 0, 0.9, {"info_max": 2.0}, collapsed=True)]) == [
+    assert lines([record("t", "dann", 0, 0.9, {"class_ami": 2.0}, collapsed=True)]) == [
         "t: no recommendation — no run has this validator's score, or every method has a seed with a collapse "
         "alarm; not considered, collapse alarm: dann; no target label read"]
 
 
-def write_metrics(folder, recipe, adapter, task, seed, accuracy, info_max, collapsed=False):
-    """A finished run directory with a hand-made metrics.json: one candidate, scored `info_max`, returned."""
+def write_metrics(folder, recipe, adapter, task, seed, accuracy, class_ami, collapsed=False):
+    """A finished run directory with a hand-made metrics.json: one candidate, scored `class_ami`, returned."""
     folder.mkdir(parents=True)
     target = {"dataset": "usps/test", "images": 2007} if task == "mnist->usps" else {"dataset": "mnist/test",
                                                                                       "images": 10000}
@@ -240,7 +240,7 @@ def write_metrics(folder, recipe, adapter, task, seed, accuracy, info_max, colla
                "selection": "final model after the last iteration (no target labels used for model selection)",
                "collapse": {"collapsed": collapsed, "message": "the classifier collapsed: (hand-made)"},
                "model_selection": {"chosen": {"index": 0}, "candidates": [
-                   {"stage": "feature", "iteration": 10, "scores": {"info_max": info_max, "dev": -info_max}}]}}
+                   {"stage": "feature", "iteration": 10, "scores": {"class_ami": class_ami, "dev": -class_ami}}]}}
     (folder / "metrics.json").write_text(json.dumps(metrics))
     return str(folder)
 
@@ -278,12 +278,12 @@ def test_show_prints_the_pick_in_one_line_per_task(two_tasks):
     assert lines[12] == f"COLLAPSED: {two_tasks[-1]}: the classifier collapsed: (hand-made)"
     # one line per task, from the validator scores alone: dann is picked though its target accuracy is lower
     assert lines[14:16] == [
-        "mnist->usps: use mnist2usps_dann (dann) — info_max 1.55 vs source-only 1.05 (mean of 2 seeds, higher "
+        "mnist->usps: use mnist2usps_dann (dann) — class_ami 1.55 vs source-only 1.05 (mean of 2 seeds, higher "
         "in each of the 2 seeds both ran); no target label read",
         "usps->mnist: keep source-only (no adaptation) — no harm: usps2mnist_adda (adda) has the higher mean "
-        "info_max (1.15 vs source-only 1.00) but not in every seed; not considered, collapse alarm: usps2mnist_mcc "
+        "class_ami (1.15 vs source-only 1.00) but not in every seed; not considered, collapse alarm: usps2mnist_mcc "
         "(mcc); no target label read"]
-    assert lines[16].startswith("(info_max, the default validator, higher is better: information maximisation")
+    assert lines[16].startswith("(class_ami, the default validator, higher is better: AMI of k-means clusters")
     assert lines[17:] == ["(every validator's pick, with the hindsight from target test labels: add --verbose)"]
     assert "|" not in result.output and "hindsight" not in "".join(lines[:17])
 
@@ -300,9 +300,9 @@ def test_show_verbose_adds_every_validators_pick_with_the_hindsight(two_tasks):
     assert lines[:17] == plain[:17]  # the same runs, picks and validator line
     assert "add --verbose" not in result.output and lines[18] == "## Recommendation without target labels"
     # hindsight: source-only is the best on mnist->usps (71 %), dann's 61 % a regret of 10 points, harmful (> 5)
-    assert ("| mnist->usps | **info_max** (default) | mnist2usps_dann ⚠ harmful | source_only | 10.00 | – | – | "
+    assert ("| mnist->usps | **class_ami** (default) | mnist2usps_dann ⚠ harmful | source_only | 10.00 | – | – | "
             "highest score, above source-only's in all 2 seed(s) |") in lines
-    # dev = −info_max here: source-only scores highest on both tasks
+    # dev = −class_ami here: source-only scores highest on both tasks
     assert "| usps->mnist | dev | source_only | usps2mnist_adda | 30.00 | – | – | highest score |" in lines
 
 
@@ -420,5 +420,5 @@ def test_show_tells_the_configurations_of_one_recipe_apart(tmp_path):
     result = CliRunner().invoke(main, ["show", *runs])
     assert result.exit_code == 0, result.output
     # pooled as two seeds of one method, the mean 1.30 would be shown (and seed 0's score of one run lost)
-    assert ("mnist->usps: use mnist2usps_dann [feature.trade_off=2.0] (dann) — info_max 1.40 vs source-only 1.00; "
+    assert ("mnist->usps: use mnist2usps_dann [feature.trade_off=2.0] (dann) — class_ami 1.40 vs source-only 1.00; "
             "no target label read") in result.output.splitlines()

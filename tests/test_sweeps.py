@@ -181,10 +181,10 @@ def test_sweep_cells_run_skip_and_are_recorded(tmp_path, toy_recipes, capsys):
 
 
 def record(method: str, seed: int, score: float, accuracy: float, hyper_parameters: dict | None = None) -> dict:
-    """A run as `recommend` reads it: one candidate, scored `score` by info_max, of target accuracy `accuracy`."""
+    """A run as `recommend` reads it: one candidate, scored `score` by class_ami, of target accuracy `accuracy`."""
     return {"task": "toy", "method": method, "base_method": method.split("@")[0], "seed": seed, "collapsed": False,
             "hyper_parameters": hyper_parameters or {}, "target_accuracy": accuracy,
-            "model_selection": {"chosen": {"index": 0}, "candidates": [{"scores": {"info_max": score}}]}}
+            "model_selection": {"chosen": {"index": 0}, "candidates": [{"scores": {"class_ami": score}}]}}
 
 
 def synthetic_records() -> list[dict]:
@@ -202,16 +202,16 @@ def synthetic_records() -> list[dict]:
 def test_the_recommendation_picks_a_configuration_and_its_regret_is_against_the_best_of_any_method():
     records = synthetic_records()
     result = recommend.study(records)
-    entry = result["tasks"]["toy"]["info_max"]
+    entry = result["tasks"]["toy"]["class_ami"]
     # dann@1 has the highest mean score (0.505) and beats source-only's in both seeds; cdan@0 is the best (92 %)
     assert (entry["pick"], entry["best"]) == ("dann@1", "cdan@0")
     assert entry["regret"] == pytest.approx(92 - 85)  # not 0 (against dann's best) nor vs the methods' defaults
-    configurations = recommend.configuration_study(records, result)["toy"]["info_max"]
+    configurations = recommend.configuration_study(records, result)["toy"]["class_ami"]
     assert configurations == {
         "pick": "dann@1", "pick_hyper_parameters": {"feature.trade_off": 2.0}, "pick_accuracy": 85.0,
         "best": "cdan@0", "best_hyper_parameters": {"feature.trade_off": 1.5}, "best_accuracy": 92.0,
         "regret": 7.0, "unswept_pick": "dann", "unswept_pick_accuracy": 80.0, "sweep_gain": 5.0}
-    text = "\n".join(recommend.configuration_markdown({"toy": {"info_max": configurations}}, "info_max"))
+    text = "\n".join(recommend.configuration_markdown({"toy": {"class_ami": configurations}}, "class_ami"))
     assert ("| toy | dann@1 | trade_off=2.0 | 85.00 | cdan@0 | trade_off=1.5 | 92.00 | 7.00 | dann | 80.00 | +5.00 |"
             in text)
     assert "at least as accurate as the pick without the sweeps on 1 of 1 tasks (mean gain +5.00 points)" in text
@@ -223,7 +223,7 @@ def test_no_harm_holds_for_configurations():
                record("dann", 0, 0.20, 0.80), record("dann", 1, 0.20, 0.80),
                record("dann@1", 0, 0.90, 0.60, {"feature.trade_off": 2.0}),
                record("dann@1", 1, 0.10, 0.60, {"feature.trade_off": 2.0})]
-    entry = recommend.study(records)["tasks"]["toy"]["info_max"]
+    entry = recommend.study(records)["tasks"]["toy"]["class_ami"]
     assert (entry["pick"], entry["best"], entry["regret"]) == ("source_only", "dann", 10.0)
     assert entry["why"] == "no harm: dann@1 scored highest but not above source-only in every seed"
 
@@ -237,16 +237,16 @@ def test_results_of_a_sweep_name_the_configuration_picked_and_the_hindsight_best
         for seed in (0, 1):
             name = f"toy/{configuration}/seed{seed}"
             selection[name] = {"chosen": {"index": 0},
-                               "candidates": [{"scores": {"info_max": score}, "target_test_accuracy": target}]}
+                               "candidates": [{"scores": {"class_ami": score}, "target_test_accuracy": target}]}
             accuracy[name] = target
     bench.compare(path, output=tmp_path / "b", launch=fake_launch(accuracy, selection=selection))
     # the terminal's one-line pick names the configuration with its hyper-parameters
-    assert "toy: use cyclegan@0 (lr=0.02) — info_max 0.50 vs source-only 0.10" in capsys.readouterr().out
+    assert "toy: use cyclegan@0 (lr=0.02) — class_ami 0.50 vs source-only 0.10" in capsys.readouterr().out
 
     results = json.loads((tmp_path / "b" / "results.json").read_text())
-    entry = results["recommendation"]["tasks"]["toy"]["info_max"]
+    entry = results["recommendation"]["tasks"]["toy"]["class_ami"]
     assert (entry["pick"], entry["best"], entry["regret"]) == ("cyclegan@0", "cyclegan@1", 5.0)
-    configurations = results["recommendation"]["configurations"]["toy"]["info_max"]
+    configurations = results["recommendation"]["configurations"]["toy"]["class_ami"]
     assert (configurations["pick_hyper_parameters"], configurations["unswept_pick"], configurations["sweep_gain"]) == (
         {"train.lr": 0.02}, "cyclegan", 5.0)
     text = (tmp_path / "b" / "results.md").read_text()
