@@ -190,6 +190,11 @@ def _metrics(recipe: Recipe, domains, classifier, ctx: Context, wall_time: float
         "target_accuracy": target["accuracy"],
         "source_accuracy": source["accuracy"] if source else None,
         "target": {"dataset": domains.target_test.name, **target},
+        # what the images and labels of each domain were (a generated domain such as syndigits depends on the
+        # machine's fonts): runs that differ here did not see the same data, whatever the recipe says
+        "data_fingerprints": {name: domain.fingerprint() for name, domain in (
+            ("source", domains.source), ("source_test", domains.source_test), ("target", domains.target),
+            ("target_test", domains.target_test)) if domain is not None},
         "source": {"dataset": source_eval.name, **source} if source else None,
         "collapse": collapse_check(classifier, domains.target, domains.target_test,
                                    domains.source.labels if domains.source is not None else None,

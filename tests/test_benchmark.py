@@ -76,10 +76,11 @@ def cells_of(path: Path, profile: str | None = None) -> list[bench.Cell]:
 
 
 def fake_launch(accuracy: dict[str, float] | None = None, fail: str | None = None, order: list | None = None,
-                collapsed: tuple[str, ...] = (), selection: dict[str, dict] | None = None):
+                collapsed: tuple[str, ...] = (), selection: dict[str, dict] | None = None,
+                data: dict[str, str] | None = None):
     """A launcher that runs a tiny Python process instead of `da-toolkit run`: it records the recipe
     and writes metrics.json (target accuracy from `accuracy`, by cell name; the collapse flag for
-    the cells in `collapsed`), or fails for `fail`."""
+    the cells in `collapsed`; `data`: every cell's data_fingerprints), or fails for `fail`."""
     def launch(cell, env):
         assert all(p.finished for p in cell.prerequisites), "a cell started before the translator's owner or its input"
         if order is not None:
@@ -94,6 +95,8 @@ def fake_launch(accuracy: dict[str, float] | None = None, fail: str | None = Non
                        "collapse": {"collapsed": cell.name in collapsed}}
             if selection and cell.name in selection:
                 metrics["model_selection"] = selection[cell.name]
+            if data is not None:
+                metrics["data_fingerprints"] = data
             script = ("import pathlib, sys; pathlib.Path(sys.argv[1], 'metrics.json').write_text(sys.argv[2])")
             return bench.launch_cell(cell, env, [sys.executable, "-c", script, str(cell.run_dir),
                                                  json.dumps(metrics)])
@@ -497,3 +500,21 @@ def test_verify_reruns_the_cells_of_a_results_file_and_names_every_figure_that_d
     assert order == ["toy/source_only/seed0", "toy/source_only/seed2"]
     with pytest.raises(UserError, match="--only: no cell of .* matches 'x/\\*'"):
         bench.compare(path, output=tmp_path / "v4", launch=fake_launch(now), only="x/*")
+
+
+def test_verify_says_whether_a_figure_that_moved_saw_other_data(tmp_path, toy_recipes):
+    """A generated domain depends on the machine (syndigits on its fonts): --verify names the domains whose
+    data_fingerprints differ from the recorded run's, or says the data were the same."""
+    path = benchmark_file(tmp_path, seeds=[0])
+    then = {"source": "aaaa", "target": "bbbb", "target_test": "cccc"}
+    bench.compare(path, output=tmp_path / "b", launch=fake_launch({"toy/source_only/seed0": 0.80}, data=then))
+    recorded = tmp_path / "b" / "results.json"
+    assert json.loads(recorded.read_text())["cells"][0]["data_fingerprints"] == then
+    moved = {"toy/source_only/seed0": 0.70}
+    with pytest.raises(UserError) as differ:
+        bench.compare(path, output=tmp_path / "v1", launch=fake_launch(moved, data={**then, "source": "dddd"}),
+                      verify=recorded)
+    assert str(differ.value).endswith("80.00% recorded, 70.00% now (-10.00 pp; other data: source (data_fingerprints))")
+    with pytest.raises(UserError) as differ:
+        bench.compare(path, output=tmp_path / "v2", launch=fake_launch(moved, data=then), verify=recorded)
+    assert str(differ.value).endswith("80.00% recorded, 70.00% now (-10.00 pp; same data)")

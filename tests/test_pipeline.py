@@ -27,6 +27,10 @@ def test_source_only_learns_and_fills_the_run_dir(write_recipe, tmp_path):
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert saved["target_accuracy"] == metrics["target_accuracy"]
     assert len(saved["target"]["confusion_matrix"]) == 10
+    # what data the run saw: a fingerprint of each domain's images and labels
+    assert set(saved["data_fingerprints"]) >= {"source", "target", "target_test"}
+    rerun = run(load_recipe(write_recipe()), tmp_path / "again", progress=False)
+    assert rerun["data_fingerprints"] == saved["data_fingerprints"]
     assert "no target labels" in saved["selection"]
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
     recipe, classifier = load_run(tmp_path / "run")

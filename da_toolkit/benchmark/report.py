@@ -30,6 +30,7 @@ def cell_rows(cells: list[Cell], outcomes: dict[Cell, Outcome]) -> list[dict]:
                      "hyper_parameters": cell.hyper_parameters, "seed": cell.seed, "k": cell.k,
                      "status": outcome.status, "target_accuracy": metrics.get("target_accuracy"),
                      "wall_time_s": metrics.get("wall_time_s"), "hardware": metrics.get("hardware"),
+                     "data_fingerprints": metrics.get("data_fingerprints"),
                      "selection": metrics.get("selection"), "model_selection": metrics.get("model_selection"),
                      "rescored": RunDir(cell.run_dir).read_rescored() if done else None,
                      "collapsed": metrics.get("collapse", {}).get("collapsed"),

@@ -1,5 +1,5 @@
 """`compare --verify RESULTS_JSON`: re-run the cells of a committed results.json from the current code
-and report every target accuracy that differs from the recorded one."""
+and report every target accuracy that differs from the recorded one, and whether the data differed."""
 from __future__ import annotations
 
 import json
@@ -8,29 +8,38 @@ from pathlib import Path
 from da_toolkit.errors import UserError
 
 
-def recorded_accuracies(path: str | Path) -> dict[str, float]:
-    """{cell name: target accuracy} of the finished cells of a results.json that compare wrote."""
+def recorded_accuracies(path: str | Path) -> dict[str, dict]:
+    """{cell name: {target_accuracy, data_fingerprints}} of the finished cells of a results.json that compare
+    wrote (data_fingerprints: None in results.json files written before runs recorded them)."""
     path = Path(path)
     try:
         cells = json.loads(path.read_text())["cells"]
-        return {c["cell"]: c["target_accuracy"] for c in cells if c["status"] == "done"}
+        return {c["cell"]: {"target_accuracy": c["target_accuracy"], "data_fingerprints": c.get("data_fingerprints")}
+                for c in cells if c["status"] == "done"}
     except FileNotFoundError:
         raise UserError(f"--verify: {path} not found") from None
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         raise UserError(f"--verify: {path} is not a results.json written by da-toolkit compare") from None
 
 
-def differences(recorded: dict[str, float], rows: list[dict], tolerance_pp: float) -> list[str]:
+def differences(recorded: dict[str, dict], rows: list[dict], tolerance_pp: float) -> list[str]:
     """One line per re-run cell whose target accuracy differs from the recorded one by more than
-    `tolerance_pp` percentage points, or that has no recorded figure or did not finish now."""
+    `tolerance_pp` percentage points, or that has no recorded figure or did not finish now. A line says
+    which domains' data differ from the recorded run's (data_fingerprints), where both runs recorded them."""
     lines = []
     for row in rows:
-        before, now = recorded.get(row["cell"]), row["target_accuracy"]
-        if before is None:
+        entry = recorded.get(row["cell"])
+        if entry is None:
             lines.append(f"{row['cell']}: no recorded figure")
-        elif row["status"] != "done":
+            continue
+        before, now = entry["target_accuracy"], row["target_accuracy"]
+        if row["status"] != "done":
             lines.append(f"{row['cell']}: {100 * before:.2f}% recorded, did not finish now ({row['status']})")
         elif abs(100 * (now - before)) > tolerance_pp + 1e-9:
+            then_data, now_data = entry["data_fingerprints"] or {}, row.get("data_fingerprints") or {}
+            changed = [name for name in then_data if name in now_data and then_data[name] != now_data[name]]
+            data = (f"; other data: {', '.join(changed)} (data_fingerprints)" if changed else
+                    "; same data" if then_data and now_data else "")
             lines.append(f"{row['cell']}: {100 * before:.2f}% recorded, {100 * now:.2f}% now "
-                         f"({100 * (now - before):+.2f} pp)")
+                         f"({100 * (now - before):+.2f} pp{data})")
     return lines
