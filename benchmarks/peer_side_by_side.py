@@ -13,8 +13,10 @@ compared (TLlib's `best_acc` picks the epoch by target test accuracy, which we n
 `--peer-optimiser dann,cdan` also runs those methods of ours with TLlib's optimiser protocol
 (`PEER_OPTIMISER`: Nesterov, lr0 (1 + 0.001 i)^-0.75 per iteration, weight decay 1e-3; recipe keys,
 not our defaults), in a column of its own; `--peer-protocol dann,cdan` with that protocol and TLlib's
-learning rate for the task (its `--lr`, 0.1 on USPS→MNIST): our method at the peer's hyper-parameters;
-it runs only where that rate is not the recipe's (elsewhere it is the peer's-optimiser run, marked =).
+learning rate for the task (its `--lr`, 0.1 on USPS→MNIST); it runs only where that rate is not the
+recipe's (elsewhere it is the peer's-optimiser run, marked =). `--peer-hyper afn` adds, to that protocol
+and lr, TLlib's other digit flags for the method that our recipe keys can express (`PEER_HYPER`): our
+method at all of the peer's hyper-parameters.
 
 Each run's directory (ours) or log (TLlib) lands in --out (default benchmarks/runs/peer); a finished
 run is not run again, so an interrupted comparison continues where it stopped. The table goes to
@@ -58,6 +60,11 @@ PEER_FLAGS = {
     "mcd": ("mcd", {"M2U": ["--lr", "0.01", "--trade-off", "0.3", "--trade-off-entropy", "0.03"],
                     "U2M": ["--lr", "0.1", "--trade-off", "0.3", "--trade-off-entropy", "0.03"]}),
 }
+# TLlib's digit flags beyond --lr as our recipe keys, per method and task (only where they differ from our defaults)
+PEER_HYPER = {
+    "afn": {"M2U": ["feature.norm_increment=0.3", "feature.target_entropy_trade_off=0.03"],  # -r 0.3, entropy 0.03
+            "U2M": ["feature.norm_increment=0.1", "feature.target_entropy_trade_off=0.03"]},
+}
 OUR_BUDGET = ["classifier.backbone=lenet", "data.image_size=28", "data.channels=1", "train.batch_size=128"]
 PEER_OPTIMISER = ["train.nesterov=true", "train.lr_schedule=inverse", "train.weight_decay=0.001"]
 
@@ -79,7 +86,9 @@ def recipe_has_peer_lr(method: str, task: str) -> bool:
 # our columns: the folder of their run directories -> (its heading, the overrides it adds to the recipe)
 OUR_SIDES = {"ours": ("ours", lambda method, task: []),
              "ours_peer_optimiser": ("ours, peer's optimiser", lambda method, task: PEER_OPTIMISER),
-             "ours_peer_protocol": ("ours, peer's optimiser and lr", lambda m, t: [*PEER_OPTIMISER, *peer_lr(m, t)])}
+             "ours_peer_protocol": ("ours, peer's optimiser and lr", lambda m, t: [*PEER_OPTIMISER, *peer_lr(m, t)]),
+             "ours_peer_hyper": ("ours, all the peer's hyper-parameters",
+                                 lambda m, t: [*PEER_OPTIMISER, *peer_lr(m, t), *PEER_HYPER[m][t]])}
 
 
 class NotFinished(Exception):
@@ -163,14 +172,16 @@ def table(results: dict, methods: list[str], tasks: list[str], seeds: list[int],
     command = (f"python benchmarks/peer_side_by_side.py --methods {args.methods} --tasks {args.tasks} "
                f"--seeds {args.seeds} --iterations {args.iterations}"
                + (f" --peer-optimiser {args.peer_optimiser}" if args.peer_optimiser else "")
-               + (f" --peer-protocol {args.peer_protocol}" if args.peer_protocol else ""))
+               + (f" --peer-protocol {args.peer_protocol}" if args.peer_protocol else "")
+               + (f" --peer-hyper {args.peer_hyper}" if args.peer_hyper else ""))
     requested = extra_sides(args)
     extra = [side for side, chosen in requested.items() if set(chosen) & set(methods)]  # columns of no row: none
     lines = [f"# Ours vs Transfer-Learning-Library, {args.iterations} iterations of batch 128, LeNet 28×28 grey",
              "", f"Seeds {args.seeds}; one thread per process, {args.jobs} processes at a time; target test accuracy "
              "in % (mean ± sample std over seeds; TLlib: its last iterate, as ours), wall time per run (mean s). "
              "*ours*: the recipe's defaults; *peer's optimiser*: the same recipe with "
-             f"`{' '.join(PEER_OPTIMISER)}`; *peer's optimiser and lr*: also TLlib's `--lr` for the task.",
+             f"`{' '.join(PEER_OPTIMISER)}`; *peer's optimiser and lr*: also TLlib's `--lr` for the task; "
+             "*all the peer's hyper-parameters*: also its other digit flags as recipe keys (`PEER_HYPER`).",
              f"Command: `{command}`", "",
              "| task | method | ours (%) | " + "".join(f"{OUR_SIDES[side][0]} (%) | " for side in extra)
              + "TLlib (%) | ours − TLlib | ours (s) | TLlib (s) |", "|---|---|---|" + "---|" * len(extra) + "---|---|---|---|"]
@@ -211,6 +222,8 @@ def main() -> None:
     parser.add_argument("--peer-optimiser", default="", help="methods also run with TLlib's optimiser protocol")
     parser.add_argument("--peer-protocol", default="",
                         help="methods also run with TLlib's optimiser protocol and its learning rate for the task")
+    parser.add_argument("--peer-hyper", default="",
+                        help=f"methods also run with all of TLlib's digit hyper-parameters ({', '.join(PEER_HYPER)})")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--finished", action="store_true",
                         help="launch nothing: the table of the runs that finished (the others are gaps in their rows)")
@@ -224,6 +237,9 @@ def main() -> None:
     unknown = [m for m in methods + sum(also.values(), []) if m not in PEER_FLAGS] + [t for t in tasks if t not in TASKS]
     if unknown:
         sys.exit(f"error: unknown method or task {unknown} (methods: {', '.join(PEER_FLAGS)}; tasks: M2U, U2M)")
+    if [m for m in also["ours_peer_hyper"] if m not in PEER_HYPER]:
+        sys.exit(f"error: --peer-hyper: no TLlib hyper-parameters mapped to our keys for "
+                 f"{[m for m in also['ours_peer_hyper'] if m not in PEER_HYPER]} (PEER_HYPER has {', '.join(PEER_HYPER)})")
     if not args.finished and not (args.tllib / "tllib").is_dir():
         sys.exit(f"error: no TLlib work tree at {args.tllib} (see {PEER_KIT / 'README.md'})")
     if not args.finished and not (args.peer_data / "MNIST/image_list/mnist_train.txt").is_file():

@@ -18,6 +18,7 @@ from da_toolkit.training.feature_norm import AdaptiveFeatureNormLoss, stepwise_f
 from da_toolkit.training.mmd import (JointMMDLoss, MultipleKernelMMDLoss, gaussian_kernel, mmd_from_kernel,
                                      multi_gaussian_kernel, squared_distances)
 from da_toolkit.training.spectral import BatchNuclearNormLoss, batch_nuclear_norm_loss, batch_spectral_penalty
+from da_toolkit.training.target_entropy import TargetEntropyLoss
 from conftest import toy_recipe_dict
 from test_adversarial import source_only_on_points  # noqa: F401 (a fixture)
 from test_dann import fit_on_shifted_points
@@ -185,6 +186,20 @@ def test_afn_moves_every_target_norm_by_its_increment():
     assert stepped.norm(dim=1).tolist() == pytest.approx([6.0, 2.0, 3.0])  # every norm + Δr, directions kept
 
 
+def test_target_entropy_by_hand_reads_the_target_predictions_only():
+    target = torch.tensor([[0.0, 0.0], [30.0, 0.0]], requires_grad=True)  # uniform: ln 2; one-hot: 0
+    source = torch.tensor([[5.0, -5.0], [0.0, 0.0]], requires_grad=True)
+    loss, scalars = TargetEntropyLoss()(torch.zeros(2, 3), torch.zeros(2, 3), source, target)
+    assert loss.item() == pytest.approx(math.log(2) / 2, rel=1e-6) and scalars == {}
+    loss.backward()
+    assert source.grad is None
+    # at p = (½, ½) the entropy is at its maximum: no gradient; the confident row's gradient is ≈ 0 too
+    assert target.grad.abs().max().item() < 1e-6
+    tilted = torch.tensor([[1.0, 0.0]], requires_grad=True)
+    TargetEntropyLoss()(None, None, None, tilted)[0].backward()
+    assert tilted.grad[0, 0] < 0 < tilted.grad[0, 1]  # a descent step sharpens the prediction towards class 0
+
+
 # ------------------------------------------------------------------------------------------ BSP
 
 
@@ -209,6 +224,7 @@ def test_bsp_by_hand_and_it_penalises_only_the_largest_singular_value():
     ({"adapter": "coral", "trade_off": -0.5}, "feature.trade_off: must be zero or more"),
     ({"adapter": "bnm", "guard_after": 2}, "feature.guard_after: must lie in"),
     ({"adapter": "afn", "norm_increment": 0}, "feature.norm_increment: must be positive"),
+    ({"adapter": "afn", "target_entropy_trade_off": -0.03}, "feature.target_entropy_trade_off: must be zero or more"),
     ({"adapter": "dann", "bsp_trade_off": -1e-4}, "feature.bsp_trade_off: must be zero or more"),
     ({"adapter": "cdan", "bsp_trade_off": -1e-4}, "feature.bsp_trade_off: must be zero or more"),
 ])
@@ -240,6 +256,7 @@ def test_bsp_recipe_is_dann_with_the_papers_weight_and_off_by_default():
     ({"adapter": "coral"}, "loss/coral"),
     ({"adapter": "bnm"}, "loss/bnm"),
     ({"adapter": "afn"}, "loss/feature_norm"),
+    ({"adapter": "afn", "target_entropy_trade_off": 0.03}, "loss/target_entropy"),
     ({"adapter": "dann", "discriminator_hidden": [16], "bsp_trade_off": 1e-4}, "loss/bsp"),
     ({"adapter": "cdan", "discriminator_hidden": [16], "bsp_trade_off": 1e-4}, "loss/bsp"),
 ])

@@ -89,3 +89,37 @@ def test_a_complete_tllib_log_is_read_and_mcd_is_compared_by_its_first_head(tmp_
     (out / "peer" / "mcd_M2U_seed0.log").write_text(mcd_log)  # complete, but no .json beside it
     monkeypatch.setattr("subprocess.run", fail)  # nothing may be launched
     assert script["peer_run"]("mcd", "M2U", 0, 1000, out, tmp_path, tmp_path) == {"accuracy": 74.689, "seconds": None}
+
+
+def test_peer_hyper_runs_ours_with_every_peer_flag_our_keys_express(tmp_path, monkeypatch):
+    out, tllib, data = tmp_path / "out", tmp_path / "tllib", tmp_path / "data"
+    (tllib / "tllib").mkdir(parents=True)
+    (data / "MNIST" / "image_list").mkdir(parents=True)
+    (data / "MNIST" / "image_list" / "mnist_train.txt").write_text("")
+    for side in ("ours", "peer"):
+        finished(out, side, "afn", "U2M", 0, 80.0, 90)
+    launched = []
+
+    def record(command, **kwargs):  # the peer-hyper run "finishes" as it is launched
+        launched.append(command)
+        finished(out, "ours_peer_hyper", "afn", "U2M", 0, 83.0, 95)
+
+    monkeypatch.setattr("subprocess.run", record)
+    monkeypatch.setattr("sys.argv", ["peer_side_by_side.py", "--methods", "afn", "--tasks", "U2M", "--seeds", "0",
+                                     "--out", str(out), "--tllib", str(tllib), "--peer-data", str(data),
+                                     "--peer-hyper", "afn"])
+    runpy.run_path(str(SCRIPT), run_name="__main__")
+    assert len(launched) == 1 and str(out / "ours_peer_hyper" / "afn_U2M_seed0") in launched[0]
+    # TLlib's afn.sh for USPS->MNIST: -r 0.1 --lr 0.03 --trade-off-entropy 0.03, with its optimiser protocol
+    assert {"train.nesterov=true", "train.lr_schedule=inverse", "train.weight_decay=0.001", "train.lr=0.03",
+            "feature.norm_increment=0.1", "feature.target_entropy_trade_off=0.03"} <= set(launched[0])
+    rows = [line for line in (out / "results.md").read_text().splitlines() if line.startswith("| ")]
+    assert rows[0].startswith("| task | method | ours (%) | ours, all the peer's hyper-parameters (%) | TLlib (%) |")
+    assert rows[1] == "| usps2mnist | afn | 80.00 ± 0.00 | 83.00 ± 0.00 | 80.00 ± 0.00 | +0.00 | 90 | 90 |"
+    monkeypatch.setattr("sys.argv", ["peer_side_by_side.py", "--methods", "dann", "--peer-hyper", "dann"])
+    try:
+        runpy.run_path(str(SCRIPT), run_name="__main__")
+    except SystemExit as stop:
+        assert "--peer-hyper: no TLlib hyper-parameters mapped to our keys for ['dann']" in str(stop.code)
+    else:
+        raise AssertionError("--peer-hyper dann was accepted")

@@ -34,6 +34,7 @@ from da_toolkit.training.domain_losses import GradientReversal
 from da_toolkit.training.loop import TrainingDiverged, train_loop
 from da_toolkit.training.schedules import grl_coefficient
 from da_toolkit.training.spectral import BatchSpectralPenaltyLoss
+from da_toolkit.training.target_entropy import TargetEntropyLoss
 
 
 class RecentMean:
@@ -207,6 +208,18 @@ class SpectralPenaltyOptions:
         if self.bsp_trade_off == 0:
             return []
         return [("loss/bsp", self.bsp_trade_off, BatchSpectralPenaltyLoss())]
+
+
+@dataclass
+class TargetEntropyOptions:
+    """Entropy minimisation of the target predictions added to a method: its weight (0: off)."""
+
+    target_entropy_trade_off: Annotated[float, NON_NEGATIVE] = 0.0  # weight of the target prediction entropy; 0 = off
+
+    def target_entropy_terms(self) -> list[tuple[str, float, nn.Module]]:
+        if self.target_entropy_trade_off == 0:
+            return []
+        return [("loss/target_entropy", self.target_entropy_trade_off, TargetEntropyLoss())]
 
 
 @dataclass
