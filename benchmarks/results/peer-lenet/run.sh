@@ -8,8 +8,10 @@
 #   DA_TOOLKIT_DATA=../shared/data TLLIB=/tmp/tllib PEER_PYTHONPATH=/work/peerlibs \
 #     bash benchmarks/results/peer-lenet/run.sh [OUT] [METHODS] [TABLE] [--finished]
 # results.md is the table of the default methods; results-more.md that of
-#     bash benchmarks/results/peer-lenet/run.sh benchmarks/runs/peer-more adda,bsp,afn,mcd,dan results-more.md
-# stopped for time and tabled with --finished (launches nothing; unfinished runs are gaps).
+#     bash benchmarks/results/peer-lenet/run.sh benchmarks/runs/peer-more adda,bsp,afn,mcd,dan results-more.md \
+#       --peer-optimiser bsp --peer-protocol afn,bsp --peer-hyper afn
+# (later flags override the ones below), stopped for time and tabled with the same command and --finished
+# (launches nothing; unfinished runs are gaps).
 set -u
 out=${1:-benchmarks/runs/peer}
 methods=${2:-dann,cdan,mcc,source_only,mdd}  # also: jan, dan, bsp, adda, afn, mcd (TLlib's JAN: about 18 min a run here)
