@@ -237,9 +237,10 @@ def main() -> None:
     unknown = [m for m in methods + sum(also.values(), []) if m not in PEER_FLAGS] + [t for t in tasks if t not in TASKS]
     if unknown:
         sys.exit(f"error: unknown method or task {unknown} (methods: {', '.join(PEER_FLAGS)}; tasks: M2U, U2M)")
-    if [m for m in also["ours_peer_hyper"] if m not in PEER_HYPER]:
-        sys.exit(f"error: --peer-hyper: no TLlib hyper-parameters mapped to our keys for "
-                 f"{[m for m in also['ours_peer_hyper'] if m not in PEER_HYPER]} (PEER_HYPER has {', '.join(PEER_HYPER)})")
+    unmapped = [m for m in also["ours_peer_hyper"] if m not in PEER_HYPER]
+    if unmapped:
+        sys.exit(f"error: --peer-hyper: no TLlib hyper-parameters mapped to our keys for {unmapped} "
+                 f"(PEER_HYPER has {', '.join(PEER_HYPER)})")
     if not args.finished and not (args.tllib / "tllib").is_dir():
         sys.exit(f"error: no TLlib work tree at {args.tllib} (see {PEER_KIT / 'README.md'})")
     if not args.finished and not (args.peer_data / "MNIST/image_list/mnist_train.txt").is_file():

@@ -13,7 +13,7 @@ from da_toolkit.benchmark.report import cell_rows, selection_records, sweep_reco
 from da_toolkit.benchmark.scheduler import Outcome, launch_cell, recorded_outcomes, run_cells
 from da_toolkit.benchmark.spec import choose_profile, load_benchmark
 from da_toolkit.benchmark.sweep import hyper_parameter_text
-from da_toolkit.benchmark.verify import differences, recorded_accuracies
+from da_toolkit.benchmark.verify import differences, recorded_cells
 from da_toolkit.errors import UserError
 from da_toolkit.training.checkpoint import write_json_atomic
 
@@ -41,7 +41,7 @@ def compare(benchmark_path: str | Path, profile: str | None = None, jobs: int | 
     """
     benchmark = load_benchmark(benchmark_path)
     profile = choose_profile(benchmark, profile)
-    verified = recorded_accuracies(verify) if verify is not None else None
+    verified = recorded_cells(verify) if verify is not None else None
     bench_dir = Path(output) if output else benchmark.output_dir / (
         benchmark.name + (f"-{profile}" if profile else "") + ("-verify" if verify is not None else ""))
     cells, skipped = expand(benchmark, profile, bench_dir)

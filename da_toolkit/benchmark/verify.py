@@ -8,7 +8,7 @@ from pathlib import Path
 from da_toolkit.errors import UserError
 
 
-def recorded_accuracies(path: str | Path) -> dict[str, dict]:
+def recorded_cells(path: str | Path) -> dict[str, dict]:
     """{cell name: {target_accuracy, data_fingerprints}} of the finished cells of a results.json that compare
     wrote (data_fingerprints: None in results.json files written before runs recorded them)."""
     path = Path(path)
