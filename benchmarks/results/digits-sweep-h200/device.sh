@@ -15,35 +15,7 @@ shift
 globs=("$@")
 [ ${#globs[@]} -gt 0 ] || globs=('*/*/seed0' '*/*/seed1')
 begin=$(date +%s)
-out=${OUT:-/tmp/out}
-mkdir -p "$out"
-export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD DA_TOOLKIT_DATA=/tmp/data
-
-mkdir -p /tmp/data/MNIST/raw
-for f in .carry/mnist/*.gz; do gunzip -c "$f" >"/tmp/data/MNIST/raw/$(basename "$f" .gz)"; done
-cp .carry/usps*.bz2 /tmp/data/
-if command -v nvidia-smi >/dev/null; then  # on the lent machine only: its fonts make way for the carried ones
-  [ -d /usr/share/fonts ] && mv /usr/share/fonts /usr/share/fonts.machine
-  mkdir -p /usr/share/fonts && tar -xzf .carry/fonts.tgz -C /usr/share/fonts
-  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
-fi
-python3 - <<'PY'
-import hashlib, platform, PIL, sklearn, timm, torch, torchvision
-from pathlib import Path
-from da_toolkit.data.synthetic import _syndigits, glyph_masks
-print("python", platform.python_version(), "torch", torch.__version__, "torchvision", torchvision.__version__,
-      "timm", timm.__version__, "pillow", PIL.__version__, "sklearn", sklearn.__version__,
-      "cuda", torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else "")
-print("syndigits fonts key", glyph_masks()[1])
-for split in ("train", "test"):  # renders once and caches in /tmp/data/cache for every cell
-    images = _syndigits(split, Path("/tmp/data")).images
-    print("syndigits", split, len(images), "sha1", hashlib.sha1(images.numpy().tobytes()).hexdigest()[:12])
-PY
-
-pack() {  # every cell's small files, and compare's tables, into $out (checkpoints stay behind)
-  (cd /tmp/sweep && find . -name metrics.json -o -name recipe.yaml -o -name cell.log -o -name log.txt \
-     -o -path './results*' -o -name 'sweeps.json' -o -name '*.png' | tar -czf "$out/cells.tgz" -T -)
-}
+source benchmarks/device_setup.sh   # data, fonts, versions; defines pack
 
 if ! timeout 240 python3 -m da_toolkit compare benchmarks/digits_sweep.yaml --profile smoke --jobs 16 \
        --only '*/*@0/seed0' -o /tmp/smoke >"$out/smoke.log" 2>&1; then
@@ -61,5 +33,5 @@ for glob in "${globs[@]}"; do
     --profile cpu --jobs 16 --only "$glob" -o /tmp/sweep >>"$out/sweep.log" 2>&1
   echo "rc $? after $(( $(date +%s) - begin )) s; cells done: $(ls /tmp/sweep/runs/*/*/seed*/metrics.json 2>/dev/null | wc -l)"
 done
-pack
+pack /tmp/sweep
 ls -la "$out"
