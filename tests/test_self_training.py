@@ -3,10 +3,13 @@ augmentation, how an adapter weighs its terms, and short pipeline runs (as a fea
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from da_toolkit.adapters.base import AdapterSetup, SupervisedTraining
@@ -97,6 +100,22 @@ def test_class_balance_by_hand_is_smallest_for_a_balanced_batch():
     assert balanced == pytest.approx(-(math.log(1 / 3) + 2 * math.log(2 / 3)), rel=1e-6)
     collapsed = class_balance_loss(torch.tensor([[5.0, 0.0, 0.0]] * 4)).item()
     assert balanced < expected < collapsed
+    # a batch that predicts one class with certainty: log(1 − 1) and log 0 clamped at −100, as torch's BCE
+    certain = class_balance_loss(torch.tensor([[200.0, 0.0, 0.0]] * 4))
+    assert certain.item() == pytest.approx(F.binary_cross_entropy(torch.tensor([1.0, 0.0, 0.0]),
+                                                                  torch.full((3,), 1 / 3), reduction="sum").item())
+
+
+def test_no_loss_uses_an_op_that_cuda_autocast_refuses():
+    """CUDA's autocast raises on binary_cross_entropy of probabilities (F.binary_cross_entropy, nn.BCELoss)
+    inside a mixed-precision step; a CPU run cannot see it (CPU autocast allows it): found by the H200 run of
+    the digits grid, where every mean-teacher cell failed. Losses use the logits form or write it out."""
+    package = Path(__file__).resolve().parents[1] / "da_toolkit"
+    offenders = [f"{path.relative_to(package.parent)}:{number}"
+                 for path in sorted(package.rglob("*.py"))
+                 for number, line in enumerate(path.read_text().splitlines(), 1)
+                 if re.search(r"\bbinary_cross_entropy\(|\bBCELoss\(", line.split("#")[0])]
+    assert offenders == []
 
 
 def test_ema_update_by_hand_moves_parameters_not_buffers():

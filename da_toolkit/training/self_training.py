@@ -63,10 +63,12 @@ def class_balance_loss(logits: torch.Tensor) -> torch.Tensor:
 
     (the authors' mean over classes times C). It is smallest when the batch predicts every class
     equally often, so that a threshold on confidence cannot make the network predict one class.
+    Written out in float32, with the logarithms clamped at −100 as torch's BCE does: CUDA's autocast
+    refuses F.binary_cross_entropy (on probabilities) inside a mixed-precision step.
     """
     mean = F.softmax(logits.float(), dim=1).mean(dim=0)
-    uniform = torch.full_like(mean, 1 / mean.numel())
-    return F.binary_cross_entropy(mean, uniform, reduction="sum")
+    uniform = 1 / mean.numel()
+    return -(uniform * mean.log().clamp(min=-100) + (1 - uniform) * (-mean).log1p().clamp(min=-100)).sum()
 
 
 @torch.no_grad()
