@@ -236,6 +236,24 @@ def test_a_cell_that_reads_another_cells_run_starts_after_it_and_is_blocked_when
     assert outcomes[lone].status == "blocked" and outcomes[lone].error.endswith("(not selected)")
 
 
+def test_a_benchmark_directory_moved_elsewhere_keeps_the_cells_that_name_other_cells_runs(tmp_path, toy_recipes):
+    """Cells that read another cell's run (pixel_from, {cell:...}) record its absolute path: a grid run on another
+    machine (a lent GPU: /tmp/grids/...) and copied here is still finished, not "a run of a different recipe";
+    a path to another cell, or outside any runs/ folder, is still a change."""
+    write_yaml(toy_recipes / "toy_refined.yaml", toy_recipe_dict())
+    path = benchmark_file(tmp_path, methods=["refined", "source_only"], seeds=[0],
+                          method_overrides={"refined": ["name={cell:source_only}"]})  # a key naming a run
+    refined = cells_of(path)[0]
+    elsewhere = tmp_path / "gpu" / "tmp" / "grids" / "toy" / "runs" / "toy"
+    for recorded, changed in [(elsewhere / "source_only" / "seed0", []),  # the same cell, moved
+                              (elsewhere / "refined" / "seed0", ["name"]),  # another cell
+                              (tmp_path / "source_only" / "seed0", ["name"])]:  # not under a runs/ folder
+        (refined.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (refined.run_dir / "checkpoints" / "feature.pt").write_bytes(b"")
+        (refined.run_dir / "recipe.yaml").write_text(yaml.safe_dump({**refined.expected_recipe, "name": str(recorded)}))
+        assert refined.changed_keys() == changed
+
+
 @pytest.mark.parametrize("reference", ["{cell:adda}", "{cell:refined}"])
 def test_a_cell_reference_must_name_another_method_of_the_grid(tmp_path, toy_recipes, reference):
     write_yaml(toy_recipes / "toy_refined.yaml", toy_recipe_dict())

@@ -88,8 +88,14 @@ class Cell:
         return RunDir(self.run_dir).started
 
     def changed_keys(self) -> list[str]:
-        """Top-level recipe keys in which a started run directory differs from this cell's recipe."""
-        return RunDir(self.run_dir).recipe_changes(self.expected_recipe, normalised_recipe) if self.started else []
+        """Top-level recipe keys in which a started run directory differs from this cell's recipe. A key naming
+        another cell's run directory (pixel_from, SHOT's source checkpoint) is compared by the cell it names, so
+        that a benchmark directory moved or copied from another machine (a cluster, a lent GPU) keeps its cells."""
+        if not self.started:
+            return []
+        expected, runs = self.expected_recipe, self.run_dir.parents[2]
+        return RunDir(self.run_dir).recipe_changes(
+            expected, lambda saved: relocated(normalised_recipe(saved), expected, runs))
 
     def arguments(self) -> list[str]:
         """The `da-toolkit` arguments that run (or, when started, resume) this cell."""
@@ -98,6 +104,21 @@ class Cell:
 
     def command_line(self) -> str:
         return shlex.join(["da-toolkit", *self.arguments()])
+
+
+def relocated(saved, expected, runs: Path):
+    """`saved` (a recipe, or a value of one) with each path that names a cell's run directory as `expected` does, but
+    under another runs/ folder (the benchmark directory where the run was made), replaced by the `expected` path."""
+    if isinstance(saved, dict) and isinstance(expected, dict):
+        return {key: relocated(value, expected[key], runs) if key in expected else value for key, value in saved.items()}
+    if isinstance(saved, str) and isinstance(expected, str) and saved != expected:
+        try:
+            below = Path(expected).relative_to(runs).parts
+        except ValueError:
+            return saved
+        if Path(saved).parts[-len(below) - 1:] == (runs.name, *below):
+            return expected
+    return saved
 
 
 def variant_name(configuration: str, k: int | None) -> str:
