@@ -12,9 +12,10 @@ compared (TLlib's `best_acc` picks the epoch by target test accuracy, which we n
 
 `--peer-optimiser dann,cdan` also runs those methods of ours with TLlib's optimiser protocol
 (`PEER_OPTIMISER`: Nesterov, lr0 (1 + 0.001 i)^-0.75 per iteration, weight decay 1e-3; recipe keys,
-not our defaults), in a column of its own; `--peer-protocol dann,cdan` with that protocol and TLlib's
+our digit default since 2026-12-04), in a column of its own; `--peer-protocol dann,cdan` with that protocol and TLlib's
 learning rate for the task (its `--lr`, 0.1 on USPS→MNIST); it runs only where that rate is not the
-recipe's (elsewhere it is the peer's-optimiser run, marked =). `--peer-hyper afn` adds, to that protocol
+recipe's. A column whose overrides leave the recipe as an earlier column's is that column's runs, not run
+again and marked = (since 2026-12-04 the peer's optimiser is our digit default). `--peer-hyper afn` adds, to that protocol
 and lr, TLlib's other digit flags for the method that our recipe keys can express (`PEER_HYPER`): our
 method at all of the peer's hyper-parameters.
 
@@ -74,21 +75,26 @@ def peer_lr(method: str, task: str) -> list[str]:
     return [f"train.lr={flags[flags.index('--lr') + 1]}"]
 
 
-@functools.cache
-def recipe_has_peer_lr(method: str, task: str) -> bool:
-    """Whether our recipe's learning rate is TLlib's for the task (then the peer-protocol run is the peer-optimiser one)."""
-    from da_toolkit.recipe import load_recipe
-
-    recipe = load_recipe(ROOT / "recipes" / f"{TASKS[task][0]}_{method}.yaml")
-    return f"train.lr={recipe.train.lr:g}" == peer_lr(method, task)[0]
-
-
 # our columns: the folder of their run directories -> (its heading, the overrides it adds to the recipe)
 OUR_SIDES = {"ours": ("ours", lambda method, task: []),
              "ours_peer_optimiser": ("ours, peer's optimiser", lambda method, task: PEER_OPTIMISER),
              "ours_peer_protocol": ("ours, peer's optimiser and lr", lambda m, t: [*PEER_OPTIMISER, *peer_lr(m, t)]),
              "ours_peer_hyper": ("ours, all the peer's hyper-parameters",
                                  lambda m, t: [*PEER_OPTIMISER, *peer_lr(m, t), *PEER_HYPER[m][t]])}
+
+
+@functools.cache
+def run_side(side: str, method: str, task: str) -> str:
+    """The side whose runs `side`'s are: the first of OUR_SIDES whose overrides give the same recipe. Since
+    2026-12-04 TLlib's optimiser protocol is the digit recipes' default (the peer's-optimiser column repeats
+    ours) and its lr is ours on MNIST→USPS (the peer-protocol column repeats the one before); such a column is
+    not run again but shown with =."""
+    from da_toolkit.recipe import load_recipe
+
+    recipe = ROOT / "recipes" / f"{TASKS[task][0]}_{method}.yaml"
+    sides = list(OUR_SIDES)
+    resolved = {s: load_recipe(recipe, OUR_SIDES[s][1](method, task)).to_dict() for s in sides[:sides.index(side) + 1]}
+    return next(s for s in resolved if resolved[s] == resolved[side])
 
 
 class NotFinished(Exception):
@@ -187,12 +193,11 @@ def table(results: dict, methods: list[str], tasks: list[str], seeds: list[int],
              + "TLlib (%) | ours − TLlib | ours (s) | TLlib (s) |", "|---|---|---|" + "---|" * len(extra) + "---|---|---|---|"]
 
     def column(side, m, t):
-        if side == "ours_peer_protocol" and (side, m, t, seeds[0]) not in results and recipe_has_peer_lr(m, t):
-            side = "ours_peer_optimiser"  # the same run (shown with =)
+        side = run_side(side, m, t) if side in OUR_SIDES else side  # a column repeating another's runs
         return [results[(side, m, t, s)]["accuracy"] for s in seeds if (side, m, t, s) in results]
 
     def same(side, m, t):
-        return "= " if side == "ours_peer_protocol" and (side, m, t, seeds[0]) not in results and column(side, m, t) else ""
+        return "= " if run_side(side, m, t) != side and column(side, m, t) else ""
 
     def seconds(side, m, t):
         finished = [results[(side, m, t, s)]["seconds"] for s in seeds
@@ -248,7 +253,7 @@ def main() -> None:
                         "--src", os.environ.get("DA_TOOLKIT_DATA", str(ROOT.parent / "shared" / "data"))], check=True)
     jobs = [(side, m, t, s) for m in methods for t in tasks for s in seeds
             for side in ("ours", "peer", *(side for side, chosen in also.items() if m in chosen))
-            if not (side == "ours_peer_protocol" and recipe_has_peer_lr(m, t))]
+            if side not in OUR_SIDES or run_side(side, m, t) == side]
     results: dict = {}
 
     def run(job):

@@ -1069,6 +1069,10 @@ MUTANTS = [
            "    return F.binary_cross_entropy(mean, torch.full_like(mean, uniform), reduction=\"sum\")",
            "every mean-teacher run crashes under CUDA autocast (bf16/fp16), which a CPU run never shows",
            ("tests/test_self_training.py",)),
+    Mutant("peer.repeated-column-run-again", "benchmarks/peer_side_by_side.py",
+           "    return next(s for s in resolved if resolved[s] == resolved[side])", "    return side",
+           "the peer side by side runs a column whose recipe is ours (TLlib's optimiser, our default) again, "
+           "hours of identical runs shown as if they were another setting", ("tests/test_peer_side_by_side.py",)),
     Mutant("peer.mcd-by-its-better-head", "benchmarks/peer_side_by_side.py", r'r"^ \* Acc@?1 ([0-9.]+)"',
            r'r"^test_acc1 = ([0-9.]+)"',
            "TLlib's MCD is credited with the better of its two heads on the target test set; ours with its first",
