@@ -210,6 +210,16 @@ def test_cells_with_the_same_pixel_stage_share_one_translator(tmp_path, toy_reci
     assert order.index(owner.name) < min(order.index(n) for n in cells if cells[n].owner is owner)
 
 
+def test_finished_tables_the_cells_that_reused_a_translator_as_done(tmp_path, toy_recipes):
+    """--finished reads the owners the whole grid ran with (each reuser's pixel_from), not none: the cells that
+    reused a translator are tabled, not refused as runs of a different recipe."""
+    path = benchmark_file(tmp_path, methods=["source_only", "cyclegan", "cyclegan_translated"], seeds=[0])
+    bench.compare(path, jobs=2, output=tmp_path / "b", launch=fake_launch())
+    rows = bench.compare(path, output=tmp_path / "b", finished_only=True, launch=fake_launch())
+    assert [(r["cell"], r["status"]) for r in rows] == [("toy/source_only/seed0", "done"), ("toy/cyclegan/seed0", "done"),
+                                                        ("toy/cyclegan_translated/seed0", "done")]
+
+
 def test_a_cell_that_reads_another_cells_run_starts_after_it_and_is_blocked_when_it_fails(tmp_path, toy_recipes):
     # a stand-in for a key naming a run directory (SHOT's feature.source_checkpoint={cell:source_only})
     write_yaml(toy_recipes / "toy_refined.yaml", toy_recipe_dict())

@@ -1064,6 +1064,10 @@ MUTANTS = [
     Mutant("grid.moved-cells-rerun", "da_toolkit/benchmark/grid.py", "            return expected\n", "            return saved\n",
            "a grid copied back from a lent GPU or a cluster refuses every cell that reads another cell's run "
            "(translator reusers, SHOT) as a run of a different recipe", ("tests/test_benchmark.py",)),
+    Mutant("compare.finished-without-owners", "da_toolkit/benchmark/command.py",
+           "    if finished_only:  # the translators' owners", "    if False:  # the translators' owners",
+           "compare --finished refuses every cell that reused a translator (cyclegan_dann, stargan_adda, ...) as a run "
+           "of a different recipe, and the table loses them", ("tests/test_benchmark.py",)),
     Mutant("mean-teacher.balance-by-torch-bce", "da_toolkit/training/self_training.py",
            "    return -(uniform * mean.log().clamp(min=-100) + (1 - uniform) * (-mean).log1p().clamp(min=-100)).sum()",
            "    return F.binary_cross_entropy(mean, torch.full_like(mean, uniform), reduction=\"sum\")",

@@ -45,6 +45,8 @@ def compare(benchmark_path: str | Path, profile: str | None = None, jobs: int | 
     bench_dir = Path(output) if output else benchmark.output_dir / (
         benchmark.name + (f"-{profile}" if profile else "") + ("-verify" if verify is not None else ""))
     cells, skipped = expand(benchmark, profile, bench_dir)
+    if finished_only:  # the translators' owners of the whole grid, which its cells' runs recorded (pixel_from)
+        share_translators(cells)
     if only is not None:
         cells = [cell for cell in cells if fnmatchcase(cell.name, only)]
         if not cells:
@@ -57,7 +59,8 @@ def compare(benchmark_path: str | Path, profile: str | None = None, jobs: int | 
         if not any(outcome.status == "done" for outcome in recorded.values()):
             raise UserError(f"--finished: no cell of {benchmark_path}{' matching --only' if only else ''} has finished "
                             f"in {bench_dir}")
-    share_translators(cells)
+    else:
+        share_translators(cells)
     if dry_run:
         for cell in cells:
             state = "finished" if cell.finished else "started, will resume" if cell.started else "new"
