@@ -2,7 +2,8 @@
 
     python benchmarks/results/before_after.py BEFORE.json AFTER.json [--label-preservation RUNS]
 
-Rows: method (and k); columns: task, "before → after". With --label-preservation, the mean oracle label
+Rows: method (and k); columns: task, "before → after". Of a sweep's results (digits_sweep.yaml) only the cells
+at the recipes' own values count (not the sampled configurations, method@i). With --label-preservation, the mean oracle label
 preservation of AFTER's pixel-stage cells (`label_preservation.rate` in each metrics.json under
 RUNS, a diagnostic that uses target labels; one per trained translator: the `cyclegan` cells) is
 added per task.
@@ -20,6 +21,8 @@ def summary(path: Path) -> dict[tuple[str, str, int | None], list[float]]:
     cells = json.loads(path.read_text())["cells"]
     out: dict = defaultdict(list)
     for cell in cells:
+        if cell.get("configuration", cell["method"]) != cell["method"]:  # a sweep's sampled configuration
+            continue
         if cell["status"] == "done" and cell["target_accuracy"] is not None:
             out[(cell["task"], cell["method"], cell.get("k"))].append(100 * cell["target_accuracy"])
     return out
