@@ -12,10 +12,10 @@ compared (TLlib's `best_acc` picks the epoch by target test accuracy, which we n
 
 `--peer-optimiser dann,cdan` also runs those methods of ours with TLlib's optimiser protocol
 (`PEER_OPTIMISER`: Nesterov, lr0 (1 + 0.001 i)^-0.75 per iteration, weight decay 1e-3; recipe keys,
-our digit default since 2026-12-04), in a column of its own; `--peer-protocol dann,cdan` with that protocol and TLlib's
+not our digit defaults), in a column of its own; `--peer-protocol dann,cdan` with that protocol and TLlib's
 learning rate for the task (its `--lr`, 0.1 on USPS→MNIST); it runs only where that rate is not the
 recipe's. A column whose overrides leave the recipe as an earlier column's is that column's runs, not run
-again and marked = (since 2026-12-04 the peer's optimiser is our digit default). `--peer-hyper afn` adds, to that protocol
+again and marked =. `--peer-hyper afn` adds, to that protocol
 and lr, TLlib's other digit flags for the method that our recipe keys can express (`PEER_HYPER`): our
 method at all of the peer's hyper-parameters.
 
@@ -85,10 +85,9 @@ OUR_SIDES = {"ours": ("ours", lambda method, task: []),
 
 @functools.cache
 def run_side(side: str, method: str, task: str) -> str:
-    """The side whose runs `side`'s are: the first of OUR_SIDES whose overrides give the same recipe. Since
-    2026-12-04 TLlib's optimiser protocol is the digit recipes' default (the peer's-optimiser column repeats
-    ours) and its lr is ours on MNIST→USPS (the peer-protocol column repeats the one before); such a column is
-    not run again but shown with =."""
+    """The side whose runs `side`'s are: the first of OUR_SIDES whose overrides give the same recipe (TLlib's lr
+    is ours on MNIST→USPS: there the peer-protocol column repeats the peer-optimiser one; were TLlib's optimiser
+    our default, the peer-optimiser column would repeat ours). Such a column is not run again but shown with =."""
     from da_toolkit.recipe import load_recipe
 
     recipe = ROOT / "recipes" / f"{TASKS[task][0]}_{method}.yaml"
@@ -211,8 +210,8 @@ def table(results: dict, methods: list[str], tasks: list[str], seeds: list[int],
         for m in methods:
             ours, peer = column("ours", m, t), column("peer", m, t)
             lines.append(f"| {TASKS[t][0]} | {m} | {summary(ours, len(seeds))} | "
-                         + "".join(f"{same(side, m, t)}{summary(column(side, m, t), len(seeds)) if m in requested[side] else '–'} | "
-                                   for side in extra)
+                         + "".join((f"{same(side, m, t)}{summary(column(side, m, t), len(seeds))}" if m in requested[side]
+                                    else "–") + " | " for side in extra)
                          + f"{summary(peer, len(seeds))} | {gap(ours, peer)} | {seconds('ours', m, t)} | "
                          f"{seconds('peer', m, t)} |")
     return "\n".join(lines) + "\n"

@@ -26,17 +26,18 @@ def fail(command, **kwargs):
     raise subprocess.CalledProcessError(2, command)
 
 
-def test_the_table_of_finished_runs_marks_the_columns_that_repeat_an_earlier_columns_runs(tmp_path, monkeypatch, capsys):
+def test_the_table_of_finished_runs_with_the_peer_protocol_column_only_where_the_peer_lr_differs(tmp_path, monkeypatch,
+                                                                                                  capsys):
     out, tllib, data = tmp_path / "out", tmp_path / "tllib", tmp_path / "data"
     (tllib / "tllib").mkdir(parents=True)
     (data / "MNIST" / "image_list").mkdir(parents=True)
     (data / "MNIST" / "image_list" / "mnist_train.txt").write_text("")
-    # TLlib's optimiser protocol is the digit recipes' default: the peer-optimiser column is ours, not run again.
-    # TLlib's DANN lr is the recipe's 0.01 on MNIST->USPS (the peer-protocol column is ours too) and 0.1 on
-    # USPS->MNIST (a run of its own)
-    for seed, (ours, protocol, peer) in enumerate([(84.0, 92.0, 88.0), (86.0, 94.0, 90.0)]):
+    # TLlib's DANN lr is the recipe's 0.01 on MNIST->USPS (no peer-protocol run there: it is the peer-optimiser
+    # run) and 0.1 on USPS->MNIST (a run of its own)
+    for seed, (ours, tuned, protocol, peer) in enumerate([(84.0, 87.0, 92.0, 88.0), (86.0, 88.0, 94.0, 90.0)]):
         for task in ("M2U", "U2M"):
             finished(out, "ours", "dann", task, seed, ours, 100 + seed)
+            finished(out, "ours_peer_optimiser", "dann", task, seed, tuned, 100)
             finished(out, "peer", "dann", task, seed, peer, 200 + 2 * seed)
         finished(out, "ours_peer_protocol", "dann", "U2M", seed, protocol, 100)
     (out / "ours" / "dann_U2M_seed1" / "metrics.json").unlink()  # a run that failed: it is run again, and fails
@@ -44,18 +45,17 @@ def test_the_table_of_finished_runs_marks_the_columns_that_repeat_an_earlier_col
     monkeypatch.setattr("sys.argv", ["peer_side_by_side.py", "--methods", "dann", "--seeds", "0,1", "--out", str(out),
                                      "--tllib", str(tllib), "--peer-data", str(data), "--peer-optimiser", "dann",
                                      "--peer-protocol", "dann"])
-    runpy.run_path(str(SCRIPT), run_name="__main__")  # every run finished but one: only it is launched
+    runpy.run_path(str(SCRIPT), run_name="__main__")  # every run finished: nothing is launched
     assert not (out / "ours_peer_protocol" / "dann_M2U_seed0").exists()
     rows = [line for line in (out / "results.md").read_text().splitlines() if line.startswith("| ")]
     assert rows[0] == ("| task | method | ours (%) | ours, peer's optimiser (%) | ours, peer's optimiser and lr (%) | "
                        "TLlib (%) | ours − TLlib | ours (s) | TLlib (s) |")
-    assert rows[1] == ("| mnist2usps | dann | 85.00 ± 1.41 | = 85.00 ± 1.41 | = 85.00 ± 1.41 | 89.00 ± 1.41 | -4.00 | "
+    assert rows[1] == ("| mnist2usps | dann | 85.00 ± 1.41 | 87.50 ± 0.71 | = 87.50 ± 0.71 | 89.00 ± 1.41 | -4.00 | "
                        "100 | 201 |")
-    assert rows[2] == ("| usps2mnist | dann | 84.00 ± 0.00 (1 of 2 seeds) | = 84.00 ± 0.00 (1 of 2 seeds) | "
-                       "93.00 ± 1.41 | 89.00 ± 1.41 | -5.00 | 100 | 201 |")
+    assert rows[2] == ("| usps2mnist | dann | 84.00 ± 0.00 (1 of 2 seeds) | 87.50 ± 0.71 | 93.00 ± 1.41 | "
+                       "89.00 ± 1.41 | -5.00 | 100 | 201 |")
     printed = capsys.readouterr().out
     assert "ours dann U2M seed 0: 84.00% in 100 s" in printed and "ours dann U2M seed 1: FAILED (" in printed
-    assert "ours_peer_optimiser" not in printed  # never launched, never read
 
 
 def test_finished_launches_nothing_and_tables_the_runs_that_finished(tmp_path, monkeypatch, capsys):
@@ -98,6 +98,7 @@ def test_peer_hyper_runs_ours_with_every_peer_flag_our_keys_express(tmp_path, mo
     (data / "MNIST" / "image_list" / "mnist_train.txt").write_text("")
     for side in ("ours", "peer"):
         finished(out, side, "afn", "U2M", 0, 80.0, 90)
+        finished(out, side, "mcd", "U2M", 0, 80.0, 90)  # a row without the column (PEER_HYPER has no mcd): "–"
     launched = []
 
     def record(command, **kwargs):  # the peer-hyper run "finishes" as it is launched
@@ -105,7 +106,7 @@ def test_peer_hyper_runs_ours_with_every_peer_flag_our_keys_express(tmp_path, mo
         finished(out, "ours_peer_hyper", "afn", "U2M", 0, 83.0, 95)
 
     monkeypatch.setattr("subprocess.run", record)
-    monkeypatch.setattr("sys.argv", ["peer_side_by_side.py", "--methods", "afn", "--tasks", "U2M", "--seeds", "0",
+    monkeypatch.setattr("sys.argv", ["peer_side_by_side.py", "--methods", "afn,mcd", "--tasks", "U2M", "--seeds", "0",
                                      "--out", str(out), "--tllib", str(tllib), "--peer-data", str(data),
                                      "--peer-hyper", "afn"])
     runpy.run_path(str(SCRIPT), run_name="__main__")
@@ -116,6 +117,7 @@ def test_peer_hyper_runs_ours_with_every_peer_flag_our_keys_express(tmp_path, mo
     rows = [line for line in (out / "results.md").read_text().splitlines() if line.startswith("| ")]
     assert rows[0].startswith("| task | method | ours (%) | ours, all the peer's hyper-parameters (%) | TLlib (%) |")
     assert rows[1] == "| usps2mnist | afn | 80.00 ± 0.00 | 83.00 ± 0.00 | 80.00 ± 0.00 | +0.00 | 90 | 90 |"
+    assert rows[2] == "| usps2mnist | mcd | 80.00 ± 0.00 | – | 80.00 ± 0.00 | +0.00 | 90 | 90 |"
     monkeypatch.setattr("sys.argv", ["peer_side_by_side.py", "--methods", "dann", "--peer-hyper", "dann"])
     try:
         runpy.run_path(str(SCRIPT), run_name="__main__")

@@ -2,8 +2,10 @@
 # The digit grids at their cpu profiles' budgets on a lent GPU machine (one H200, 16 CPU cores) through the
 # device tool, from the repository root there, with the development machine's data and fonts in .carry/
 # (benchmarks/device_setup.sh):
-#   bash benchmarks/results/digits-h200/device.sh SECONDS
-# Runs, one thread per cell: benchmarks/digits.yaml (every method, 4 tasks, 2 seeds, 216 cells; 12 at a
+#   PROFILE=cpu_tllib_optimiser bash benchmarks/results/digits-h200/device.sh SECONDS
+# (PROFILE: the digits grid's profile, default cpu; results.md's cells ran while TLlib's optimiser was briefly the
+# digit default, commit fcffba3, with the cpu profile: today that is the cpu_tllib_optimiser profile.)
+# Runs, one thread per cell: benchmarks/digits.yaml at PROFILE (every method, 4 tasks, 2 seeds, 216 cells; 12 at a
 # time) and beside it benchmarks/scarce_labels.yaml, then scarce_labels_self_training.yaml (3 at a time), then
 # dann-dtn's cpu32 runs (run_cpu32.sh, one chain per seed). SECONDS bounds the whole script; a second call on
 # the still-warm machine continues where the first stopped (finished cells are not run again). What finished
@@ -16,7 +18,8 @@ begin=$(date +%s)
 source benchmarks/device_setup.sh   # data, fonts, versions, the da-toolkit command; defines pack
 left() { echo $(( budget - ($(date +%s) - begin) - 30 )); }
 grid() {  # GRID JOBS [GLOB]: the cpu profile's cells of benchmarks/GRID.yaml in /tmp/grids/GRID
-  timeout --signal=TERM --kill-after=20 "$(left)" python3 -m da_toolkit compare "benchmarks/$1.yaml" --profile cpu \
+  local profile=cpu; [ "$1" = digits ] && profile=${PROFILE:-cpu}
+  timeout --signal=TERM --kill-after=20 "$(left)" python3 -m da_toolkit compare "benchmarks/$1.yaml" --profile "$profile" \
     --jobs "$2" ${3:+--only "$3"} -o "/tmp/grids/$1" >>"$out/$1.log" 2>&1
   local rc=$?
   echo "$1 ${3:-}: rc $rc after $(( $(date +%s) - begin )) s; cells done: $(ls /tmp/grids/$1/runs/*/*/seed*/metrics.json 2>/dev/null | wc -l)"

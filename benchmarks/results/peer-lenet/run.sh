@@ -2,20 +2,19 @@
 # Ours against Transfer-Learning-Library (TLlib) at equal budget (issue 28): MNIST->USPS and USPS->MNIST,
 # LeNet 28x28 grey, 1,000 iterations of batch 128, seeds 0-2, one thread per process, two processes at a
 # time. TLlib runs unmodified with its own `# Digits` flags (../shared/peers/tllib/README.md: set-up). Our
-# DANN, CDAN, MCC and source-only also run with TLlib's per-task learning rate (--peer-protocol; its optimiser
-# protocol is our digit default since 2026-12-04, so --peer-optimiser, which results.md was made with, now
-# repeats our column). A finished run is not run again. Run from the repository root,
+# DANN, CDAN, MCC and source-only also run with TLlib's optimiser protocol (--peer-optimiser) and with that protocol and its
+# per-task learning rate (--peer-protocol). A finished run is not run again. Run from the repository root,
 # with the project's .venv active (the script imports da_toolkit):
 #   DA_TOOLKIT_DATA=../shared/data TLLIB=/tmp/tllib PEER_PYTHONPATH=/work/peerlibs \
 #     bash benchmarks/results/peer-lenet/run.sh [OUT] [METHODS] [TABLE] [--finished]
 # results.md is the table of the default methods; results-more.md that of
 #     bash benchmarks/results/peer-lenet/run.sh benchmarks/runs/peer-more adda,bsp,afn,mcd,dan results-more.md \
-#       --peer-protocol afn,bsp --peer-hyper afn
+#       --peer-optimiser adda,bsp,afn,mcd,dan --peer-protocol afn,bsp --peer-hyper afn
 # (later flags override the ones below), stopped for time and tabled with the same command and --finished
 # (launches nothing; unfinished runs are gaps).
 set -u
 out=${1:-benchmarks/runs/peer}
 methods=${2:-dann,cdan,mcc,source_only,mdd}  # also: jan, dan, bsp, adda, afn, mcd (TLlib's JAN: about 18 min a run here)
-python benchmarks/peer_side_by_side.py --methods "$methods" --peer-protocol dann,cdan,mcc,source_only \
+python benchmarks/peer_side_by_side.py --methods "$methods" --peer-optimiser dann,cdan,mcc,source_only --peer-protocol dann,cdan,mcc,source_only \
   --tasks M2U,U2M --seeds 0,1,2 --out "$out" "${@:4}"
 cp "$out/results.md" "benchmarks/results/peer-lenet/${3:-results.md}"
