@@ -206,7 +206,10 @@ def bar_chart(path: Path, summary: list[dict], published: Published | None,
     sweep_label, pick_label = "a configuration of the method's sweep", "recommended configuration"
     unfinished_label = "no seed finished (results.md: Not finished)"
     width = 0.8 / len(methods)
-    figure, axes = plt.subplots(figsize=(max(6.0, 0.45 * len(tasks) * len(methods) + 2), 4.5))
+    # 0.45 inch a bar, at most 20 inches (a grid of 27 methods on 4 tasks was an 11:1 strip at 0.45 a bar), and as
+    # tall as the legend beside it (a line per method and a few markers)
+    figure, axes = plt.subplots(figsize=(min(20.0, max(6.0, 0.45 * len(tasks) * len(methods) + 2)),
+                                         max(4.5, 0.2 * (len(methods) + 3))))
     published_label = "published (first column that has it)"
     # one colour per method: matplotlib's default cycle repeats after 10, tab20 after 20, then hues evenly spaced
     colours = plt.get_cmap("tab20" if len(methods) <= 20 else "hsv", max(len(methods), 20) if len(methods) <= 20
