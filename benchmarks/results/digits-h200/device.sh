@@ -7,7 +7,8 @@
 # digit default, commit fcffba3, with the cpu profile: today that is the cpu_tllib_optimiser profile.)
 # Runs, one thread per cell: benchmarks/digits.yaml at PROFILE (every method, 4 tasks, 2 seeds, 216 cells; 12 at a
 # time) and beside it benchmarks/scarce_labels.yaml, then scarce_labels_self_training.yaml (3 at a time), then
-# dann-dtn's cpu32 runs (run_cpu32.sh, one chain per seed). SECONDS bounds the whole script; a second call on
+# dann-dtn's cpu32 runs (run_cpu32.sh, one chain per seed); with DIGITS_ONLY=1, the digits grid alone,
+# JOBS cells at a time (default 12). SECONDS bounds the whole script; a second call on
 # the still-warm machine continues where the first stopped (finished cells are not run again). What finished
 # comes back in $OUT as <grid>.tgz (metrics, recipes, logs; not checkpoints), tabled on the development
 # machine with `da-toolkit compare benchmarks/<grid>.yaml --profile cpu --finished -o <the unpacked folder>`.
@@ -29,8 +30,8 @@ grid() {  # GRID JOBS [GLOB]: the cpu profile's cells of benchmarks/GRID.yaml in
 if ! grid digits 1 'mnist2usps/source_only/seed0'; then
   echo "FIRST CELL FAILED"; tail -40 "$out/digits.log"; tail -40 /tmp/grids/digits/runs/*/*/seed0/cell.log; exit 1
 fi
-grid digits 12 &
-{
+grid digits "${JOBS:-12}" &
+[ -n "${DIGITS_ONLY:-}" ] || {
   grid scarce_labels 3
   grid scarce_labels_self_training 3
   for seed in 0 1 2; do
