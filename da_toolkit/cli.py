@@ -212,6 +212,9 @@ def report(run_dir, baseline, output, sample):
 @click.option("--dry-run", is_flag=True, help="List the cells and their state without running them.")
 @click.option("--only", help="Run only the cells whose name (task/method/seed<s>; method@i for configuration i of "
                              "the method's sweep) matches this glob, e.g. '*/adda/*' or '*/dann@*/*'.")
+@click.option("--seeds",
+              help="Comma-separated seeds to run instead of the benchmark file's, e.g. 0,1,2,3,4,5 (more seeds "
+                   "of a task or method whose figures differ from seed to seed, with --only).")
 @click.option("--finished", is_flag=True,
               help="Run nothing: write the results of the cells tried so far (of those --only selects): the "
                    "finished ones, and under 'Not finished' those running or stopped, with their error.")
@@ -224,18 +227,20 @@ def report(run_dir, baseline, output, sample):
               help="Also write each finished cell's run report (beside its task's source-only cell), linked from "
                    "results.md.")
 def compare(benchmark, profile, jobs, executor, slurm_partition, slurm_time, slurm_gpus, slurm_cpus, slurm_mem_gb,
-            output, dry_run, only, finished, verify, tolerance, reports):
+            output, dry_run, only, seeds, finished, verify, tolerance, reports):
     """Run the tasks x methods x seeds grid of BENCHMARK and write results.md/csv/json and plots."""
     from da_toolkit.benchmark import compare as run_compare
     from da_toolkit.benchmark.cluster import ClusterOptions, parse_minutes
+    from da_toolkit.benchmark.spec import parse_seeds
 
     cluster = None
     if executor == "local" and (slurm_partition or slurm_mem_gb):
         raise UserError("--slurm-partition and --slurm-mem-gb need --executor slurm")
     if executor == "slurm":
         cluster = ClusterOptions(slurm_partition, parse_minutes(slurm_time), slurm_gpus, slurm_cpus, slurm_mem_gb)
-    run_compare(benchmark, profile=profile, jobs=jobs, output=output, dry_run=dry_run, only=only, verify=verify,
-                tolerance=tolerance, reports=reports, cluster=cluster, finished_only=finished)
+    run_compare(benchmark, profile=profile, jobs=jobs, output=output, dry_run=dry_run, only=only,
+                seeds=parse_seeds(seeds) if seeds is not None else None, verify=verify, tolerance=tolerance,
+                reports=reports, cluster=cluster, finished_only=finished)
 
 
 def source_percent(accuracy: float | None) -> str:

@@ -16,6 +16,7 @@ import yaml
 from conftest import toy_recipe_dict
 from da_toolkit import benchmark as bench
 from da_toolkit.benchmark import recommend
+from da_toolkit.benchmark.spec import parse_seeds
 from da_toolkit.data import build_domains
 from da_toolkit.errors import UserError
 from da_toolkit.recipe import load_recipe
@@ -327,6 +328,19 @@ def test_finished_writes_the_results_of_the_finished_cells_and_runs_nothing(tmp_
     results = json.loads((tmp_path / "b" / "results.json").read_text())
     assert [c["target_accuracy"] for c in results["cells"]] == [0.75]
     assert "--finished" in (tmp_path / "b" / "results.md").read_text()
+
+
+def test_seeds_replace_the_benchmark_files_and_are_named_in_the_command(tmp_path, toy_recipes):
+    path = benchmark_file(tmp_path, seeds=[0, 1])
+    order = []
+    rows = bench.compare(path, output=tmp_path / "b", seeds=[3, 5, 4], launch=fake_launch(order=order))
+    assert sorted(order) == ["toy/source_only/seed3", "toy/source_only/seed4", "toy/source_only/seed5"]
+    assert [r["seed"] for r in rows] == [3, 5, 4]
+    assert "--seeds 3,5,4" in (tmp_path / "b" / "results.md").read_text()  # the table says how to make it again
+    assert parse_seeds("0,2,11") == [0, 2, 11]
+    for bad in ("0,a", "1,,2", "-1", "2,2"):
+        with pytest.raises(UserError, match="--seeds: expected"):
+            parse_seeds(bad)
 
 
 def test_finished_lists_a_stopped_cell_with_its_error_and_a_running_one_as_running(tmp_path, toy_recipes, capsys):

@@ -1,6 +1,7 @@
 """`da-toolkit compare`: the benchmark file -> cells -> scheduler -> results."""
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import sys
 from fnmatch import fnmatchcase
@@ -20,12 +21,13 @@ from da_toolkit.training.checkpoint import write_json_atomic
 
 def compare(benchmark_path: str | Path, profile: str | None = None, jobs: int | None = None,
             output: str | Path | None = None, dry_run: bool = False, launch=None, only: str | None = None,
-            verify: str | Path | None = None, tolerance: float = 0.0, reports: bool = False,
+            seeds: list[int] | None = None, verify: str | Path | None = None, tolerance: float = 0.0, reports: bool = False,
             cluster: ClusterOptions | None = None, finished_only: bool = False) -> list[dict]:
     """Run (with dry_run: list) the benchmark's cells and write the results; returns the per-cell rows.
 
     The benchmark directory is `output`, else <output_dir>/<name>[-<profile>][-verify]. `only`: a
-    glob over cell names (task/method[@i][_k<k>]/seed<s>) that selects the cells; `finished_only`: of those,
+    glob over cell names (task/method[@i][_k<k>]/seed<s>) that selects the cells; `seeds`: instead of the
+    benchmark file's (more seeds of a contested cell, say); `finished_only`: of those,
     the ones tried so far, nothing run (the results of a grid still running or partly run: the finished
     cells, and as not finished those still running or stopped, e.g. by the divergence guard, with the
     error their log ends with). Otherwise, when a cell did not finish, raises UserError after writing
@@ -40,6 +42,8 @@ def compare(benchmark_path: str | Path, profile: str | None = None, jobs: int | 
     `jobs` in the queue at a time (default: every cell).
     """
     benchmark = load_benchmark(benchmark_path)
+    if seeds is not None:
+        benchmark = dataclasses.replace(benchmark, seeds=list(seeds))
     profile = choose_profile(benchmark, profile)
     verified = recorded_cells(verify) if verify is not None else None
     bench_dir = Path(output) if output else benchmark.output_dir / (
@@ -76,7 +80,8 @@ def compare(benchmark_path: str | Path, profile: str | None = None, jobs: int | 
         launch = ClusterLauncher(bench_dir / "submitit", cluster) if cluster else launch_cell
     command = shlex.join(["da-toolkit", "compare", str(benchmark_path), *(["--profile", profile] if profile else []),
                           "--jobs", str(jobs), *(["-o", str(output)] if output else []),
-                          *(["--only", only] if only is not None else []), *(["--finished"] if finished_only else []),
+                          *(["--only", only] if only is not None else []),
+                          *(["--seeds", ",".join(map(str, seeds))] if seeds is not None else []), *(["--finished"] if finished_only else []),
                           *(cluster.arguments() if cluster else [])])
     where = f"as {cluster.cluster} jobs (submitit files in {bench_dir / 'submitit'})" if cluster else "as processes"
     print(f"benchmark {benchmark.name}" + (f", profile {profile}" if profile else "") +

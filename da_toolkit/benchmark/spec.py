@@ -105,6 +105,17 @@ def _method_overrides(raw: dict, methods: list[str], where: str) -> dict[str, li
     return {method: _list_of(value, method, str, f"{where}method_overrides.") or [] for method in value}
 
 
+def parse_seeds(text: str) -> list[int]:
+    """`compare --seeds`: "0,1,2" -> [0, 1, 2]; UserError for anything but distinct integers >= 0."""
+    try:
+        seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise UserError(f"--seeds: expected comma-separated integers, e.g. 0,1,2, got '{text}'") from None
+    if any(seed < 0 for seed in seeds) or len(set(seeds)) != len(seeds):
+        raise UserError(f"--seeds: expected distinct integers >= 0, got '{text}'")
+    return seeds
+
+
 def load_benchmark(path: str | Path) -> Benchmark:
     """Read and check a benchmark file; UserError naming the key for anything wrong."""
     path = Path(path)
