@@ -68,6 +68,7 @@ PEER_HYPER = {
 }
 OUR_BUDGET = ["classifier.backbone=lenet", "data.image_size=28", "data.channels=1", "train.batch_size=128"]
 PEER_OPTIMISER = ["train.nesterov=true", "train.lr_schedule=inverse", "train.weight_decay=0.001"]
+PEER_BACKBONE = ["classifier.backbone=lenet_fc500"]  # TLlib's LeNet: fc(500)-ReLU-dropout before the bottleneck
 
 
 def peer_lr(method: str, task: str) -> list[str]:
@@ -75,12 +76,15 @@ def peer_lr(method: str, task: str) -> list[str]:
     return [f"train.lr={flags[flags.index('--lr') + 1]}"]
 
 
-# our columns: the folder of their run directories -> (its heading, the overrides it adds to the recipe)
+# our columns: the folder of their run directories -> (its heading, the overrides it adds to the recipe; None: a
+# column that has no runs of the method)
 OUR_SIDES = {"ours": ("ours", lambda method, task: []),
              "ours_peer_optimiser": ("ours, peer's optimiser", lambda method, task: PEER_OPTIMISER),
              "ours_peer_protocol": ("ours, peer's optimiser and lr", lambda m, t: [*PEER_OPTIMISER, *peer_lr(m, t)]),
              "ours_peer_hyper": ("ours, all the peer's hyper-parameters",
-                                 lambda m, t: [*PEER_OPTIMISER, *peer_lr(m, t), *PEER_HYPER[m][t]])}
+                                 lambda m, t: [*PEER_OPTIMISER, *peer_lr(m, t), *PEER_HYPER[m][t]]
+                                 if m in PEER_HYPER else None),  # None: no such column for the method
+             "ours_peer_backbone": ("ours, peer's LeNet and optimiser", lambda m, t: [*PEER_OPTIMISER, *PEER_BACKBONE])}
 
 
 @functools.cache
@@ -92,7 +96,8 @@ def run_side(side: str, method: str, task: str) -> str:
 
     recipe = ROOT / "recipes" / f"{TASKS[task][0]}_{method}.yaml"
     sides = list(OUR_SIDES)
-    resolved = {s: load_recipe(recipe, OUR_SIDES[s][1](method, task)).to_dict() for s in sides[:sides.index(side) + 1]}
+    resolved = {s: load_recipe(recipe, OUR_SIDES[s][1](method, task)).to_dict() for s in sides[:sides.index(side) + 1]
+                if OUR_SIDES[s][1](method, task) is not None}
     return next(s for s in resolved if resolved[s] == resolved[side])
 
 
@@ -178,7 +183,8 @@ def table(results: dict, methods: list[str], tasks: list[str], seeds: list[int],
                f"--seeds {args.seeds} --iterations {args.iterations}"
                + (f" --peer-optimiser {args.peer_optimiser}" if args.peer_optimiser else "")
                + (f" --peer-protocol {args.peer_protocol}" if args.peer_protocol else "")
-               + (f" --peer-hyper {args.peer_hyper}" if args.peer_hyper else ""))
+               + (f" --peer-hyper {args.peer_hyper}" if args.peer_hyper else "")
+               + (f" --peer-backbone {args.peer_backbone}" if args.peer_backbone else ""))
     requested = extra_sides(args)
     extra = [side for side, chosen in requested.items() if set(chosen) & set(methods)]  # columns of no row: none
     lines = [f"# Ours vs Transfer-Learning-Library, {args.iterations} iterations of batch 128, LeNet 28×28 grey",
@@ -186,7 +192,9 @@ def table(results: dict, methods: list[str], tasks: list[str], seeds: list[int],
              "in % (mean ± sample std over seeds; TLlib: its last iterate, as ours), wall time per run (mean s). "
              "*ours*: the recipe's defaults; *peer's optimiser*: the same recipe with "
              f"`{' '.join(PEER_OPTIMISER)}`; *peer's optimiser and lr*: also TLlib's `--lr` for the task; "
-             "*all the peer's hyper-parameters*: also its other digit flags as recipe keys (`PEER_HYPER`).",
+             "*all the peer's hyper-parameters*: also its other digit flags as recipe keys (`PEER_HYPER`); "
+             f"*peer's LeNet and optimiser*: the peer's optimiser and `{' '.join(PEER_BACKBONE)}`, TLlib's LeNet, "
+             "whose fc(500)-ReLU-dropout ours leaves to the classifier's bottleneck (the other columns: `lenet`).",
              f"Command: `{command}`", "",
              "| task | method | ours (%) | " + "".join(f"{OUR_SIDES[side][0]} (%) | " for side in extra)
              + "TLlib (%) | ours − TLlib | ours (s) | TLlib (s) |", "|---|---|---|" + "---|" * len(extra) + "---|---|---|---|"]
@@ -228,6 +236,8 @@ def main() -> None:
                         help="methods also run with TLlib's optimiser protocol and its learning rate for the task")
     parser.add_argument("--peer-hyper", default="",
                         help=f"methods also run with all of TLlib's digit hyper-parameters ({', '.join(PEER_HYPER)})")
+    parser.add_argument("--peer-backbone", default="",
+                        help="methods also run with TLlib's optimiser protocol and its LeNet (lenet_fc500)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--finished", action="store_true",
                         help="launch nothing: the table of the runs that finished (the others are gaps in their rows)")

@@ -76,7 +76,7 @@ class DataConfig:
 
 @dataclass
 class ClassifierConfig:
-    backbone: str = "dtn"  # a digit backbone (lenet, dtn) or any timm model name
+    backbone: str = "dtn"  # a digit backbone (lenet, lenet_fc500, dtn) or any timm model name
     pretrained: bool = False  # timm pretrained weights (downloaded, or from `checkpoint`); input normalised for them
     checkpoint: str | None = None  # pretrained weights from this local state-dict file (relative to the recipe)
     # the backbone learns at train.lr times this (e.g. 0.1 when fine-tuning)

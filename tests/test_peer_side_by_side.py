@@ -125,3 +125,32 @@ def test_peer_hyper_runs_ours_with_every_peer_flag_our_keys_express(tmp_path, mo
         assert "--peer-hyper: no TLlib hyper-parameters mapped to our keys for ['dann']" in str(stop.code)
     else:
         raise AssertionError("--peer-hyper dann was accepted")
+
+
+def test_peer_backbone_runs_ours_on_tllibs_lenet_with_its_optimiser(tmp_path, monkeypatch):
+    out, tllib, data = tmp_path / "out", tmp_path / "tllib", tmp_path / "data"
+    (tllib / "tllib").mkdir(parents=True)
+    (data / "MNIST" / "image_list").mkdir(parents=True)
+    (data / "MNIST" / "image_list" / "mnist_train.txt").write_text("")
+    for side in ("ours", "peer"):
+        finished(out, side, "dann", "M2U", 0, 84.0, 100)
+    launched = []
+
+    def record(command, **kwargs):
+        launched.append(command)
+        finished(out, "ours_peer_backbone", "dann", "M2U", 0, 86.0, 110)
+
+    monkeypatch.setattr("subprocess.run", record)
+    monkeypatch.setattr("sys.argv", ["peer_side_by_side.py", "--methods", "dann", "--tasks", "M2U", "--seeds", "0",
+                                     "--out", str(out), "--tllib", str(tllib), "--peer-data", str(data),
+                                     "--peer-backbone", "dann"])
+    runpy.run_path(str(SCRIPT), run_name="__main__")
+    assert len(launched) == 1 and str(out / "ours_peer_backbone" / "dann_M2U_seed0") in launched[0]
+    assert {"classifier.backbone=lenet_fc500", "train.nesterov=true", "train.lr_schedule=inverse",
+            "train.weight_decay=0.001"} <= set(launched[0])
+    # the budget's own classifier.backbone=lenet comes first: the column's backbone is the later override
+    assert launched[0].index("classifier.backbone=lenet") < launched[0].index("classifier.backbone=lenet_fc500")
+    text = (out / "results.md").read_text()
+    assert "--peer-backbone dann" in text
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    assert rows[1] == "| mnist2usps | dann | 84.00 ± 0.00 | 86.00 ± 0.00 | 84.00 ± 0.00 | +0.00 | 100 | 100 |"

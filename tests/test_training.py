@@ -105,6 +105,9 @@ def test_digit_backbones_live_in_timms_registry():
     net = timm.create_model("lenet", num_classes=10, in_chans=1)
     assert net(torch.randn(2, 1, 28, 28)).shape == (2, 10)
     assert net.num_features == 800
+    reference = timm.create_model("lenet_fc500", num_classes=0, in_chans=1)  # ADDA's / TLlib's: fc(500) after
+    assert reference.num_features == 500 and reference(torch.randn(2, 1, 28, 28)).shape == (2, 500)
+    assert [type(m) for m in reference.features[-4:]] == [nn.Flatten, nn.Linear, nn.ReLU, nn.Dropout]
     with pytest.raises(UserError, match="no pretrained weights"):
         create_classifier("lenet", 1, 28, pretrained=True)
 

@@ -28,8 +28,7 @@ class DigitBackbone(nn.Module):
     def __init__(self, features: nn.Sequential, num_classes: int, in_chans: int, img_size: int):
         super().__init__()
         self.features = features
-        with torch.no_grad():
-            self.num_features = self.features(torch.zeros(1, in_chans, img_size, img_size)).flatten(1).shape[1]
+        self.num_features = flat_size(features, in_chans, img_size)
         self.num_classes = num_classes
         self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
 
@@ -40,6 +39,17 @@ class DigitBackbone(nn.Module):
         return self.head(self.forward_features(x))
 
 
+def flat_size(layers: nn.Module, in_chans: int, img_size: int) -> int:
+    """How many numbers `layers` put out per image of in_chans x img_size x img_size (flattened)."""
+    with torch.no_grad():
+        return layers(torch.zeros(1, in_chans, img_size, img_size)).flatten(1).shape[1]
+
+
+def _lenet_convolutions(in_chans: int) -> list[nn.Module]:
+    return [nn.Conv2d(in_chans, 20, kernel_size=5), nn.MaxPool2d(2), nn.ReLU(),
+            nn.Conv2d(20, 50, kernel_size=5), nn.Dropout2d(0.5), nn.MaxPool2d(2), nn.ReLU()]
+
+
 def _no_pretrained(name: str, pretrained: bool) -> None:
     if pretrained:
         raise UserError(f"classifier.pretrained: the '{name}' backbone has no pretrained weights; set it to false")
@@ -47,12 +57,23 @@ def _no_pretrained(name: str, pretrained: bool) -> None:
 
 @register_backbone
 def lenet(pretrained: bool = False, num_classes: int = 10, in_chans: int = 1, img_size: int = 28, **_) -> DigitBackbone:
-    """LeNet as used for MNIST<->USPS in DANN/ADDA: conv5(20)-pool-conv5(50)-dropout-pool (800 features at 28x28)."""
+    """LeNet's convolutions as used for MNIST<->USPS in DANN/ADDA: conv5(20)-pool-conv5(50)-dropout-pool (800
+    features at 28x28). ADDA's and Transfer-Learning-Library's LeNet continue with fc(500)-ReLU-dropout
+    (`lenet_fc500`); here the classifier's bottleneck (Linear-BatchNorm-ReLU, 256) takes that layer's place."""
     _no_pretrained("lenet", pretrained)
-    features = nn.Sequential(
-        nn.Conv2d(in_chans, 20, kernel_size=5), nn.MaxPool2d(2), nn.ReLU(),
-        nn.Conv2d(20, 50, kernel_size=5), nn.Dropout2d(0.5), nn.MaxPool2d(2), nn.ReLU(),
-    )
+    return DigitBackbone(nn.Sequential(*_lenet_convolutions(in_chans)), num_classes, in_chans, img_size)
+
+
+@register_backbone
+def lenet_fc500(pretrained: bool = False, num_classes: int = 10, in_chans: int = 1, img_size: int = 28,
+                **_) -> DigitBackbone:
+    """LeNet with its fully connected layer, as ADDA and Transfer-Learning-Library have it: `lenet`'s convolutions,
+    then fc(500)-ReLU-dropout(0.5) (500 features), before the classifier's bottleneck. For like-for-like
+    comparisons with them (benchmarks/peer_side_by_side.py); not the digit recipes' default."""
+    _no_pretrained("lenet_fc500", pretrained)
+    convolutions = _lenet_convolutions(in_chans)
+    flat = flat_size(nn.Sequential(*convolutions), in_chans, img_size)
+    features = nn.Sequential(*convolutions, nn.Flatten(1), nn.Linear(flat, 500), nn.ReLU(), nn.Dropout(0.5))
     return DigitBackbone(features, num_classes, in_chans, img_size)
 
 
