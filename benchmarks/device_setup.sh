@@ -1,8 +1,9 @@
 # Sourced by the device.sh scripts of benchmarks/results/*-h200/: the set-up of a lent GPU machine (no
 # ../shared/data, no network) for the digit grids, from the repository root there. It unpacks the development
-# machine's data carried in .carry/ (mnist/*.gz, usps*.bz2, fonts.tgz; .carry/ is git-ignored) into
-# /tmp/data, puts the carried fonts in the machine's place (syndigits renders the fonts installed, so the cells
-# see the development machine's syndigits), prints the versions and the syndigits images' sha1, and defines
+# machine's data carried in .carry/ (mnist/*.gz, usps*.bz2; .carry/ is git-ignored) into /tmp/data, prints the
+# versions and the syndigits images' sha1 (syndigits renders the fonts Pillow and matplotlib ship, so it is the
+# development machine's where their versions agree; syndigits version 1, which rendered the machine's fonts, needed
+# them carried: .carry/fonts.tgz, in the scripts of that time), and defines
 # `pack DIR`: every cell's small files under DIR (metrics, recipes, logs, tables, plots; not checkpoints) into
 # $OUT/<DIR's name>.tgz. `da-toolkit` runs this checkout (python3 -m da_toolkit).
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD DA_TOOLKIT_DATA=/tmp/data OMP_NUM_THREADS=1
@@ -12,17 +13,13 @@ printf '#!/bin/sh\nexec python3 -m da_toolkit "$@"\n' >/tmp/bin/da-toolkit && ch
 export PATH=/tmp/bin:$PATH   # the scripts' `da-toolkit` without installing the package
 for f in .carry/mnist/*.gz; do gunzip -c "$f" >"/tmp/data/MNIST/raw/$(basename "$f" .gz)"; done
 cp .carry/usps*.bz2 /tmp/data/
-if command -v nvidia-smi >/dev/null; then  # on the lent machine only: its fonts make way for the carried ones
-  [ -d /usr/share/fonts ] && [ ! -d /usr/share/fonts.machine ] && mv /usr/share/fonts /usr/share/fonts.machine
-  mkdir -p /usr/share/fonts && tar -xzf .carry/fonts.tgz -C /usr/share/fonts
-  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
-fi
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 python3 - <<'PY'
-import hashlib, platform, PIL, sklearn, timm, torch, torchvision
+import hashlib, platform, matplotlib, PIL, sklearn, timm, torch, torchvision
 from pathlib import Path
 from da_toolkit.data.synthetic import _syndigits, glyph_masks
 print("python", platform.python_version(), "torch", torch.__version__, "torchvision", torchvision.__version__,
-      "timm", timm.__version__, "pillow", PIL.__version__, "sklearn", sklearn.__version__,
+      "timm", timm.__version__, "pillow", PIL.__version__, "matplotlib", matplotlib.__version__, "sklearn", sklearn.__version__,
       "cuda", torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else "")
 print("syndigits fonts key", glyph_masks()[1])
 for split in ("train", "test"):  # renders once and caches in /tmp/data/cache for every cell

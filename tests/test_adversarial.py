@@ -3,13 +3,14 @@ divergence guard, DANN with the DTN on a colour toy shift, and every method on a
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
 from torch import nn
 
 from da_toolkit.adapters import ADAPTERS
-from da_toolkit.adapters.adversarial import DivergenceGuard, TrainingDiverged
+from da_toolkit.adapters.adversarial import DivergenceGuard, GuardOptions, TrainingDiverged
 from da_toolkit.adapters.base import AdapterSetup
 from da_toolkit.adapters.source_only import SourceOnly
 from da_toolkit.context import Context
@@ -131,25 +132,25 @@ def guard_scalars(source_ce: float, domain: float = 0.7, total: float | None = N
 
 def test_guard_stops_a_source_classifier_at_chance_after_its_share_of_the_budget(tmp_path):
     ctx = Context(tmp_path, progress=False)
-    guard = DivergenceGuard("feature", 1000, 10, "stop", 0.2, {"loss/domain": math.log(2)}, window=50)
+    guard = DivergenceGuard("feature", 1000, 10, GuardOptions("stop", 0.2), {"loss/domain": math.log(2)}, window=50)
     for iteration in range(1, 200):  # before 20% of the budget the guard only watches
         guard.check(iteration, guard_scalars(2.30), ctx)
     with pytest.raises(TrainingDiverged, match=r"^feature: training diverged at iteration 200 of 1000: the source "
                                                r"classification loss is still at chance \(2.300, chance ln 10 = 2.303"):
         guard.check(200, guard_scalars(2.30), ctx)
-    learning = DivergenceGuard("feature", 1000, 10, "stop", 0.2, {"loss/domain": math.log(2)}, window=50)
+    learning = DivergenceGuard("feature", 1000, 10, GuardOptions("stop", 0.2), {"loss/domain": math.log(2)}, window=50)
     for iteration in range(1, 400):
         learning.check(iteration, guard_scalars(2.0), ctx)  # below 0.9 ln 10 = 2.072: learning
 
 
 def test_a_short_run_is_judged_on_its_last_iterations_not_its_first_fifth(tmp_path):
     ctx = Context(tmp_path, progress=False)
-    short = DivergenceGuard("feature", 300, 10, "stop", 0.2, {}, window=50)
+    short = DivergenceGuard("feature", 300, 10, GuardOptions("stop", 0.2), {}, window=50)
     for iteration in range(1, 200):  # 20% of 300 is 60, but nothing is judged before iteration 200
         short.check(iteration, guard_scalars(2.30), ctx)
     with pytest.raises(TrainingDiverged, match="at iteration 200 of 300"):
         short.check(200, guard_scalars(2.30), ctx)
-    tiny = DivergenceGuard("feature", 120, 10, "stop", 0.2, {}, window=50)
+    tiny = DivergenceGuard("feature", 120, 10, GuardOptions("stop", 0.2), {}, window=50)
     for iteration in range(1, 120):
         tiny.check(iteration, guard_scalars(2.30), ctx)
     with pytest.raises(TrainingDiverged, match="at iteration 120 of 120"):  # a run shorter than 200: its last
@@ -158,7 +159,7 @@ def test_a_short_run_is_judged_on_its_last_iterations_not_its_first_fifth(tmp_pa
 
 def test_guard_on_the_domain_loss_warns_once_when_asked_and_stops_on_nan(tmp_path):
     ctx = Context(tmp_path, progress=False)
-    guard = DivergenceGuard("feature", 100, 10, "warn", 0.0, {"loss/domain": math.log(2)}, window=10)
+    guard = DivergenceGuard("feature", 100, 10, GuardOptions("warn", 0.0), {"loss/domain": math.log(2)}, window=10)
     for iteration in range(1, 20):
         guard.check(iteration, guard_scalars(1.0, domain=6.0), ctx)  # 6.0 < 10 ln 2 = 6.93
     assert "guard" not in ctx.metrics.get("feature", {})
@@ -166,10 +167,36 @@ def test_guard_on_the_domain_loss_warns_once_when_asked_and_stops_on_nan(tmp_pat
         guard.check(iteration, guard_scalars(1.0, domain=11.0), ctx)
     assert ctx.metrics["feature"]["guard"].startswith(
         "feature: training diverged at iteration 21 of 100: loss/domain = 7.000 is far above its chance value 0.693")
-    stop = DivergenceGuard("feature", 100, 10, "stop", 0.5, {}, window=10)
+    stop = DivergenceGuard("feature", 100, 10, GuardOptions("stop", 0.5), {}, window=10)
     with pytest.raises(TrainingDiverged, match="iteration 3 of 100: the loss is nan"):
         stop.check(3, guard_scalars(1.0, total=float("nan")), ctx)
-    DivergenceGuard("feature", 100, 10, "ignore", 0.0, {}, window=10).check(60, guard_scalars(9.0, total=math.inf), ctx)
+    DivergenceGuard("feature", 100, 10, GuardOptions("ignore", 0.0), {}, window=10).check(
+        60, guard_scalars(9.0, total=math.inf), ctx)
+
+
+def test_every_guard_message_names_only_keys_the_method_has():
+    """The guard's advice (which weight to lower, which warm-up to lengthen) in the keys of the method whose run it
+    stopped: a DAN run was once told to lengthen DANN's grl_warmup, which DAN does not have."""
+    import dataclasses
+
+    from da_toolkit.adapters import ADAPTERS
+
+    checked = 0
+    for name in ADAPTERS.names():
+        options_class = getattr(ADAPTERS.get(name), "Options", None)
+        if options_class is None or not issubclass(options_class, GuardOptions):
+            continue
+        keys = {field.name for field in dataclasses.fields(options_class)}
+        options = options_class.__new__(options_class)  # the defaults, without the checks of required keys (SHOT's)
+        options.guard, options.guard_after = "stop", 0.2
+        guard = DivergenceGuard("feature", 300, 10, options, {}, window=10)
+        for _ in range(10):
+            guard.means["loss/source_ce"].add(torch.tensor(2.30))  # at chance: stalled
+        messages = [guard.problem(200, guard_scalars(2.30, total=float("nan"))), guard.stalled()]
+        named = {key for message in messages for key in re.findall(r"feature\.(\w+)", message)}
+        assert named and named <= keys, f"{name}: the guard names {sorted(named - keys)}, not keys of {name}"
+        checked += 1
+    assert checked >= 12  # the adversarial, discrepancy, self-training and VADA families
 
 
 def test_guard_options_are_validated(write_recipe):

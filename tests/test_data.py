@@ -63,6 +63,20 @@ def test_syndigits_are_coloured_contrasting_digits_of_every_class(small_syndigit
     assert load("syndigits", "test", tmp_path).images.shape == (60, 3, 32, 32)
 
 
+def test_syndigits_render_the_fonts_pillow_and_matplotlib_ship_and_only_digit_fonts():
+    """Not the machine's fonts (with them each machine rendered other images), and none of matplotlib's fonts
+    that draw brackets or symbols at the digits' code points (TeX's cmex10 and cmsy10 pass the ten-distinct-glyphs
+    check: their 'digits' were labeled as digits)."""
+    from da_toolkit.data.synthetic import fonts, glyph_masks
+
+    names = [" ".join(font.getname()) for font in fonts()]
+    assert {"Aileron Regular", "DejaVu Sans Book", "DejaVu Serif Bold", "STIXGeneral Italic", "cmr10 Regular",
+            "cmtt10 Regular"} <= set(names)
+    assert not [name for name in names if name.startswith(("cmex10", "cmsy10", "Last Resort"))]
+    assert all("Liberation" not in name and "Noto" not in name for name in names)  # no system font
+    assert len(glyph_masks()[0]) == 10 * len(names)  # each one's ten digits are distinct glyphs
+
+
 def test_syndigits_are_deterministic_and_depend_on_the_seed():
     first, labels = synthetic.render_syndigits(50, seed=3)
     again, labels_again = synthetic.render_syndigits(50, seed=3)

@@ -11,6 +11,7 @@ import yaml
 from click.testing import CliRunner
 
 from da_toolkit.adapters import shot
+from da_toolkit.adapters.adversarial import GuardOptions
 from da_toolkit.adapters.base import AdapterSetup
 from da_toolkit.cli import main
 from da_toolkit.context import Context
@@ -163,7 +164,7 @@ def test_shot_im_has_no_pseudo_labels(toy_source_run, tmp_path, monkeypatch):
 
 
 def test_the_diversity_guard_stops_a_collapsed_run():
-    guard = shot.DiversityGuard("feature", 100, num_classes=10, batch_size=64, mode="stop", after=0.2)
+    guard = shot.DiversityGuard("feature", 100, num_classes=10, batch_size=64, options=GuardOptions("stop", 0.2))
     assert guard.bar == 2.5  # min(10, 64) / 4
     healthy = {"loss/total": torch.tensor(-1.0), "predictions/effective_classes": torch.tensor(8.0)}
     collapsed = {"loss/total": torch.tensor(-0.1), "predictions/effective_classes": torch.tensor(1.2)}

@@ -1081,6 +1081,18 @@ MUTANTS = [
            r'r"^test_acc1 = ([0-9.]+)"',
            "TLlib's MCD is credited with the better of its two heads on the target test set; ours with its first",
            ("tests/test_peer_side_by_side.py",)),
+    Mutant("syndigits.symbol-fonts-as-digits", "da_toolkit/data/synthetic.py",
+           "             if path.name not in NOT_DIGIT_FONTS]", "             if path.name]",
+           "syndigits labels TeX's bracket and symbol glyphs (cmex10, cmsy10: ten distinct glyphs each) as digits",
+           ("tests/test_data.py",)),
+    Mutant("guard.other-methods-keys", "da_toolkit/adapters/adversarial.py",
+           'if isinstance(options, ReversalOptions) else ""', 'if True else ""',
+           "a stopped DAN, MCD or self-training run is told to lengthen grl_warmup, a key its recipe refuses",
+           ("tests/test_adversarial.py",)),
+    Mutant("compare.seeds-ignored", "da_toolkit/benchmark/command.py",
+           "        benchmark = dataclasses.replace(benchmark, seeds=list(seeds))", "        pass",
+           "compare --seeds 0,...,5 runs the benchmark file's two seeds and tables them as the six asked for",
+           ("tests/test_benchmark.py",)),
 ]
 
 # survivors judged harmless, by name, with the one-line reason printed in the report

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -101,10 +101,14 @@ class DivergenceGuard:
 
     watched = ("loss/source_ce",)  # the scalars whose recent means `stalled` judges
 
-    def __init__(self, stage: str, iterations: int, num_classes: int, mode: str, after: float,
+    def __init__(self, stage: str, iterations: int, num_classes: int, options: GuardOptions,
                  chances: dict[str, float], window: int = 50):
-        self.stage, self.iterations, self.mode = stage, iterations, mode
-        self.start = max(math.ceil(after * iterations), window)
+        self.stage, self.iterations, self.mode = stage, iterations, options.guard
+        self.start = max(math.ceil(options.guard_after * iterations), window)
+        # the recipe keys a message suggests, those of the method's options: its transfer-loss weights, and the
+        # reversal warm-up where the method has one
+        self.weights = " or ".join(f"{stage}.{key}" for key in options.transfer_weights)
+        self.warmup = f" or lengthen the reversal warm-up {stage}.grl_warmup" if isinstance(options, ReversalOptions) else ""
         self.chance_start = min(iterations, max(self.start, MIN_JUDGED_ITERATION))
         self.num_classes = num_classes
         self.chance_ce = math.log(num_classes)
@@ -134,7 +138,7 @@ class DivergenceGuard:
         total = float(scalars["loss/total"])
         if not math.isfinite(total):
             return (f"the loss is {total}; likely cause: a learning rate or transfer-loss weight too large "
-                    f"(train.lr, {self.stage}.trade_off)")
+                    f"(train.lr, {self.weights})")
         if iteration < self.start:
             return None
         stalled = self.stalled() if iteration >= self.chance_start else None
@@ -145,7 +149,7 @@ class DivergenceGuard:
             if value > DOMAIN_LOSS_LIMIT * chance:
                 return (f"{name} = {value:.3f} is far above its chance value {chance:.3f} (mean of the last "
                         f"{self.means[name].values.maxlen} iterations): the discriminator is confidently wrong, "
-                        f"the minimax oscillates; likely cause: {self.stage}.trade_off too large")
+                        f"the minimax oscillates; likely cause: {self.weights} too large")
         return None
 
     def stalled(self) -> str | None:
@@ -155,7 +159,7 @@ class DivergenceGuard:
             return (f"the source classification loss is still at chance ({source_ce:.3f}, chance ln {self.num_classes} "
                     f"= {self.chance_ce:.3f}, mean of the last {self.means['loss/source_ce'].values.maxlen} "
                     f"iterations); likely cause: the transfer loss overpowers classification (lower "
-                    f"{self.stage}.trade_off or lengthen the reversal warm-up {self.stage}.grl_warmup)")
+                    f"{self.weights}{self.warmup})")
         return None
 
     def state_dict(self) -> dict:
@@ -176,6 +180,7 @@ class GuardOptions:
 
     guard: Literal["stop", "warn", "ignore"] = "stop"  # what a diverged run does (see DivergenceGuard)
     guard_after: Annotated[float, FRACTION] = 0.2  # share of the budget after which the source CE must be below chance
+    transfer_weights: ClassVar[tuple[str, ...]] = ("trade_off",)  # the keys weighting the method's transfer loss
 
 
 @dataclass
@@ -273,7 +278,7 @@ class JointAdaptation(FeatureAdapter):
         training = SupervisedTraining(classifier, source, target, self.train, ctx,
                                       extra_modules=tuple(loss for _, _, loss in terms))
         iterations = self.train.iterations
-        guard = DivergenceGuard(self.stage, iterations, classifier.num_classes, o.guard, o.guard_after,
+        guard = DivergenceGuard(self.stage, iterations, classifier.num_classes, o,
                                 {name: loss.chance for name, _, loss in terms if loss.chance is not None})
         domain_accuracy = RecentMean()
 

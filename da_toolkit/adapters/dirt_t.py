@@ -36,7 +36,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import torch
 
@@ -57,6 +57,7 @@ class DirtTOptions(GuardOptions):
     """The recipe's `feature:` keys for `adapter: dirt_t`; defaults are the paper's digit settings and
     the authors' code (RuiShu/dirt-t, run_dirtt.py), see recipes/_base/methods/dirt_t.yaml."""
 
+    transfer_weights: ClassVar[tuple[str, ...]] = ("domain_weight", "target_weight")  # named by the guard's message
     vada_iterations: int | None = None  # VADA stage; None: train.iterations; 0: DIRT-T only (a refinement)
     dirt_iterations: int | None = None  # DIRT-T stage; None: train.iterations; 0: VADA only
     domain_weight: float = 1e-2  # λ_d, the gradient reversal coefficient of the domain loss
@@ -122,7 +123,7 @@ class DirtT(FeatureAdapter):
         """VADA, stage `<stage>_vada`: the recipe's optimiser over the classifier and the discriminator."""
         o = self.options
         parallel_domain, = training.parallel_modules
-        guard = DivergenceGuard(self.stage, iterations, classifier.num_classes, o.guard, o.guard_after,
+        guard = DivergenceGuard(self.stage, iterations, classifier.num_classes, o,
                                 {"loss/domain": DomainAdversarialLoss.chance})
         domain_accuracy = RecentMean()
         vat_loss = self.vat(classifier, training)

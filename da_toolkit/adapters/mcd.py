@@ -66,7 +66,7 @@ class MCD(FeatureAdapter):
         training = SupervisedTraining(classifier, source, target, self.train, ctx, extra_modules=(second_head,))
         heads = nn.ModuleList([classifier.head, second_head])
         iterations = self.train.iterations
-        guard = DivergenceGuard(self.stage, iterations, classifier.num_classes, o.guard, o.guard_after, {})
+        guard = DivergenceGuard(self.stage, iterations, classifier.num_classes, o, {})
 
         def step(iteration: int) -> dict:
             source_images, source_labels = next(training.source)

@@ -90,7 +90,7 @@ class SelfTraining(FeatureAdapter):
         o = self.options
         iterations = self.train.iterations if o.iterations is None else o.iterations
         training = SupervisedTraining(classifier, source, target, self.train, ctx, iterations=iterations, lr=o.lr)
-        guard = DivergenceGuard(self.stage, iterations, classifier.num_classes, o.guard, o.guard_after, {})
+        guard = DivergenceGuard(self.stage, iterations, classifier.num_classes, o, {})
         mask_rate = RecentMean()
 
         def step(iteration: int) -> dict:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -53,6 +54,7 @@ class SHOTOptions(GuardOptions):
     """The recipe's `feature:` keys for `adapter: shot` (defaults: the authors' for office tasks)."""
 
     source_checkpoint: str | None = None  # a finished run directory (its classifier.pt) or a classifier.pt file
+    transfer_weights: ClassVar[tuple[str, ...]] = ("pseudo_label_weight",)  # the guard's message names it
     pseudo_label_weight: float = 0.3  # β of the pseudo-label cross-entropy (authors: 0.3; 0.1 on digits); 0: SHOT-IM
     pseudo_label_every: int | None = None  # recluster every N iterations; null: once per pass over the target
 
@@ -135,8 +137,8 @@ class DiversityGuard(DivergenceGuard):
 
     watched = ("predictions/effective_classes",)
 
-    def __init__(self, stage: str, iterations: int, num_classes: int, batch_size: int, mode: str, after: float):
-        super().__init__(stage, iterations, num_classes, mode, after, chances={})
+    def __init__(self, stage: str, iterations: int, num_classes: int, batch_size: int, options: GuardOptions):
+        super().__init__(stage, iterations, num_classes, options, chances={})
         self.bar = min(num_classes, batch_size) / 4
 
     def stalled(self) -> str | None:
@@ -183,8 +185,7 @@ class SHOT(FeatureAdapter):
         iterations = self.train.iterations
         every = o.pseudo_label_every or max(1, len(target) // self.train.batch_size)
         pseudo_labels = PseudoLabels(training.target, len(target)) if o.pseudo_label_weight > 0 else None
-        guard = DiversityGuard(self.stage, iterations, classifier.num_classes, self.train.batch_size, o.guard,
-                               o.guard_after)
+        guard = DiversityGuard(self.stage, iterations, classifier.num_classes, self.train.batch_size, o)
 
         def step(iteration: int) -> dict:
             if pseudo_labels is not None and iteration % every == 0:

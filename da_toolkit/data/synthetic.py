@@ -34,8 +34,10 @@ from da_toolkit.training.checkpoint import UnreadableFile, WriteFailed, load_che
 
 SYNDIGITS_SIZES = {"train": 20000, "test": 4000}
 SYNDIGITS_SEEDS = {"train": 20_000, "test": 20_001}  # fixed: the same images for every recipe seed
-SYNDIGITS_VERSION = 1  # part of the cache file name: bump it whenever the rendering changes
-FONT_FOLDER = Path("/usr/share/fonts")
+SYNDIGITS_VERSION = 2  # part of the cache file name: bump it whenever the rendering changes (2: bundled fonts only)
+# matplotlib's fonts that draw something else at the digits' code points: TeX's extension and symbol fonts
+# (brackets, arrows, ∞ ⊂ ∀ ...), ten distinct glyphs that are not digits; and placeholder boxes
+NOT_DIGIT_FONTS = {"cmex10.ttf", "cmsy10.ttf", "LastResortHE-Regular.ttf"}
 GLYPH_CANVAS = 96  # pre-rendered glyphs: a digit 48 px tall (half the canvas) centred on 96×96
 COMPOSE_SIZE = 64  # images are composed at 64×64 and averaged down to 32×32 (antialiasing)
 IMAGE_SIZE = 32
@@ -48,8 +50,8 @@ def syndigits(split: str, root: Path, seed: int = 0, image_size: int = 32, folde
     """Font-rendered colour digits that imitate SVHN crops: a labeled, offline source domain.
 
     SYNDIGITS_SIZES[split] images from `render_syndigits` with the split's fixed seed, stored at
-    <root>/cache/syndigits_<split>_v<version>_n<count>_fonts<key>.pt (the key names the font set,
-    since the images depend on the fonts installed).
+    <root>/cache/syndigits_<split>_v<version>_n<count>_fonts<key>.pt (the key names the font set: the
+    fonts that Pillow and matplotlib ship, never the machine's, so every machine renders the same images).
     """
     return _syndigits(split, Path(root))
 
@@ -84,9 +86,14 @@ def _valid_syndigits(stored: dict, count: int) -> bool:
 
 
 def fonts() -> list[ImageFont.FreeTypeFont]:
-    """Pillow's bundled font plus every TrueType/OpenType font under /usr/share/fonts, at a size
-    that makes the digits 48 px tall (half of GLYPH_CANVAS)."""
-    paths = sorted(FONT_FOLDER.glob("**/*.[ot]tf"))
+    """Pillow's bundled font plus the TrueType fonts matplotlib ships (DejaVu, STIX, Computer Modern), at a
+    size that makes the digits 48 px tall (half of GLYPH_CANVAS). Never the machine's fonts: with them
+    (syndigits version 1) each machine rendered other images, and a figure made on one could not be
+    reproduced on another."""
+    import matplotlib  # a dependency (plots); imported here, where its fonts are needed
+
+    paths = [path for path in sorted((Path(matplotlib.get_data_path()) / "fonts" / "ttf").glob("*.ttf"))
+             if path.name not in NOT_DIGIT_FONTS]
     found = [ImageFont.load_default(size=GLYPH_CANVAS // 2)]
     for path in paths:
         try:
@@ -132,7 +139,7 @@ def render_syndigits(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]
     """`count` SVHN-like 32×32 colour digits (uint8 count×3×32×32) and their labels, deterministic given `seed`.
 
     Each image draws, independently:
-      * the digit and a font (bundled + system fonts; the neighbours use the same font),
+      * the digit and a font (Pillow's and matplotlib's; the neighbours use the same font),
       * height 55-90 % of the image, width ×0.8-1.2, rotation ±15°, shear ±0.2, centre jitter ±6 %,
       * neighbouring digits cut off at the left/right edge (probability 0.6 each), as in SVHN crops,
       * background and digit colours with luminance contrast ≥ 0.3, and a linear lighting ramp,
