@@ -10,7 +10,7 @@ set -u
 out=${1:-benchmarks/runs/digits-seeds}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 for profile in cpu cpu_tllib_optimiser; do
-  for method in source_only adda mcc shot; do  # shot reads source_only's classifier (same seed)
+  for method in source_only adda shot mcc; do  # shot reads source_only's classifier (same seed)
     da-toolkit compare benchmarks/digits.yaml --profile "$profile" --seeds 0,1,2,3,4,5 \
       --only "syndigits2ucidigits/$method/*" -o "$out/$profile" || echo "$profile $method: not every cell finished"
   done &
