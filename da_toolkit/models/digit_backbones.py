@@ -57,9 +57,11 @@ def _no_pretrained(name: str, pretrained: bool) -> None:
 
 @register_backbone
 def lenet(pretrained: bool = False, num_classes: int = 10, in_chans: int = 1, img_size: int = 28, **_) -> DigitBackbone:
-    """LeNet's convolutions as used for MNIST<->USPS in DANN/ADDA: conv5(20)-pool-conv5(50)-dropout-pool (800
-    features at 28x28). ADDA's and Transfer-Learning-Library's LeNet continue with fc(500)-ReLU-dropout
-    (`lenet_fc500`); here the classifier's bottleneck (Linear-BatchNorm-ReLU, 256) takes that layer's place."""
+    """LeNet's convolutions, DANN's and ADDA's MNIST<->USPS net without its fc(500): 800 features at 28x28.
+
+    conv5(20)-pool-conv5(50)-dropout-pool. ADDA's and Transfer-Learning-Library's LeNet continue with
+    fc(500)-ReLU-dropout (`lenet_fc500`); here the classifier's bottleneck (Linear-BatchNorm-ReLU, 256)
+    takes that layer's place."""
     _no_pretrained("lenet", pretrained)
     return DigitBackbone(nn.Sequential(*_lenet_convolutions(in_chans)), num_classes, in_chans, img_size)
 
@@ -67,9 +69,11 @@ def lenet(pretrained: bool = False, num_classes: int = 10, in_chans: int = 1, im
 @register_backbone
 def lenet_fc500(pretrained: bool = False, num_classes: int = 10, in_chans: int = 1, img_size: int = 28,
                 **_) -> DigitBackbone:
-    """LeNet with its fully connected layer, as ADDA and Transfer-Learning-Library have it: `lenet`'s convolutions,
-    then fc(500)-ReLU-dropout(0.5) (500 features), before the classifier's bottleneck. For like-for-like
-    comparisons with them (benchmarks/peer_side_by_side.py); not the digit recipes' default."""
+    """LeNet with its fc(500)-ReLU-dropout, as ADDA and Transfer-Learning-Library have it: 500 features.
+
+    `lenet`'s convolutions, then the fully connected layer (dropout 0.5), before the classifier's
+    bottleneck. For like-for-like comparisons with them (benchmarks/peer_side_by_side.py --peer-backbone);
+    not the digit recipes' default."""
     _no_pretrained("lenet_fc500", pretrained)
     convolutions = _lenet_convolutions(in_chans)
     flat = flat_size(nn.Sequential(*convolutions), in_chans, img_size)
@@ -79,7 +83,10 @@ def lenet_fc500(pretrained: bool = False, num_classes: int = 10, in_chans: int =
 
 @register_backbone
 def dtn(pretrained: bool = False, num_classes: int = 10, in_chans: int = 3, img_size: int = 32, **_) -> DigitBackbone:
-    """DTN (CyCADA's SVHN->MNIST net): three stride-2 conv5 64-128-256 with BN, dropout, ReLU (4096 features at 32x32)."""
+    """DTN (CyCADA's SVHN->MNIST net): three stride-2 conv5 64-128-256 with BN, dropout, ReLU (4096 features at 32x32).
+
+    CyCADA's and Transfer-Learning-Library's DTN continue with fc(512)-BatchNorm-ReLU-dropout; here the
+    classifier's bottleneck takes that layer's place, as for `lenet`."""
     _no_pretrained("dtn", pretrained)
 
     def block(cin: int, cout: int, dropout: float) -> list[nn.Module]:
