@@ -5,7 +5,7 @@
 # repository root, with the project's .venv active:
 #   DA_TOOLKIT_DATA=../shared/data bash benchmarks/results/digits-seeds/run.sh [OUT]
 # then per profile `da-toolkit compare benchmarks/digits.yaml --profile P --seeds 0,1,2,3,4,5 --only
-# 'syndigits2ucidigits/*' --finished -o OUT/P` writes OUT/P/results.md (copied here as results-P.md).
+# 'syndigits2ucidigits/*' --finished -o OUT/P` writes OUT/P/results.md, .csv, .json and plots (copied here into P/).
 set -u
 out=${1:-benchmarks/runs/digits-seeds}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
@@ -18,5 +18,6 @@ done
 wait
 for profile in cpu cpu_tllib_optimiser; do
   da-toolkit compare benchmarks/digits.yaml --profile "$profile" --seeds 0,1,2,3,4,5 --only 'syndigits2ucidigits/*' \
-    --finished -o "$out/$profile" && cp "$out/$profile/results.md" "benchmarks/results/digits-seeds/results-$profile.md"
+    --finished -o "$out/$profile" && mkdir -p "benchmarks/results/digits-seeds/$profile" &&
+    cp "$out/$profile"/results.{md,csv,json} "$out/$profile"/*.png "benchmarks/results/digits-seeds/$profile/"
 done
