@@ -26,12 +26,34 @@ def fail(command, **kwargs):
     raise subprocess.CalledProcessError(2, command)
 
 
-def test_the_table_of_finished_runs_with_the_peer_protocol_column_only_where_the_peer_lr_differs(tmp_path, monkeypatch,
-                                                                                                  capsys):
+def peer_kit(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """(out, a TLlib work tree, TLlib's prepared data) as the script checks for them, empty."""
     out, tllib, data = tmp_path / "out", tmp_path / "tllib", tmp_path / "data"
     (tllib / "tllib").mkdir(parents=True)
     (data / "MNIST" / "image_list").mkdir(parents=True)
     (data / "MNIST" / "image_list" / "mnist_train.txt").write_text("")
+    return out, tllib, data
+
+
+def run_launching(monkeypatch, out: Path, side: str, run: str, accuracy: float, arguments: list[str]) -> list:
+    """Run the script with `arguments`; every run it launches is recorded and "finishes" as `side`'s `run`
+    (method_task_seed) with `accuracy`. Returns the launched commands."""
+    launched = []
+
+    def record(command, **kwargs):
+        launched.append(command)
+        method, task, seed = run.rsplit("_", 2)
+        finished(out, side, method, task, int(seed.removeprefix("seed")), accuracy, 95)
+
+    monkeypatch.setattr("subprocess.run", record)
+    monkeypatch.setattr("sys.argv", ["peer_side_by_side.py", *arguments])
+    runpy.run_path(str(SCRIPT), run_name="__main__")
+    return launched
+
+
+def test_the_table_of_finished_runs_with_the_peer_protocol_column_only_where_the_peer_lr_differs(tmp_path, monkeypatch,
+                                                                                                  capsys):
+    out, tllib, data = peer_kit(tmp_path)
     # TLlib's DANN lr is the recipe's 0.01 on MNIST->USPS (no peer-protocol run there: it is the peer-optimiser
     # run) and 0.1 on USPS->MNIST (a run of its own)
     for seed, (ours, tuned, protocol, peer) in enumerate([(84.0, 87.0, 92.0, 88.0), (86.0, 88.0, 94.0, 90.0)]):
@@ -92,24 +114,13 @@ def test_a_complete_tllib_log_is_read_and_mcd_is_compared_by_its_first_head(tmp_
 
 
 def test_peer_hyper_runs_ours_with_every_peer_flag_our_keys_express(tmp_path, monkeypatch):
-    out, tllib, data = tmp_path / "out", tmp_path / "tllib", tmp_path / "data"
-    (tllib / "tllib").mkdir(parents=True)
-    (data / "MNIST" / "image_list").mkdir(parents=True)
-    (data / "MNIST" / "image_list" / "mnist_train.txt").write_text("")
+    out, tllib, data = peer_kit(tmp_path)
     for side in ("ours", "peer"):
         finished(out, side, "afn", "U2M", 0, 80.0, 90)
         finished(out, side, "mcd", "U2M", 0, 80.0, 90)  # a row without the column (PEER_HYPER has no mcd): "–"
-    launched = []
-
-    def record(command, **kwargs):  # the peer-hyper run "finishes" as it is launched
-        launched.append(command)
-        finished(out, "ours_peer_hyper", "afn", "U2M", 0, 83.0, 95)
-
-    monkeypatch.setattr("subprocess.run", record)
-    monkeypatch.setattr("sys.argv", ["peer_side_by_side.py", "--methods", "afn,mcd", "--tasks", "U2M", "--seeds", "0",
-                                     "--out", str(out), "--tllib", str(tllib), "--peer-data", str(data),
-                                     "--peer-hyper", "afn"])
-    runpy.run_path(str(SCRIPT), run_name="__main__")
+    launched = run_launching(monkeypatch, out, "ours_peer_hyper", "afn_U2M_seed0", 83.0,
+                             ["--methods", "afn,mcd", "--tasks", "U2M", "--seeds", "0", "--out", str(out), "--tllib",
+                              str(tllib), "--peer-data", str(data), "--peer-hyper", "afn"])
     assert len(launched) == 1 and str(out / "ours_peer_hyper" / "afn_U2M_seed0") in launched[0]
     # TLlib's afn.sh for USPS->MNIST: -r 0.1 --lr 0.03 --trade-off-entropy 0.03, with its optimiser protocol
     assert {"train.nesterov=true", "train.lr_schedule=inverse", "train.weight_decay=0.001", "train.lr=0.03",
@@ -128,23 +139,12 @@ def test_peer_hyper_runs_ours_with_every_peer_flag_our_keys_express(tmp_path, mo
 
 
 def test_peer_backbone_runs_ours_on_tllibs_lenet_with_its_optimiser(tmp_path, monkeypatch):
-    out, tllib, data = tmp_path / "out", tmp_path / "tllib", tmp_path / "data"
-    (tllib / "tllib").mkdir(parents=True)
-    (data / "MNIST" / "image_list").mkdir(parents=True)
-    (data / "MNIST" / "image_list" / "mnist_train.txt").write_text("")
+    out, tllib, data = peer_kit(tmp_path)
     for side in ("ours", "peer"):
         finished(out, side, "dann", "M2U", 0, 84.0, 100)
-    launched = []
-
-    def record(command, **kwargs):
-        launched.append(command)
-        finished(out, "ours_peer_backbone", "dann", "M2U", 0, 86.0, 110)
-
-    monkeypatch.setattr("subprocess.run", record)
-    monkeypatch.setattr("sys.argv", ["peer_side_by_side.py", "--methods", "dann", "--tasks", "M2U", "--seeds", "0",
-                                     "--out", str(out), "--tllib", str(tllib), "--peer-data", str(data),
-                                     "--peer-backbone", "dann"])
-    runpy.run_path(str(SCRIPT), run_name="__main__")
+    launched = run_launching(monkeypatch, out, "ours_peer_backbone", "dann_M2U_seed0", 86.0,
+                             ["--methods", "dann", "--tasks", "M2U", "--seeds", "0", "--out", str(out), "--tllib",
+                              str(tllib), "--peer-data", str(data), "--peer-backbone", "dann"])
     assert len(launched) == 1 and str(out / "ours_peer_backbone" / "dann_M2U_seed0") in launched[0]
     assert {"classifier.backbone=lenet_fc500", "train.nesterov=true", "train.lr_schedule=inverse",
             "train.weight_decay=0.001"} <= set(launched[0])
