@@ -457,7 +457,8 @@ CLI_COMMANDS = ["run", "list", "evaluate", "translate", "report", "show", "compa
 CLI_TOKENS = ["{recipe}", "{run}", "{images}", "/nonexistent", "{recipe_as_dir}", "--resume", "--overwrite", "-q",
               "--nproc", "0", "-1", "1", "abc", "", "--dataset", "toy_target", "nope", "--split", "train", "val",
               "--input", "--output", "-o", "--direction", "b2a", "ab", "--batch-size", "--sample", "5", "--baseline",
-              "--profile", "--only", "--seeds", "0,a", "--dry-run", "--jobs", "--tolerance", "--root", "--verify", "train.iterations=1",
+              "--profile", "--only", "--seeds", "0,a", "--dry-run", "--jobs", "--tolerance", "--root", "--verify",
+              "train.iterations=1",
               "seed=-1", "=", "--", "--bogus", "--executor", "slurm", "--slurm-time", "1:2:3:4", "--slurm-gpus"]
 
 

@@ -1086,7 +1086,7 @@ MUTANTS = [
            "syndigits labels TeX's bracket and symbol glyphs (cmex10, cmsy10: ten distinct glyphs each) as digits",
            ("tests/test_data.py",)),
     Mutant("guard.other-methods-keys", "da_toolkit/adapters/adversarial.py",
-           'if isinstance(options, ReversalOptions) else ""', 'if True else ""',
+           "        reversal = isinstance(options, ReversalOptions)\n", "        reversal = True\n",
            "a stopped DAN, MCD or self-training run is told to lengthen grl_warmup, a key its recipe refuses",
            ("tests/test_adversarial.py",)),
     Mutant("compare.seeds-ignored", "da_toolkit/benchmark/command.py",

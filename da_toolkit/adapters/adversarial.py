@@ -108,7 +108,8 @@ class DivergenceGuard:
         # the recipe keys a message suggests, those of the method's options: its transfer-loss weights, and the
         # reversal warm-up where the method has one
         self.weights = " or ".join(f"{stage}.{key}" for key in options.transfer_weights)
-        self.warmup = f" or lengthen the reversal warm-up {stage}.grl_warmup" if isinstance(options, ReversalOptions) else ""
+        reversal = isinstance(options, ReversalOptions)
+        self.warmup = f" or lengthen the reversal warm-up {stage}.grl_warmup" if reversal else ""
         self.chance_start = min(iterations, max(self.start, MIN_JUDGED_ITERATION))
         self.num_classes = num_classes
         self.chance_ce = math.log(num_classes)

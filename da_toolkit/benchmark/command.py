@@ -21,8 +21,8 @@ from da_toolkit.training.checkpoint import write_json_atomic
 
 def compare(benchmark_path: str | Path, profile: str | None = None, jobs: int | None = None,
             output: str | Path | None = None, dry_run: bool = False, launch=None, only: str | None = None,
-            seeds: list[int] | None = None, verify: str | Path | None = None, tolerance: float = 0.0, reports: bool = False,
-            cluster: ClusterOptions | None = None, finished_only: bool = False) -> list[dict]:
+            seeds: list[int] | None = None, verify: str | Path | None = None, tolerance: float = 0.0,
+            reports: bool = False, cluster: ClusterOptions | None = None, finished_only: bool = False) -> list[dict]:
     """Run (with dry_run: list) the benchmark's cells and write the results; returns the per-cell rows.
 
     The benchmark directory is `output`, else <output_dir>/<name>[-<profile>][-verify]. `only`: a
@@ -81,7 +81,8 @@ def compare(benchmark_path: str | Path, profile: str | None = None, jobs: int | 
     command = shlex.join(["da-toolkit", "compare", str(benchmark_path), *(["--profile", profile] if profile else []),
                           "--jobs", str(jobs), *(["-o", str(output)] if output else []),
                           *(["--only", only] if only is not None else []),
-                          *(["--seeds", ",".join(map(str, seeds))] if seeds is not None else []), *(["--finished"] if finished_only else []),
+                          *(["--seeds", ",".join(map(str, seeds))] if seeds is not None else []),
+                          *(["--finished"] if finished_only else []),
                           *(cluster.arguments() if cluster else [])])
     where = f"as {cluster.cluster} jobs (submitit files in {bench_dir / 'submitit'})" if cluster else "as processes"
     print(f"benchmark {benchmark.name}" + (f", profile {profile}" if profile else "") +
