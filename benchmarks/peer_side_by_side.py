@@ -63,6 +63,8 @@ PEER_FLAGS = {
 }
 # TLlib's digit flags beyond --lr as our recipe keys, per method and task (only where they differ from our defaults)
 PEER_HYPER = {
+    "dann": {task: ["feature.discriminator_batch_norm=true", "feature.discriminator_dropout=0"]  # its DomainDiscriminator
+             for task in ("M2U", "U2M")},
     "afn": {"M2U": ["feature.norm_increment=0.3", "feature.target_entropy_trade_off=0.03"],  # -r 0.3, entropy 0.03
             "U2M": ["feature.norm_increment=0.1", "feature.target_entropy_trade_off=0.03"]},
 }
@@ -84,7 +86,10 @@ OUR_SIDES = {"ours": ("ours", lambda method, task: []),
              "ours_peer_hyper": ("ours, all the peer's hyper-parameters",
                                  lambda m, t: [*PEER_OPTIMISER, *peer_lr(m, t), *PEER_HYPER[m][t]]
                                  if m in PEER_HYPER else None),  # None: no such column for the method
-             "ours_peer_backbone": ("ours, peer's LeNet and optimiser", lambda m, t: [*PEER_OPTIMISER, *PEER_BACKBONE])}
+             "ours_peer_backbone": ("ours, peer's LeNet and optimiser", lambda m, t: [*PEER_OPTIMISER, *PEER_BACKBONE]),
+             "ours_peer_all": ("ours, all the peer's hyper-parameters and its LeNet",
+                               lambda m, t: [*PEER_OPTIMISER, *peer_lr(m, t), *PEER_HYPER[m][t], *PEER_BACKBONE]
+                               if m in PEER_HYPER else None)}
 
 
 @functools.cache
@@ -184,7 +189,8 @@ def table(results: dict, methods: list[str], tasks: list[str], seeds: list[int],
                + (f" --peer-optimiser {args.peer_optimiser}" if args.peer_optimiser else "")
                + (f" --peer-protocol {args.peer_protocol}" if args.peer_protocol else "")
                + (f" --peer-hyper {args.peer_hyper}" if args.peer_hyper else "")
-               + (f" --peer-backbone {args.peer_backbone}" if args.peer_backbone else ""))
+               + (f" --peer-backbone {args.peer_backbone}" if args.peer_backbone else "")
+               + (f" --peer-all {args.peer_all}" if args.peer_all else ""))
     requested = extra_sides(args)
     extra = [side for side, chosen in requested.items() if set(chosen) & set(methods)]  # columns of no row: none
     lines = [f"# Ours vs Transfer-Learning-Library, {args.iterations} iterations of batch 128, LeNet 28×28 grey",
@@ -194,7 +200,8 @@ def table(results: dict, methods: list[str], tasks: list[str], seeds: list[int],
              f"`{' '.join(PEER_OPTIMISER)}`; *peer's optimiser and lr*: also TLlib's `--lr` for the task; "
              "*all the peer's hyper-parameters*: also its other digit flags as recipe keys (`PEER_HYPER`); "
              f"*peer's LeNet and optimiser*: the peer's optimiser and `{' '.join(PEER_BACKBONE)}`, TLlib's LeNet, "
-             "whose fc(500)-ReLU-dropout ours leaves to the classifier's bottleneck (the other columns: `lenet`).",
+             "whose fc(500)-ReLU-dropout ours leaves to the classifier's bottleneck (the other columns: `lenet`); "
+             "*all the peer's hyper-parameters and its LeNet*: both.",
              f"Command: `{command}`", "",
              "| task | method | ours (%) | " + "".join(f"{OUR_SIDES[side][0]} (%) | " for side in extra)
              + "TLlib (%) | ours − TLlib | ours (s) | TLlib (s) |", "|---|---|---|" + "---|" * len(extra) + "---|---|---|---|"]
@@ -238,6 +245,8 @@ def main() -> None:
                         help=f"methods also run with all of TLlib's digit hyper-parameters ({', '.join(PEER_HYPER)})")
     parser.add_argument("--peer-backbone", default="",
                         help="methods also run with TLlib's optimiser protocol and its LeNet (lenet_fc500)")
+    parser.add_argument("--peer-all", default="",
+                        help=f"methods also run with all of TLlib's hyper-parameters and its LeNet ({', '.join(PEER_HYPER)})")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--finished", action="store_true",
                         help="launch nothing: the table of the runs that finished (the others are gaps in their rows)")
@@ -251,10 +260,11 @@ def main() -> None:
     unknown = [m for m in methods + sum(also.values(), []) if m not in PEER_FLAGS] + [t for t in tasks if t not in TASKS]
     if unknown:
         sys.exit(f"error: unknown method or task {unknown} (methods: {', '.join(PEER_FLAGS)}; tasks: M2U, U2M)")
-    unmapped = [m for m in also["ours_peer_hyper"] if m not in PEER_HYPER]
-    if unmapped:
-        sys.exit(f"error: --peer-hyper: no TLlib hyper-parameters mapped to our keys for {unmapped} "
-                 f"(PEER_HYPER has {', '.join(PEER_HYPER)})")
+    for side in ("ours_peer_hyper", "ours_peer_all"):
+        unmapped = [m for m in also[side] if m not in PEER_HYPER]
+        if unmapped:
+            sys.exit(f"error: --{side.removeprefix('ours_').replace('_', '-')}: no TLlib hyper-parameters mapped to our "
+                     f"keys for {unmapped} (PEER_HYPER has {', '.join(PEER_HYPER)})")
     if not args.finished and not (args.tllib / "tllib").is_dir():
         sys.exit(f"error: no TLlib work tree at {args.tllib} (see {PEER_KIT / 'README.md'})")
     if not args.finished and not (args.peer_data / "MNIST/image_list/mnist_train.txt").is_file():

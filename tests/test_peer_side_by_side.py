@@ -129,13 +129,13 @@ def test_peer_hyper_runs_ours_with_every_peer_flag_our_keys_express(tmp_path, mo
     assert rows[0].startswith("| task | method | ours (%) | ours, all the peer's hyper-parameters (%) | TLlib (%) |")
     assert rows[1] == "| usps2mnist | afn | 80.00 ± 0.00 | 83.00 ± 0.00 | 80.00 ± 0.00 | +0.00 | 90 | 90 |"
     assert rows[2] == "| usps2mnist | mcd | 80.00 ± 0.00 | – | 80.00 ± 0.00 | +0.00 | 90 | 90 |"
-    monkeypatch.setattr("sys.argv", ["peer_side_by_side.py", "--methods", "dann", "--peer-hyper", "dann"])
+    monkeypatch.setattr("sys.argv", ["peer_side_by_side.py", "--methods", "cdan", "--peer-hyper", "cdan"])
     try:
         runpy.run_path(str(SCRIPT), run_name="__main__")
     except SystemExit as stop:
-        assert "--peer-hyper: no TLlib hyper-parameters mapped to our keys for ['dann']" in str(stop.code)
+        assert "--peer-hyper: no TLlib hyper-parameters mapped to our keys for ['cdan']" in str(stop.code)
     else:
-        raise AssertionError("--peer-hyper dann was accepted")
+        raise AssertionError("--peer-hyper cdan was accepted")
 
 
 def test_peer_backbone_runs_ours_on_tllibs_lenet_with_its_optimiser(tmp_path, monkeypatch):
@@ -154,3 +154,19 @@ def test_peer_backbone_runs_ours_on_tllibs_lenet_with_its_optimiser(tmp_path, mo
     assert "--peer-backbone dann" in text
     rows = [line for line in text.splitlines() if line.startswith("| ")]
     assert rows[1] == "| mnist2usps | dann | 84.00 ± 0.00 | 86.00 ± 0.00 | 84.00 ± 0.00 | +0.00 | 100 | 100 |"
+
+
+def test_peer_all_runs_ours_with_every_peer_setting_and_its_lenet(tmp_path, monkeypatch):
+    out, tllib, data = peer_kit(tmp_path)
+    for side in ("ours", "peer"):
+        finished(out, side, "dann", "U2M", 0, 87.0, 100)
+    launched = run_launching(monkeypatch, out, "ours_peer_all", "dann_U2M_seed0", 94.0,
+                             ["--methods", "dann", "--tasks", "U2M", "--seeds", "0", "--out", str(out), "--tllib",
+                              str(tllib), "--peer-data", str(data), "--peer-all", "dann"])
+    assert len(launched) == 1 and str(out / "ours_peer_all" / "dann_U2M_seed0") in launched[0]
+    # TLlib's dann.py for USPS->MNIST: --lr 0.1, its batch-norm discriminator without dropout, its LeNet and optimiser
+    assert {"train.lr=0.1", "feature.discriminator_batch_norm=true", "feature.discriminator_dropout=0",
+            "classifier.backbone=lenet_fc500", "train.nesterov=true", "train.lr_schedule=inverse",
+            "train.weight_decay=0.001"} <= set(launched[0])
+    text = (out / "results.md").read_text()
+    assert "--peer-all dann" in text and "ours, all the peer's hyper-parameters and its LeNet (%)" in text
