@@ -13,7 +13,7 @@
 # (later flags override the ones below), stopped for time and tabled with the same command and --finished
 # (launches nothing; unfinished runs are gaps). results-backbone.md, ours on TLlib's own LeNet (lenet_fc500) with
 # its optimiser beside our defaults and TLlib, is peer_side_by_side.py's table of
-#     python benchmarks/peer_side_by_side.py --methods dann,source_only --tasks M2U,U2M --seeds 0,1,2 \
+#     python benchmarks/peer_side_by_side.py --methods dann,source_only --tasks M2U,U2M --seeds 0,1,2 --peer-all dann \
 #       --peer-backbone dann,source_only --out benchmarks/runs/peer-backbone
 set -u
 out=${1:-benchmarks/runs/peer}
