@@ -8,6 +8,8 @@ import runpy
 import subprocess
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "peer_side_by_side.py"
 
 
@@ -138,35 +140,30 @@ def test_peer_hyper_runs_ours_with_every_peer_flag_our_keys_express(tmp_path, mo
         raise AssertionError("--peer-hyper cdan was accepted")
 
 
-def test_peer_backbone_runs_ours_on_tllibs_lenet_with_its_optimiser(tmp_path, monkeypatch):
+def script_heading(side: str) -> str:
+    return runpy.run_path(str(SCRIPT))["OUR_SIDES"][side][0]
+
+
+@pytest.mark.parametrize("flag, side, task, settings, row", [
+    ("--peer-backbone", "ours_peer_backbone", "M2U",  # TLlib's LeNet and optimiser
+     {"classifier.backbone=lenet_fc500", "train.nesterov=true", "train.lr_schedule=inverse", "train.weight_decay=0.001"},
+     "| mnist2usps | dann | 84.00 ± 0.00 | 86.00 ± 0.00 | 84.00 ± 0.00 | +0.00 | 100 | 100 |"),
+    ("--peer-all", "ours_peer_all", "U2M",  # also TLlib's lr for USPS->MNIST and its batch-norm discriminator
+     {"train.lr=0.1", "feature.discriminator_batch_norm=true", "feature.discriminator_dropout=0",
+      "classifier.backbone=lenet_fc500", "train.nesterov=true", "train.lr_schedule=inverse", "train.weight_decay=0.001"},
+     "| usps2mnist | dann | 84.00 ± 0.00 | 86.00 ± 0.00 | 84.00 ± 0.00 | +0.00 | 100 | 100 |"),
+])
+def test_the_columns_on_tllibs_lenet_run_ours_with_its_settings(tmp_path, monkeypatch, flag, side, task, settings, row):
     out, tllib, data = peer_kit(tmp_path)
-    for side in ("ours", "peer"):
-        finished(out, side, "dann", "M2U", 0, 84.0, 100)
-    launched = run_launching(monkeypatch, out, "ours_peer_backbone", "dann_M2U_seed0", 86.0,
-                             ["--methods", "dann", "--tasks", "M2U", "--seeds", "0", "--out", str(out), "--tllib",
-                              str(tllib), "--peer-data", str(data), "--peer-backbone", "dann"])
-    assert len(launched) == 1 and str(out / "ours_peer_backbone" / "dann_M2U_seed0") in launched[0]
-    assert {"classifier.backbone=lenet_fc500", "train.nesterov=true", "train.lr_schedule=inverse",
-            "train.weight_decay=0.001"} <= set(launched[0])
+    for finished_side in ("ours", "peer"):
+        finished(out, finished_side, "dann", task, 0, 84.0, 100)
+    launched = run_launching(monkeypatch, out, side, f"dann_{task}_seed0", 86.0,
+                             ["--methods", "dann", "--tasks", task, "--seeds", "0", "--out", str(out), "--tllib",
+                              str(tllib), "--peer-data", str(data), flag, "dann"])
+    assert len(launched) == 1 and str(out / side / f"dann_{task}_seed0") in launched[0]
+    assert settings <= set(launched[0])
     # the budget's own classifier.backbone=lenet comes first: the column's backbone is the later override
     assert launched[0].index("classifier.backbone=lenet") < launched[0].index("classifier.backbone=lenet_fc500")
     text = (out / "results.md").read_text()
-    assert "--peer-backbone dann" in text
-    rows = [line for line in text.splitlines() if line.startswith("| ")]
-    assert rows[1] == "| mnist2usps | dann | 84.00 ± 0.00 | 86.00 ± 0.00 | 84.00 ± 0.00 | +0.00 | 100 | 100 |"
-
-
-def test_peer_all_runs_ours_with_every_peer_setting_and_its_lenet(tmp_path, monkeypatch):
-    out, tllib, data = peer_kit(tmp_path)
-    for side in ("ours", "peer"):
-        finished(out, side, "dann", "U2M", 0, 87.0, 100)
-    launched = run_launching(monkeypatch, out, "ours_peer_all", "dann_U2M_seed0", 94.0,
-                             ["--methods", "dann", "--tasks", "U2M", "--seeds", "0", "--out", str(out), "--tllib",
-                              str(tllib), "--peer-data", str(data), "--peer-all", "dann"])
-    assert len(launched) == 1 and str(out / "ours_peer_all" / "dann_U2M_seed0") in launched[0]
-    # TLlib's dann.py for USPS->MNIST: --lr 0.1, its batch-norm discriminator without dropout, its LeNet and optimiser
-    assert {"train.lr=0.1", "feature.discriminator_batch_norm=true", "feature.discriminator_dropout=0",
-            "classifier.backbone=lenet_fc500", "train.nesterov=true", "train.lr_schedule=inverse",
-            "train.weight_decay=0.001"} <= set(launched[0])
-    text = (out / "results.md").read_text()
-    assert "--peer-all dann" in text and "ours, all the peer's hyper-parameters and its LeNet (%)" in text
+    assert f"{flag} dann" in text and f"| {script_heading(side)} (%) |" in text
+    assert [line for line in text.splitlines() if line.startswith("| ")][1] == row
