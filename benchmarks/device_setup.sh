@@ -19,7 +19,8 @@ import hashlib, platform, matplotlib, PIL, sklearn, timm, torch, torchvision
 from pathlib import Path
 from da_toolkit.data.synthetic import _syndigits, glyph_masks
 print("python", platform.python_version(), "torch", torch.__version__, "torchvision", torchvision.__version__,
-      "timm", timm.__version__, "pillow", PIL.__version__, "matplotlib", matplotlib.__version__, "sklearn", sklearn.__version__,
+      "timm", timm.__version__, "pillow", PIL.__version__, "matplotlib", matplotlib.__version__,
+      "sklearn", sklearn.__version__,
       "cuda", torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else "")
 print("syndigits fonts key", glyph_masks()[1])
 for split in ("train", "test"):  # renders once and caches in /tmp/data/cache for every cell

@@ -63,8 +63,8 @@ PEER_FLAGS = {
 }
 # TLlib's digit flags beyond --lr as our recipe keys, per method and task (only where they differ from our defaults)
 PEER_HYPER = {
-    "dann": {task: ["feature.discriminator_batch_norm=true", "feature.discriminator_dropout=0"]  # its DomainDiscriminator
-             for task in ("M2U", "U2M")},
+    "dann": {task: ["feature.discriminator_batch_norm=true", "feature.discriminator_dropout=0"]
+             for task in ("M2U", "U2M")},  # TLlib's DomainDiscriminator: batch norm, no dropout
     "afn": {"M2U": ["feature.norm_increment=0.3", "feature.target_entropy_trade_off=0.03"],  # -r 0.3, entropy 0.03
             "U2M": ["feature.norm_increment=0.1", "feature.target_entropy_trade_off=0.03"]},
 }
@@ -101,8 +101,8 @@ def run_side(side: str, method: str, task: str) -> str:
 
     recipe = ROOT / "recipes" / f"{TASKS[task][0]}_{method}.yaml"
     sides = list(OUR_SIDES)
-    resolved = {s: load_recipe(recipe, OUR_SIDES[s][1](method, task)).to_dict() for s in sides[:sides.index(side) + 1]
-                if OUR_SIDES[s][1](method, task) is not None}
+    overrides = {s: OUR_SIDES[s][1](method, task) for s in sides[:sides.index(side) + 1]}
+    resolved = {s: load_recipe(recipe, extra).to_dict() for s, extra in overrides.items() if extra is not None}
     return next(s for s in resolved if resolved[s] == resolved[side])
 
 
@@ -176,6 +176,11 @@ def summary(values: list[float], planned: int) -> str:
                                                               if len(values) < planned else "")
 
 
+def side_flag(side: str) -> str:
+    """The command-line flag that asks for one of our columns: ours_peer_hyper -> --peer-hyper."""
+    return "--" + side.removeprefix("ours_").replace("_", "-")
+
+
 def extra_sides(args) -> dict[str, list[str]]:
     """Our columns beside the recipe's defaults that the command line asks for -> the methods they run."""
     return {side: [m for m in getattr(args, side.removeprefix("ours_")).split(",") if m]
@@ -186,11 +191,8 @@ def table(results: dict, methods: list[str], tasks: list[str], seeds: list[int],
     """The markdown table: per task and method, each side's mean ± std over seeds and mean seconds."""
     command = (f"python benchmarks/peer_side_by_side.py --methods {args.methods} --tasks {args.tasks} "
                f"--seeds {args.seeds} --iterations {args.iterations}"
-               + (f" --peer-optimiser {args.peer_optimiser}" if args.peer_optimiser else "")
-               + (f" --peer-protocol {args.peer_protocol}" if args.peer_protocol else "")
-               + (f" --peer-hyper {args.peer_hyper}" if args.peer_hyper else "")
-               + (f" --peer-backbone {args.peer_backbone}" if args.peer_backbone else "")
-               + (f" --peer-all {args.peer_all}" if args.peer_all else ""))
+               + "".join(f" {side_flag(side)} {','.join(chosen)}"
+                         for side, chosen in extra_sides(args).items() if chosen))
     requested = extra_sides(args)
     extra = [side for side, chosen in requested.items() if set(chosen) & set(methods)]  # columns of no row: none
     lines = [f"# Ours vs Transfer-Learning-Library, {args.iterations} iterations of batch 128, LeNet 28×28 grey",
@@ -246,7 +248,8 @@ def main() -> None:
     parser.add_argument("--peer-backbone", default="",
                         help="methods also run with TLlib's optimiser protocol and its LeNet (lenet_fc500)")
     parser.add_argument("--peer-all", default="",
-                        help=f"methods also run with all of TLlib's hyper-parameters and its LeNet ({', '.join(PEER_HYPER)})")
+                        help=f"methods also run with all of TLlib's hyper-parameters and its LeNet "
+                             f"({', '.join(PEER_HYPER)})")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--finished", action="store_true",
                         help="launch nothing: the table of the runs that finished (the others are gaps in their rows)")
@@ -263,8 +266,8 @@ def main() -> None:
     for side in ("ours_peer_hyper", "ours_peer_all"):
         unmapped = [m for m in also[side] if m not in PEER_HYPER]
         if unmapped:
-            sys.exit(f"error: --{side.removeprefix('ours_').replace('_', '-')}: no TLlib hyper-parameters mapped to our "
-                     f"keys for {unmapped} (PEER_HYPER has {', '.join(PEER_HYPER)})")
+            sys.exit(f"error: {side_flag(side)}: no TLlib hyper-parameters mapped to our keys for {unmapped} "
+                     f"(PEER_HYPER has {', '.join(PEER_HYPER)})")
     if not args.finished and not (args.tllib / "tllib").is_dir():
         sys.exit(f"error: no TLlib work tree at {args.tllib} (see {PEER_KIT / 'README.md'})")
     if not args.finished and not (args.peer_data / "MNIST/image_list/mnist_train.txt").is_file():
