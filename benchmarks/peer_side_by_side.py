@@ -12,7 +12,7 @@ compared (TLlib's `best_acc` picks the epoch by target test accuracy, which we n
 
 `--peer-optimiser dann,cdan` also runs those methods of ours with TLlib's optimiser protocol
 (`PEER_OPTIMISER`: Nesterov, lr0 (1 + 0.001 i)^-0.75 per iteration, weight decay 1e-3; recipe keys,
-not our digit defaults), in a column of its own; `--peer-protocol dann,cdan` with that protocol and TLlib's
+our digit defaults since 2026-12-04, so that column now repeats ours), in a column of its own; `--peer-protocol dann,cdan` with that protocol and TLlib's
 learning rate for the task (its `--lr`, 0.1 on USPS→MNIST); it runs only where that rate is not the
 recipe's. A column whose overrides leave the recipe as an earlier column's is that column's runs, not run
 again and marked =. `--peer-hyper afn` adds, to that protocol
@@ -95,8 +95,8 @@ OUR_SIDES = {"ours": ("ours", lambda method, task: []),
 @functools.cache
 def run_side(side: str, method: str, task: str) -> str:
     """The side whose runs `side`'s are: the first of OUR_SIDES whose overrides give the same recipe (TLlib's lr
-    is ours on MNIST→USPS: there the peer-protocol column repeats the peer-optimiser one; were TLlib's optimiser
-    our default, the peer-optimiser column would repeat ours). Such a column is not run again but shown with =."""
+    is ours on MNIST→USPS: there the peer-protocol column repeats the peer-optimiser one; TLlib's optimiser being
+    our digit default, the peer-optimiser column repeats ours). Such a column is not run again but shown with =."""
     from da_toolkit.recipe import load_recipe
 
     recipe = ROOT / "recipes" / f"{TASKS[task][0]}_{method}.yaml"

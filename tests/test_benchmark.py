@@ -164,12 +164,12 @@ def test_unknown_profile_lists_the_allowed_ones(tmp_path, toy_recipes):
 
 def test_shipped_benchmark_files_are_valid():
     digits = bench.load_benchmark(BENCHMARKS / "digits.yaml")
-    assert set(digits.profiles) == {"cpu", "cpu_tllib_optimiser", "cpu32", "gpu"} and digits.seeds == [0, 1]
-    # the TLlib-optimiser study is the cpu profile and TLlib's optimiser protocol, nothing else
-    tllib = digits.profiles["cpu_tllib_optimiser"]
-    assert tllib.overrides == [*digits.profiles["cpu"].overrides, "train.nesterov=true", "train.weight_decay=0.001",
-                               "train.lr_schedule=inverse"]
-    assert tllib.method_overrides == digits.profiles["cpu"].method_overrides
+    assert set(digits.profiles) == {"cpu", "cpu_former_optimiser", "cpu32", "gpu"} and digits.seeds == [0, 1]
+    # the profile of the tables made before 2026-12-04 is the cpu profile and the former digit optimiser, nothing else
+    former = digits.profiles["cpu_former_optimiser"]
+    assert former.overrides == [*digits.profiles["cpu"].overrides, "train.nesterov=false", "train.weight_decay=0.0005",
+                                "train.lr_schedule=anneal"]
+    assert former.method_overrides == digits.profiles["cpu"].method_overrides
     assert {"mnist2usps", "usps2mnist", "syndigits2mnist", "syndigits2ucidigits"} <= set(digits.tasks)
     cpu = digits.profiles["cpu"].method_overrides
     cyclegan_adda = cpu["cyclegan_adda"]  # a YAML alias inside the list, flattened

@@ -48,6 +48,11 @@ def test_every_shipped_recipe_loads():
         folders = folders[1:] if path.stem == "own_domains_shot" else folders  # source-free: data.source null
         recipe = load_recipe(path, folders)
         assert recipe.name == path.stem, path
+        # one optimiser protocol for every task family, Transfer-Learning-Library's (the digits too since
+        # 2026-12-04); TLlib's self_ensemble.py trains mean teacher with Adam on the photo tasks
+        if recipe.train.optimizer == "sgd":
+            protocol = (recipe.train.momentum, recipe.train.nesterov, recipe.train.weight_decay, recipe.train.lr_schedule)
+            assert protocol == (0.9, True, 0.001, "inverse"), path
 
 
 def test_base_recipe_keys_are_overridden_by_the_recipe(tmp_path):
