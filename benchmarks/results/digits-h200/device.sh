@@ -2,9 +2,10 @@
 # The digit grids at their cpu profiles' budgets on a lent GPU machine (one H200, 16 CPU cores) through the
 # device tool, from the repository root there, with the development machine's data and fonts in .carry/
 # (benchmarks/device_setup.sh):
-#   PROFILE=cpu_tllib_optimiser bash benchmarks/results/digits-h200/device.sh SECONDS
-# (PROFILE: the digits grid's profile, default cpu; results.md's cells ran while TLlib's optimiser was briefly the
-# digit default, commit fcffba3, with the cpu profile: today that is the cpu_tllib_optimiser profile.)
+#   bash benchmarks/results/digits-h200/device.sh SECONDS
+# (PROFILE: the digits grid's profile, default cpu, TLlib's optimiser protocol since 2026-12-04; results.md's cells ran
+# with it, partly as the cpu profile while it was briefly the digit default, commit fcffba3, partly as the then
+# cpu_tllib_optimiser profile.)
 # Runs, one thread per cell: benchmarks/digits.yaml at PROFILE (every method, 4 tasks, 2 seeds, 216 cells; 12 at a
 # time) and beside it benchmarks/scarce_labels.yaml, then scarce_labels_self_training.yaml (3 at a time), then
 # dann-dtn's cpu32 runs (run_cpu32.sh, one chain per seed); with DIGITS_ONLY=1, the digits grid alone,
