@@ -169,7 +169,8 @@ def test_shipped_benchmark_files_are_valid():
     former = digits.profiles["cpu_former_optimiser"]
     assert former.overrides == [*digits.profiles["cpu"].overrides, "train.nesterov=false", "train.weight_decay=0.0005",
                                 "train.lr_schedule=anneal"]
-    assert former.method_overrides == digits.profiles["cpu"].method_overrides
+    assert former.method_overrides == {**digits.profiles["cpu"].method_overrides,
+                                       "shot": ["train.nesterov=true", "train.weight_decay=0.001"]}
     assert {"mnist2usps", "usps2mnist", "syndigits2mnist", "syndigits2ucidigits"} <= set(digits.tasks)
     cpu = digits.profiles["cpu"].method_overrides
     cyclegan_adda = cpu["cyclegan_adda"]  # a YAML alias inside the list, flattened

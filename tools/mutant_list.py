@@ -1093,6 +1093,14 @@ MUTANTS = [
            "        benchmark = dataclasses.replace(benchmark, seeds=list(seeds))", "        pass",
            "compare --seeds 0,...,5 runs the benchmark file's two seeds and tables them as the six asked for",
            ("tests/test_benchmark.py",)),
+    Mutant("recipes.digits-former-optimiser", "recipes/_base/digits.yaml",
+           "  nesterov: true         #", "  nesterov: false        #",
+           "the digit recipes silently train with another optimiser protocol than every other task family's "
+           "(the one the committed default tables were made with)", ("tests/test_recipe.py",)),
+    Mutant("bench.former-profile-shot-optimiser", "benchmarks/digits.yaml",
+           "      shot: [train.nesterov=true, train.weight_decay=0.001]", "      shot: []",
+           "the profile that reproduces the former tables trains SHOT with plain momentum, which its committed "
+           "cells never did: --verify reports them as not reproducing", ("tests/test_benchmark.py",)),
 ]
 
 # survivors judged harmless, by name, with the one-line reason printed in the report
