@@ -51,7 +51,9 @@ cd run
 "$work/venv/bin/da-toolkit" list > list.txt
 head -n 5 list.txt
 # the recipe's bases are found beside it, the data (syndigits' rendering cache) in the checkout's data/
-DA_TOOLKIT_DATA=${DA_TOOLKIT_DATA:-$repo/data} "$work/venv/bin/da-toolkit" run "$repo/recipes/quickstart.yaml" \
-    train.iterations=150 -o quickstart -q  # MCC: at 50 iterations the guard finds the source loss still at chance
+export DA_TOOLKIT_DATA=${DA_TOOLKIT_DATA:-$repo/data}
+"$work/venv/bin/da-toolkit" run "$repo/recipes/quickstart_source_only.yaml" train.iterations=150 -o source_only -q
+"$work/venv/bin/da-toolkit" run "$repo/recipes/quickstart.yaml" train.iterations=150 \
+    feature.source_checkpoint=source_only -o quickstart -q  # SHOT adapts the source run (a path from here)
 test -f quickstart/metrics.json
 echo "wheel check passed"
