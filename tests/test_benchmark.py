@@ -548,6 +548,13 @@ def test_verify_reruns_the_cells_of_a_results_file_and_names_every_figure_that_d
     assert order == ["toy/source_only/seed0", "toy/source_only/seed2"]
     with pytest.raises(UserError, match="--only: no cell of .* matches 'x/\\*'"):
         bench.compare(path, output=tmp_path / "v4", launch=fake_launch(now), only="x/*")
+    order = []  # a table of some of the grid's cells (v3's: seeds 0 and 2) re-runs those, not the whole grid
+    bench.compare(path, output=tmp_path / "v5", launch=fake_launch(now, order=order),
+                  verify=tmp_path / "v3" / "results.json")
+    assert order == ["toy/source_only/seed0", "toy/source_only/seed2"]
+    with pytest.raises(UserError, match=r"--verify: 1 cell\(s\) of .* are not in this grid, e.g. toy/source_only/seed2: "
+                                        r"pass the seeds \(--seeds\)"):  # recorded with other seeds than the file's
+        bench.compare(path, output=tmp_path / "v6", launch=fake_launch(now), verify=recorded, seeds=[0, 1])
 
 
 def test_verify_says_whether_a_figure_that_moved_saw_other_data(tmp_path, toy_recipes):

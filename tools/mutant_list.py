@@ -1101,6 +1101,10 @@ MUTANTS = [
            "      shot: [train.nesterov=true, train.weight_decay=0.001]", "      shot: []",
            "the profile that reproduces the former tables trains SHOT with plain momentum, which its committed "
            "cells never did: --verify reports them as not reproducing", ("tests/test_benchmark.py",)),
+    Mutant("verify.whole-grid", "da_toolkit/benchmark/command.py",
+           "        cells = verified_cells(cells, verified, verify, only)", "        pass",
+           "--verify of a table of four methods re-runs all 27 of the grid's (hours), then fails on every cell "
+           "the table never recorded", ("tests/test_benchmark.py",)),
 ]
 
 # survivors judged harmless, by name, with the one-line reason printed in the report

@@ -14,7 +14,7 @@ from da_toolkit.benchmark.report import cell_rows, selection_records, sweep_reco
 from da_toolkit.benchmark.scheduler import Outcome, launch_cell, recorded_outcomes, run_cells
 from da_toolkit.benchmark.spec import choose_profile, load_benchmark
 from da_toolkit.benchmark.sweep import hyper_parameter_text
-from da_toolkit.benchmark.verify import differences, recorded_cells
+from da_toolkit.benchmark.verify import differences, recorded_cells, verified_cells
 from da_toolkit.errors import UserError
 from da_toolkit.training.checkpoint import write_json_atomic
 
@@ -57,6 +57,8 @@ def compare(benchmark_path: str | Path, profile: str | None = None, jobs: int | 
             raise UserError(f"--only: no cell of {benchmark_path} matches '{only}' (cell names: task/method/seed<s>, "
                             f"e.g. mnist2usps/adda/seed0, or mnist2usps/dann@3/seed0 for configuration 3 of a "
                             f"sweep; see --dry-run)")
+    if verified is not None:
+        cells = verified_cells(cells, verified, verify, only)
     recorded = recorded_outcomes(cells) if finished_only else {}
     if finished_only:
         cells = [cell for cell in cells if cell in recorded]

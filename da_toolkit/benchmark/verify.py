@@ -3,9 +3,14 @@ and report every target accuracy that differs from the recorded one, and whether
 from __future__ import annotations
 
 import json
+from fnmatch import fnmatchcase
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from da_toolkit.errors import UserError
+
+if TYPE_CHECKING:
+    from da_toolkit.benchmark.grid import Cell
 
 
 def recorded_cells(path: str | Path) -> dict[str, dict]:
@@ -20,6 +25,18 @@ def recorded_cells(path: str | Path) -> dict[str, dict]:
         raise UserError(f"--verify: {path} not found") from None
     except (ValueError, KeyError, TypeError, AttributeError):
         raise UserError(f"--verify: {path} is not a results.json written by da-toolkit compare") from None
+
+
+def verified_cells(cells: list[Cell], recorded: dict[str, dict], path: str | Path, only: str | None) -> list[Cell]:
+    """The cells of the grid (those --only left) that the results file recorded: a table of some of the grid's
+    methods or seeds re-runs those, not the whole grid. A recorded cell the grid lacks (other seeds or methods
+    than the benchmark file's) is an error naming it, not a figure silently left unchecked."""
+    names = {cell.name for cell in cells}
+    lacking = [name for name in recorded if name not in names and (only is None or fnmatchcase(name, only))]
+    if lacking:
+        raise UserError(f"--verify: {len(lacking)} cell(s) of {path} are not in this grid, e.g. {lacking[0]}: pass "
+                        f"the seeds (--seeds) and profile (--profile) it was made with (its command says which)")
+    return [cell for cell in cells if cell.name in recorded]
 
 
 def differences(recorded: dict[str, dict], rows: list[dict], tolerance_pp: float) -> list[str]:
