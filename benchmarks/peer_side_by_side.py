@@ -40,6 +40,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PEER_KIT = ROOT.parent / "shared" / "peers" / "tllib"  # launch.py, prepare_data.py (../shared beside the repo)
+PEER_COMPAT = Path(__file__).resolve().parent / "peer_compat"  # sitecustomize.py: TLlib under today's Pillow
 
 TASKS = {"M2U": ("mnist2usps", "MNIST", "USPS"), "U2M": ("usps2mnist", "USPS", "MNIST")}
 DIGIT_FLAGS = ["--train-resizing", "res.", "--val-resizing", "res.", "--resize-size", "28", "--no-hflip",
@@ -60,6 +61,10 @@ PEER_FLAGS = {
                     "U2M": ["-r", "0.1", "--lr", "0.03", "--trade-off-entropy", "0.03"]}),
     "mcd": ("mcd", {"M2U": ["--lr", "0.01", "--trade-off", "0.3", "--trade-off-entropy", "0.03"],
                     "U2M": ["--lr", "0.1", "--trade-off", "0.3", "--trade-off-entropy", "0.03"]}),
+    # fixmatch.sh has no `# Digits` lines: the lr of TLlib's other digit runs, our batch for the unlabeled
+    # target (-ub; its default 32) and our bottleneck width (its default 1024; 256 in its other digit runs)
+    "fixmatch": ("fixmatch", {task: ["--lr", lr, "-ub", "128", "--bottleneck-dim", "256"]
+                              for task, lr in (("M2U", "0.01"), ("U2M", "0.1"))}),
 }
 # TLlib's digit flags beyond --lr as our recipe keys, per method and task (only where they differ from our defaults)
 PEER_HYPER = {
@@ -139,7 +144,8 @@ def peer_run(method: str, task: str, seed: int, iterations: int, out: Path, tlli
         log.parent.mkdir(parents=True, exist_ok=True)
         env = one_thread()
         env["TLLIB_THREADS"] = "1"
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(tllib), os.environ.get("PEER_PYTHONPATH", "")) if p)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PEER_COMPAT), str(tllib), os.environ.get("PEER_PYTHONPATH", ""))
+                                            if p)
         command = [sys.executable, str(PEER_KIT / "launch.py"), f"{script}.py", str(data), "-d", "Digits",
                    "-s", source, "-t", target, *DIGIT_FLAGS, *flags[task], "--epochs", "1", "-i", str(iterations),
                    "--seed", str(seed), "--log", str(log.parent / log.stem)]

@@ -4,8 +4,10 @@ run is a gap in its row, not the end of the comparison."""
 from __future__ import annotations
 
 import json
+import os
 import runpy
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -167,3 +169,16 @@ def test_the_columns_on_tllibs_lenet_run_ours_with_its_settings(tmp_path, monkey
     text = (out / "results.md").read_text()
     assert f"{flag} dann" in text and f"| {script_heading(side)} (%) |" in text
     assert [line for line in text.splitlines() if line.startswith("| ")][1] == row
+
+
+def test_the_peers_pillow_shim_gives_older_pillows_black_image_for_zero_bits():
+    """timm's RandAugment (TLlib's FixMatch) asks posterize for 0 bits about once in 10,000 calls, which
+    Pillow 10+ refuses; the peer's processes import benchmarks/peer_compat/sitecustomize.py first, which
+    returns the black image older Pillow did and leaves other calls alone."""
+    code = ("from PIL import Image, ImageOps; import numpy as np; "
+            "im = Image.fromarray(np.arange(0, 256, 4, dtype=np.uint8).reshape(8, 8)).convert('RGB'); "
+            "print(np.asarray(ImageOps.posterize(im, 0)).max(), np.asarray(ImageOps.posterize(im, 1)).max())")
+    compat = SCRIPT.parent / "peer_compat"
+    printed = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(compat)},
+                             capture_output=True, text=True, check=True).stdout.split()
+    assert printed == ["0", "128"]
