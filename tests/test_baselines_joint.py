@@ -246,6 +246,44 @@ def test_bsp_recipe_is_dann_with_the_papers_weight_and_off_by_default():
     assert {k for k in bsp_options if bsp_options[k] != dann_options[k]} == {"bsp_trade_off"}
 
 
+@pytest.mark.parametrize("domain_batches", ["joint", "separate"])
+def test_domain_batches_decides_whose_statistics_batch_norm_normalises_the_source_with(domain_batches):
+    """`separate`: the source batch goes through the classifier alone, so in training its batch norm uses the
+    source's own statistics and the source outputs do not depend on the target batch; `joint`: one batch
+    of both domains, whose statistics both share. Either way each domain gets its own rows back."""
+    from da_toolkit.adapters.adversarial import JointAdaptation
+    from da_toolkit.adapters.base import AdapterSetup
+
+    recipe = recipe_from_dict(toy_recipe_dict(feature={"adapter": "coral", "domain_batches": domain_batches}))
+    setup = AdapterSetup.from_recipe(recipe)
+    torch.manual_seed(0)
+    classifier = setup.make_classifier(10).train()
+    adapter = ADAPTERS.get("coral")(recipe.feature.options, setup)
+    assert isinstance(adapter, JointAdaptation)
+    source, target = torch.rand(8, 1, 16, 16) * 2 - 1, torch.rand(6, 1, 16, 16) * 2 - 1
+
+    def source_outputs(target_images):
+        torch.manual_seed(1)  # the same dropout masks
+        (features, logits), (target_features, target_logits) = adapter.forward_domains(classifier, source,
+                                                                                      target_images)
+        assert features.shape[0] == logits.shape[0] == 8 and target_logits.shape[0] == 6
+        return logits
+
+    same = torch.allclose(source_outputs(target), source_outputs(3 * target + 1), atol=1e-6)
+    assert same == (domain_batches == "separate")
+
+
+def test_afn_dan_and_coral_send_each_domain_on_its_own_and_the_others_one_mixed_batch():
+    """As TLlib's afn.py and dan.py (and CORAL, whose mixed batch took it below source-only); DANN, CDAN, MCC,
+    JAN, BSP, BNM and MDD keep one batch of both domains, as TLlib's do."""
+    from pathlib import Path
+
+    recipes = Path(__file__).resolve().parents[1] / "recipes"
+    batches = {method: load_recipe(recipes / f"syndigits2mnist_{method}.yaml").feature.options.domain_batches
+               for method in ("afn", "dan", "coral", "dann", "cdan", "mcc", "jan", "bsp", "bnm", "mdd")}
+    assert {m for m, b in batches.items() if b == "separate"} == {"afn", "dan", "coral"}
+
+
 # ----------------------------------------------------------------------------- through the pipeline
 
 

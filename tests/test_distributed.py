@@ -144,6 +144,8 @@ ADAPTER_OPTIONS = {
     "dann": {"guard": "ignore", "discriminator_hidden": [16], "mcc_trade_off": 1.0},
     "cdan": {"guard": "ignore", "discriminator_hidden": [16], "discriminator_batch_norm": True},
     "adda": {"pretrain_iterations": 3, "adapt_iterations": 3, "discriminator_hidden": [16]},
+    "afn": {"guard": "ignore", "domain_batches": "separate"},  # two forwards, one backward
+    "fixmatch": {"guard": "ignore", "threshold": 0.0},  # three forwards (one without gradient), one backward
     "dirt_t": {"vada_iterations": 3, "dirt_iterations": 3, "teacher_every": 2, "guard": "ignore",
                "discriminator_hidden": [16]},
     "cyclegan": {"iterations": 3, "batch_size": 4, "ngf": 4, "ndf": 4, "generator_blocks": 1, "norm": "batch",

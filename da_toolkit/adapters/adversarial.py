@@ -185,8 +185,22 @@ class GuardOptions:
 
 
 @dataclass
-class TransferLossOptions(GuardOptions):
-    """A method with one transfer loss of its own: its weight, and the guard's keys."""
+class JointOptions(GuardOptions):
+    """The keys of every joint-training method (`JointAdaptation`): how its batches meet the classifier,
+    and the guard's.
+
+    ``domain_batches: joint`` sends the source and target batch through the classifier as one batch, so
+    in training its batch norm normalises both with the statistics of the mix (as Transfer-Learning-
+    Library's DANN, CDAN, MCC, JAN, BSP and MDD); ``separate`` sends each batch on its own, so each
+    domain is normalised with its own statistics (as TLlib's DAN and AFN; a domain-specific
+    normalisation that aligns the features' first two moments by itself)."""
+
+    domain_batches: Literal["joint", "separate"] = "joint"
+
+
+@dataclass
+class TransferLossOptions(JointOptions):
+    """A method with one transfer loss of its own: its weight, and the family's keys."""
 
     trade_off: Annotated[float, NON_NEGATIVE] = 1.0  # weight of the transfer loss
 
@@ -248,7 +262,7 @@ class ReversalOptions:
 
 
 @dataclass
-class AdversarialOptions(ReversalOptions, SpectralPenaltyOptions, ClassConfusionOptions, GuardOptions):
+class AdversarialOptions(ReversalOptions, SpectralPenaltyOptions, ClassConfusionOptions, JointOptions):
     """The recipe's `feature:` keys of a domain-adversarial method (DANN, CDAN), optionally with MCC and BSP."""
 
     trade_off: Annotated[float, NON_NEGATIVE] = 1.0  # weight of the domain loss L_d (the mean BCE over both domains)
@@ -271,6 +285,15 @@ class JointAdaptation(FeatureAdapter):
         """(scalar name, weight, loss module) of each transfer term."""
         raise NotImplementedError
 
+    def forward_domains(self, classifier, source_images, target_images):
+        """((source features, logits), (target features, logits)): one pass of both batches together, or
+        one per domain, as `domain_batches` says (see JointOptions)."""
+        if self.options.domain_batches == "separate":
+            return (classifier(source_images, with_features=True), classifier(target_images, with_features=True))
+        features, logits = classifier(torch.cat([source_images, target_images]), with_features=True)
+        sizes = [len(source_images), len(target_images)]
+        return tuple(zip(features.split(sizes), logits.split(sizes)))
+
     def fit(self, classifier, source, target, ctx):
         o = self.options
         terms = [(name, weight, loss.to(ctx.device))
@@ -290,10 +313,8 @@ class JointAdaptation(FeatureAdapter):
             source_images, source_labels = next(training.source)
             target_images, _ = next(training.target)
             with ctx.autocast():
-                features, logits = training.parallel_classifier(torch.cat([source_images, target_images]),
-                                                                with_features=True)
-                sizes = [len(source_images), len(target_images)]
-                (source_features, target_features), (source_logits, target_logits) = features.split(sizes), logits.split(sizes)
+                (source_features, source_logits), (target_features, target_logits) = self.forward_domains(
+                    training.parallel_classifier, source_images, target_images)
                 loss, scalars = training.classification_loss(source_logits, source_labels)
                 for (name, weight, _), transfer in zip(terms, training.parallel_modules):
                     value, extra = transfer(source_features, target_features, source_logits, target_logits)

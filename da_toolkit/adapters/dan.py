@@ -9,6 +9,10 @@ source and target features (`MultipleKernelMMDLoss`):
 Gaussian kernels of bandwidths σ_u² = 2^u · mean pairwise squared distance, u = −3..1, summed;
 `estimate`: linear (default, DAN's linear-time estimate) or quadratic. Unlike the paper, one layer (the
 bottleneck) is adapted, not fc6-fc8, and the kernel weights β are fixed (equal), not learned.
+
+The recipe (`recipes/_base/methods/dan.yaml`) sends each domain's batch through the classifier on its own
+(`domain_batches: separate`, as TLlib's dan.py): with one mixed batch the divergence guard stopped a
+syndigits→MNIST seed (benchmarks/results/joint-domain-batches/).
 """
 from __future__ import annotations
 

@@ -18,13 +18,13 @@ from typing import Annotated
 from torch import nn
 
 from da_toolkit.adapters import ADAPTERS
-from da_toolkit.adapters.adversarial import WARMUP, GuardOptions, JointAdaptation, ReversalOptions
+from da_toolkit.adapters.adversarial import WARMUP, JointAdaptation, JointOptions, ReversalOptions
 from da_toolkit.bounds import NON_NEGATIVE, POSITIVE
 from da_toolkit.training.margin_disparity import MarginDisparityDiscrepancyLoss
 
 
 @dataclass
-class MDDOptions(ReversalOptions, GuardOptions):
+class MDDOptions(ReversalOptions, JointOptions):
     """The recipe's `feature:` keys for `adapter: mdd`; defaults are Transfer-Learning-Library's mdd.py flags."""
 
     trade_off: Annotated[float, NON_NEGATIVE] = 1.0  # weight of the MDD term
