@@ -17,7 +17,7 @@
 #       --peer-backbone dann,source_only --out benchmarks/runs/peer-backbone
 set -u
 out=${1:-benchmarks/runs/peer}
-methods=${2:-dann,cdan,mcc,source_only,mdd}  # also: jan, dan, bsp, adda, afn, mcd (TLlib's JAN: about 18 min a run here)
+methods=${2:-dann,cdan,mcc,source_only,mdd}  # also: jan, dan, bsp, adda, afn, mcd, fixmatch (TLlib's JAN: about 18 min a run here)
 python benchmarks/peer_side_by_side.py --methods "$methods" --peer-optimiser dann,cdan,mcc,source_only --peer-protocol dann,cdan,mcc,source_only \
   --tasks M2U,U2M --seeds 0,1,2 --out "$out" "${@:4}"
 cp "$out/results.md" "benchmarks/results/peer-lenet/${3:-results.md}"
