@@ -164,7 +164,14 @@ def test_unknown_profile_lists_the_allowed_ones(tmp_path, toy_recipes):
 
 def test_shipped_benchmark_files_are_valid():
     digits = bench.load_benchmark(BENCHMARKS / "digits.yaml")
-    assert set(digits.profiles) == {"cpu", "cpu_former_optimiser", "cpu32", "gpu"} and digits.seeds == [0, 1]
+    assert set(digits.profiles) == {"cpu", "cpu_former_optimiser", "cpu_separate_batches", "cpu32", "gpu"}
+    assert digits.seeds == [0, 1]
+    # the experiment's profile is the cpu profile with every mixed-batch joint method on one batch per domain
+    separate = digits.profiles["cpu_separate_batches"]
+    assert separate.overrides == digits.profiles["cpu"].overrides
+    joint = ("dann", "cdan", "mcc", "dann_mcc", "bsp", "jan", "bnm", "mdd")
+    assert separate.method_overrides == {**digits.profiles["cpu"].method_overrides,
+                                         **{m: ["feature.domain_batches=separate"] for m in joint}}
     # the profile of the tables made before 2026-12-04 is the cpu profile and the former digit optimiser, nothing else
     former = digits.profiles["cpu_former_optimiser"]
     assert former.overrides == [*digits.profiles["cpu"].overrides, "train.nesterov=false", "train.weight_decay=0.0005",
