@@ -783,7 +783,7 @@ MUTANTS = [
            "teacher = F.softmax(teacher_logits.float(), dim=1)", "teacher = F.softmax(student_logits.float(), dim=1)",
            "the student is compared with itself, not with the teacher", ST),
     Mutant("mean_teacher.class-balance-mean-over-classes", SELF_TRAINING,
-           'uniform, reduction="sum")', 'uniform, reduction="mean")',
+           "(-mean).log1p().clamp(min=-100)).sum()", "(-mean).log1p().clamp(min=-100)).mean()",
            "the class-balance BCE is averaged over classes: C times weaker than the authors'", ST),
     Mutant("mean_teacher.class-balance-not-mask-scaled", "da_toolkit/adapters/mean_teacher.py",
            "o.class_balance * mask_rate * balance", "o.class_balance * balance",
