@@ -273,15 +273,20 @@ def test_domain_batches_decides_whose_statistics_batch_norm_normalises_the_sourc
     assert same == (domain_batches == "separate")
 
 
-def test_afn_dan_and_coral_send_each_domain_on_its_own_and_the_others_one_mixed_batch():
-    """As TLlib's afn.py and dan.py (and CORAL, whose mixed batch took it below source-only); DANN, CDAN, MCC,
-    JAN, BSP, BNM and MDD keep one batch of both domains, as TLlib's do."""
+def test_every_joint_method_sends_each_domain_through_the_classifier_on_its_own():
+    """The family's default since 2026-12-05 (TLlib's DANN, CDAN, MCC, JAN, BSP and MDD use one mixed batch;
+    its DAN and AFN one batch per domain), in every method's recipe and in the compositions with DANN."""
     from pathlib import Path
 
+    from da_toolkit.adapters.adversarial import JointOptions
+
     recipes = Path(__file__).resolve().parents[1] / "recipes"
+    methods = ("afn", "dan", "coral", "dann", "cdan", "mcc", "dann_mcc", "jan", "bsp", "bnm", "mdd",
+               "cyclegan_dann", "dann_dirt_t")
     batches = {method: load_recipe(recipes / f"syndigits2mnist_{method}.yaml").feature.options.domain_batches
-               for method in ("afn", "dan", "coral", "dann", "cdan", "mcc", "jan", "bsp", "bnm", "mdd")}
-    assert {m for m, b in batches.items() if b == "separate"} == {"afn", "dan", "coral"}
+               for method in methods}
+    assert set(batches.values()) == {"separate"}, batches
+    assert JointOptions().domain_batches == "separate"
 
 
 # ----------------------------------------------------------------------------- through the pipeline

@@ -189,13 +189,14 @@ class JointOptions(GuardOptions):
     """The keys of every joint-training method (`JointAdaptation`): how its batches meet the classifier,
     and the guard's.
 
-    ``domain_batches: joint`` sends the source and target batch through the classifier as one batch, so
-    in training its batch norm normalises both with the statistics of the mix (as Transfer-Learning-
-    Library's DANN, CDAN, MCC, JAN, BSP and MDD); ``separate`` sends each batch on its own, so each
-    domain is normalised with its own statistics (as TLlib's DAN and AFN; a domain-specific
-    normalisation that aligns the features' first two moments by itself)."""
+    ``domain_batches: separate`` (the default) sends each batch through the classifier on its own, so in
+    training batch norm normalises each domain with its own statistics (as TLlib's DAN and AFN; a
+    domain-specific normalisation that aligns the features' first two moments by itself); ``joint``
+    sends the source and target batch as one batch, normalised with the statistics of the mix (as
+    Transfer-Learning-Library's DANN, CDAN, MCC, JAN, BSP and MDD). The default since 2026-12-05
+    (measured in benchmarks/results/joint-domain-batches/)."""
 
-    domain_batches: Literal["joint", "separate"] = "joint"
+    domain_batches: Literal["joint", "separate"] = "separate"
 
 
 @dataclass
