@@ -164,22 +164,24 @@ def test_unknown_profile_lists_the_allowed_ones(tmp_path, toy_recipes):
 
 def test_shipped_benchmark_files_are_valid():
     digits = bench.load_benchmark(BENCHMARKS / "digits.yaml")
-    assert set(digits.profiles) == {"cpu", "cpu_former_optimiser", "cpu_separate_batches", "cpu32", "gpu"}
+    assert set(digits.profiles) == {"cpu", "cpu_joint_batches", "cpu_former_optimiser", "cpu32", "gpu"}
     assert digits.seeds == [0, 1]
-    # the experiment's profile is the cpu profile with every mixed-batch joint method on one batch per domain
-    separate = digits.profiles["cpu_separate_batches"]
-    assert separate.overrides == digits.profiles["cpu"].overrides
-    joint = ("dann", "cdan", "mcc", "dann_mcc", "bsp", "jan", "bnm", "mdd")
-    assert separate.method_overrides == {**digits.profiles["cpu"].method_overrides,
-                                         **{m: ["feature.domain_batches=separate"] for m in joint}}
-    # the profile of the tables made before 2026-12-04 is the cpu profile and the former digit optimiser, nothing else
+    # the profile of the tables made before 2026-12-05 is the cpu profile with every joint-training method
+    # (alone or composed) on one mixed batch, nothing else
+    cpu = digits.profiles["cpu"].method_overrides
+    joint_batches = digits.profiles["cpu_joint_batches"]
+    assert joint_batches.overrides == digits.profiles["cpu"].overrides
+    joint = ("dann", "cdan", "mcc", "dann_mcc", "bsp", "jan", "bnm", "mdd", "dan", "coral", "afn", "dann_dirt_t",
+             "cyclegan_dann", "stargan_dann")
+    assert joint_batches.method_overrides == {**cpu, **{m: ["feature.domain_batches=joint", *cpu.get(m, [])]
+                                                        for m in joint}}
+    # ... and before 2026-12-04 also at the former digit optimiser, nothing else
     former = digits.profiles["cpu_former_optimiser"]
     assert former.overrides == [*digits.profiles["cpu"].overrides, "train.nesterov=false", "train.weight_decay=0.0005",
                                 "train.lr_schedule=anneal"]
-    assert former.method_overrides == {**digits.profiles["cpu"].method_overrides,
+    assert former.method_overrides == {**joint_batches.method_overrides,
                                        "shot": ["train.nesterov=true", "train.weight_decay=0.001"]}
     assert {"mnist2usps", "usps2mnist", "syndigits2mnist", "syndigits2ucidigits"} <= set(digits.tasks)
-    cpu = digits.profiles["cpu"].method_overrides
     cyclegan_adda = cpu["cyclegan_adda"]  # a YAML alias inside the list, flattened
     assert "feature.adapt_iterations=1000" in cyclegan_adda and set(cpu["cyclegan"]) <= set(cyclegan_adda)
     scarce = bench.load_benchmark(BENCHMARKS / "scarce_labels.yaml")

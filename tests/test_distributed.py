@@ -142,9 +142,10 @@ def _train(batch_norm: bool, world: World | None = None) -> tuple[nn.Module, int
 # each adapter's own steps, 3 iterations of each stage, with networks small enough to take seconds
 ADAPTER_OPTIONS = {
     "dann": {"guard": "ignore", "discriminator_hidden": [16], "mcc_trade_off": 1.0},
-    "cdan": {"guard": "ignore", "discriminator_hidden": [16], "discriminator_batch_norm": True},
+    "cdan": {"guard": "ignore", "discriminator_hidden": [16], "discriminator_batch_norm": True,
+             "domain_batches": "joint"},  # one forward of both domains
     "adda": {"pretrain_iterations": 3, "adapt_iterations": 3, "discriminator_hidden": [16]},
-    "afn": {"guard": "ignore", "domain_batches": "separate"},  # two forwards, one backward
+    "afn": {"guard": "ignore"},  # two forwards (one batch per domain, the joint family's default), one backward
     "fixmatch": {"guard": "ignore", "threshold": 0.0},  # three forwards (one without gradient), one backward
     "dirt_t": {"vada_iterations": 3, "dirt_iterations": 3, "teacher_every": 2, "guard": "ignore",
                "discriminator_hidden": [16]},
