@@ -68,8 +68,9 @@ PEER_FLAGS = {
 }
 # TLlib's digit flags beyond --lr as our recipe keys, per method and task (only where they differ from our defaults)
 PEER_HYPER = {
-    "dann": {task: ["feature.discriminator_batch_norm=true", "feature.discriminator_dropout=0"]
-             for task in ("M2U", "U2M")},  # TLlib's DomainDiscriminator: batch norm, no dropout
+    # TLlib's DomainDiscriminator: batch norm, no dropout; its dann.py: one batch of both domains
+    "dann": {task: ["feature.discriminator_batch_norm=true", "feature.discriminator_dropout=0",
+                    "feature.domain_batches=joint"] for task in ("M2U", "U2M")},
     "afn": {"M2U": ["feature.norm_increment=0.3", "feature.target_entropy_trade_off=0.03"],  # -r 0.3, entropy 0.03
             "U2M": ["feature.norm_increment=0.1", "feature.target_entropy_trade_off=0.03"]},
 }
