@@ -15,6 +15,9 @@
 # its optimiser beside our defaults and TLlib, is peer_side_by_side.py's table of
 #     python benchmarks/peer_side_by_side.py --methods dann,source_only --tasks M2U,U2M --seeds 0,1,2 --peer-all dann \
 #       --peer-backbone dann,source_only --out benchmarks/runs/peer-backbone
+# results-separate.md, the joint-training methods at today's default (each domain's batch on its own, 2026-12-05), is
+#     python benchmarks/peer_side_by_side.py --methods dann,cdan,bsp,mcc,mdd --tasks M2U,U2M --seeds 0,1,2 \
+#       --out benchmarks/runs/peer-separate
 set -u
 out=${1:-benchmarks/runs/peer}
 methods=${2:-dann,cdan,mcc,source_only,mdd}  # also: jan, dan, bsp, adda, afn, mcd, fixmatch (TLlib's JAN: about 18 min a run here)
