@@ -192,14 +192,16 @@ def test_show_prints_the_recommendation_of_the_runs_it_is_given(tmp_path):
 
     metrics = {}
     for name, feature in (("toy_plain", {"adapter": "source_only"}),
-                          ("toy_dann", {"adapter": "dann", "discriminator_hidden": [16]})):
+                          # one mixed batch of both domains: its 120 toy iterations collapse (one batch per domain,
+                          # the default, does not), which is the case this test needs
+                          ("toy_dann", {"adapter": "dann", "discriminator_hidden": [16], "domain_batches": "joint"})):
         recipe = recipe_from_dict(toy_recipe_dict(name=name, feature=feature, train={"iterations": 120}))
         metrics[name] = run(recipe, tmp_path / name, progress=False)
     result = CliRunner().invoke(main, ["show", "--verbose", str(tmp_path / "toy_plain"), str(tmp_path / "toy_dann")])
     assert result.exit_code == 0, result.output
     records = [selection_record(m) for m in metrics.values()]
     assert [r["method"] for r in records] == ["source_only", "toy_dann"]  # the plain run is the no-harm baseline
-    assert [r["collapsed"] for r in records] == [False, True]  # DANN's 120 toy iterations collapse
+    assert [r["collapsed"] for r in records] == [False, True]  # the mixed-batch DANN collapsed
     for validator in ("source_accuracy", "info_max", "dev"):
         picked, _ = recommend.pick(records, validator)
         shown = [line for line in result.output.splitlines() if f"| {validator} " in line or f"**{validator}**" in line]
