@@ -22,6 +22,9 @@ method at all of the peer's hyper-parameters.
 Each run's directory (ours) or log (TLlib) lands in --out (default benchmarks/runs/peer); a finished
 run is not run again, so an interrupted comparison continues where it stopped. The table goes to
 <out>/results.md and stdout. Two runs at a time by default (--jobs), each with OMP_NUM_THREADS=1.
+`--peer-equal-budget bsp` also runs TLlib's method without the training it does beyond ours (`PEER_EQUAL_BUDGET`: BSP's
+three epochs of source-only pre-training before its 1 epoch of adaptation, 4,000 iterations against our 1,000), in a
+column of its own beside TLlib's as it ships.
 `--finished` launches nothing: the table of the runs finished so far, the others gaps ("n of N seeds").
 """
 from __future__ import annotations
@@ -74,6 +77,8 @@ PEER_HYPER = {
     "afn": {"M2U": ["feature.norm_increment=0.3", "feature.target_entropy_trade_off=0.03"],  # -r 0.3, entropy 0.03
             "U2M": ["feature.norm_increment=0.1", "feature.target_entropy_trade_off=0.03"]},
 }
+# TLlib flags that take away the training a method of TLlib does beyond the budget both sides share
+PEER_EQUAL_BUDGET = {"bsp": ["--pretrain-epochs", "0"]}  # bsp.py pre-trains on the source for 3 epochs first
 OUR_BUDGET = ["classifier.backbone=lenet", "data.image_size=28", "data.channels=1", "train.batch_size=128"]
 PEER_OPTIMISER = ["train.nesterov=true", "train.lr_schedule=inverse", "train.weight_decay=0.001"]
 PEER_BACKBONE = ["classifier.backbone=lenet_fc500"]  # TLlib's LeNet: fc(500)-ReLU-dropout before the bottleneck
@@ -130,11 +135,13 @@ def our_run(side: str, method: str, task: str, seed: int, iterations: int, out: 
     return {"accuracy": 100 * metrics["target_accuracy"], "seconds": metrics["wall_time_s"]}
 
 
-def peer_run(method: str, task: str, seed: int, iterations: int, out: Path, tllib: Path, data: Path,
+def peer_run(side: str, method: str, task: str, seed: int, iterations: int, out: Path, tllib: Path, data: Path,
              launch: bool = True) -> dict:
+    """TLlib's run of `method`: as it ships (side "peer") or without its training beyond ours ("peer_equal_budget")."""
     script, flags = PEER_FLAGS[method]
     _, source, target = TASKS[task]
-    log = out / "peer" / f"{method}_{task}_seed{seed}.log"
+    equal_budget = PEER_EQUAL_BUDGET[method] if side == "peer_equal_budget" else []
+    log = out / side / f"{method}_{task}_seed{seed}.log"
     done = log.with_suffix(".json")
     recovered = peer_accuracy(log.read_text()) if not done.is_file() and log.is_file() else None
     if recovered is not None:  # a complete log without its .json (an older version of this script could not
@@ -148,7 +155,7 @@ def peer_run(method: str, task: str, seed: int, iterations: int, out: Path, tlli
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PEER_COMPAT), str(tllib), os.environ.get("PEER_PYTHONPATH", ""))
                                             if p)
         command = [sys.executable, str(PEER_KIT / "launch.py"), f"{script}.py", str(data), "-d", "Digits",
-                   "-s", source, "-t", target, *DIGIT_FLAGS, *flags[task], "--epochs", "1", "-i", str(iterations),
+                   "-s", source, "-t", target, *DIGIT_FLAGS, *flags[task], *equal_budget, "--epochs", "1", "-i", str(iterations),
                    "--seed", str(seed), "--log", str(log.parent / log.stem)]
         began = time.perf_counter()
         with open(log, "w") as handle:  # TLlib's logger closes stdout: it exits 120 after a complete run
@@ -157,7 +164,7 @@ def peer_run(method: str, task: str, seed: int, iterations: int, out: Path, tlli
         seconds = time.perf_counter() - began
         accuracy = peer_accuracy(log.read_text())
         if accuracy is None:
-            raise RuntimeError(f"TLlib {method} {task} seed {seed} failed; see {log}")
+            raise RuntimeError(f"TLlib ({side}) {method} {task} seed {seed} failed; see {log}")
         done.write_text(json.dumps({"accuracy": accuracy, "seconds": round(seconds, 1)}))
     return json.loads(done.read_text())
 
@@ -199,7 +206,9 @@ def table(results: dict, methods: list[str], tasks: list[str], seeds: list[int],
     command = (f"python benchmarks/peer_side_by_side.py --methods {args.methods} --tasks {args.tasks} "
                f"--seeds {args.seeds} --iterations {args.iterations}"
                + "".join(f" {side_flag(side)} {','.join(chosen)}"
-                         for side, chosen in extra_sides(args).items() if chosen))
+                         for side, chosen in extra_sides(args).items() if chosen)
+               + (f" --peer-equal-budget {args.peer_equal_budget}" if args.peer_equal_budget else ""))
+    equal_budget = [m for m in args.peer_equal_budget.split(",") if m in methods]
     requested = extra_sides(args)
     extra = [side for side, chosen in requested.items() if set(chosen) & set(methods)]  # columns of no row: none
     lines = [f"# Ours vs Transfer-Learning-Library, {args.iterations} iterations of batch 128, LeNet 28×28 grey",
@@ -210,10 +219,15 @@ def table(results: dict, methods: list[str], tasks: list[str], seeds: list[int],
              "*all the peer's hyper-parameters*: also its other digit flags as recipe keys (`PEER_HYPER`); "
              f"*peer's LeNet and optimiser*: the peer's optimiser and `{' '.join(PEER_BACKBONE)}`, TLlib's LeNet, "
              "whose fc(500)-ReLU-dropout ours leaves to the classifier's bottleneck (the other columns: `lenet`); "
-             "*all the peer's hyper-parameters and its LeNet*: both.",
+             "*all the peer's hyper-parameters and its LeNet*: both."
+             + (f" *TLlib, equal budget*: TLlib without the training it does beyond ours (`PEER_EQUAL_BUDGET`: "
+                f"{'; '.join(f'{m}: `{chr(32).join(PEER_EQUAL_BUDGET[m])}`' for m in equal_budget)})."
+                if equal_budget else ""),
              f"Command: `{command}`", "",
              "| task | method | ours (%) | " + "".join(f"{OUR_SIDES[side][0]} (%) | " for side in extra)
-             + "TLlib (%) | ours − TLlib | ours (s) | TLlib (s) |", "|---|---|---|" + "---|" * len(extra) + "---|---|---|---|"]
+             + "TLlib (%) | " + ("TLlib, equal budget (%) | " if equal_budget else "")
+             + "ours − TLlib | ours (s) | TLlib (s) |",
+             "|---|---|---|" + "---|" * (len(extra) + bool(equal_budget)) + "---|---|---|---|"]
 
     def column(side, m, t):
         side = run_side(side, m, t) if side in OUR_SIDES else side  # a column repeating another's runs
@@ -236,7 +250,10 @@ def table(results: dict, methods: list[str], tasks: list[str], seeds: list[int],
             lines.append(f"| {TASKS[t][0]} | {m} | {summary(ours, len(seeds))} | "
                          + "".join((f"{same(side, m, t)}{summary(column(side, m, t), len(seeds))}" if m in requested[side]
                                     else "–") + " | " for side in extra)
-                         + f"{summary(peer, len(seeds))} | {gap(ours, peer)} | {seconds('ours', m, t)} | "
+                         + f"{summary(peer, len(seeds))} | "
+                         + ((f"{summary(column('peer_equal_budget', m, t), len(seeds))} | " if m in equal_budget else "– | ")
+                            if equal_budget else "")
+                         + f"{gap(ours, peer)} | {seconds('ours', m, t)} | "
                          f"{seconds('peer', m, t)} |")
     return "\n".join(lines) + "\n"
 
@@ -257,6 +274,9 @@ def main() -> None:
     parser.add_argument("--peer-all", default="",
                         help=f"methods also run with all of TLlib's hyper-parameters and its LeNet "
                              f"({', '.join(PEER_HYPER)})")
+    parser.add_argument("--peer-equal-budget", default="",
+                        help=f"methods whose TLlib run is repeated without its training beyond ours "
+                             f"({', '.join(PEER_EQUAL_BUDGET)})")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--finished", action="store_true",
                         help="launch nothing: the table of the runs that finished (the others are gaps in their rows)")
@@ -270,6 +290,10 @@ def main() -> None:
     unknown = [m for m in methods + sum(also.values(), []) if m not in PEER_FLAGS] + [t for t in tasks if t not in TASKS]
     if unknown:
         sys.exit(f"error: unknown method or task {unknown} (methods: {', '.join(PEER_FLAGS)}; tasks: M2U, U2M)")
+    equal_budget = [m for m in args.peer_equal_budget.split(",") if m]
+    if [m for m in equal_budget if m not in PEER_EQUAL_BUDGET]:
+        sys.exit(f"error: --peer-equal-budget: TLlib trains beyond our budget only in {', '.join(PEER_EQUAL_BUDGET)} "
+                 f"(PEER_EQUAL_BUDGET), not {[m for m in equal_budget if m not in PEER_EQUAL_BUDGET]}")
     for side in ("ours_peer_hyper", "ours_peer_all"):
         unmapped = [m for m in also[side] if m not in PEER_HYPER]
         if unmapped:
@@ -281,7 +305,8 @@ def main() -> None:
         subprocess.run([sys.executable, str(PEER_KIT / "prepare_data.py"), "--out", str(args.peer_data),
                         "--src", os.environ.get("DA_TOOLKIT_DATA", str(ROOT.parent / "shared" / "data"))], check=True)
     jobs = [(side, m, t, s) for m in methods for t in tasks for s in seeds
-            for side in ("ours", "peer", *(side for side, chosen in also.items() if m in chosen))
+            for side in ("ours", "peer", *(side for side, chosen in also.items() if m in chosen),
+                         *(["peer_equal_budget"] if m in equal_budget else []))
             if side not in OUR_SIDES or run_side(side, m, t) == side]
     results: dict = {}
 
@@ -289,7 +314,7 @@ def main() -> None:
         side, m, t, s = job
         try:
             result = (our_run(side, m, t, s, args.iterations, args.out, not args.finished) if side in OUR_SIDES else
-                      peer_run(m, t, s, args.iterations, args.out, args.tllib, args.peer_data, not args.finished))
+                      peer_run(side, m, t, s, args.iterations, args.out, args.tllib, args.peer_data, not args.finished))
         except NotFinished:
             print(f"{side} {m} {t} seed {s}: not finished (--finished launches nothing)", flush=True)
             return

@@ -16,9 +16,9 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "peer_side_by_side
 
 
 def finished(out: Path, side: str, method: str, task: str, seed: int, accuracy: float, seconds: float) -> None:
-    if side == "peer":
-        (out / "peer").mkdir(parents=True, exist_ok=True)
-        (out / "peer" / f"{method}_{task}_seed{seed}.json").write_text(
+    if side.startswith("peer"):
+        (out / side).mkdir(parents=True, exist_ok=True)
+        (out / side / f"{method}_{task}_seed{seed}.json").write_text(
             json.dumps({"accuracy": accuracy, "seconds": seconds}))
     else:
         run_dir = out / side / f"{method}_{task}_seed{seed}"
@@ -41,13 +41,16 @@ def peer_kit(tmp_path: Path) -> tuple[Path, Path, Path]:
 
 def run_launching(monkeypatch, out: Path, side: str, run: str, accuracy: float, arguments: list[str]) -> list:
     """Run the script with `arguments`; every run it launches is recorded and "finishes" as `side`'s `run`
-    (method_task_seed) with `accuracy`. Returns the launched commands."""
+    (method_task_seed) with `accuracy` (TLlib's sides: in the log it writes). Returns the launched commands."""
     launched = []
 
     def record(command, **kwargs):
         launched.append(command)
         method, task, seed = run.rsplit("_", 2)
-        finished(out, side, method, task, int(seed.removeprefix("seed")), accuracy, 95)
+        if side.startswith("peer"):  # TLlib's log, as the script reads it
+            kwargs["stdout"].write(f" * Acc@1 {accuracy:.3f}\ntest_acc1 = {accuracy:.1f}\n")
+        else:
+            finished(out, side, method, task, int(seed.removeprefix("seed")), accuracy, 95)
 
     monkeypatch.setattr("subprocess.run", record)
     monkeypatch.setattr("sys.argv", ["peer_side_by_side.py", *arguments])
@@ -114,7 +117,8 @@ def test_a_complete_tllib_log_is_read_and_mcd_is_compared_by_its_first_head(tmp_
     (out / "peer").mkdir(parents=True)
     (out / "peer" / "mcd_M2U_seed0.log").write_text(mcd_log)  # complete, but no .json beside it
     monkeypatch.setattr("subprocess.run", fail)  # nothing may be launched
-    assert script["peer_run"]("mcd", "M2U", 0, 1000, out, tmp_path, tmp_path) == {"accuracy": 74.689, "seconds": None}
+    assert script["peer_run"]("peer", "mcd", "M2U", 0, 1000, out, tmp_path, tmp_path) == {"accuracy": 74.689,
+                                                                                          "seconds": None}
 
 
 def test_peer_hyper_runs_ours_with_every_peer_flag_our_keys_express(tmp_path, monkeypatch):
@@ -140,6 +144,31 @@ def test_peer_hyper_runs_ours_with_every_peer_flag_our_keys_express(tmp_path, mo
         assert "--peer-hyper: no TLlib hyper-parameters mapped to our keys for ['cdan']" in str(stop.code)
     else:
         raise AssertionError("--peer-hyper cdan was accepted")
+
+
+def test_peer_equal_budget_runs_tllibs_bsp_without_its_source_pre_training_in_a_column_of_its_own(tmp_path,
+                                                                                                    monkeypatch):
+    out, tllib, data = peer_kit(tmp_path)
+    for side, accuracy in (("ours", 87.0), ("peer", 89.5)):
+        finished(out, side, "bsp", "M2U", 0, accuracy, 130)
+        finished(out, side, "mcc", "M2U", 0, 92.0, 100)  # a row without the column: "–"
+    launched = run_launching(monkeypatch, out, "peer_equal_budget", "bsp_M2U_seed0", 86.5,
+                             ["--methods", "bsp,mcc", "--tasks", "M2U", "--seeds", "0", "--out", str(out), "--tllib",
+                              str(tllib), "--peer-data", str(data), "--peer-equal-budget", "bsp"])
+    assert len(launched) == 1 and "bsp.py" in launched[0]
+    flags = launched[0]
+    assert flags[flags.index("--pretrain-epochs") + 1] == "0" and flags[flags.index("--epochs") + 1] == "1"
+    assert str(out / "peer_equal_budget" / "bsp_M2U_seed0") in flags  # its log beside, not over, TLlib's own run
+    text = (out / "results.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    assert rows[0] == ("| task | method | ours (%) | TLlib (%) | TLlib, equal budget (%) | ours − TLlib | ours (s) | "
+                       "TLlib (s) |")
+    assert rows[1] == "| mnist2usps | bsp | 87.00 ± 0.00 | 89.50 ± 0.00 | 86.50 ± 0.00 | -2.50 | 130 | 130 |"
+    assert rows[2] == "| mnist2usps | mcc | 92.00 ± 0.00 | 92.00 ± 0.00 | – | +0.00 | 100 | 100 |"
+    assert "--peer-equal-budget bsp" in text and "bsp: `--pretrain-epochs 0`" in text
+    monkeypatch.setattr("sys.argv", ["peer_side_by_side.py", "--methods", "dann", "--peer-equal-budget", "dann"])
+    with pytest.raises(SystemExit, match="TLlib trains beyond our budget only in bsp"):
+        runpy.run_path(str(SCRIPT), run_name="__main__")
 
 
 def script_heading(side: str) -> str:
