@@ -25,6 +25,7 @@ run is not run again, so an interrupted comparison continues where it stopped. T
 `--peer-equal-budget bsp` also runs TLlib's method without the training it does beyond ours (`PEER_EQUAL_BUDGET`: BSP's
 three epochs of source-only pre-training before its 1 epoch of adaptation, 4,000 iterations against our 1,000), in a
 column of its own beside TLlib's as it ships.
+`--ours-only` launches only our runs (TLlib's columns: its runs already in --out, the others gaps).
 `--finished` launches nothing: the table of the runs finished so far, the others gaps ("n of N seeds").
 """
 from __future__ import annotations
@@ -280,6 +281,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--finished", action="store_true",
                         help="launch nothing: the table of the runs that finished (the others are gaps in their rows)")
+    parser.add_argument("--ours-only", action="store_true",
+                        help="launch only our runs; TLlib's columns show its runs already in --out (the others gaps)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/runs/peer")
     parser.add_argument("--tllib", type=Path, default=Path(os.environ.get("TLLIB", "/tmp/tllib")))
     parser.add_argument("--peer-data", type=Path, default=Path("/tmp/tllib_data/digits"))
@@ -299,9 +302,9 @@ def main() -> None:
         if unmapped:
             sys.exit(f"error: {side_flag(side)}: no TLlib hyper-parameters mapped to our keys for {unmapped} "
                      f"(PEER_HYPER has {', '.join(PEER_HYPER)})")
-    if not args.finished and not (args.tllib / "tllib").is_dir():
+    if not args.finished and not args.ours_only and not (args.tllib / "tllib").is_dir():
         sys.exit(f"error: no TLlib work tree at {args.tllib} (see {PEER_KIT / 'README.md'})")
-    if not args.finished and not (args.peer_data / "MNIST/image_list/mnist_train.txt").is_file():
+    if not args.finished and not args.ours_only and not (args.peer_data / "MNIST/image_list/mnist_train.txt").is_file():
         subprocess.run([sys.executable, str(PEER_KIT / "prepare_data.py"), "--out", str(args.peer_data),
                         "--src", os.environ.get("DA_TOOLKIT_DATA", str(ROOT.parent / "shared" / "data"))], check=True)
     jobs = [(side, m, t, s) for m in methods for t in tasks for s in seeds
@@ -314,9 +317,11 @@ def main() -> None:
         side, m, t, s = job
         try:
             result = (our_run(side, m, t, s, args.iterations, args.out, not args.finished) if side in OUR_SIDES else
-                      peer_run(side, m, t, s, args.iterations, args.out, args.tllib, args.peer_data, not args.finished))
+                      peer_run(side, m, t, s, args.iterations, args.out, args.tllib, args.peer_data,
+                               not args.finished and not args.ours_only))
         except NotFinished:
-            print(f"{side} {m} {t} seed {s}: not finished (--finished launches nothing)", flush=True)
+            why = "--finished" if args.finished else "--ours-only"
+            print(f"{side} {m} {t} seed {s}: not finished (not launched: {why})", flush=True)
             return
         except (subprocess.CalledProcessError, RuntimeError) as error:  # a stopped run: the table says so
             print(f"{side} {m} {t} seed {s}: FAILED ({error})", flush=True)

@@ -22,7 +22,7 @@ def finished(out: Path, side: str, method: str, task: str, seed: int, accuracy: 
             json.dumps({"accuracy": accuracy, "seconds": seconds}))
     else:
         run_dir = out / side / f"{method}_{task}_seed{seed}"
-        run_dir.mkdir(parents=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "metrics.json").write_text(json.dumps({"target_accuracy": accuracy / 100, "wall_time_s": seconds}))
 
 
@@ -146,8 +146,8 @@ def test_peer_hyper_runs_ours_with_every_peer_flag_our_keys_express(tmp_path, mo
         raise AssertionError("--peer-hyper cdan was accepted")
 
 
-def test_peer_equal_budget_runs_tllibs_bsp_without_its_source_pre_training_in_a_column_of_its_own(tmp_path,
-                                                                                                    monkeypatch):
+def test_peer_equal_budget_runs_tllibs_bsp_without_its_source_pre_training_and_ours_only_launches_no_tllib(tmp_path,
+                                                                                                          monkeypatch):
     out, tllib, data = peer_kit(tmp_path)
     for side, accuracy in (("ours", 87.0), ("peer", 89.5)):
         finished(out, side, "bsp", "M2U", 0, accuracy, 130)
@@ -166,6 +166,14 @@ def test_peer_equal_budget_runs_tllibs_bsp_without_its_source_pre_training_in_a_
     assert rows[1] == "| mnist2usps | bsp | 87.00 ± 0.00 | 89.50 ± 0.00 | 86.50 ± 0.00 | -2.50 | 130 | 130 |"
     assert rows[2] == "| mnist2usps | mcc | 92.00 ± 0.00 | 92.00 ± 0.00 | – | +0.00 | 100 | 100 |"
     assert "--peer-equal-budget bsp" in text and "bsp: `--pretrain-epochs 0`" in text
+    (out / "peer" / "bsp_M2U_seed0.json").unlink()  # --ours-only: TLlib's run is a gap, not launched
+    (out / "ours" / "bsp_M2U_seed0" / "metrics.json").unlink()  # ours is launched
+    launched = run_launching(monkeypatch, out, "ours", "bsp_M2U_seed0", 88.0,
+                             ["--methods", "bsp", "--tasks", "M2U", "--seeds", "0", "--out", str(out), "--tllib",
+                              str(tmp_path / "no-tllib"), "--ours-only"])
+    assert len(launched) == 1 and str(out / "ours" / "bsp_M2U_seed0") in launched[0]
+    assert [line for line in (out / "results.md").read_text().splitlines() if line.startswith("| ")][1] == (
+        "| mnist2usps | bsp | 88.00 ± 0.00 | – (none finished) | – | 95 | – |")
     monkeypatch.setattr("sys.argv", ["peer_side_by_side.py", "--methods", "dann", "--peer-equal-budget", "dann"])
     with pytest.raises(SystemExit, match="TLlib trains beyond our budget only in bsp"):
         runpy.run_path(str(SCRIPT), run_name="__main__")
