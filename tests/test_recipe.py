@@ -55,6 +55,15 @@ def test_every_shipped_recipe_loads():
             assert protocol == (0.9, True, 0.001, "inverse"), path
 
 
+def test_every_fixmatch_composition_takes_the_one_refine_stage_file_whole():
+    """adda_fixmatch and mcc_fixmatch: their feature method's stage, then recipes/_base/refine/fixmatch.yaml's."""
+    refine = yaml.safe_load((RECIPES / "_base" / "refine" / "fixmatch.yaml").read_text())["refine"]
+    for method, feature in (("adda_fixmatch", "adda"), ("mcc_fixmatch", "mcc")):
+        for task in ("mnist2usps", "usps2mnist", "syndigits2mnist", "syndigits2ucidigits"):
+            recipe = load_recipe(RECIPES / f"{task}_{method}.yaml").to_dict()
+            assert recipe["feature"]["adapter"] == feature and recipe["refine"] == refine, (task, method)
+
+
 def test_base_recipe_keys_are_overridden_by_the_recipe(tmp_path):
     (tmp_path / "base.yaml").write_text(yaml.safe_dump({"train": {"iterations": 5, "lr": 0.5}, "seed": 3}))
     (tmp_path / "top.yaml").write_text(yaml.safe_dump({
