@@ -18,6 +18,15 @@
 # results-separate.md, the joint-training methods at today's default (each domain's batch on its own, 2026-12-05), is
 #     python benchmarks/peer_side_by_side.py --methods dann,cdan,bsp,mcc,mdd --tasks M2U,U2M --seeds 0,1,2 \
 #       --out benchmarks/runs/peer-separate
+# results-rest.md, BSP at equal budget (TLlib without its 3 epochs of source pre-training), DAN and JAN at today's
+# defaults, is the last command's table of these four (BSP's ours and TLlib-as-it-ships runs: peer-separate's, copied
+# into the folder; TLlib's DAN, about 20 min a run here, not run again: results-more.md has it):
+#     python benchmarks/peer_side_by_side.py --methods bsp --tasks M2U,U2M --seeds 0,1,2 --peer-equal-budget bsp \
+#       --out benchmarks/runs/peer-rest
+#     python benchmarks/peer_side_by_side.py --methods dan --tasks M2U,U2M --seeds 0,1,2 --ours-only --out benchmarks/runs/peer-rest
+#     python benchmarks/peer_side_by_side.py --methods jan --tasks M2U,U2M --seeds 0,1,2 --out benchmarks/runs/peer-rest
+#     python benchmarks/peer_side_by_side.py --methods bsp,dan,jan --tasks M2U,U2M --seeds 0,1,2 --peer-equal-budget bsp \
+#       --finished --out benchmarks/runs/peer-rest
 set -u
 out=${1:-benchmarks/runs/peer}
 methods=${2:-dann,cdan,mcc,source_only,mdd}  # also: jan, dan, bsp, adda, afn, mcd, fixmatch (TLlib's JAN: about 18 min a run here)
