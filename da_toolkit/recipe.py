@@ -360,7 +360,7 @@ def recipe_from_dict(raw: dict, source_path: Path | None = None) -> Recipe:
         stage = getattr(recipe, kind)
         if stage is not None:
             with _in_section(kind):
-                ADAPTERS.get(stage.adapter).check(stage.options, recipe.data.image_size, recipe.data.channels)
+                ADAPTERS.get(stage.adapter).check(stage.options, recipe.data.image_size, recipe.data.channels, kind)
     return recipe
 
 

@@ -172,7 +172,7 @@ def test_shipped_benchmark_files_are_valid():
     joint_batches = digits.profiles["cpu_joint_batches"]
     assert joint_batches.overrides == digits.profiles["cpu"].overrides
     joint = ("dann", "cdan", "mcc", "dann_mcc", "bsp", "jan", "bnm", "mdd", "dan", "coral", "afn", "dann_dirt_t",
-             "mcc_fixmatch", "cyclegan_dann", "stargan_dann")
+             "mcc_fixmatch", "mcc_shot", "cyclegan_dann", "stargan_dann")
     assert joint_batches.method_overrides == {**cpu, **{m: ["feature.domain_batches=joint", *cpu.get(m, [])]
                                                         for m in joint}}
     # ... and before 2026-12-04 also at the former digit optimiser, nothing else

@@ -55,13 +55,19 @@ def test_every_shipped_recipe_loads():
             assert protocol == (0.9, True, 0.001, "inverse"), path
 
 
-def test_every_fixmatch_composition_takes_the_one_refine_stage_file_whole():
-    """adda_fixmatch and mcc_fixmatch: their feature method's stage, then recipes/_base/refine/fixmatch.yaml's."""
-    refine = yaml.safe_load((RECIPES / "_base" / "refine" / "fixmatch.yaml").read_text())["refine"]
-    for method, feature in (("adda_fixmatch", "adda"), ("mcc_fixmatch", "mcc")):
+def test_every_refine_composition_takes_its_one_refine_stage_file_whole():
+    """adda_fixmatch, mcc_fixmatch and mcc_shot: their feature method's stage, then recipes/_base/refine/<refine>.yaml's;
+    mcc_shot with the SHOT recipe's digit β (pseudo_label_weight) of the same task, nothing else of its own."""
+    for method, feature, refine_adapter in (("adda_fixmatch", "adda", "fixmatch"), ("mcc_fixmatch", "mcc", "fixmatch"),
+                                            ("mcc_shot", "mcc", "shot")):
+        refine = yaml.safe_load((RECIPES / "_base" / "refine" / f"{refine_adapter}.yaml").read_text())["refine"]
         for task in ("mnist2usps", "usps2mnist", "syndigits2mnist", "syndigits2ucidigits"):
             recipe = load_recipe(RECIPES / f"{task}_{method}.yaml").to_dict()
-            assert recipe["feature"]["adapter"] == feature and recipe["refine"] == refine, (task, method)
+            expected = dict(refine)
+            if refine_adapter == "shot":
+                shot = load_recipe(RECIPES / f"{task}_shot.yaml").to_dict()["feature"]
+                expected.update(pseudo_label_weight=shot["pseudo_label_weight"], source_checkpoint=None)
+            assert recipe["feature"]["adapter"] == feature and recipe["refine"] == expected, (task, method)
 
 
 def test_base_recipe_keys_are_overridden_by_the_recipe(tmp_path):

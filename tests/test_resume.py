@@ -41,7 +41,7 @@ SMALL = {
 }
 NEEDS_LABELS = {"target_only"}  # trains on the labeled target images only
 # (feature adapter, refine adapter) compositions: a refinement stage after a feature stage
-REFINEMENTS = [("dann", "source_only"), ("adda", "fixmatch")]
+REFINEMENTS = [("dann", "source_only"), ("adda", "fixmatch"), ("mcc", "shot")]
 
 
 def registered(kind: str) -> list[str]:
@@ -60,11 +60,12 @@ def cases() -> list[tuple[str | None, str, int, str | None]]:
     return out
 
 
-def options_for(adapter: str, source_run=None) -> dict:
-    """SMALL's options of `adapter`; a source-free adapter (one with a `source_checkpoint` option) also gets
-    the toy source_only run to start from (conftest's toy_source_run)."""
+def options_for(adapter: str, source_run=None, stage: str = "feature") -> dict:
+    """SMALL's options of `adapter`; a source-free adapter (one with a `source_checkpoint` option) as the
+    feature stage also gets the toy source_only run to start from (conftest's toy_source_run); as a refine
+    stage it starts from the feature stage's classifier."""
     options = {"adapter": adapter, **SMALL.get(adapter, {})}
-    if "source_checkpoint" in {f.name for f in dataclasses.fields(ADAPTERS.get(adapter).Options)}:
+    if stage == "feature" and "source_checkpoint" in {f.name for f in dataclasses.fields(ADAPTERS.get(adapter).Options)}:
         options["source_checkpoint"] = str(source_run)
     return options
 
@@ -76,9 +77,9 @@ def recipe_for(pixel: str | None, feature: str, k: int, refine: str | None = Non
                 # model selection by a validator: its candidates and best weights are resumed too
                 "selection": {"select": "info_max", "every": 2, "samples": 40}}
     if pixel is not None:
-        sections["pixel"] = options_for(pixel, source_run)
+        sections["pixel"] = options_for(pixel, source_run, "pixel")
     if refine is not None:
-        sections["refine"] = options_for(refine, source_run)
+        sections["refine"] = options_for(refine, source_run, "refine")
     return recipe_from_dict(toy_recipe_dict(**sections))
 
 

@@ -152,6 +152,46 @@ def test_shot_keeps_the_source_head_trains_the_encoder_and_never_reads_a_source_
             values["loss/entropy"] - values["loss/diversity"], abs=1e-5)
 
 
+def test_shot_as_a_refine_stage_adapts_the_classifier_it_is_given_and_reads_no_checkpoint(tmp_path, monkeypatch):
+    """`refine: {adapter: shot}` (e.g. recipes/_base/methods/mcc_shot.yaml): no source_checkpoint, so the
+    classifier the feature stage returned is the start; its head stays, its encoder trains, no source image."""
+    recipe = recipe_from_dict(toy_recipe_dict(feature={"adapter": "mcc"},
+                                              refine={"adapter": "shot", "pseudo_label_every": 5},
+                                              train={"iterations": 20, "batch_size": 16}))
+    assert recipe.refine.options.source_checkpoint is None
+    monkeypatch.setattr(shot, "load_source_classifier", lambda *a: pytest.fail("a checkpoint was read"))
+    logged = []
+    monkeypatch.setattr(Context, "log_scalars", lambda self, stage, step, values: logged.append(stage))
+    torch.manual_seed(3)
+    classifier = create_classifier("lenet", 1, 16, 10, 32)  # stands for the feature stage's classifier
+    start = {name: value.clone() for name, value in classifier.state_dict().items()}
+    adapter = shot.SHOT(recipe.refine.options, AdapterSetup.from_recipe(recipe), stage="refine")
+    adapter.check_inputs(10)  # nothing to check: no file named
+    ctx = Context(tmp_path, progress=False, log_every=1)
+    try:
+        adapted = adapter.fit(classifier, SealedSource(toy(0)), toy(60).without_labels(), ctx)
+    finally:
+        ctx.close()
+    for name, value in adapted.head.state_dict().items():
+        assert torch.equal(value, start[f"head.{name}"]), name
+    assert any(value.is_floating_point() and not torch.equal(value, start[f"encoder.{name}"])
+               for name, value in adapted.encoder.state_dict().items()), "the encoder was not trained"
+    assert set(logged) == {"refine"} and len(logged) == 20
+
+
+@pytest.mark.parametrize("stage, options, message", [
+    ("feature", {}, "feature.source_checkpoint: missing: SHOT adapts a trained source classifier"),
+    ("refine", {"source_checkpoint": "runs/source"},
+     "refine.source_checkpoint: a refine stage adapts the classifier the feature stage returned"),
+])
+def test_only_shot_as_the_feature_stage_names_a_source_checkpoint(stage, options, message):
+    sections = {stage: {"adapter": "shot", **options}}
+    if stage == "refine":
+        sections["feature"] = {"adapter": "mcc"}
+    with pytest.raises(UserError, match=message):
+        recipe_from_dict(toy_recipe_dict(**sections))
+
+
 def test_shot_im_has_no_pseudo_labels(toy_source_run, tmp_path, monkeypatch):
     recipe = shot_recipe(toy_source_run, pseudo_label_weight=0.0)
     monkeypatch.setattr(shot, "cluster_pseudo_labels", lambda *a: pytest.fail("SHOT-IM clustered"))
@@ -226,11 +266,6 @@ def test_the_source_checkpoint_is_relative_to_the_recipe_file_or_in_an_override_
     monkeypatch.chdir(tmp_path / "recipes")
     loaded = load_recipe(recipe, ["feature.source_checkpoint=elsewhere/run"])
     assert loaded.feature.options.source_checkpoint == str(tmp_path / "recipes" / "elsewhere" / "run")
-
-
-def test_shot_without_a_source_checkpoint_names_the_key():
-    with pytest.raises(UserError, match="feature.source_checkpoint: missing: SHOT adapts a trained source classifier"):
-        recipe_from_dict(toy_recipe_dict(feature={"adapter": "shot"}))
 
 
 # ------------------------------------------------------------------ a source-free run: data.source null

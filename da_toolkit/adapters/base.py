@@ -99,8 +99,9 @@ class Adapter:
         self.setup = setup
 
     @classmethod
-    def check(cls, options, image_size: int, channels: int) -> None:
-        """Raise UserError when `options` cannot work with this image size or channel count."""
+    def check(cls, options, image_size: int, channels: int, stage: str) -> None:
+        """Raise UserError when `options` cannot work with this image size or channel count, or in the recipe
+        section `stage` ("pixel", "feature" or "refine") that runs them."""
 
 
 class FeatureAdapter(Adapter):

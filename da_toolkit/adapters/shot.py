@@ -2,9 +2,11 @@
 Hypothesis Transfer for Unsupervised Domain Adaptation", ICML 2020). Source-free: it adapts a trained
 source classifier to the target without reading a single source image.
 
-1. The classifier starts as the source classifier of `feature.source_checkpoint` (a finished run
-   directory, e.g. a source_only run, or its classifier.pt), read weights-only; its class count and
-   architecture must be this run's.
+1. As the feature stage, the classifier starts as the source classifier of `feature.source_checkpoint`
+   (a finished run directory, e.g. a source_only run, or its classifier.pt), read weights-only; its
+   class count and architecture must be this run's. As a refine stage (`refine: {adapter: shot}`, no
+   source_checkpoint) it starts from the classifier the feature stage returned, e.g. MCC's: that
+   stage read the source, this one still does not.
 2. The head C (the source hypothesis) is frozen; the encoder (backbone + bottleneck) trains on the
    unlabeled target images, in train mode, with the recipe's `train` settings (SGD, Nesterov
    momentum, the LR schedule; recipes/_base/methods/shot.yaml sets the authors' values), minimising
@@ -20,7 +22,7 @@ source classifier to the target without reading a single source image.
    a few classes (there is no source loss to judge here).
 
 The pseudo-labels are part of the stage's checkpoint, so a resumed run is bit-identical. The model
-selection scores the source classifier first (score_start), so it can fall back to it.
+selection scores the classifier it starts from first (score_start), so it can fall back to it.
 
 With `data.source: null` the whole run is source-free (`reads_source = False`, recipe.py
 `_check_source_free`): no source domain is built, and the target's classes are matched by name to
@@ -59,9 +61,6 @@ class SHOTOptions(GuardOptions):
     pseudo_label_every: int | None = None  # recluster every N iterations; null: once per pass over the target
 
     def __post_init__(self):
-        if self.source_checkpoint is None:
-            raise UserError("feature.source_checkpoint: missing: SHOT adapts a trained source classifier; train one "
-                            "(e.g. da-toolkit run recipes/<task>_source_only.yaml) and name its run directory")
         if self.pseudo_label_weight < 0:
             raise UserError(f"feature.pseudo_label_weight: must be zero or more, got {self.pseudo_label_weight}")
         if self.pseudo_label_every is not None and self.pseudo_label_every < 1:
@@ -159,6 +158,18 @@ class SHOT(FeatureAdapter):
     Options = SHOTOptions
     reads_source = False
 
+    @classmethod
+    def check(cls, options: SHOTOptions, image_size: int, channels: int, stage: str) -> None:
+        """A feature stage adapts the source classifier its source_checkpoint names; a refine stage adapts the
+        classifier the feature stage returned, so it names none."""
+        if stage == "feature" and options.source_checkpoint is None:
+            raise UserError("feature.source_checkpoint: missing: SHOT adapts a trained source classifier; train one "
+                            "(e.g. da-toolkit run recipes/<task>_source_only.yaml) and name its run directory")
+        if stage == "refine" and options.source_checkpoint is not None:
+            raise UserError(f"refine.source_checkpoint: a refine stage adapts the classifier the feature stage "
+                            f"returned, not a checkpoint; remove the key (null), or run SHOT as the feature stage "
+                            f"(got {options.source_checkpoint})")
+
     def source_classes(self) -> tuple[int, tuple[str, ...], str]:
         key = f"{self.stage}.source_checkpoint"
         file = source_classifier_file(self.options.source_checkpoint, key)
@@ -173,13 +184,16 @@ class SHOT(FeatureAdapter):
         return num_classes, names, source or "source"
 
     def check_inputs(self, num_classes: int) -> None:
+        if self.options.source_checkpoint is None:  # a refine stage
+            return
         with torch.random.fork_rng(devices=[]):  # the run's random stream is untouched
             load_source_classifier(self.setup.make_classifier(num_classes), self.options.source_checkpoint,
                                    f"{self.stage}.source_checkpoint")
 
     def fit(self, classifier, source, target, ctx):
         o = self.options
-        load_source_classifier(classifier, o.source_checkpoint, f"{self.stage}.source_checkpoint")
+        if o.source_checkpoint is not None:  # a feature stage; a refine stage adapts the classifier it is given
+            load_source_classifier(classifier, o.source_checkpoint, f"{self.stage}.source_checkpoint")
         classifier.head.requires_grad_(False)  # the source hypothesis stays; the optimiser gets the encoder only
         training = SupervisedTraining(classifier, None, target, self.train, ctx)
         iterations = self.train.iterations

@@ -42,7 +42,7 @@ class CycleGAN(PixelAdapter):
     directions = tuple(GENERATOR_KEYS)  # a2b: G, source -> target style; b2a: F, the reverse
 
     @classmethod
-    def check(cls, options: CycleGANOptions, image_size: int, channels: int) -> None:
+    def check(cls, options: CycleGANOptions, image_size: int, channels: int, stage: str = "pixel") -> None:
         size, layers = image_size, options.layers_for(image_size)
         if PatchDiscriminator.output_size(size, layers) < 1:
             raise UserError(f"pixel.discriminator_layers: {layers} layers need images of at least "

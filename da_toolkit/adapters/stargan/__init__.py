@@ -60,7 +60,7 @@ class StarGAN(PixelAdapter):
     Options = StarGANOptions
 
     @classmethod
-    def check(cls, options: StarGANOptions, image_size: int, channels: int) -> None:
+    def check(cls, options: StarGANOptions, image_size: int, channels: int, stage: str = "pixel") -> None:
         layers, factor = options.layers_for(image_size), 2 ** options.downsamplings_for(image_size)
         if image_size % 2 ** layers:
             raise UserError(f"pixel.discriminator_layers: {layers} stride-2 layers need an image size that is a "
