@@ -86,7 +86,10 @@ def markdown(studied: dict[str, dict[str, dict]]) -> str:
              "a pick more than 5 points below source-only. The picks follow `compare`'s rule (mean score over seeds of each",
              "run's returned model, collapse alarm, no harm); target test labels judge the picks, they choose nothing.",
              "Cases overlap (digits-cpu-syndigits re-ran digits-cpu's core methods; the sweep's tasks are digits-cpu's):",
-             "they are not independent tasks, and four digit tasks are all there is here.", "",
+             "they are not independent tasks, and four digit tasks are all there is here. Each grid's rows are as its",
+             "committed table made them, with the code of its day (its README says which): tables made before the digit",
+             "optimiser became TLlib's (2026-12-04), before syndigits version 2 (2026-12-04) or before the joint methods",
+             "sent each domain's batch on its own (2026-12-05) keep their figures of then.", "",
              f"| validator | cases | mean regret (pts) | mean regret on the {shared} cases all scored (pts) | "
              "worst regret (pts) | worst case | harmful picks |",
              "|---|---|---|---|---|---|---|"]
