@@ -10,7 +10,9 @@ did compute must come out equal (within `TOLERANCE`) to the run's stored score o
 proof that the sample and the model are the run's. The added scores go to rescored.json (written atomically
 through `RunDir`, under the run directory's write lock), which `recommend.returned_scores` merges.
 
-They are scores of the returned model only: a run keeps no other candidate's weights, so the other
+A run made before runs stored their returned model's predictions of the agreement sample (the target images
+every seed of a task predicts, `Selection.agreement_sample`) gets them in rescored.json too, for the
+recommendation's seed agreement. They are scores of the returned model only: a run keeps no other candidate's weights, so the other
 candidates (and a study's Spearman ρ and checkpoint columns over them) have no score of the added validators.
 """
 from __future__ import annotations
@@ -55,7 +57,8 @@ def _rescore(rundir: RunDir) -> str:
     ctx = Context(run_dir=rundir.path, device=device, seed=recipe.seed, progress=False, main=False)
     sample = Selection(recipe.selection, domains.source_test or domains.source, target, None, held_out, ctx,
                        recipe.train.eval_batch_size)
-    scores = sample.scores(classifier.to(device).eval())
+    classifier = classifier.to(device).eval()
+    scores = sample.scores(classifier)
     different = {name: (stored[name], scores[name]) for name in stored.keys() & scores.keys()
                  if not same_score(stored[name], scores[name])}
     if different:
@@ -63,17 +66,21 @@ def _rescore(rundir: RunDir) -> str:
                         + ", ".join(f"{name}: stored {a}, now {b}" for name, (a, b) in sorted(different.items()))
                         + "): not the run's sample or model; nothing written")
     added = {name: value for name, value in scores.items() if name not in stored}
-    if not added:
-        return f"{rundir}: nothing to add (the run computed every validator)"
+    metrics = rundir.read_metrics()
+    agreement = None if metrics["model_selection"].get("agreement_sample") else sample.agreement(classifier)
+    if not added and agreement is None:
+        return f"{rundir}: nothing to add (the run computed every validator and its agreement sample)"
     rundir.write_rescored({
         "note": NOTE,
         "model": chosen,
         "scores": added,
+        **({"agreement_sample": agreement} if agreement is not None else {}),
         "checked": {name: {"stored": stored[name], "rescored": scores[name]}
                     for name in sorted(stored.keys() & scores.keys())},
         "device": str(device), "da_toolkit": da_toolkit.__version__,
         "wall_time_s": round(time.perf_counter() - began, 2)})
-    return f"{rundir}: added {', '.join(sorted(added))}; {len(stored.keys() & scores.keys())} stored scores reproduced"
+    what = sorted(added) + (["the agreement sample's predictions"] if agreement is not None else [])
+    return f"{rundir}: added {', '.join(what)}; {len(stored.keys() & scores.keys())} stored scores reproduced"
 
 
 def returned_candidate(rundir: RunDir) -> tuple[dict, dict[str, float]]:

@@ -7,7 +7,9 @@ same images at every evaluation and on resume): `selection.samples` labeled sour
 images (the source test split, never trained on) and as many unlabeled target training images
 (default 500 each: scoring 10 times adds a few per cent to a run), plus the held-out labeled
 target fold when `selection.target_label_folds` ≥ 2. ADDA's adaptation also scores its starting
-point, the source-trained model.
+point, the source-trained model. The returned model also predicts `selection.samples` target
+training images drawn without the run's seed (`agreement_sample`: the same images in every seed of
+a task), stored in metrics.json for the recommendation's seed agreement.
 
 `selection.select` names the validator whose best candidate the run returns (ties: the later
 iteration), or `last` (the default: the final iterate). The chosen iteration and why are printed
@@ -81,6 +83,10 @@ class Selection:
         self.source = (source_validation.sample(options.samples, generator).in_memory()
                        if source_validation is not None else None)  # None: a source-free run
         self.target = target.without_labels().sample(options.samples, generator).in_memory()
+        # the same target images in every seed of a task: the recommendation's seed agreement compares the
+        # seeds' predictions of them (recommend.with_seed_agreement)
+        self.agreement_sample = target.without_labels().sample(
+            options.samples, torch.Generator().manual_seed(SAMPLE_SEED_OFFSET)).in_memory()
         self.held_out = held_out.in_memory() if held_out is not None else None
         self.target_test = target_test if options.record_target_test else None
         self.candidates: list[dict] = []
@@ -175,10 +181,22 @@ class Selection:
                              "target": len(self.target),
                              "held_out_target": len(self.held_out) if self.held_out is not None else 0},
                  "candidates": self.candidates,
+                 "agreement_sample": self.agreement(classifier),
                  "wall_time_s": {k: round(v, 2) for k, v in self.seconds.items()}}
         if self.target_test is not None:
             entry["note"] = HINDSIGHT
         return line, entry
+
+    def agreement(self, classifier: torch.nn.Module) -> dict:
+        """metrics.json's `agreement_sample`: `classifier`'s predicted class of each image of the agreement sample
+        (scored in eval mode, its modes restored), with the sample's seed and size."""
+        modes = {module: module.training for module in classifier.modules()}
+        try:
+            predictions = predict(classifier.eval(), self.agreement_sample, self.ctx.device, self.batch_size)
+        finally:
+            for module, training in modes.items():
+                module.train(training)
+        return {"seed": SAMPLE_SEED_OFFSET, "images": len(self.agreement_sample), "predictions": predictions.tolist()}
 
     def state_dict(self) -> dict:
         return {"candidates": self.candidates, "best": self.best, "seconds": dict(self.seconds)}

@@ -13,6 +13,7 @@ from da_toolkit.benchmark import recommend
 from da_toolkit.context import Context
 from da_toolkit.data import DomainDataset, build_domains
 from da_toolkit.errors import UserError
+from da_toolkit.evaluate import predict
 from da_toolkit.models import create_classifier
 from da_toolkit.pipeline import load_run, run
 from da_toolkit.recipe import recipe_from_dict
@@ -56,6 +57,28 @@ def test_the_sample_is_fixed_by_the_seed(tmp_path):
     torch.manual_seed(0)
     model = create_classifier("lenet", 1, 16, 10, 32).eval()  # observe scores in eval mode
     assert first.scores(model) == second.scores(model)
+
+
+def test_every_seed_predicts_the_same_agreement_sample_with_the_model_it_returns(tmp_path):
+    """The validators' sample is the seed's own; the agreement sample is drawn without the run's seed, so two
+    seeds' predictions of it can be compared (recommend.with_seed_agreement)."""
+    recipe = recipe_from_dict(toy_recipe_dict(selection={"samples": 60}))
+    domains = build_domains(recipe.data, 0)
+    selections = []
+    for seed in (0, 1):
+        ctx = Context(tmp_path / str(seed), seed=seed, progress=False)
+        selections.append(Selection(recipe.selection, domains.source, domains.target, None, None, ctx))
+    first, second = selections
+    assert not torch.equal(first.target.images, second.target.images)  # the validators' samples: per seed
+    assert torch.equal(first.agreement_sample.images, second.agreement_sample.images)
+    assert len(first.agreement_sample) == 60 and (first.agreement_sample.labels == -1).all()
+    torch.manual_seed(0)
+    model = create_classifier("lenet", 1, 16, 10, 32).train()
+    first.observe("feature", 1, model)
+    _, entry = first.choose(model)
+    assert entry["agreement_sample"]["predictions"] == predict(model, first.agreement_sample).tolist()
+    assert model.training  # its mode restored
+    assert entry["agreement_sample"]["images"] == 60
 
 
 def test_a_run_returns_the_candidate_its_validator_scored_best(tmp_path):
@@ -326,6 +349,39 @@ def test_the_ensemble_picks_by_mean_rank_by_hand():
     assert "ensemble" not in recommend.validators_of([record("t", "dann", 0, 0.8, {"info_max": 1.0})])
 
 
+def predicted(task, method, seed, accuracy, predictions, collapsed=False, images=None):
+    out = record(task, method, seed, accuracy, {"info_max": 1.0}, collapsed)
+    out["model_selection"]["agreement_sample"] = {"seed": 7919, "images": images or len(predictions),
+                                                  "predictions": predictions}
+    return out
+
+
+def test_seed_agreement_is_a_methods_score_from_its_seeds_predictions_by_hand():
+    records = [predicted("t", "source_only", 0, 0.70, [0, 1, 2, 3]), predicted("t", "source_only", 1, 0.72, [0, 2, 2, 1]),
+               predicted("t", "shot", 0, 0.90, [0, 1, 2, 3]), predicted("t", "shot", 1, 0.60, [3, 3, 3, 3]),
+               predicted("t", "mcc", 0, 0.88, [0, 1, 2, 2]), predicted("t", "mcc", 1, 0.86, [0, 1, 2, 3]),
+               predicted("t", "mcc", 2, 0.87, [0, 1, 1, 3]),
+               predicted("t", "dann", 0, 0.95, [0, 1, 2, 3])]  # one seed: no agreement, but the best
+    scored = recommend.with_seed_agreement(records)
+    values = {(r["method"], r["seed"]): r.get("seed_agreement") for r in scored}
+    assert values[("source_only", 0)] == values[("source_only", 1)] == 0.5  # 2 of 4 images alike
+    assert values[("shot", 0)] == 0.25
+    assert values[("mcc", 2)] == pytest.approx((3 / 4 + 2 / 4 + 3 / 4) / 3)  # pairs (0, 1), (0, 2), (1, 2)
+    assert values[("dann", 0)] is None and "seed_agreement" not in records[0]  # the input is left as it was
+    result = recommend.study(records)["tasks"]["t"]["seed_agreement"]
+    # mcc agrees most (0.67 > 0.5 > 0.25) and more than source-only in every seed; dann's 95 % − mcc's 87 %
+    assert (result["pick"], result["best"], result["regret"]) == ("mcc", "dann", pytest.approx(8.0))
+    assert "seed_agreement" in recommend.validators_of(scored)
+
+
+def test_seed_agreement_leaves_out_collapsed_methods_and_other_samples():
+    records = [predicted("t", "source_only", s, 0.70, [0, 1, 2, s]) for s in (0, 1)]
+    records += [predicted("t", "dann", s, 0.10, [3, 3, 3, 3], collapsed=True) for s in (0, 1)]  # agree everywhere
+    assert recommend.study(records)["tasks"]["t"]["seed_agreement"]["pick"] == "source_only"
+    other = [predicted("t", "mcc", 0, 0.9, [0, 1, 2, 3]), predicted("t", "mcc", 1, 0.9, [0, 1, 2, 3, 4], images=5)]
+    assert all(r.get("seed_agreement") is None for r in recommend.with_seed_agreement(other))
+
+
 def test_rescored_scores_count_for_the_returned_model_only():
     candidates = [{"stage": "feature", "iteration": i, "scores": {"info_max": 1.0 + i, "source_accuracy": 0.8},
                    "target_test_accuracy": 0.5 + i / 10} for i in range(3)]
@@ -364,14 +420,17 @@ def test_rescore_adds_the_missing_validators_of_the_returned_model(tmp_path):
     for candidate in metrics["model_selection"]["candidates"]:  # an "old" run: trained before three validators
         for name in ("bnm", "class_ami", "target_knn"):
             del candidate["scores"][name]
+    predicted = metrics["model_selection"].pop("agreement_sample")  # ... and before the agreement sample
     rundir.write_metrics(metrics)
     files = {path: path.stat().st_mtime_ns for path in rundir.path.rglob("*")}
     result = CliRunner().invoke(main, ["rescore", str(rundir.path)])
     assert result.exit_code == 0, result.output
-    assert "added bnm, class_ami, target_knn; 5 stored scores reproduced" in result.output
+    assert ("added bnm, class_ami, target_knn, the agreement sample's predictions; 5 stored scores reproduced"
+            in result.output)
     rescored = rundir.read_rescored()
     # the same sample and model: exactly the values the run computed itself
     assert rescored["scores"] == {name: computed[name] for name in ("bnm", "class_ami", "target_knn")}
+    assert rescored["agreement_sample"] == predicted
     assert set(rescored["checked"]) == {"source_accuracy", "entropy", "info_max", "dev", "snd"}
     assert rescored["model"]["index"] == chosen and "returned" in rescored["note"]
     # rescored.json is all it wrote: no log line, no TensorBoard event, no lock left behind

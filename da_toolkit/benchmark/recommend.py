@@ -6,6 +6,12 @@ validator V (validators.py):
 
 * each run's score is V of the model the run returned (its chosen candidate; for a validator added
   after the run, its `rescored.json`: `da-toolkit rescore`); a method's score is the mean over its seeds;
+* seed agreement (`seed_agreement`) is not a score of one model either but of a method: the share of a fixed
+  sample of target training images (the same images in every seed, `Selection.agreement_sample`) on which
+  two seeds' returned models predict the same class, the mean over pairs of seeds (Jiang et al. 2022 found
+  the disagreement of two independently trained runs to track their test error; Baek et al. 2022 that
+  agreement tracks accuracy under distribution shift); each run of the method gets it as its score; a
+  method with fewer than two such seeds has none;
 * the ensemble (validators.py `rank_ensemble`) is not a score of one model: it ranks the returned
   models of the task's runs by each of its members and scores each run by its mean rank (the runs
   lacking a member are left out); a candidate's ensemble score ranks it among the candidates compared
@@ -25,6 +31,7 @@ tables in view, is disclosed in benchmarks/results/README.md "validator-robustne
 """
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 from pathlib import Path
@@ -34,7 +41,11 @@ from da_toolkit.validators import ENSEMBLE, ENSEMBLE_DESCRIPTION, ENSEMBLE_MEMBE
 DEFAULT_VALIDATOR = "class_ami"
 BASELINE = "source_only"
 HARM_POINTS = 5.0  # a pick more than this many points below source-only is harmful
-DESCRIPTIONS = {**VALIDATORS, ENSEMBLE: ENSEMBLE_DESCRIPTION}  # what the study evaluates
+SEED_AGREEMENT = "seed_agreement"
+SEED_AGREEMENT_DESCRIPTION = ("agreement of the seeds' predictions on one fixed sample of target images: a score "
+                              "of the method, not of one model (Jiang et al. 2022; Baek et al. 2022)")
+DESCRIPTIONS = {**VALIDATORS, SEED_AGREEMENT: SEED_AGREEMENT_DESCRIPTION,
+                ENSEMBLE: ENSEMBLE_DESCRIPTION}  # what the study evaluates
 
 
 def _mean(values: list[float]) -> float | None:
@@ -51,7 +62,40 @@ def returned_scores(record: dict) -> dict[str, float]:
     if not candidates:
         return {}
     rescored = (record.get("rescored") or {}).get("scores", {})
-    return {**rescored, **candidates[selection["chosen"]["index"]]["scores"]}
+    agreement = {SEED_AGREEMENT: record[SEED_AGREEMENT]} if record.get(SEED_AGREEMENT) is not None else {}
+    return {**rescored, **candidates[selection["chosen"]["index"]]["scores"], **agreement}
+
+
+def agreement(predictions: list[list[int]]) -> float:
+    """The mean over pairs of seeds of the share of images two seeds' models give the same class."""
+    pairs = list(itertools.combinations(predictions, 2))
+    if not pairs:
+        raise ValueError("agreement needs the predictions of two seeds or more")
+    return statistics.fmean(sum(a == b for a, b in zip(x, y)) / len(x) for x, y in pairs)
+
+
+def with_seed_agreement(records: list[dict]) -> list[dict]:
+    """`records`, each run of a (task, method) with two seeds or more that predicted the same sample of target
+    images (metrics.json `model_selection.agreement_sample`, or rescored.json's for a run from before: its seed
+    and size, and the target data's fingerprint where the record has one) carrying the method's `seed_agreement`."""
+    groups: dict[tuple, list[int]] = {}
+    samples = {}
+    for i, record in enumerate(records):
+        sample = ((record.get("model_selection") or {}).get("agreement_sample")
+                  or (record.get("rescored") or {}).get("agreement_sample"))  # a run from before: `rescore` added it
+        if sample:
+            samples[i] = sample
+            fingerprint = (record.get("data_fingerprints") or {}).get("target")
+            groups.setdefault((record["task"], record["method"], sample["seed"], sample["images"], fingerprint),
+                              []).append(i)
+    out = list(records)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        value = round(agreement([samples[i]["predictions"] for i in members]), 6)
+        for i in members:
+            out[i] = {**records[i], SEED_AGREEMENT: value}
+    return out
 
 
 def scores_of(models: list[dict[str, float]], validator: str) -> list[float | None]:
@@ -90,7 +134,8 @@ def spearman(x: list[float], y: list[float]) -> float | None:
 def validators_of(records: list[dict]) -> list[str]:
     """The validators some run was scored with, and the ensemble when all its members were."""
     seen = {name for record in records for name in returned_scores(record)}
-    return [name for name in VALIDATORS if name in seen] + ([ENSEMBLE] if set(ENSEMBLE_MEMBERS) <= seen else [])
+    return ([name for name in (*VALIDATORS, SEED_AGREEMENT) if name in seen]
+            + ([ENSEMBLE] if set(ENSEMBLE_MEMBERS) <= seen else []))
 
 
 def pick(records: list[dict], validator: str) -> tuple[str | None, str]:
@@ -149,6 +194,7 @@ def task_study(records: list[dict], validator: str) -> dict:
 
 def study(records: list[dict]) -> dict:
     """{task: {validator: task_study}} and, per validator, the means over tasks."""
+    records = with_seed_agreement(records)
     tasks = sorted({r["task"] for r in records}, key=[r["task"] for r in records].index)
     validators = validators_of(records)
     per_task = {task: {v: task_study([r for r in records if r["task"] == task], v) for v in validators}
@@ -193,6 +239,7 @@ def one_line_picks(records: list[dict], result: dict, names: dict[str, str] | No
     picks, its mean score beside source-only's, the methods left out for a collapse alarm. It reads the pick
     and the runs' validator scores, never a target accuracy (the hindsight is `markdown`'s). `names`: how to
     print a method (e.g. `show`'s "quickstart (adda)"), else its name."""
+    records = with_seed_agreement(records)
     validator = result["default_validator"]
     reads = ("only the held-out labeled target images read" if validator == "target_label_accuracy"
              else "no target label read")
