@@ -59,9 +59,12 @@ def test_the_sample_is_fixed_by_the_seed(tmp_path):
     assert first.scores(model) == second.scores(model)
 
 
-def test_every_seed_predicts_the_same_agreement_sample_with_the_model_it_returns(tmp_path):
+def test_every_seed_predicts_the_same_agreement_sample_with_the_model_it_returns(tmp_path, monkeypatch):
     """The validators' sample is the seed's own; the agreement sample is drawn without the run's seed, so two
     seeds' predictions of it can be compared (recommend.with_seed_agreement)."""
+    from da_toolkit import selection as selection_module
+
+    monkeypatch.setattr(selection_module, "AGREEMENT_IMAGES", 60)  # fewer than the toy target's: a draw
     recipe = recipe_from_dict(toy_recipe_dict(selection={"samples": 60}))
     domains = build_domains(recipe.data, 0)
     selections = []

@@ -13,6 +13,7 @@ for method in mcc_shot source_only shot; do  # shot adapts the source_only cell 
   da-toolkit compare benchmarks/digits.yaml --profile cpu --seeds 0,1 --only "*/$method/*" -o "$out" --jobs 2 ||
     echo "$method: not every cell finished"
 done
+da-toolkit rescore "$out"/runs/*/*/seed* | grep -v "nothing to add"  # cells made before the agreement sample
 da-toolkit compare benchmarks/digits.yaml --profile cpu --seeds 0,1 --finished -o "$out"
 cp "$out"/results.{md,csv,json,png} "$here/"
 for pair in "${@:2}"; do
@@ -24,6 +25,9 @@ for pair in "${@:2}"; do
     into="$out/$name/runs/${cell##*/runs/}"
     rm -rf "$into" && mkdir -p "$(dirname "$into")" && cp -r "$cell" "$into"
   done
+  # runs from before the agreement sample (2026-12-05): their returned models' predictions of it, for seed_agreement
+  da-toolkit rescore "$out/$name"/runs/*/*/seed* | grep -v "nothing to add" ||
+    echo "$name: some cells not rescored (e.g. without classifier.pt): no seed agreement for them"
   da-toolkit compare benchmarks/digits.yaml --profile cpu --seeds 0,1 --finished -o "$out/$name"
   for ext in md csv json png; do cp "$out/$name/results.$ext" "$here/$name.$ext"; done
 done
