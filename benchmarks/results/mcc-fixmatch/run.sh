@@ -17,12 +17,7 @@ done
 da-toolkit compare benchmarks/digits.yaml --profile cpu --seeds 0,1 --finished -o "$out"
 cp "$out"/results.{md,csv,json,png} benchmarks/results/mcc-fixmatch/
 if [ -n "${2:-}" ]; then
-  for cell in "$2"/runs/*/*/seed* "$out"/runs/*/*/seed*; do  # finished cells only; this folder's last
-    [ -f "$cell/metrics.json" ] || continue
-    case $cell in */cyclegan*) continue ;; esac  # they name their translator's cell by its path: not movable
-    into="$out/combined/runs/${cell##*/runs/}"
-    rm -rf "$into" && mkdir -p "$(dirname "$into")" && cp -r "$cell" "$into"
-  done
+  bash benchmarks/merge_cells.sh "$out/combined" "$2" "$out"  # this folder's cells win
   da-toolkit compare benchmarks/digits.yaml --profile cpu --seeds 0,1 --finished -o "$out/combined"
   for ext in md csv json png; do cp "$out/combined/results.$ext" "benchmarks/results/mcc-fixmatch/combined.$ext"; done
 fi

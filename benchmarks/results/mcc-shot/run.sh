@@ -19,12 +19,7 @@ cp "$out"/results.{md,csv,json,png} "$here/"
 for pair in "${@:2}"; do
   name=${pair%%=*} folder=${pair#*=}
   rm -rf "${out:?}/$name"
-  for cell in "$folder"/runs/*/*/seed* "$out"/runs/*/*/seed*; do  # finished cells only; this folder's last
-    [ -f "$cell/metrics.json" ] || continue
-    case $cell in */cyclegan*) continue ;; esac  # they name their translator's cell by its path: not movable
-    into="$out/$name/runs/${cell##*/runs/}"
-    rm -rf "$into" && mkdir -p "$(dirname "$into")" && cp -r "$cell" "$into"
-  done
+  bash benchmarks/merge_cells.sh "$out/$name" "$folder" "$out"  # this folder's cells win
   # runs from before the agreement sample (2026-12-05): their returned models' predictions of it, for seed_agreement
   da-toolkit rescore "$out/$name"/runs/*/*/seed* | grep -v "nothing to add" ||
     echo "$name: some cells not rescored (e.g. without classifier.pt): no seed agreement for them"
