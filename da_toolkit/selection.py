@@ -29,6 +29,7 @@ every fold once (a seed also draws which k images are labeled).
 """
 from __future__ import annotations
 
+import contextlib
 import time
 
 import torch
@@ -63,6 +64,18 @@ def hold_out_target_labels(target: Domain, folds: int, seed: int) -> tuple[Domai
     labels[held_out] = UNLABELED
     return (target.with_labels(labels),
             target.subset(held_out, f"{target.name}[held-out fold {seed % folds} of {folds}]"))
+
+
+@contextlib.contextmanager
+def _in_eval_mode(model: torch.nn.Module):
+    """`model` in eval mode inside, each module's own mode restored after (ADDA's C ∘ M_t is mixed)."""
+    modes = {module: module.training for module in model.modules()}
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes.items():
+            module.train(training)
 
 
 @torch.no_grad()
@@ -135,9 +148,7 @@ class Selection:
         """Score `model` as the candidate after `iteration` steps of `stage`; the main process only."""
         if not self.ctx.main:
             return
-        modes = {module: module.training for module in model.modules()}
-        model.eval()
-        try:
+        with _in_eval_mode(model):
             began = time.perf_counter()
             candidate = {"stage": stage, "iteration": iteration, "scores": self.scores(model)}
             self.seconds["validators"] += time.perf_counter() - began
@@ -147,9 +158,6 @@ class Selection:
                 candidate["target_test_accuracy"] = round(float((predictions == self.target_test.labels)
                                                                 .double().mean()), 4)
                 self.seconds["target_test_study"] += time.perf_counter() - began
-        finally:
-            for module, training in modes.items():
-                module.train(training)
         self.candidates.append(candidate)
         self.ctx.log_scalars("selection", len(self.candidates), candidate["scores"])
         select = self.options.select
@@ -193,12 +201,8 @@ class Selection:
     def agreement(self, classifier: torch.nn.Module) -> dict:
         """metrics.json's `agreement_sample`: `classifier`'s predicted class of each image of the agreement sample
         (scored in eval mode, its modes restored), with the sample's seed and size."""
-        modes = {module: module.training for module in classifier.modules()}
-        try:
-            predictions = predict(classifier.eval(), self.agreement_sample, self.ctx.device, self.batch_size)
-        finally:
-            for module, training in modes.items():
-                module.train(training)
+        with _in_eval_mode(classifier):
+            predictions = predict(classifier, self.agreement_sample, self.ctx.device, self.batch_size)
         return {"seed": SAMPLE_SEED_OFFSET, "images": len(self.agreement_sample), "predictions": predictions.tolist()}
 
     def state_dict(self) -> dict:
