@@ -100,9 +100,10 @@ class Selection:
                        if source_validation is not None else None)  # None: a source-free run
         self.target = target.without_labels().sample(options.samples, generator).in_memory()
         # the same target images in every seed of a task: the recommendation's seed agreement compares the
-        # seeds' predictions of them (recommend.with_seed_agreement)
+        # seeds' predictions of them (recommend.with_seed_agreement); read once, when the run returns its model,
+        # so a streamed domain's images are not held in memory for it
         self.agreement_sample = target.without_labels().sample(
-            AGREEMENT_IMAGES, torch.Generator().manual_seed(SAMPLE_SEED_OFFSET)).in_memory()
+            AGREEMENT_IMAGES, torch.Generator().manual_seed(SAMPLE_SEED_OFFSET))
         self.held_out = held_out.in_memory() if held_out is not None else None
         self.target_test = target_test if options.record_target_test else None
         self.candidates: list[dict] = []
