@@ -375,6 +375,11 @@ def test_seed_agreement_is_a_methods_score_from_its_seeds_predictions_by_hand():
     # mcc agrees most (0.67 > 0.5 > 0.25) and more than source-only in every seed; dann's 95 % − mcc's 87 %
     assert (result["pick"], result["best"], result["regret"]) == ("mcc", "dann", pytest.approx(8.0))
     assert "seed_agreement" in recommend.validators_of(scored)
+    # results.json keeps each run's agreement, not its predictions; a study of what it keeps picks the same
+    stored = recommend.without_agreement_predictions(records)
+    assert all("predictions" not in r["model_selection"]["agreement_sample"] for r in stored)
+    assert [r.get("seed_agreement") for r in stored] == [r.get("seed_agreement") for r in scored]
+    assert recommend.study(stored)["tasks"]["t"]["seed_agreement"] == result
 
 
 def test_seed_agreement_leaves_out_collapsed_methods_and_other_samples():

@@ -86,7 +86,7 @@ def with_seed_agreement(records: list[dict]) -> list[dict]:
     for i, record in enumerate(records):
         sample = ((record.get("model_selection") or {}).get("agreement_sample")
                   or (record.get("rescored") or {}).get("agreement_sample"))  # a run from before: `rescore` added it
-        if sample:
+        if sample and "predictions" in sample:  # results.json keeps the agreement, not the predictions
             samples[i] = sample
             fingerprint = (record.get("data_fingerprints") or {}).get("target")
             groups.setdefault((record["task"], record["method"], sample["seed"], sample["images"], fingerprint),
@@ -132,6 +132,22 @@ def spearman(x: list[float], y: list[float]) -> float | None:
     if len(pairs) < 3 or len({a for a, _ in pairs}) < 2 or len({b for _, b in pairs}) < 2:
         return None
     return float(spearmanr([a for a, _ in pairs], [b for _, b in pairs]).statistic)
+
+
+def without_agreement_predictions(records: list[dict]) -> list[dict]:
+    """`records` as results.json keeps them: each run's `seed_agreement` (from `with_seed_agreement`) in place
+    of its predictions of the agreement sample (2,000 numbers a run), from which it is computed; the sample's
+    seed and size stay. `with_seed_agreement` keeps a stored value."""
+    out = []
+    for record in with_seed_agreement(records):
+        record = dict(record)
+        for key in ("model_selection", "rescored"):
+            part = record.get(key) or {}
+            if "predictions" in (part.get("agreement_sample") or {}):
+                sample = {k: v for k, v in part["agreement_sample"].items() if k != "predictions"}
+                record[key] = {**part, "agreement_sample": sample}
+        out.append(record)
+    return out
 
 
 def validators_of(records: list[dict]) -> list[str]:

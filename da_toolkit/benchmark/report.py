@@ -304,8 +304,12 @@ def write_results(bench_dir: Path, benchmark: Benchmark, profile: str | None, co
         name = f"selection_{task.replace('/', '_')}.png"
         if recommend.plot(bench_dir / name, records, task):
             selection_plots.append(name)
+    # each cell's seed agreement, computed over its configuration's seeds, in place of its 2,000 predictions
+    stored = {r["cell"]: r for r in recommend.without_agreement_predictions(records)}
+    cells = [{**row, **{k: stored[row["cell"]][k] for k in ("model_selection", "rescored", recommend.SEED_AGREEMENT)
+                        if k in stored[row["cell"]]}} if row["cell"] in stored else row for row in rows]
     write_json_atomic(bench_dir / "results.json", {"benchmark": benchmark.name, "profile": profile,
-                                                   "command": command, "cells": rows, "summary": summary,
+                                                   "command": command, "cells": cells, "summary": summary,
                                                    "recommendation": recommendation, "not_applicable": skipped,
                                                    **sweep_record(benchmark)})
     write_csv(bench_dir / "results.csv", summary, published, swept=bool(benchmark.sweeps))
