@@ -39,18 +39,27 @@ def grid_records(path: Path) -> list[dict]:
     return records
 
 
+RECOMMENDATION = "the recommendation"  # each case's default validator (recommend.default_validator)
+
+
 def cases() -> dict[str, dict[str, dict]]:
-    """{grid: {task: {validator: task study}}} of every grid whose runs have validator scores."""
+    """{grid: {task: {validator: task study}}} of every grid whose runs have validator scores, with the
+    recommendation's: the study of the task's default validator (seed agreement where every method has it)."""
     out = {}
     for path in sorted(RESULTS.glob("*/results.json")):
         records = grid_records(path)
         if records and recommend.validators_of(records):
-            out[path.parent.name] = recommend.study(records)["tasks"]
+            result = recommend.study(records)
+            out[path.parent.name] = {
+                task: {**entries, **({RECOMMENDATION: entries[result["defaults"][task]]}
+                                     if result["defaults"][task] in entries else {})}
+                for task, entries in result["tasks"].items()}
     return out
 
 
-def summary(studied: dict[str, dict[str, dict]]) -> list[tuple[str, int, float, float, str, int]]:
-    """Per validator: (name, cases scored, mean regret, worst regret, the worst case, harmful picks)."""
+def summary(studied: dict[str, dict[str, dict]]) -> list[tuple[str, int, float, float, str, int, float | None]]:
+    """Per validator: (name, cases scored, mean regret, worst regret, the worst case, harmful picks, mean Spearman ρ
+    between its method scores and the methods' accuracies)."""
     validators = list(dict.fromkeys(v for tasks in studied.values() for entries in tasks.values() for v in entries))
     rows = []
     for validator in validators:
@@ -60,8 +69,9 @@ def summary(studied: dict[str, dict[str, dict]]) -> list[tuple[str, int, float, 
             continue
         regrets = [entry["regret"] for _, entry in scored]
         worst = max(scored, key=lambda item: item[1]["regret"])
+        rhos = [entry["method_spearman"] for _, entry in scored if entry.get("method_spearman") is not None]
         rows.append((validator, len(scored), statistics.fmean(regrets), worst[1]["regret"], worst[0],
-                     sum(bool(entry.get("harmful")) for _, entry in scored)))
+                     sum(bool(entry.get("harmful")) for _, entry in scored), statistics.fmean(rhos) if rhos else None))
     return rows
 
 
@@ -77,13 +87,14 @@ def common_means(studied: dict[str, dict[str, dict]]) -> tuple[int, dict[str, fl
 
 
 def markdown(studied: dict[str, dict[str, dict]]) -> str:
-    default = recommend.DEFAULT_VALIDATOR
     shared, like_for_like = common_means(studied)
     lines = ["# Validators across every committed grid", "",
              "Written by `python benchmarks/validator_robustness.py` from the committed `benchmarks/results/*/results.json`",
              "(no run is made). Per validator, the (grid, task) cases whose runs it scored; the regret of its method pick",
              "(points of target test accuracy below the hindsight best method of the case), its mean and worst; harmful:",
-             "a pick more than 5 points below source-only. The picks follow `compare`'s rule (mean score over seeds of each",
+             "a pick more than 5 points below source-only; ρ over methods: Spearman's rank correlation of the methods'",
+             "mean scores with their mean target accuracies, per case (how well it ranks all methods, not only the top).",
+             "The picks follow `compare`'s rule (mean score over seeds of each",
              "run's returned model, collapse alarm, no harm); target test labels judge the picks, they choose nothing.",
              "Cases overlap (digits-cpu-syndigits re-ran digits-cpu's core methods; the sweep's tasks are digits-cpu's):",
              "they are not independent tasks, and four digit tasks are all there is here. Each grid's rows are as its",
@@ -91,11 +102,12 @@ def markdown(studied: dict[str, dict[str, dict]]) -> str:
              "optimiser became TLlib's (2026-12-04), before syndigits version 2 (2026-12-04) or before the joint methods",
              "sent each domain's batch on its own (2026-12-05) keep their figures of then.", "",
              f"| validator | cases | mean regret (pts) | mean regret on the {shared} cases all scored (pts) | "
-             "worst regret (pts) | worst case | harmful picks |",
-             "|---|---|---|---|---|---|---|"]
-    for name, count, mean, worst, where, harmful in summary(studied):
-        label = f"**{name}** (default)" if name == default else name
-        lines.append(f"| {label} | {count} | {mean:.2f} | {like_for_like[name]:.2f} | {worst:.2f} | {where} | {harmful} |")
+             "worst regret (pts) | worst case | harmful picks | mean ρ over methods |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, count, mean, worst, where, harmful, rho in summary(studied):
+        label = f"**{name}** (seed agreement where every method has it, else class_ami)" if name == RECOMMENDATION else name
+        lines.append(f"| {label} | {count} | {mean:.2f} | {like_for_like[name]:.2f} | {worst:.2f} | {where} | {harmful} | "
+                     + ("–" if rho is None else f"{rho:.3f}") + " |")
     lines += ["", "Per case (regret in points; –: not scored):", ""]
     validators = [row[0] for row in summary(studied)]
     lines += ["| grid | task | best (hindsight) | " + " | ".join(validators) + " |",

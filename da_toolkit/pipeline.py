@@ -27,7 +27,7 @@ from da_toolkit.evaluate import collapse_check, evaluate
 from da_toolkit.models import create_classifier
 from da_toolkit.recipe import Recipe, check_against_data, normalised_recipe, recipe_from_dict
 from da_toolkit.rundir import RunDir, RunDirLock
-from da_toolkit.selection import Selection, hold_out_target_labels
+from da_toolkit.selection import Selection, file_fingerprint, hold_out_target_labels
 from da_toolkit.training import distributed
 from da_toolkit.training.checkpoint import load_state, one_line
 from da_toolkit.training.precision import Precision, resolve_precision
@@ -141,7 +141,8 @@ def _run_locked(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool, pr
         if recipe.selection.target_label_folds:
             target, held_out = hold_out_target_labels(target, recipe.selection.target_label_folds, recipe.seed)
         ctx.selection = Selection(recipe.selection, domains.source_test or domains.source, target,
-                                  domains.target_test, held_out, ctx, recipe.train.eval_batch_size)
+                                  domains.target_test, held_out, ctx, recipe.train.eval_batch_size,
+                                  starts_from=file_fingerprint(feature.starting_classifier()))
         if domains.source is None:
             ctx.info(f"source-free: no source image is read; the classes and weights are those of the source "
                      f"classifier {recipe.feature.options.source_checkpoint} (learnt from {source_model[2]})")

@@ -22,12 +22,14 @@ import time
 from pathlib import Path
 
 import da_toolkit
+from da_toolkit.adapters import ADAPTERS
+from da_toolkit.adapters.base import AdapterSetup
 from da_toolkit.context import Context, resolve_device
 from da_toolkit.data import build_domains
 from da_toolkit.errors import UserError
 from da_toolkit.pipeline import load_run
 from da_toolkit.rundir import RunDir, lock_run_dir, read_classifier_classes
-from da_toolkit.selection import Selection, hold_out_target_labels
+from da_toolkit.selection import Selection, file_fingerprint, hold_out_target_labels
 
 # stored scores are rounded to 6 decimals; recomputing on another thread count or device moves the last digits
 TOLERANCE = 1e-4
@@ -56,7 +58,7 @@ def _rescore(rundir: RunDir) -> str:
     # main=False: this context writes nothing in the run directory (no log file, no TensorBoard)
     ctx = Context(run_dir=rundir.path, device=device, seed=recipe.seed, progress=False, main=False)
     sample = Selection(recipe.selection, domains.source_test or domains.source, target, None, held_out, ctx,
-                       recipe.train.eval_batch_size)
+                       recipe.train.eval_batch_size, starts_from=starting_fingerprint(recipe))
     classifier = classifier.to(device).eval()
     scores = sample.scores(classifier)
     different = {name: (stored[name], scores[name]) for name in stored.keys() & scores.keys()
@@ -81,6 +83,16 @@ def _rescore(rundir: RunDir) -> str:
         "wall_time_s": round(time.perf_counter() - began, 2)})
     what = sorted(added) + (["the agreement sample's predictions"] if agreement is not None else [])
     return f"{rundir}: added {', '.join(what)}; {len(stored.keys() & scores.keys())} stored scores reproduced"
+
+
+def starting_fingerprint(recipe) -> str | None:
+    """`file_fingerprint` of the trained classifier the run started from (SHOT's source checkpoint), as the run
+    itself records it with the agreement sample; None when it started from none or the file is gone since."""
+    feature = ADAPTERS.get(recipe.feature.adapter)(recipe.feature.options, AdapterSetup.from_recipe(recipe))
+    try:
+        return file_fingerprint(feature.starting_classifier())
+    except UserError:
+        return None
 
 
 def returned_candidate(rundir: RunDir) -> tuple[dict, dict[str, float]]:

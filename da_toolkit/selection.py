@@ -30,7 +30,9 @@ every fold once (a seed also draws which k images are labeled).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +51,18 @@ SAMPLE_SEED_OFFSET = 7919  # the selection sample's own generator: seed + this, 
 # the agreement sample: this many target training images (all, if fewer), drawn with SAMPLE_SEED_OFFSET alone;
 # predicted once per run; two seeds' agreement over 2,000 images has a standard error under 0.5 points at 95 %
 AGREEMENT_IMAGES = 2000
+
+
+def file_fingerprint(file: Path | None) -> str | None:
+    """The first 16 hex digits of the SHA-256 of `file`'s bytes (None for None): which trained classifier a run
+    started from, whatever its path."""
+    if file is None:
+        return None
+    digest = hashlib.sha256()
+    with open(file, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def hold_out_target_labels(target: Domain, folds: int, seed: int) -> tuple[Domain, Domain]:
@@ -92,8 +106,11 @@ class Selection:
     """Scores candidates of the returned classifier with every validator; keeps the chosen one (Stateful)."""
 
     def __init__(self, options, source_validation: Domain | None, target: Domain,
-                 target_test: Domain | None, held_out: Domain | None, ctx, batch_size: int = 500):
-        self.options, self.ctx, self.batch_size = options, ctx, batch_size
+                 target_test: Domain | None, held_out: Domain | None, ctx, batch_size: int = 500,
+                 starts_from: str | None = None):
+        """`starts_from`: `file_fingerprint` of the trained classifier the run started from (SHOT's source
+        checkpoint), stored with the agreement sample; None when it trained from the backbone's initial weights."""
+        self.options, self.ctx, self.batch_size, self.starts_from = options, ctx, batch_size, starts_from
         generator = torch.Generator().manual_seed(ctx.seed + SAMPLE_SEED_OFFSET)
         # decoded once (a streamed domain's sample is read into memory: scored 10 times a run)
         self.source = (source_validation.sample(options.samples, generator).in_memory()
@@ -201,10 +218,12 @@ class Selection:
 
     def agreement(self, classifier: torch.nn.Module) -> dict:
         """metrics.json's `agreement_sample`: `classifier`'s predicted class of each image of the agreement sample
-        (scored in eval mode, its modes restored), with the sample's seed and size."""
+        (scored in eval mode, its modes restored), with the sample's seed and size, and `starts_from` when set."""
         with _in_eval_mode(classifier):
             predictions = predict(classifier, self.agreement_sample, self.ctx.device, self.batch_size)
-        return {"seed": SAMPLE_SEED_OFFSET, "images": len(self.agreement_sample), "predictions": predictions.tolist()}
+        start = {"starts_from": self.starts_from} if self.starts_from is not None else {}
+        return {"seed": SAMPLE_SEED_OFFSET, "images": len(self.agreement_sample), **start,
+                "predictions": predictions.tolist()}
 
     def state_dict(self) -> dict:
         return {"candidates": self.candidates, "best": self.best, "seconds": dict(self.seconds)}

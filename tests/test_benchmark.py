@@ -474,7 +474,9 @@ def test_results_recommend_a_method_per_validator_with_hindsight(tmp_path, toy_r
     assert capsys.readouterr().out.splitlines()[-3:] == [
         "toy: use cyclegan — class_ami 0.85 vs source-only 0.45 (mean of 2 seeds, higher in each of the 2 seeds both "
         "ran); no target label read",
-        "(class_ami, the default validator, higher is better: " + recommend.VALIDATORS["class_ami"] + ")",
+        "(picked by class_ami, higher is better: " + recommend.VALIDATORS["class_ami"] + "; class_ami where some "
+        "method has no seed_agreement, the default (run every method with two seeds or more, not started from one "
+        "trained classifier))",
         f"(every validator's pick, with the hindsight from target test labels: {tmp_path / 'b' / 'results.md'})"]
     result = json.loads((tmp_path / "b" / "results.json").read_text())["recommendation"]
     study = result["tasks"]["toy"]["class_ami"]
@@ -487,7 +489,7 @@ def test_results_recommend_a_method_per_validator_with_hindsight(tmp_path, toy_r
     assert result["cost"] == {"runs": 4, "validators_s": 1.0, "target_test_study_s": 0.5, "validators_share": 2.0,
                               "validators_share_max": 2.0}
     text = (tmp_path / "b" / "results.md").read_text()
-    assert "| toy | **class_ami** (default) | cyclegan | cyclegan | 0.00 | 0.845 | +0.00 |" in text
+    assert "| toy | **class_ami** (default) | cyclegan | cyclegan | 0.00 | – | 0.845 | +0.00 |" in text  # 2 methods: no ρ
     assert "![selection_toy.png](selection_toy.png)" in text
     assert (tmp_path / "b" / "selection_toy.png").stat().st_size > 1000
 

@@ -311,7 +311,9 @@ def test_show_prints_the_pick_in_one_line_per_task(two_tasks):
         "usps->mnist: keep source-only (no adaptation) — no harm: usps2mnist_adda (adda) has the higher mean "
         "class_ami (1.15 vs source-only 1.00) but not in every seed; not considered, collapse alarm: usps2mnist_mcc "
         "(mcc); no target label read"]
-    assert lines[16].startswith("(class_ami, the default validator, higher is better: AMI of k-means clusters")
+    assert lines[16].startswith("(picked by class_ami, higher is better: AMI of k-means clusters")
+    assert lines[16].endswith("; class_ami where some method has no seed_agreement, the default (run every method "
+                              "with two seeds or more, not started from one trained classifier))")
     assert lines[17:] == ["(every validator's pick, with the hindsight from target test labels: add --verbose)"]
     assert "|" not in result.output and "hindsight" not in "".join(lines[:17])
 
@@ -328,10 +330,11 @@ def test_show_verbose_adds_every_validators_pick_with_the_hindsight(two_tasks):
     assert lines[:17] == plain[:17]  # the same runs, picks and validator line
     assert "add --verbose" not in result.output and lines[18] == "## Recommendation without target labels"
     # hindsight: source-only is the best on mnist->usps (71 %), dann's 61 % a regret of 10 points, harmful (> 5)
-    assert ("| mnist->usps | **class_ami** (default) | mnist2usps_dann ⚠ harmful | source_only | 10.00 | – | – | "
+    assert ("| mnist->usps | **class_ami** (default) | mnist2usps_dann ⚠ harmful | source_only | 10.00 | – | – | – | "
             "highest score, above source-only's in all 2 seed(s) |") in lines
-    # dev = −class_ami here: source-only scores highest on both tasks
-    assert "| usps->mnist | dev | source_only | usps2mnist_adda | 30.00 | – | – | highest score |" in lines
+    # dev = −class_ami here: source-only scores highest on both tasks; over the methods of usps->mnist, dev ranks
+    # mcc, adda, source-only (−3, −1.15, −1) and accuracy mcc, source-only, adda: ρ = 1 − 6 · 2 / 24 = 0.5
+    assert "| usps->mnist | dev | source_only | usps2mnist_adda | 30.00 | 0.500 | – | – | highest score |" in lines
 
 
 def members(source_accuracy, info_max, class_ami, target_knn):
@@ -388,6 +391,45 @@ def test_seed_agreement_leaves_out_collapsed_methods_and_other_samples():
     assert recommend.study(records)["tasks"]["t"]["seed_agreement"]["pick"] == "source_only"
     other = [predicted("t", "mcc", 0, 0.9, [0, 1, 2, 3]), predicted("t", "mcc", 1, 0.9, [0, 1, 2, 3, 4], images=5)]
     assert all(r.get("seed_agreement") is None for r in recommend.with_seed_agreement(other))
+
+
+def test_seeds_started_from_one_trained_classifier_are_not_independent_pairs():
+    def started(seed, predictions, start):
+        out = predicted("t", "shot", seed, 0.9, predictions)
+        out["model_selection"]["agreement_sample"]["starts_from"] = start
+        return out
+
+    # seeds 0 and 1 from checkpoint a agree everywhere by design; the pairs with seed 2 (from b) count: 3/4, 2/4
+    records = [started(0, [0, 1, 2, 3], "a"), started(1, [0, 1, 2, 3], "a"), started(2, [0, 1, 2, 0], "b"),
+               started(3, [0, 1, 0, 0], None)]
+    assert recommend.agreement([r["model_selection"]["agreement_sample"]["predictions"] for r in records[:3]],
+                               ["a", "a", "b"]) == pytest.approx((3 / 4 + 3 / 4) / 2)
+    # with a run that names no start: pairs (0, 2) 3/4, (0, 3) 2/4, (1, 2) 3/4, (1, 3) 2/4, (2, 3) 3/4
+    assert recommend.with_seed_agreement(records)[0]["seed_agreement"] == pytest.approx(13 / 20)
+    assert all(r.get("seed_agreement") is None for r in recommend.with_seed_agreement(records[:2]))
+
+
+def test_the_recommendation_trusts_seed_agreement_where_every_method_has_it_else_the_fallback():
+    two_seeds = [predicted("t", m, s, acc, p) for m, acc, preds in
+                 (("source_only", 0.70, ([0, 1, 2, 3], [0, 1, 1, 3])), ("mcc", 0.90, ([0, 1, 2, 3], [0, 1, 2, 3])))
+                 for s, p in enumerate(preds)]
+    for r, ami in zip(two_seeds, (0.5, 0.5, 0.4, 0.4)):  # class_ami prefers source-only, agreement mcc
+        r["model_selection"]["candidates"][0]["scores"]["class_ami"] = ami
+    result = recommend.study(two_seeds)
+    assert result["defaults"] == {"t": "seed_agreement"} and result["tasks"]["t"]["seed_agreement"]["pick"] == "mcc"
+    assert result["default"]["mean_regret"] == 0.0
+    # a collapsed method without agreement does not take seed agreement away: it is not a candidate anyway
+    flagged = two_seeds + [predicted("t", "dann", 0, 0.1, [3, 3, 3, 3], collapsed=True)]
+    assert recommend.study(flagged)["defaults"] == {"t": "seed_agreement"}
+    # a method with one seed has no agreement: the task falls back to class_ami, which picks source-only here
+    one_seed = two_seeds + [predicted("t", "dann", 0, 0.8, [0, 1, 2, 2])]
+    one_seed[-1]["model_selection"]["candidates"][0]["scores"]["class_ami"] = 0.3
+    result = recommend.study(one_seed)
+    assert result["defaults"] == {"t": "class_ami"} and result["tasks"]["t"]["class_ami"]["pick"] == "source_only"
+    assert result["default"]["mean_regret"] == pytest.approx(20.0)
+    lines = recommend.markdown(result)
+    assert "| t | **class_ami** (default) | source_only |" in "\n".join(lines)
+    assert "| **the recommendation** (class_ami) | 20.00 | 0 |" in "\n".join(lines)
 
 
 def test_rescored_scores_count_for_the_returned_model_only():

@@ -2,6 +2,7 @@
 the frozen head and the trained encoder, no source image read, and the source checkpoint's checks."""
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 
@@ -13,7 +14,8 @@ from click.testing import CliRunner
 from da_toolkit.adapters import shot
 from da_toolkit.adapters.adversarial import GuardOptions
 from da_toolkit.adapters.base import AdapterSetup
-from da_toolkit.cli import main
+from da_toolkit.benchmark import recommend
+from da_toolkit.cli import main, selection_record
 from da_toolkit.context import Context
 from da_toolkit.data import DomainDataset
 from da_toolkit.errors import UserError
@@ -317,6 +319,21 @@ def test_a_source_free_run_builds_no_source_domain_and_trains_as_the_run_that_na
     assert row.split()[-2:-1] == ["–"], row  # the source accuracy column
     assert "No source images: no distance between the domains" in (tmp_path / "free/report/report.html").read_text()
     assert "nothing to add" in invoke("rescore", tmp_path / "free").output
+    # both started from the one source checkpoint: its fingerprint is stored with the agreement sample, and
+    # two such runs are not independent seeds, so they get no seed agreement (the recommendation falls back)
+    start = hashlib.sha256((toy_source_run / "classifier.pt").read_bytes()).hexdigest()[:16]
+    assert [m["model_selection"]["agreement_sample"]["starts_from"] for m in (free, named)] == [start, start]
+    records = [selection_record({**m, "seed": seed}) for seed, m in enumerate((free, named))]
+    records = [{**r, "method": "shot"} for r in records]
+    assert [r.get("seed_agreement") for r in recommend.with_seed_agreement(records)] == [None, None]
+    assert recommend.study(records)["defaults"] == {"toy_source->toy_target": recommend.FALLBACK_VALIDATOR}
+    # a run from before the agreement sample gets the fingerprint from `rescore`
+    home = RunDir(tmp_path / "free")
+    metrics = home.read_metrics()
+    del metrics["model_selection"]["agreement_sample"]
+    home.write_metrics(metrics)
+    assert "added the agreement sample's predictions" in invoke("rescore", tmp_path / "free").output
+    assert home.read_rescored()["agreement_sample"]["starts_from"] == start
 
 
 def test_a_source_free_run_matches_the_target_to_the_checkpoints_class_names(toy_source_run, tmp_path):

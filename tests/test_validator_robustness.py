@@ -10,7 +10,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "validator_robustn
 
 
 def cell(task, method, seed, accuracy, info_max, configuration=None, k=None, status="done"):
-    candidate = {"stage": "feature", "iteration": 10, "scores": {"info_max": info_max}}
+    candidate = {"stage": "feature", "iteration": 10, "scores": {"info_max": info_max, "class_ami": info_max}}
     return {"task": task, "method": method, "configuration": configuration or method, "seed": seed, "k": k,
             "status": status, "target_accuracy": accuracy, "collapsed": False,
             "model_selection": {"chosen": {"index": 0}, "candidates": [candidate]}}
@@ -35,7 +35,12 @@ def test_the_cases_and_their_summary_follow_the_recommendation_rule(tmp_path):
     assert studied["grid"]["a2b"]["info_max"]["pick"] == "dann@1"
     assert studied["grid"]["a2b"]["info_max"]["regret"] == 10.0
     assert studied["grid"]["b2a k=5"]["info_max"]["regret"] == 15.0 and studied["grid"]["b2a k=5"]["info_max"]["harmful"]
-    assert script["summary"](studied) == [("info_max", 2, 12.5, 15.0, "grid/b2a k=5", 1)]
+    # ρ over the methods of a2b: scores rank source-only, mcc, dann@1, accuracies source-only, dann@1, mcc:
+    # 1 − 6 · 2 / (3 · 8) = 0.5; b2a has two methods, no ρ. No run has seed agreement: the recommendation is
+    # the fallback's, class_ami (here equal to info_max)
+    row = (2, 12.5, 15.0, "grid/b2a k=5", 1, 0.5)
+    assert script["summary"](studied) == [("info_max", *row), ("class_ami", *row), ("the recommendation", *row)]
     # a validator that scored one case only: the like-for-like means are over that case alone
     studied["grid"]["a2b"]["bnm"] = {"pick": "mcc", "regret": 0.0}
-    assert script["common_means"](studied) == (1, {"info_max": 10.0, "bnm": 0.0})
+    assert script["common_means"](studied) == (1, {"info_max": 10.0, "class_ami": 10.0, "the recommendation": 10.0,
+                                                   "bnm": 0.0})

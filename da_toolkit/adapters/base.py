@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -120,6 +121,12 @@ class FeatureAdapter(Adapter):
         """(class count, class names, source dataset name) of the trained source classifier a source-free
         adapter starts from (a run with data.source: null takes its classes from it); UserError when unreadable."""
         raise NotImplementedError(f"{type(self).__name__} does not start from a source classifier")
+
+    def starting_classifier(self) -> Path | None:
+        """The trained classifier file this adapter starts from (SHOT's source checkpoint); None when it trains
+        from the backbone's initial weights or goes on with the classifier a feature stage returned. Seeds of a
+        method that start from one such file are not independent runs (recommend.with_seed_agreement)."""
+        return None
 
     def check_inputs(self, num_classes: int) -> None:
         """Refuse (UserError), before the run directory is written, a file this adapter's options name that

@@ -183,6 +183,11 @@ class SHOT(FeatureAdapter):
                             f"to them by name: re-train the source classifier, or name data.source")
         return num_classes, names, source or "source"
 
+    def starting_classifier(self) -> Path | None:
+        if self.options.source_checkpoint is None:  # a refine stage
+            return None
+        return source_classifier_file(self.options.source_checkpoint, f"{self.stage}.source_checkpoint")
+
     def check_inputs(self, num_classes: int) -> None:
         if self.options.source_checkpoint is None:  # a refine stage
             return

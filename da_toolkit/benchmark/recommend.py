@@ -11,7 +11,8 @@ validator V (validators.py):
   two seeds' returned models predict the same class, the mean over pairs of seeds (Jiang et al. 2022 found
   the disagreement of two independently trained runs to track their test error; Baek et al. 2022 that
   agreement tracks accuracy under distribution shift); each run of the method gets it as its score; a
-  method with fewer than two such seeds has none;
+  method with fewer than two such seeds has none, nor one whose seeds all started from one trained
+  classifier (a pair of them is not independent: SHOT's seeds from one source checkpoint agree by design);
 * the ensemble (validators.py `rank_ensemble`) is not a score of one model: it ranks the returned
   models of the task's runs by each of its members and scores each run by its mean rank (the runs
   lacking a member are left out); a candidate's ensemble score ranks it among the candidates compared
@@ -25,12 +26,15 @@ validator V (validators.py):
   accuracy over every candidate of every run of the task (needs `selection.record_target_test`), and
   the mean change in target accuracy from choosing each run's checkpoint by V instead of the last one.
 
-`DEFAULT_VALIDATOR` is the one a user is told to trust: class_ami, chosen on 2026-12-04 as the lowest mean
-and worst regret over every committed grid then (benchmarks/results/validator-robustness.md; the choice, made
-with those hindsight tables in view, is disclosed in benchmarks/results/README.md "validator-robustness.md").
-Since SHOT joined the grids (2026-12-05) it is gamed there and no longer the lowest pooled mean (bnm,
-info_max), and seed agreement picks far better where it can score (benchmarks/results/seed-agreement/); it
-stays the default until seed agreement has more than one grid behind it and a rule for one-seed comparisons.
+The recommendation (`default_validator`, per task): seed agreement where every method has it, else
+`FALLBACK_VALIDATOR`, class_ami. class_ami was the default alone from 2026-12-04 (the lowest mean and worst
+regret over every committed grid then); SHOT trains its features towards the clusters of its own predictions,
+so every SHOT model scores class_ami ≈ 1 and it picked a failed SHOT seed (regret 11 points,
+benchmarks/results/mcc-shot/). Seed agreement, which one model cannot game, became the default on 2026-12-05:
+mean regret 0.16 on the 19-method grid of benchmarks/results/seed-agreement/ (class_ami 3.63) and the lowest on
+the side-by-side runs of benchmarks/results/seed-agreement/peer-runs.md; both choices were made with those
+hindsight tables in view, as disclosed in benchmarks/results/README.md. Seeds that started from one trained
+classifier (SHOT's source checkpoint) are not independent and get none.
 """
 from __future__ import annotations
 
@@ -41,10 +45,11 @@ from pathlib import Path
 
 from da_toolkit.validators import ENSEMBLE, ENSEMBLE_DESCRIPTION, ENSEMBLE_MEMBERS, VALIDATORS, rank_ensemble
 
-DEFAULT_VALIDATOR = "class_ami"
 BASELINE = "source_only"
 HARM_POINTS = 5.0  # a pick more than this many points below source-only is harmful
 SEED_AGREEMENT = "seed_agreement"
+DEFAULT_VALIDATOR = SEED_AGREEMENT
+FALLBACK_VALIDATOR = "class_ami"  # for a task where some method lacks seed agreement (`default_validator`)
 SEED_AGREEMENT_DESCRIPTION = ("agreement of the seeds' predictions on one fixed sample of target images: a score "
                               "of the method, not of one model (Jiang et al. 2022; Baek et al. 2022)")
 DESCRIPTIONS = {**VALIDATORS, SEED_AGREEMENT: SEED_AGREEMENT_DESCRIPTION,
@@ -69,18 +74,22 @@ def returned_scores(record: dict) -> dict[str, float]:
     return {**rescored, **candidates[selection["chosen"]["index"]]["scores"], **agreement}
 
 
-def agreement(predictions: list[list[int]]) -> float:
-    """The mean over pairs of seeds of the share of images two seeds' models give the same class."""
-    pairs = list(itertools.combinations(predictions, 2))
+def agreement(predictions: list[list[int]], starts: list[str | None] | None = None) -> float | None:
+    """The mean over pairs of seeds of the share of images two seeds' models give the same class; a pair whose
+    runs started from one trained classifier (`starts`: each seed's `starts_from`, e.g. SHOT's source checkpoint)
+    is left out, as they are not independent runs; None when no pair is left."""
+    starts = starts or [None] * len(predictions)
+    pairs = [(x, y) for (x, a), (y, b) in itertools.combinations(zip(predictions, starts), 2) if a is None or a != b]
     if not pairs:
-        raise ValueError("agreement needs the predictions of two seeds or more")
+        return None
     return statistics.fmean(sum(a == b for a, b in zip(x, y)) / len(x) for x, y in pairs)
 
 
 def with_seed_agreement(records: list[dict]) -> list[dict]:
     """`records`, each run of a (task, method) with two seeds or more that predicted the same sample of target
     images (metrics.json `model_selection.agreement_sample`, or rescored.json's for a run from before: its seed
-    and size, and the target data's fingerprint where the record has one) carrying the method's `seed_agreement`."""
+    and size, and the target data's fingerprint where the record has one) carrying the method's `seed_agreement`
+    (`agreement`: none for seeds that all started from one trained classifier)."""
     groups: dict[tuple, list[int]] = {}
     samples = {}
     for i, record in enumerate(records):
@@ -93,12 +102,22 @@ def with_seed_agreement(records: list[dict]) -> list[dict]:
                               []).append(i)
     out = list(records)
     for members in groups.values():
-        if len(members) < 2:
+        value = agreement([samples[i]["predictions"] for i in members], [samples[i].get("starts_from") for i in members])
+        if value is None:
             continue
-        value = round(agreement([samples[i]["predictions"] for i in members]), 6)
         for i in members:
-            out[i] = {**records[i], SEED_AGREEMENT: value}
+            out[i] = {**records[i], SEED_AGREEMENT: round(value, 6)}
     return out
+
+
+def default_validator(records: list[dict]) -> str:
+    """The validator the recommendation trusts for one task's `records` (after `with_seed_agreement`): seed
+    agreement when every method without a collapse alarm has it (two seeds or more, not started from one
+    trained classifier), else `FALLBACK_VALIDATOR` (e.g. a comparison with one seed of some method)."""
+    flagged = {r["method"] for r in records if r.get("collapsed")}
+    methods = {r["method"] for r in records} - flagged
+    has = {r["method"] for r in records if r.get(SEED_AGREEMENT) is not None}
+    return SEED_AGREEMENT if methods and methods <= has else FALLBACK_VALIDATOR
 
 
 def scores_of(models: list[dict[str, float]], validator: str) -> list[float | None]:
@@ -194,6 +213,13 @@ def task_study(records: list[dict], validator: str) -> dict:
                    regret=round(accuracy[best] - accuracy[method], 2))
         if BASELINE in accuracy:
             out["harmful"] = accuracy[method] < accuracy[BASELINE] - HARM_POINTS
+    by_method: dict[str, list[float]] = {}
+    for record, score in zip(records, scores_of([returned_scores(r) for r in records], validator)):
+        if score is not None and not math.isnan(score) and record["method"] in accuracy:
+            by_method.setdefault(record["method"], []).append(score)
+    rho = spearman([statistics.fmean(v) for v in by_method.values()], [accuracy[m] for m in by_method])
+    if rho is not None:
+        out["method_spearman"] = rho
     scored = [c for r in records for c in (r.get("model_selection") or {}).get("candidates", [])
               if "target_test_accuracy" in c]
     if scored:
@@ -212,20 +238,25 @@ def task_study(records: list[dict], validator: str) -> dict:
 
 
 def study(records: list[dict]) -> dict:
-    """{task: {validator: task_study}} and, per validator, the means over tasks."""
+    """{task: {validator: task_study}}; per task, the validator of the recommendation (`default_validator`);
+    per validator, the means over tasks, and those of the recommendation (`default`: each task's default's)."""
     records = with_seed_agreement(records)
     tasks = sorted({r["task"] for r in records}, key=[r["task"] for r in records].index)
     validators = validators_of(records)
     per_task = {task: {v: task_study([r for r in records if r["task"] == task], v) for v in validators}
                 for task in tasks}
-    overall = {}
-    for v in validators:
-        entries = [per_task[t][v] for t in tasks]
-        overall[v] = {"mean_regret": _round(_mean([e.get("regret") for e in entries])),
-                      "harmful_picks": sum(bool(e.get("harmful")) for e in entries),
-                      "mean_spearman": _round(_mean([e.get("spearman") for e in entries]), 3),
-                      "mean_checkpoint_change": _round(_mean([e.get("checkpoint_change") for e in entries]))}
-    return {"default_validator": DEFAULT_VALIDATOR, "tasks": per_task, "overall": overall, "cost": cost(records)}
+    defaults = {task: default_validator([r for r in records if r["task"] == task]) for task in tasks}
+
+    def means(entries: list[dict]) -> dict:
+        return {"mean_regret": _round(_mean([e.get("regret") for e in entries])),
+                "harmful_picks": sum(bool(e.get("harmful")) for e in entries),
+                "mean_spearman": _round(_mean([e.get("spearman") for e in entries]), 3),
+                "mean_method_spearman": _round(_mean([e.get("method_spearman") for e in entries]), 3),
+                "mean_checkpoint_change": _round(_mean([e.get("checkpoint_change") for e in entries]))}
+
+    overall = {v: means([per_task[t][v] for t in tasks]) for v in validators}
+    default = means([per_task[t][defaults[t]] for t in tasks if defaults[t] in per_task[t]])
+    return {"defaults": defaults, "tasks": per_task, "overall": overall, "default": default, "cost": cost(records)}
 
 
 def cost(records: list[dict]) -> dict | None:
@@ -259,15 +290,15 @@ def one_line_picks(records: list[dict], result: dict, names: dict[str, str] | No
     and the runs' validator scores, never a target accuracy (the hindsight is `markdown`'s). `names`: how to
     print a method (e.g. `show`'s "quickstart (adda)"), else its name."""
     records = with_seed_agreement(records)
-    validator = result["default_validator"]
-    reads = ("only the held-out labeled target images read" if validator == "target_label_accuracy"
-             else "no target label read")
 
     def name(method: str) -> str:
         return names.get(method, method) if names else method
 
     lines = []
     for task, entries in result["tasks"].items():
+        validator = result["defaults"][task]
+        reads = ("only the held-out labeled target images read" if validator == "target_label_accuracy"
+                 else "no target label read")
         runs = [r for r in records if r["task"] == task]
         collapsed = list(dict.fromkeys(r["method"] for r in runs if r.get("collapsed")))
         scores = {m: _mean([returned_scores(r).get(validator) for r in runs if r["method"] == m])
@@ -287,6 +318,7 @@ def one_line_picks(records: list[dict], result: dict, names: dict[str, str] | No
             seeds = [r["seed"] for r in runs if r["method"] == chosen]
             shared = set(seeds) & {r["seed"] for r in runs if r["method"] == BASELINE}
             text = f"use {name(chosen)} — {validator} {ours} vs source-only {theirs}" + (
+                f" (over its {len(seeds)} seeds)" if validator == SEED_AGREEMENT else
                 f" (mean of {len(seeds)} seeds, higher in each of the {len(shared)} seeds both ran)"
                 if len(seeds) > 1 else "")
         elif rival is None:
@@ -305,9 +337,14 @@ def one_line_picks(records: list[dict], result: dict, names: dict[str, str] | No
 
 
 def picked_by(result: dict) -> str:
-    """The validator of the one-line picks, for a line under them."""
-    validator = result["default_validator"]
-    return f"{validator}, the default validator, higher is better: {VALIDATORS.get(validator, validator)}"
+    """The validator(s) of the one-line picks, for a line under them."""
+    used = list(dict.fromkeys(result["defaults"].values()))
+    text = "picked by " + "; ".join(f"{v}, higher is better: {DESCRIPTIONS.get(v, v)}" for v in used)
+    if FALLBACK_VALIDATOR in used:
+        text += (f"; {FALLBACK_VALIDATOR}{' on the tasks' if len(used) > 1 else ''} where some method has no "
+                 f"{DEFAULT_VALIDATOR}, the default (run every method with two seeds or more, not started from one "
+                 f"trained classifier)")
+    return text
 
 
 def _distinct(a: float, b: float) -> tuple[str, str]:
@@ -318,37 +355,45 @@ def _distinct(a: float, b: float) -> tuple[str, str]:
 
 def markdown(result: dict) -> list[str]:
     """The recommendation section of results.md (and of `da-toolkit show`)."""
-    default = result["default_validator"]
+    defaults = result["defaults"]
     lines = ["## Recommendation without target labels", "",
              f"Per task, the method each validator picks (the mean over seeds of its score of the model each run "
              f"returned; methods with a collapse alarm excluded; no harm: an adapted method only when it beats "
-             f"source-only's score in every seed). **Recommended** = the default validator, `{default}`. The columns "
+             f"source-only's score in every seed). **Recommended** = the default: `{DEFAULT_VALIDATOR}` where "
+             f"every method has it (two seeds or more), else `{FALLBACK_VALIDATOR}`. The columns "
              f"after the pick are **hindsight** from target test labels, the benchmark's judgement of the "
              f"validators, never an input to the pick: the true best method, the regret (points of target "
-             f"accuracy lost by the pick), Spearman's ρ between the validator and target accuracy over every "
-             f"checkpoint of every run of the task, and the mean change from choosing each run's checkpoint by "
-             f"the validator instead of its last iterate.", ""]
+             f"accuracy lost by the pick), Spearman's ρ between the validator and target accuracy over the "
+             f"methods (each method's mean over its seeds) and over every checkpoint of every run of the task, "
+             f"and the mean change from choosing each run's checkpoint by the validator instead of its last "
+             f"iterate.", ""]
     for task, entries in result["tasks"].items():
-        if default in entries:
-            e = entries[default]
-            lines.append(f"* **{task}**: recommended **{e['pick'] or 'none'}** ({default}: {e['why']})")
+        if defaults[task] in entries:
+            e = entries[defaults[task]]
+            lines.append(f"* **{task}**: recommended **{e['pick'] or 'none'}** ({defaults[task]}: {e['why']})")
     lines.append("")
     rows = []
     for task, entries in result["tasks"].items():
         for validator, e in entries.items():
-            name = f"**{validator}** (default)" if validator == default else validator
+            name = f"**{validator}** (default)" if validator == defaults[task] else validator
             harmful = " ⚠ harmful" if e.get("harmful") else ""
             rows.append([task, name, f"{e['pick'] or '–'}{harmful}", e.get("best") or "–",
-                         _number(e.get("regret")), _number(e.get("spearman"), 3), _number(e.get("checkpoint_change"),
-                                                                                        sign=True), e["why"]])
-    lines += markdown_table(["task", "validator", "pick", "best (hindsight)", "regret (pts)", "Spearman ρ",
-                     "checkpoint vs last (pts)", "why"], rows)
+                         _number(e.get("regret")), _number(e.get("method_spearman"), 3), _number(e.get("spearman"), 3),
+                         _number(e.get("checkpoint_change"), sign=True), e["why"]])
+    lines += markdown_table(["task", "validator", "pick", "best (hindsight)", "regret (pts)", "ρ over methods",
+                             "ρ over checkpoints", "checkpoint vs last (pts)", "why"], rows)
     lines += ["", "Over the tasks:", ""]
+
+    def means(o: dict) -> list[str]:
+        return [_number(o["mean_regret"]), str(o["harmful_picks"]), _number(o["mean_method_spearman"], 3),
+                _number(o["mean_spearman"], 3), _number(o["mean_checkpoint_change"], sign=True)]
+
     lines += markdown_table(["validator", "mean regret (pts)", "harmful picks (> 5 pts below source-only)",
-                     "mean Spearman ρ", "mean checkpoint vs last (pts)", "what it reads"],
-                    [[f"**{v}** (default)" if v == default else v, _number(o["mean_regret"]), str(o["harmful_picks"]),
-                      _number(o["mean_spearman"], 3), _number(o["mean_checkpoint_change"], sign=True), DESCRIPTIONS[v]]
-                     for v, o in result["overall"].items()])
+                             "mean ρ over methods", "mean ρ over checkpoints", "mean checkpoint vs last (pts)",
+                             "what it reads"],
+                            [[v, *means(o), DESCRIPTIONS[v]] for v, o in result["overall"].items()]
+                            + [[f"**the recommendation** ({', '.join(dict.fromkeys(defaults.values()))})",
+                                *means(result["default"]), "each task's default validator"]])
     spent = result.get("cost")
     if spent:
         study = (f"; the study's target test scoring took a further {spent['target_test_study_s']:.1f} s per run "
@@ -442,8 +487,9 @@ def _accuracy(runs: list[dict], method: str | None) -> float | None:
     return None if value is None else 100 * value
 
 
-def configuration_markdown(configurations: dict, validator: str) -> list[str]:
-    """The sweep section of results.md: per task, the configuration `validator` picks and the hindsight best."""
+def configuration_markdown(configurations: dict, defaults: dict[str, str]) -> list[str]:
+    """The sweep section of results.md: per task, the configuration its default validator (`defaults`, `study`'s)
+    picks and the hindsight best."""
     from da_toolkit.benchmark.sweep import hyper_parameter_text
 
     def text(hyper_parameters: dict | None) -> str:
@@ -451,21 +497,21 @@ def configuration_markdown(configurations: dict, validator: str) -> list[str]:
 
     rows, gains = [], []
     for task, entries in configurations.items():
-        e = entries.get(validator)
+        e = entries.get(defaults[task])
         if e is None:
             continue
         gains += [e["sweep_gain"]] if e["sweep_gain"] is not None else []
-        rows.append([task, e["pick"] or "–", text(e["pick_hyper_parameters"]), _number(e["pick_accuracy"]),
+        rows.append([task, defaults[task], e["pick"] or "–", text(e["pick_hyper_parameters"]), _number(e["pick_accuracy"]),
                      e["best"] or "–", text(e["best_hyper_parameters"]), _number(e["best_accuracy"]),
                      _number(e["regret"]), e["unswept_pick"] or "–", _number(e["unswept_pick_accuracy"]),
                      _number(e["sweep_gain"], sign=True)])
     lines = ["## Configurations: the pick per task", "",
-             f"The configuration `{validator}` picks among every configuration of every method (method@i: "
-             f"configuration i of the method's sweep; the method's name alone: its recipe's values), and, as "
-             f"hindsight from target test labels, the best configuration of any method, the regret against it, "
-             f"what `{validator}` picks among the recipes' values alone (no sweep) and the sweep's gain over that "
-             f"pick.", ""]
-    lines += markdown_table(["task", "pick", "its hyper-parameters", "acc. (%)", "best (hindsight)",
+             "The configuration the task's default validator picks among every configuration of every method "
+             "(method@i: configuration i of the method's sweep; the method's name alone: its recipe's values), and, "
+             "as hindsight from target test labels, the best configuration of any method, the regret against it, "
+             "what the same validator picks among the recipes' values alone (no sweep) and the sweep's gain over "
+             "that pick.", ""]
+    lines += markdown_table(["task", "validator", "pick", "its hyper-parameters", "acc. (%)", "best (hindsight)",
                              "its hyper-parameters", "acc. (%)", "regret (pts)", "pick without the sweeps", "acc. (%)",
                              "sweep gain (pts)"], rows)
     if gains:

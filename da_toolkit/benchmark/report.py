@@ -124,7 +124,7 @@ def markdown(benchmark: Benchmark, profile: str | None, command: str, rows: list
         lines += [*recommend.markdown(recommendation), ""]
         if recommendation.get("configurations"):
             lines += [*recommend.configuration_markdown(recommendation["configurations"],
-                                                        recommendation["default_validator"]), ""]
+                                                        recommendation["defaults"]), ""]
         lines += [*(f"![{name}]({name})" for name in selection_plots), ""]
     if swept:
         lines += [*sweep_markdown(benchmark), ""]
@@ -294,9 +294,9 @@ def write_results(bench_dir: Path, benchmark: Benchmark, profile: str | None, co
             configurations = [c for m in benchmark.methods for c, _, _ in benchmark.variants(m)]
             learning_curve(bench_dir / plot, summary, configurations)
         else:
-            picks = {task: entries[recommendation["default_validator"]]["pick"]
-                     for task, entries in recommendation["tasks"].items()
-                     if recommendation["default_validator"] in entries} if recommendation and benchmark.sweeps else None
+            defaults = recommendation["defaults"] if recommendation else {}
+            picks = {task: entries[defaults[task]]["pick"] for task, entries in recommendation["tasks"].items()
+                     if defaults[task] in entries} if recommendation and benchmark.sweeps else None
             bar_chart(bench_dir / plot, summary, published, picks)
         plots.append(plot)
     selection_plots = []
