@@ -20,7 +20,7 @@ from da_toolkit.benchmark.spec import parse_seeds
 from da_toolkit.data import build_domains
 from da_toolkit.errors import UserError
 from da_toolkit.recipe import load_recipe
-from da_toolkit.rundir import lock_run_dir
+from da_toolkit.rundir import RunDir, lock_run_dir
 from da_toolkit.training.loop import Interrupted
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -233,6 +233,19 @@ def test_finished_tables_the_cells_that_reused_a_translator_as_done(tmp_path, to
     bench.compare(path, jobs=2, output=tmp_path / "b", launch=fake_launch())
     rows = bench.compare(path, output=tmp_path / "b", finished_only=True, launch=fake_launch())
     assert [(r["cell"], r["status"]) for r in rows] == [("toy/source_only/seed0", "done"), ("toy/cyclegan/seed0", "done"),
+                                                        ("toy/cyclegan_translated/seed0", "done")]
+
+
+
+def test_finished_tables_a_cell_that_trained_its_own_translator_under_only_as_done(tmp_path, toy_recipes):
+    """`--only` without the owner's cells: the reuser trains its own translator (pixel_from null); --finished over
+    the whole grid, which gives it the owner's, tables it as done, not as a run of another recipe."""
+    path = benchmark_file(tmp_path, methods=["source_only", "cyclegan", "cyclegan_translated"], seeds=[0])
+    bench.compare(path, output=tmp_path / "c", only="*/cyclegan_translated/*", launch=fake_launch())
+    bench.compare(path, output=tmp_path / "c", only="*/cyclegan/*", launch=fake_launch())
+    assert RunDir(tmp_path / "c/runs/toy/cyclegan_translated/seed0").read_recipe()["pixel_from"] is None
+    rows = bench.compare(path, output=tmp_path / "c", finished_only=True, launch=fake_launch())
+    assert [(r["cell"], r["status"]) for r in rows] == [("toy/cyclegan/seed0", "done"),
                                                         ("toy/cyclegan_translated/seed0", "done")]
 
 

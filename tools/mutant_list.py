@@ -806,6 +806,10 @@ MUTANTS = [
            'agreement = None if metrics["model_selection"].get("agreement_sample") else sample.agreement(classifier)',
            "agreement = None",
            "a run from before the agreement sample never gets a seed agreement", ("tests/test_selection.py",)),
+    Mutant("compare.finished-refuses-an-own-translator", "da_toolkit/benchmark/scheduler.py",
+           'if changed == ["pixel_from"] and cell.finished', 'if False and cell.finished',
+           "compare --finished refuses a cell that trained its own translator under --only (cyclegan_dann run "
+           "without cyclegan's cells) as a run of a different recipe", ("tests/test_benchmark.py",)),
     Mutant("recommend.pairs-from-one-start-count", "da_toolkit/benchmark/recommend.py",
            "if a is None or a != b]", "]",
            "two seeds started from one trained classifier (SHOT's one source checkpoint) count as independent: "

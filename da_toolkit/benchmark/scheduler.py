@@ -116,10 +116,19 @@ def last_error_line(log_path: Path) -> str:
     return lines[-1] if lines else "no output (see the cell log)"
 
 
+def _saved_recipe(cell: Cell) -> dict:
+    from da_toolkit.rundir import RunDir
+
+    return RunDir(cell.run_dir).read_recipe()
+
+
 def settled_outcome(cell: Cell) -> Outcome | None:
     """A cell's outcome that its run directory already settles: failed when it holds a run of another recipe
-    (not this cell's to skip or resume), done when the run finished; None otherwise."""
+    (not this cell's to skip or resume), done when the run finished (also a run that trained its own translator
+    where the grid has an owner's to reuse: `compare --only` without the owner's cells); None otherwise."""
     changed = cell.changed_keys()
+    if changed == ["pixel_from"] and cell.finished and _saved_recipe(cell).get("pixel_from") is None:
+        return Outcome("done")  # it trained its own translator (`--only` left the owner out): the same recipe
     if changed:
         return Outcome("failed", f"{cell.run_dir} holds a run of a different recipe (differs in: "
                                  f"{', '.join(changed)}); delete it or pass -o DIR for a new benchmark")

@@ -9,7 +9,8 @@
 set -u
 out=${1:-benchmarks/runs/seed-agreement}
 shift || true
-methods=${*:-source_only shot mcc mcc_shot mcc_fixmatch adda_fixmatch dann cdan dann_mcc bnm adda jan bsp mdd mcd afn dan coral mean_teacher}
+methods=${*:-source_only shot mcc mcc_shot mcc_fixmatch adda_fixmatch dann cdan dann_mcc bnm adda jan bsp mdd mcd afn dan coral mean_teacher
+  fixmatch dirt_t dann_dirt_t adabn cyclegan cyclegan_dann cyclegan_adda}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 for method in $methods; do
   da-toolkit compare benchmarks/digits.yaml --profile cpu --seeds 0,1 --only "*/$method/*" -o "$out" --jobs 2 ||
