@@ -72,6 +72,8 @@ def _rescore(rundir: RunDir) -> str:
     agreement = None if metrics["model_selection"].get("agreement_sample") else sample.agreement(classifier)
     if not added and agreement is None:
         return f"{rundir}: nothing to add (the run computed every validator and its agreement sample)"
+    if already_rescored(rundir.read_rescored(), added, agreement):
+        return f"{rundir}: nothing new (its rescored.json already holds {', '.join(sorted(added)) or 'them'})"
     rundir.write_rescored({
         "note": NOTE,
         "model": chosen,
@@ -83,6 +85,17 @@ def _rescore(rundir: RunDir) -> str:
         "wall_time_s": round(time.perf_counter() - began, 2)})
     what = sorted(added) + (["the agreement sample's predictions"] if agreement is not None else [])
     return f"{rundir}: added {', '.join(what)}; {len(stored.keys() & scores.keys())} stored scores reproduced"
+
+
+def already_rescored(previous: dict | None, added: dict[str, float], agreement: dict | None) -> bool:
+    """Whether an earlier rescore wrote exactly these added scores and agreement sample (then nothing is
+    rewritten and nothing said to be added)."""
+    try:
+        held = {name: math.nan if value is None else float(value) for name, value in previous["scores"].items()}
+    except (TypeError, KeyError, AttributeError, ValueError):  # none, or not one rescore wrote: write it anew
+        return False
+    return (previous.get("agreement_sample") == agreement and held.keys() == added.keys()
+            and all(same_score(held[name], value) for name, value in added.items()))
 
 
 def starting_fingerprint(recipe) -> str | None:

@@ -485,6 +485,11 @@ def test_rescore_adds_the_missing_validators_of_the_returned_model(tmp_path):
     assert rescored["model"]["index"] == chosen and "returned" in rescored["note"]
     # rescored.json is all it wrote: no log line, no TensorBoard event, no lock left behind
     assert {path: path.stat().st_mtime_ns for path in rundir.path.rglob("*") if path != rundir.rescored_file} == files
+    # again: the same scores and sample are already there; nothing rewritten, nothing said to be added
+    written = rundir.rescored_file.stat().st_mtime_ns
+    result = CliRunner().invoke(main, ["rescore", str(rundir.path)])
+    assert result.exit_code == 0 and "nothing new" in result.output and "added" not in result.output
+    assert rundir.rescored_file.stat().st_mtime_ns == written
     rundir.clear()  # --overwrite: a new run must not inherit the old model's rescored scores
     assert not rundir.rescored_file.exists()
     run(recipe, rundir.path, progress=False)  # the same seed: the same model again
