@@ -16,6 +16,7 @@ import yaml
 from conftest import toy_recipe_dict
 from da_toolkit import benchmark as bench
 from da_toolkit.benchmark import recommend
+from da_toolkit.benchmark.report import summarize
 from da_toolkit.benchmark.spec import parse_seeds
 from da_toolkit.data import build_domains
 from da_toolkit.errors import UserError
@@ -164,7 +165,7 @@ def test_unknown_profile_lists_the_allowed_ones(tmp_path, toy_recipes):
 
 def test_shipped_benchmark_files_are_valid():
     digits = bench.load_benchmark(BENCHMARKS / "digits.yaml")
-    assert set(digits.profiles) == {"cpu", "cpu_joint_batches", "cpu_former_optimiser", "cpu32", "gpu"}
+    assert set(digits.profiles) == {"cpu", "cpu_long", "cpu_joint_batches", "cpu_former_optimiser", "cpu32", "gpu"}
     assert digits.seeds == [0, 1]
     # the profile of the tables made before 2026-12-05 is the cpu profile with every joint-training method
     # (alone or composed) on one mixed batch, nothing else
@@ -181,6 +182,12 @@ def test_shipped_benchmark_files_are_valid():
                                 "train.lr_schedule=anneal"]
     assert former.method_overrides == {**joint_batches.method_overrides,
                                        "shot": ["train.nesterov=true", "train.weight_decay=0.001"]}
+    # the longer budget: 4,000 iterations a stage instead of 1,000, nothing else (the pixel stages keep theirs)
+    long = digits.profiles["cpu_long"]
+    assert long.overrides == [o.replace("train.iterations=1000", "train.iterations=4000")
+                              for o in digits.profiles["cpu"].overrides]
+    assert long.method_overrides == {m: [o.replace("adapt_iterations=1000", "adapt_iterations=4000") for o in values]
+                                     for m, values in cpu.items()}
     assert {"mnist2usps", "usps2mnist", "syndigits2mnist", "syndigits2ucidigits"} <= set(digits.tasks)
     cyclegan_adda = cpu["cyclegan_adda"]  # a YAML alias inside the list, flattened
     assert "feature.adapt_iterations=1000" in cyclegan_adda and set(cpu["cyclegan"]) <= set(cyclegan_adda)
@@ -247,6 +254,9 @@ def test_finished_tables_a_cell_that_trained_its_own_translator_under_only_as_do
     rows = bench.compare(path, output=tmp_path / "c", finished_only=True, launch=fake_launch())
     assert [(r["cell"], r["status"]) for r in rows] == [("toy/cyclegan/seed0", "done"),
                                                         ("toy/cyclegan_translated/seed0", "done")]
+    # ... and as a cell with its own translator (no ↻): what its run recorded, not what the grid would plan
+    assert [r["translator_from"] for r in rows] == [None, None]
+    assert not any(entry["shared_translator"] for entry in summarize(rows))
 
 
 def test_a_cell_that_reads_another_cells_run_starts_after_it_and_is_blocked_when_it_fails(tmp_path, toy_recipes):

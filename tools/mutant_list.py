@@ -810,6 +810,10 @@ MUTANTS = [
            'if changed == ["pixel_from"] and cell.finished', 'if False and cell.finished',
            "compare --finished refuses a cell that trained its own translator under --only (cyclegan_dann run "
            "without cyclegan's cells) as a run of a different recipe", ("tests/test_benchmark.py",)),
+    Mutant("report.translator-from-the-plan", "da_toolkit/benchmark/report.py",
+           '    if done:\n        return RunDir(cell.run_dir).read_recipe().get("pixel_from")', "    pass",
+           "the results mark a cell ↻ (translator shared) that trained its own translator under --only",
+           ("tests/test_benchmark.py",)),
     Mutant("recommend.pairs-from-one-start-count", "da_toolkit/benchmark/recommend.py",
            "if a is None or a != b]", "]",
            "two seeds started from one trained classifier (SHOT's one source checkpoint) count as independent: "

@@ -37,9 +37,17 @@ def cell_rows(cells: list[Cell], outcomes: dict[Cell, Outcome]) -> list[dict]:
                      "error": outcome.error, "run_dir": str(cell.run_dir),
                      "report": str(cell.run_dir / "report" / "report.html")
                      if (cell.run_dir / "report" / "report.html").exists() else None,
-                     "translator_from": str(cell.owner.run_dir) if cell.owner else None,
+                     "translator_from": translator_from(cell, done),
                      "command": cell.command_line()})
     return rows
+
+
+def translator_from(cell: Cell, done: bool) -> str | None:
+    """The run directory whose translator the cell reused: what its finished run recorded (`pixel_from`; None when
+    it trained its own, e.g. under `compare --only` without the owner's cells), else the grid's plan."""
+    if done:
+        return RunDir(cell.run_dir).read_recipe().get("pixel_from")
+    return str(cell.owner.run_dir) if cell.owner else None
 
 
 def summarize(rows: list[dict]) -> list[dict]:
