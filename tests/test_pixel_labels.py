@@ -122,8 +122,10 @@ def test_mix_has_the_requested_composition():
     assert mix(source, translated, "translated", 0.3, 0) is translated
     assert mix(source, translated, "source", 0.3, 0) is source
     few = mix(source, translated.subset(torch.tensor([0, 1])), "both", 0.5, seed=0)  # the filter left 2
-    counts = torch.bincount(few.labels[few.labels >= 100] - 100).tolist()
-    assert sorted(counts) == [2, 3]  # cycles through both, 5 translated of 10
+    # both, once each, and 8 raw images: the few kept translations do not outweigh the raw source
+    assert len(few) == 10 and sorted(few.labels[few.labels >= 100].tolist()) == [100, 101]
+    assert len(set(few.labels.tolist())) == 10
+    assert len(mix(source, translated.subset(torch.tensor([], dtype=torch.long)), "both", 0.5, seed=0)) == 10
 
 
 def norm_input_sides(module: nn.Module, x: torch.Tensor, kind=nn.InstanceNorm2d) -> list[int]:

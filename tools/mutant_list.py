@@ -810,6 +810,12 @@ MUTANTS = [
            'if changed == ["pixel_from"] and cell.finished', 'if False and cell.finished',
            "compare --finished refuses a cell that trained its own translator under --only (cyclegan_dann run "
            "without cyclegan's cells) as a run of a different recipe", ("tests/test_benchmark.py",)),
+    Mutant("translator.mix-repeats-the-kept", CG_TRANSLATOR,
+           "pick_translated = torch.randperm(len(translated), generator=generator)[:n_translated]",
+           "pick_translated = torch.randperm(len(translated), generator=generator).repeat(len(source))"
+           "[:round(translated_fraction * len(source))]",
+           "the few translations the label filter kept are repeated to fill the translated share: one class a "
+           "broken translator makes becomes half of the training set", ("tests/test_pixel_labels.py",)),
     Mutant("report.translator-from-the-plan", "da_toolkit/benchmark/report.py",
            '    if done:\n        return RunDir(cell.run_dir).read_recipe().get("pixel_from")', "    pass",
            "the results mark a cell ↻ (translator shared) that trained its own translator under --only",

@@ -143,8 +143,10 @@ def mix(source: Domain, translated: Domain, feature_data: str, translated_fracti
     """The feature stage's labeled set: `translated`, the raw `source`, or both.
 
     both: len(source) images, round(translated_fraction · len(source)) of them translated and the
-    rest raw source, each part drawn without repetition in a seeded random order (the translated
-    part cycles through `translated` when the filter left fewer images than it needs). In memory when
+    rest raw source, each part drawn without repetition in a seeded random order. When the label
+    filter left fewer translations than that, every one of them is used once and raw source images
+    fill the rest: repeating the few it kept would let them outweigh the raw source (a translator
+    that f_S reads as one class would make that class half of the training set). In memory when
     both are, else read on demand from them (`concatenate`).
     """
     if feature_data == "translated":
@@ -152,9 +154,8 @@ def mix(source: Domain, translated: Domain, feature_data: str, translated_fracti
     if feature_data == "source":
         return source
     generator = torch.Generator().manual_seed(seed + 5)
-    n_translated = round(translated_fraction * len(source)) if len(translated) else 0
-    order = torch.randperm(len(translated), generator=generator) if len(translated) else torch.zeros(0, dtype=torch.long)
-    pick_translated = order.repeat(-(-n_translated // max(len(order), 1)))[:n_translated]
+    n_translated = min(round(translated_fraction * len(source)), len(translated))
+    pick_translated = torch.randperm(len(translated), generator=generator)[:n_translated]
     pick_source = torch.randperm(len(source), generator=generator)[:len(source) - n_translated]
     return concatenate([translated.subset(pick_translated), source.subset(pick_source)],
                        f"{translated.name}+{source.name}", source.class_names)
