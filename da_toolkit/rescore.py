@@ -72,8 +72,9 @@ def _rescore(rundir: RunDir) -> str:
     agreement = None if metrics["model_selection"].get("agreement_sample") else sample.agreement(classifier)
     if not added and agreement is None:
         return f"{rundir}: nothing to add (the run computed every validator and its agreement sample)"
+    what = sorted(added) + (["the agreement sample's predictions"] if agreement is not None else [])
     if already_rescored(rundir.read_rescored(), added, agreement):
-        return f"{rundir}: nothing new (its rescored.json already holds {', '.join(sorted(added)) or 'them'})"
+        return f"{rundir}: nothing new (its rescored.json already holds {', '.join(what)})"
     rundir.write_rescored({
         "note": NOTE,
         "model": chosen,
@@ -83,7 +84,6 @@ def _rescore(rundir: RunDir) -> str:
                     for name in sorted(stored.keys() & scores.keys())},
         "device": str(device), "da_toolkit": da_toolkit.__version__,
         "wall_time_s": round(time.perf_counter() - began, 2)})
-    what = sorted(added) + (["the agreement sample's predictions"] if agreement is not None else [])
     return f"{rundir}: added {', '.join(what)}; {len(stored.keys() & scores.keys())} stored scores reproduced"
 
 
@@ -91,7 +91,7 @@ def already_rescored(previous: dict | None, added: dict[str, float], agreement: 
     """Whether an earlier rescore wrote exactly these added scores and agreement sample (then nothing is
     rewritten and nothing said to be added)."""
     try:
-        held = {name: math.nan if value is None else float(value) for name, value in previous["scores"].items()}
+        held = {name: score_value(value) for name, value in previous["scores"].items()}
     except (TypeError, KeyError, AttributeError, ValueError):  # none, or not one rescore wrote: write it anew
         return False
     return (previous.get("agreement_sample") == agreement and held.keys() == added.keys()
@@ -120,13 +120,17 @@ def returned_candidate(rundir: RunDir) -> tuple[dict, dict[str, float]]:
         index = chosen["index"]
         if not isinstance(index, int) or not 0 <= index < len(candidates):
             raise IndexError(index)
-        stored = {str(name): math.nan if value is None else float(value)  # null: NaN, written as strict JSON
-                  for name, value in candidates[index]["scores"].items()}
+        stored = {str(name): score_value(value) for name, value in candidates[index]["scores"].items()}
         chosen = {"stage": chosen["stage"], "iteration": chosen["iteration"], "index": index}
     except (KeyError, IndexError, TypeError, AttributeError, ValueError):
         raise UserError(f"{rundir.metrics_file}: its model_selection entry is not one da-toolkit wrote (no chosen "
                         f"candidate with scores); rerun the run") from None
     return chosen, stored
+
+
+def score_value(value) -> float:
+    """A stored score as a float: null is NaN (a validator with nothing to score, written as strict JSON)."""
+    return math.nan if value is None else float(value)
 
 
 def same_score(stored: float, rescored: float) -> bool:
