@@ -25,6 +25,10 @@ run is not run again, so an interrupted comparison continues where it stopped. T
 `--peer-equal-budget bsp` also runs TLlib's method without the training it does beyond ours (`PEER_EQUAL_BUDGET`: BSP's
 three epochs of source-only pre-training before its 1 epoch of adaptation, 4,000 iterations against our 1,000), in a
 column of its own beside TLlib's as it ships.
+`--lr-by-agreement dann,bsp` runs those methods of ours at every lr0 of `LR_CANDIDATES` (the recipe's own lr0 is
+the *ours* column's runs) and shows, in a column of its own, the lr0 whose seeds agree most on the target training
+images (the recommendation's seed agreement, da_toolkit/benchmark/recommend.py): a learning rate picked per task
+without a target label, at three times the budget of one column (disclosed beside its table).
 `--ours-only` launches only our runs (TLlib's columns: its runs already in --out, the others gaps).
 `--finished` launches nothing: the table of the runs finished so far, the others gaps ("n of N seeds").
 """
@@ -104,6 +108,12 @@ OUR_SIDES = {"ours": ("ours", lambda method, task: []),
                                if m in PEER_HYPER else None)}
 
 
+# --lr-by-agreement: lr0 candidates, the log-spaced grid of benchmarks/lenet_lr.yaml (TLlib's digit lr0 are 0.01 and 0.1)
+LR_CANDIDATES = ("0.01", "0.03", "0.1")
+LR_SIDES = {f"ours_lr{lr}": (f"ours, lr0 {lr}", lambda m, t, lr=lr: [f"train.lr={lr}"]) for lr in LR_CANDIDATES}
+ALL_OURS = {**OUR_SIDES, **LR_SIDES}  # every side whose runs are ours (run_side's order: OUR_SIDES' first)
+
+
 @functools.cache
 def run_side(side: str, method: str, task: str) -> str:
     """The side whose runs `side`'s are: the first of OUR_SIDES whose overrides give the same recipe (TLlib's lr
@@ -112,8 +122,8 @@ def run_side(side: str, method: str, task: str) -> str:
     from da_toolkit.recipe import load_recipe
 
     recipe = ROOT / "recipes" / f"{TASKS[task][0]}_{method}.yaml"
-    sides = list(OUR_SIDES)
-    overrides = {s: OUR_SIDES[s][1](method, task) for s in sides[:sides.index(side) + 1]}
+    sides = list(ALL_OURS)
+    overrides = {s: ALL_OURS[s][1](method, task) for s in sides[:sides.index(side) + 1]}
     resolved = {s: load_recipe(recipe, extra).to_dict() for s, extra in overrides.items() if extra is not None}
     return next(s for s in resolved if resolved[s] == resolved[side])
 
@@ -130,10 +140,37 @@ def our_run(side: str, method: str, task: str, seed: int, iterations: int, out: 
         recipe = ROOT / "recipes" / f"{TASKS[task][0]}_{method}.yaml"
         extra = [f"feature.adapt_iterations={iterations}"] if method == "adda" else []
         command = [sys.executable, "-m", "da_toolkit", "run", str(recipe), *OUR_BUDGET, f"train.iterations={iterations}",
-                   f"seed={seed}", *extra, *OUR_SIDES[side][1](method, task), "-o", str(run_dir), "--overwrite", "-q"]
+                   f"seed={seed}", *extra, *ALL_OURS[side][1](method, task), "-o", str(run_dir), "--overwrite", "-q"]
         subprocess.run(command, check=True, env=one_thread(), stdout=subprocess.DEVNULL)
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    return {"accuracy": 100 * metrics["target_accuracy"], "seconds": metrics["wall_time_s"]}
+    return {"accuracy": 100 * metrics["target_accuracy"], "seconds": metrics["wall_time_s"],
+            "agreement_sample": agreement_sample(run_dir, metrics)}
+
+
+def agreement_sample(run_dir: Path, metrics: dict) -> dict | None:
+    """The run's predictions of the agreement sample (metrics.json, or rescored.json for a run from before
+    runs stored them: `da-toolkit rescore` adds them); None without either."""
+    sample = (metrics.get("model_selection") or {}).get("agreement_sample")
+    rescored = run_dir / "rescored.json"
+    if not sample and rescored.is_file():
+        sample = json.loads(rescored.read_text()).get("agreement_sample")
+    return sample if sample and "predictions" in sample else None
+
+
+def lr_by_agreement(results: dict, method: str, task: str, seeds: list[int]) -> tuple[str, float] | None:
+    """(the lr0 of LR_CANDIDATES whose seeds' models agree most on the agreement sample, that agreement); None
+    until every candidate has every seed with its sample. Label-free: no target label is read."""
+    from da_toolkit.benchmark.recommend import agreement
+
+    scores = {}
+    for side in LR_SIDES:
+        runs = [results.get((run_side(side, method, task), method, task, s)) for s in seeds]
+        samples = [run["agreement_sample"] for run in runs if run and run.get("agreement_sample")]
+        if len(samples) < len(seeds) or len({(x["seed"], x["images"]) for x in samples}) != 1:
+            return None
+        scores[side] = agreement([x["predictions"] for x in samples])
+    best = max(scores, key=scores.get)
+    return best.removeprefix("ours_lr"), scores[best]
 
 
 def peer_run(side: str, method: str, task: str, seed: int, iterations: int, out: Path, tllib: Path, data: Path,
@@ -202,13 +239,19 @@ def extra_sides(args) -> dict[str, list[str]]:
             for side in OUR_SIDES if side != "ours"}
 
 
+def lr_methods(args) -> list[str]:
+    return [m for m in args.lr_by_agreement.split(",") if m]
+
+
 def table(results: dict, methods: list[str], tasks: list[str], seeds: list[int], args) -> str:
     """The markdown table: per task and method, each side's mean ± std over seeds and mean seconds."""
     command = (f"python benchmarks/peer_side_by_side.py --methods {args.methods} --tasks {args.tasks} "
                f"--seeds {args.seeds} --iterations {args.iterations}"
                + "".join(f" {side_flag(side)} {','.join(chosen)}"
                          for side, chosen in extra_sides(args).items() if chosen)
-               + (f" --peer-equal-budget {args.peer_equal_budget}" if args.peer_equal_budget else ""))
+               + (f" --peer-equal-budget {args.peer_equal_budget}" if args.peer_equal_budget else "")
+               + (f" --lr-by-agreement {args.lr_by_agreement}" if args.lr_by_agreement else ""))
+    by_agreement = [m for m in lr_methods(args) if m in methods]
     equal_budget = [m for m in args.peer_equal_budget.split(",") if m in methods]
     requested = extra_sides(args)
     extra = [side for side, chosen in requested.items() if set(chosen) & set(methods)]  # columns of no row: none
@@ -223,15 +266,21 @@ def table(results: dict, methods: list[str], tasks: list[str], seeds: list[int],
              "*all the peer's hyper-parameters and its LeNet*: both."
              + (f" *TLlib, equal budget*: TLlib without the training it does beyond ours (`PEER_EQUAL_BUDGET`: "
                 f"{'; '.join(f'{m}: `{chr(32).join(PEER_EQUAL_BUDGET[m])}`' for m in equal_budget)})."
-                if equal_budget else ""),
+                if equal_budget else "")
+             + (f" *ours, lr0 by seed agreement*: our recipe at each lr0 of {', '.join(LR_CANDIDATES)} "
+                "(`train.lr`), the one whose seeds' models agree most on 2,000 target training images (the "
+                "recommendation's seed agreement; no target label read) in brackets with its agreement, and that "
+                "column's gap to TLlib: three runs' budget for each seed of the column." if by_agreement else ""),
              f"Command: `{command}`", "",
              "| task | method | ours (%) | " + "".join(f"{OUR_SIDES[side][0]} (%) | " for side in extra)
+             + ("ours, lr0 by seed agreement (%) | " if by_agreement else "")
              + "TLlib (%) | " + ("TLlib, equal budget (%) | " if equal_budget else "")
-             + "ours − TLlib | ours (s) | TLlib (s) |",
-             "|---|---|---|" + "---|" * (len(extra) + bool(equal_budget)) + "---|---|---|---|"]
+             + "ours − TLlib | " + ("lr0 by seed agreement − TLlib | " if by_agreement else "")
+             + "ours (s) | TLlib (s) |",
+             "|---|---|---|" + "---|" * (len(extra) + 2 * bool(by_agreement) + bool(equal_budget)) + "---|---|---|---|"]
 
     def column(side, m, t):
-        side = run_side(side, m, t) if side in OUR_SIDES else side  # a column repeating another's runs
+        side = run_side(side, m, t) if side in ALL_OURS else side  # a column repeating another's runs
         return [results[(side, m, t, s)]["accuracy"] for s in seeds if (side, m, t, s) in results]
 
     def same(side, m, t):
@@ -245,16 +294,27 @@ def table(results: dict, methods: list[str], tasks: list[str], seeds: list[int],
     def gap(ours, peer):
         return f"{statistics.mean(ours) - statistics.mean(peer):+.2f}" if ours and peer else "–"
 
+    def picked(m, t):
+        """(the cell of the lr0 seed agreement picks, its gap to TLlib)"""
+        pick = lr_by_agreement(results, m, t, seeds) if m in by_agreement else None
+        if pick is None:
+            return ("– (not every lr0 finished)" if m in by_agreement else "–"), "–"
+        accuracies = column(f"ours_lr{pick[0]}", m, t)
+        return f"{summary(accuracies, len(seeds))} (lr0 {pick[0]}; {pick[1]:.4f})", gap(accuracies, column("peer", m, t))
+
     for t in tasks:
         for m in methods:
             ours, peer = column("ours", m, t), column("peer", m, t)
+            by_seed_agreement = picked(m, t) if by_agreement else None
             lines.append(f"| {TASKS[t][0]} | {m} | {summary(ours, len(seeds))} | "
                          + "".join((f"{same(side, m, t)}{summary(column(side, m, t), len(seeds))}" if m in requested[side]
                                     else "–") + " | " for side in extra)
+                         + (f"{by_seed_agreement[0]} | " if by_agreement else "")
                          + f"{summary(peer, len(seeds))} | "
                          + ((f"{summary(column('peer_equal_budget', m, t), len(seeds))} | " if m in equal_budget else "– | ")
                             if equal_budget else "")
-                         + f"{gap(ours, peer)} | {seconds('ours', m, t)} | "
+                         + f"{gap(ours, peer)} | " + (f"{by_seed_agreement[1]} | " if by_agreement else "")
+                         + f"{seconds('ours', m, t)} | "
                          f"{seconds('peer', m, t)} |")
     return "\n".join(lines) + "\n"
 
@@ -278,6 +338,9 @@ def main() -> None:
     parser.add_argument("--peer-equal-budget", default="",
                         help=f"methods whose TLlib run is repeated without its training beyond ours "
                              f"({', '.join(PEER_EQUAL_BUDGET)})")
+    parser.add_argument("--lr-by-agreement", default="",
+                        help=f"methods also run at every lr0 of {', '.join(LR_CANDIDATES)}, the one picked by seed "
+                             "agreement in a column of its own")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--finished", action="store_true",
                         help="launch nothing: the table of the runs that finished (the others are gaps in their rows)")
@@ -290,7 +353,7 @@ def main() -> None:
     methods, tasks = args.methods.split(","), args.tasks.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
     also = extra_sides(args)
-    unknown = [m for m in methods + sum(also.values(), []) if m not in PEER_FLAGS] + [t for t in tasks if t not in TASKS]
+    unknown = [m for m in methods + sum(also.values(), []) + lr_methods(args) if m not in PEER_FLAGS] + [t for t in tasks if t not in TASKS]
     if unknown:
         sys.exit(f"error: unknown method or task {unknown} (methods: {', '.join(PEER_FLAGS)}; tasks: M2U, U2M)")
     equal_budget = [m for m in args.peer_equal_budget.split(",") if m]
@@ -308,15 +371,16 @@ def main() -> None:
         subprocess.run([sys.executable, str(PEER_KIT / "prepare_data.py"), "--out", str(args.peer_data),
                         "--src", os.environ.get("DA_TOOLKIT_DATA", str(ROOT.parent / "shared" / "data"))], check=True)
     jobs = [(side, m, t, s) for m in methods for t in tasks for s in seeds
-            for side in ("ours", "peer", *(side for side, chosen in also.items() if m in chosen),
-                         *(["peer_equal_budget"] if m in equal_budget else []))
-            if side not in OUR_SIDES or run_side(side, m, t) == side]
+            for side in dict.fromkeys(("ours", "peer", *(side for side, chosen in also.items() if m in chosen),
+                                       *(["peer_equal_budget"] if m in equal_budget else []),
+                                       *(run_side(x, m, t) for x in LR_SIDES if m in lr_methods(args))))
+            if side not in ALL_OURS or run_side(side, m, t) == side]
     results: dict = {}
 
     def run(job):
         side, m, t, s = job
         try:
-            result = (our_run(side, m, t, s, args.iterations, args.out, not args.finished) if side in OUR_SIDES else
+            result = (our_run(side, m, t, s, args.iterations, args.out, not args.finished) if side in ALL_OURS else
                       peer_run(side, m, t, s, args.iterations, args.out, args.tllib, args.peer_data,
                                not args.finished and not args.ours_only))
         except NotFinished:
