@@ -15,7 +15,8 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "peer_side_by_side.py"
 
 
-def finished(out: Path, side: str, method: str, task: str, seed: int, accuracy: float, seconds: float) -> None:
+def finished(out: Path, side: str, method: str, task: str, seed: int, accuracy: float, seconds: float,
+             predictions: list[int] | None = None) -> None:
     if side.startswith("peer"):
         (out / side).mkdir(parents=True, exist_ok=True)
         (out / side / f"{method}_{task}_seed{seed}.json").write_text(
@@ -23,7 +24,9 @@ def finished(out: Path, side: str, method: str, task: str, seed: int, accuracy: 
     else:
         run_dir = out / side / f"{method}_{task}_seed{seed}"
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "metrics.json").write_text(json.dumps({"target_accuracy": accuracy / 100, "wall_time_s": seconds}))
+        sample = {"seed": 7919, "images": len(predictions), "predictions": predictions} if predictions else None
+        (run_dir / "metrics.json").write_text(json.dumps({"target_accuracy": accuracy / 100, "wall_time_s": seconds,
+                                                          "model_selection": {"agreement_sample": sample}}))
 
 
 def fail(command, **kwargs):
@@ -177,6 +180,45 @@ def test_peer_equal_budget_runs_tllibs_bsp_without_its_source_pre_training_and_o
     monkeypatch.setattr("sys.argv", ["peer_side_by_side.py", "--methods", "dann", "--peer-equal-budget", "dann"])
     with pytest.raises(SystemExit, match="TLlib trains beyond our budget only in bsp"):
         runpy.run_path(str(SCRIPT), run_name="__main__")
+
+
+def test_lr_by_agreement_runs_every_lr0_and_shows_the_one_whose_seeds_agree_most_not_the_most_accurate(
+        tmp_path, monkeypatch):
+    out, tllib, data = peer_kit(tmp_path)
+    # USPS->MNIST: lr0 0.01 is the recipe's (the ours column), 0.1 TLlib's (the peer-protocol column's runs, shared);
+    # 0.03 is the one to launch. lr0 0.1 is the most accurate, but its seeds disagree on the sample.
+    for seed in (0, 1):
+        finished(out, "peer", "dann", "U2M", seed, 95.0, 140)
+        finished(out, "ours", "dann", "U2M", seed, 93.0, 120, [0, 1, 2, 3] if seed else [0, 1, 2, 0])  # 3 of 4
+        finished(out, "ours_peer_protocol", "dann", "U2M", seed, 96.0, 120, [0, 1, 2, 3] if seed else [1, 1, 0, 0])
+    before = out / "ours" / "dann_U2M_seed1"  # a run from before runs stored their sample: rescore's file has it
+    metrics = json.loads((before / "metrics.json").read_text())
+    (before / "rescored.json").write_text(json.dumps({"agreement_sample": metrics.pop("model_selection")["agreement_sample"]}))
+    (before / "metrics.json").write_text(json.dumps(metrics))
+    launched = []
+
+    def run(command, **kwargs):  # lr0 0.03: 94.00 and 95.00, its seeds agree on every image
+        launched.append(command)
+        seed = int(command[command.index("-o") + 1].rsplit("seed", 1)[1])
+        finished(out, "ours_lr0.03", "dann", "U2M", seed, 94.0 + seed, 110, [0, 1, 2, 3])
+
+    monkeypatch.setattr("subprocess.run", run)
+    monkeypatch.setattr("sys.argv", ["peer_side_by_side.py", "--methods", "dann", "--tasks", "U2M", "--seeds", "0,1",
+                                     "--out", str(out), "--tllib", str(tllib), "--peer-data", str(data),
+                                     "--lr-by-agreement", "dann"])
+    runpy.run_path(str(SCRIPT), run_name="__main__")
+    assert len(launched) == 2 and all("train.lr=0.03" in command for command in launched)
+    text = (out / "results.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    assert rows[0] == ("| task | method | ours (%) | ours, lr0 by seed agreement (%) | TLlib (%) | ours − TLlib | "
+                       "lr0 by seed agreement − TLlib | ours (s) | TLlib (s) |")
+    assert rows[1] == ("| usps2mnist | dann | 93.00 ± 0.00 | 94.50 ± 0.71 (lr0 0.03; 1.0000) | 95.00 ± 0.00 | -2.00 | "
+                       "-0.50 | 120 | 140 |")
+    assert "--lr-by-agreement dann" in text
+    (out / "ours_lr0.03" / "dann_U2M_seed1" / "metrics.json").unlink()  # a candidate short of a seed: no pick
+    monkeypatch.setattr("sys.argv", [*sys.argv, "--finished"])
+    runpy.run_path(str(SCRIPT), run_name="__main__")
+    assert "| – (not every lr0 finished) |" in (out / "results.md").read_text()
 
 
 def script_heading(side: str) -> str:

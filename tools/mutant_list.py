@@ -1163,6 +1163,11 @@ MUTANTS = [
            "    return next(s for s in resolved if resolved[s] == resolved[side])", "    return side",
            "the peer side by side runs a column whose recipe is ours (TLlib's optimiser, our default) again, "
            "hours of identical runs shown as if they were another setting", ("tests/test_peer_side_by_side.py",)),
+    Mutant("peer.lr-by-target-accuracy", "benchmarks/peer_side_by_side.py",
+           "        scores[side] = agreement([x[\"predictions\"] for x in samples])",
+           "        scores[side] = statistics.mean(run[\"accuracy\"] for run in runs)",
+           "the side by side's label-free lr0 column picks each task's lr0 by target test accuracy",
+           ("tests/test_peer_side_by_side.py",)),
     Mutant("peer.mcd-by-its-better-head", "benchmarks/peer_side_by_side.py", r'r"^ \* Acc@?1 ([0-9.]+)"',
            r'r"^test_acc1 = ([0-9.]+)"',
            "TLlib's MCD is credited with the better of its two heads on the target test set; ours with its first",
