@@ -219,12 +219,19 @@ def test_each_domain_is_batch_normalised_on_its_own(adapter_class, feature, tmp_
 # the toy classes are rows and columns of pixels: a translation changes the class, so no weak translation here
 @pytest.mark.parametrize("feature", [{"adapter": "fixmatch"}, {"adapter": "mean_teacher", "teacher_decay": 0.9}],
                          ids=lambda feature: feature["adapter"])
-def test_a_short_run_learns_and_records_its_mask_rate(feature, tmp_path):
-    feature = {**feature, "threshold": 0.9, "weak_translate": 0.0}
-    recipe = recipe_from_dict(toy_recipe_dict(feature=feature, seed=1))
+def test_a_short_run_learns_and_records_its_mask_rate(feature, tmp_path, monkeypatch):
+    # τ 0.35: a few of the toy's target images pass it (3% and 1% of them on average here; at 0.9 none did in 60
+    # steps, and a rate of 0 throughout checked neither the pseudo-labels nor the reported mean)
+    feature = {**feature, "threshold": 0.35, "weak_translate": 0.0}
+    logged = []
+    monkeypatch.setattr(Context, "log_scalars", lambda self, stage, step, scalars: logged.append((stage, scalars)))
+    recipe = recipe_from_dict(toy_recipe_dict(feature=feature, seed=1, train={"log_every": 1}))
     metrics = run(recipe, tmp_path / "run", progress=False)
     assert metrics["target_accuracy"] > 0.5  # chance: 0.1
-    assert 0 <= metrics["stages"]["feature"]["mask_rate"] <= 1
+    # the reported rate is the mean over the steps (all 60 of them: the window is 100), each step's as logged
+    rates = [float(scalars["self_training/mask_rate"]) for stage, scalars in logged if stage == "feature"]
+    assert len(rates) == recipe.train.iterations == 60 and max(rates) > 0
+    assert metrics["stages"]["feature"]["mask_rate"] == round(float(torch.tensor(rates).mean()), 4)
     assert metrics["stages"]["feature"]["mask_rate_note"].startswith("share of target images predicted with")
 
 
