@@ -410,8 +410,11 @@ def test_the_bar_chart_marks_a_method_no_seed_of_which_finished(tmp_path, monkey
                {**entry, "method": "jan", "configuration": "jan", "n": 0, "mean": None}]
     report.bar_chart(tmp_path / "results.png", summary, None)
     axes = kept[0].axes[0]
-    crosses = [c for c in axes.collections if c.get_label() == "no seed finished (results.md: Not finished)"]
-    assert len(crosses) == 1 and crosses[0].get_offsets().tolist() == [[0.2, 2.0]]  # at jan's bar, the second
+    crosses = [c for c in axes.collections if c.get_paths() and c.get_offsets().tolist() == [[2.0, 1.0]]]
+    assert len(crosses) == 1  # at the foot of jan's row, the second
+    legend = kept[0].legends[0]
+    assert [text.get_text() for text in legend.get_texts()] == ["no seed finished (results.md: Not finished)"]
+    assert [tick.get_text() for tick in axes.get_yticklabels()] == ["source_only", "jan"]
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])

@@ -200,10 +200,12 @@ def _pyplot():
 
 def bar_chart(path: Path, summary: list[dict], published: Published | None,
               picks: dict[str, str] | None = None) -> None:
-    """Grouped bars per task (one per method with its recipe's values, std as error bars); the first published
-    number as a black tick; a cross at the foot of a bar no seed of which finished (stopped or running: results.md
-    says which); with sweeps, a dot per configuration of the method's sweep (mean over seeds) and a star on the
-    configuration recommended for the task (`picks`: task -> configuration)."""
+    """One panel per task, one row per method (the grid's order, the same rows in every panel, named once at the
+    left): a bar of its recipe's mean with the std over seeds as an error bar and the mean written at its end; the
+    first published number as a black tick; a cross at the foot of a row no seed of which finished (stopped or
+    running: results.md says which); with sweeps, a dot per configuration of the method's sweep (mean over seeds)
+    and a star on the configuration recommended for the task (`picks`: task -> configuration). Rows, not a colour
+    per method: a grid of 26 methods in 26 hues could not be read."""
     import numpy as np
 
     plt = _pyplot()
@@ -211,51 +213,51 @@ def bar_chart(path: Path, summary: list[dict], published: Published | None,
     methods = list(dict.fromkeys(e["method"] for e in summary))
     by_key = {(e["task"], e["method"]): e for e in summary if not e["hyper_parameters"]}
     by_configuration = {(e["task"], e["configuration"]): e for e in summary}
-    sweep_label, pick_label = "a configuration of the method's sweep", "recommended configuration"
-    unfinished_label = "no seed finished (results.md: Not finished)"
-    width = 0.8 / len(methods)
-    # 0.45 inch a bar, at most 20 inches (a grid of 27 methods on 4 tasks was an 11:1 strip at 0.45 a bar), and as
-    # tall as the legend beside it (a line per method and a few markers)
-    figure, axes = plt.subplots(figsize=(min(20.0, max(6.0, 0.45 * len(tasks) * len(methods) + 2)),
-                                         max(4.5, 0.2 * (len(methods) + 3))))
-    published_label = "published (first column that has it)"
-    # one colour per method: matplotlib's default cycle repeats after 10, tab20 after 20, then hues evenly spaced
-    colours = plt.get_cmap("tab20" if len(methods) <= 20 else "hsv", max(len(methods), 20) if len(methods) <= 20
-                           else len(methods) + 1)
-    for index, method in enumerate(methods):
-        offsets = np.arange(len(tasks)) + (index - (len(methods) - 1) / 2) * width
-        entries = [by_key.get((task, method)) for task in tasks]
-        means = [e["mean"] if e and e["mean"] is not None else np.nan for e in entries]
+    labels = {"sweep": "a configuration of the method's sweep", "pick": "recommended configuration",
+              "unfinished": "no seed finished (results.md: Not finished)",
+              "published": "published (first column that has it)"}
+    drawn = {}  # legend entries, one per kind of marker whatever the panel that drew it
+
+    def mark(kind, artist):
+        drawn.setdefault(labels[kind], artist)
+
+    rows = np.arange(len(methods))
+    figure, panels = plt.subplots(1, len(tasks), sharey=True, squeeze=False,
+                                  figsize=(1.8 + 3.0 * len(tasks), 1.5 + 0.28 * max(len(methods), 4)))
+    for axes, task in zip(panels[0], tasks):
+        entries = [by_key.get((task, method)) for method in methods]
+        means = np.array([e["mean"] if e and e["mean"] is not None else np.nan for e in entries])
         stds = [e["std"] if e and e["std"] is not None else 0 for e in entries]
-        axes.bar(offsets, means, width, yerr=stds, capsize=2, label=method, color=colours(index))
-        for offset, entry in zip(offsets, entries):
-            if entry and entry["n"] == 0:
-                axes.scatter([offset], [2], s=30, marker="x", color="black", zorder=3, label=unfinished_label)
-                unfinished_label = None
-            number = next((n for n in _numbers(published, entry) if n), None) if entry else None
-            if number:
-                axes.hlines(number.accuracy, offset - width / 2, offset + width / 2, colors="black", linewidth=2,
-                            label=published_label)
-                published_label = None
-        for offset, task in zip(offsets, tasks):
-            swept = [e["mean"] for e in summary if e["task"] == task and e["method"] == method
+        axes.barh(rows, means, 0.7, xerr=stds, capsize=2, color="#4c78a8", error_kw={"elinewidth": 1})
+        for row, (entry, mean, std) in enumerate(zip(entries, means, stds)):
+            swept = [e["mean"] for e in summary if e["task"] == task and e["method"] == methods[row]
                      and e["hyper_parameters"] and e["mean"] is not None]
             if swept:
-                axes.scatter([offset] * len(swept), swept, s=9, color="black", zorder=3, label=sweep_label)
-                sweep_label = None
-            picked = by_configuration.get((task, (picks or {}).get(task)))
-            if picked and picked["method"] == method and picked["mean"] is not None:
-                axes.scatter([offset], [picked["mean"]], s=110, marker="*", color="gold", edgecolors="black",
-                             zorder=4, label=pick_label)
-                pick_label = None
-    crowded = max(map(len, tasks)) * 0.09 > figure.get_figwidth() / (len(tasks) + 1)  # inches a name takes vs has
-    axes.set_xticks(np.arange(len(tasks)), tasks, rotation=20 if crowded else 0, ha="right" if crowded else "center")
-    axes.set_ylabel("target accuracy (%)")
-    axes.set_ylim(0, 100)
-    axes.set_title("target accuracy, mean ± std over seeds" + ("\nbars: the recipes' values" if by_configuration.keys()
-                                                                 - by_key.keys() else ""))
-    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
-    figure.tight_layout()
+                mark("sweep", axes.scatter(swept, [row] * len(swept), s=9, color="black", zorder=3))
+            if not np.isnan(mean):  # beyond the error bar and the sweep's dots
+                axes.text(min(max([mean + std, *swept]), 100) + 1.5, row, f"{mean:.1f}", va="center",
+                          fontsize="x-small")
+            if entry and entry["n"] == 0:
+                mark("unfinished", axes.scatter([2], [row], s=30, marker="x", color="black", zorder=3))
+            number = next((n for n in _numbers(published, entry) if n), None) if entry else None
+            if number:
+                mark("published", axes.vlines(number.accuracy, row - 0.4, row + 0.4, colors="black", linewidth=2))
+        picked = by_configuration.get((task, (picks or {}).get(task)))
+        if picked and picked["mean"] is not None:
+            mark("pick", axes.scatter([picked["mean"]], [methods.index(picked["method"])], s=110, marker="*",
+                                      color="gold", edgecolors="black", zorder=4))
+        axes.set_title(task, fontsize="medium")
+        axes.set_xlim(0, 112)  # room for the written means
+        axes.set_xlabel("target accuracy (%)")
+        axes.grid(axis="x", alpha=0.3)
+    panels[0][0].set_yticks(rows, methods)
+    panels[0][0].set_ylim(max(len(methods), 4) - 0.5, -0.5)  # the grid's first method on top; bars as thick as 4 rows
+    figure.suptitle("target accuracy, mean ± std over seeds" + ("; bars: the recipes' values"
+                                                              if by_configuration.keys() - by_key.keys() else ""))
+    if drawn:
+        figure.legend(list(drawn.values()), list(drawn), fontsize="small", loc="lower center",
+                      ncol=len(drawn), bbox_to_anchor=(0.5, 0))
+    figure.tight_layout(rect=(0, 0.35 / figure.get_figheight() if drawn else 0, 1, 1))  # the legend: 0.35 inch
     figure.savefig(path, dpi=120, bbox_inches="tight")  # the whole title and legend, however few the tasks
     plt.close(figure)
 
