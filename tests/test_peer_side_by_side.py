@@ -215,6 +215,8 @@ def test_lr_by_agreement_runs_every_lr0_and_shows_the_one_whose_seeds_agree_most
     assert rows[1] == ("| usps2mnist | dann | 93.00 ± 0.00 | 94.50 ± 0.71 (lr0 0.03; 1.0000) | 95.00 ± 0.00 | -2.00 | "
                        "-0.50 | 120 | 140 |")
     assert "--lr-by-agreement dann" in text
+    assert rows[-1] == ("| usps2mnist | dann | 93.00 ± 0.00 (0.7500) | **94.50 ± 0.71 (1.0000)** | "
+                        "96.00 ± 0.00 (0.2500) |")  # every lr0 with its seeds' agreement, the pick in bold
     (out / "ours_lr0.03" / "dann_U2M_seed1" / "metrics.json").unlink()  # a candidate short of a seed: no pick
     monkeypatch.setattr("sys.argv", [*sys.argv, "--finished"])
     runpy.run_path(str(SCRIPT), run_name="__main__")
