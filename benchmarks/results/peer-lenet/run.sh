@@ -27,6 +27,15 @@
 #     python benchmarks/peer_side_by_side.py --methods jan --tasks M2U,U2M --seeds 0,1,2 --out benchmarks/runs/peer-rest
 #     python benchmarks/peer_side_by_side.py --methods bsp,dan,jan --tasks M2U,U2M --seeds 0,1,2 --peer-equal-budget bsp \
 #       --finished --out benchmarks/runs/peer-rest
+# results-lr.md, each method's lr0 picked per task by its seeds' agreement (no target label) among 0.01, 0.03 and 0.1,
+# is the table of (ours at lr0 0.01: the runs of results-separate.md, results-rest.md and results-afn.md, copied into
+# OUT/ours; TLlib: those tables' peer runs, copied into OUT/peer; TLlib's DAN, about 20 min a run, not run again)
+#     python benchmarks/peer_side_by_side.py --methods dann,cdan,bsp,dan --tasks U2M,M2U --lr-by-agreement dann,cdan,bsp,dan \
+#       --ours-only --out OUT
+#     python benchmarks/peer_side_by_side.py --methods afn,source_only --tasks U2M,M2U --lr-by-agreement afn,source_only --out OUT
+#     python benchmarks/peer_side_by_side.py --methods mcc,mdd --tasks U2M,M2U --lr-by-agreement mcc,mdd --ours-only --out OUT
+#     python benchmarks/peer_side_by_side.py --methods dann,cdan,bsp,dan,afn,mcc,mdd,source_only --tasks M2U,U2M \
+#       --lr-by-agreement dann,cdan,bsp,dan,afn,mcc,mdd,source_only --finished --out OUT
 set -u
 out=${1:-benchmarks/runs/peer}
 methods=${2:-dann,cdan,mcc,source_only,mdd}  # also: jan, dan, bsp, adda, afn, mcd, fixmatch (TLlib's JAN: about 18 min a run here)
