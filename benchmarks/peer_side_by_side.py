@@ -157,27 +157,35 @@ def agreement_sample(run_dir: Path, metrics: dict) -> dict | None:
     return sample if sample and "predictions" in sample else None
 
 
-def lr_agreements(results: dict, method: str, task: str, seeds: list[int]) -> dict[str, float]:
+def lr_agreements(results: dict, out: Path, method: str, task: str, seeds: list[int]) -> dict[str, float | None]:
     """lr0 of LR_CANDIDATES -> the agreement of its seeds' models on the agreement sample, for each lr0 every seed
-    of which finished with its sample. Label-free: no target label is read."""
+    of which finished with its sample; None for an lr0 a seed of which stopped (its run directory has a log but no
+    metrics.json: the divergence guard, or another error, ended it), which is out of the running. An lr0 with a seed
+    not yet run is absent. Label-free: no target label is read."""
     from da_toolkit.benchmark.recommend import agreement
 
     scores = {}
     for side in LR_SIDES:
         runs = [results.get((run_side(side, method, task), method, task, s)) for s in seeds]
         samples = [run["agreement_sample"] for run in runs if run and run.get("agreement_sample")]
+        lr = side.removeprefix("ours_lr")
         if len(samples) == len(seeds) and len({(x["seed"], x["images"]) for x in samples}) == 1:
-            scores[side.removeprefix("ours_lr")] = agreement([x["predictions"] for x in samples])
+            scores[lr] = agreement([x["predictions"] for x in samples])
+        elif any((out / run_side(side, method, task) / f"{method}_{task}_seed{s}" / "log.txt").is_file()
+                 and not run for run, s in zip(runs, seeds)):
+            scores[lr] = None
     return scores
 
 
-def lr_by_agreement(results: dict, method: str, task: str, seeds: list[int]) -> tuple[str, float] | None:
-    """(the lr0 whose seeds agree most, that agreement); None until every lr0 of LR_CANDIDATES has every seed."""
-    scores = lr_agreements(results, method, task, seeds)
-    if len(scores) < len(LR_CANDIDATES):
+def lr_by_agreement(results: dict, out: Path, method: str, task: str, seeds: list[int]) -> tuple[str, float] | None:
+    """(the lr0 whose seeds agree most of those that did not stop, that agreement); None until every lr0 of
+    LR_CANDIDATES has run every seed, or when every lr0 stopped."""
+    scores = lr_agreements(results, out, method, task, seeds)
+    finished = {lr: score for lr, score in scores.items() if score is not None}
+    if len(scores) < len(LR_CANDIDATES) or not finished:
         return None
-    best = max(scores, key=scores.get)
-    return best, scores[best]
+    best = max(finished, key=finished.get)
+    return best, finished[best]
 
 
 def peer_run(side: str, method: str, task: str, seed: int, iterations: int, out: Path, tllib: Path, data: Path,
@@ -303,7 +311,7 @@ def table(results: dict, methods: list[str], tasks: list[str], seeds: list[int],
 
     def picked(m, t):
         """(the cell of the lr0 seed agreement picks, its gap to TLlib)"""
-        pick = lr_by_agreement(results, m, t, seeds) if m in by_agreement else None
+        pick = lr_by_agreement(results, args.out, m, t, seeds) if m in by_agreement else None
         if pick is None:
             return ("– (not every lr0 finished)" if m in by_agreement else "–"), "–"
         accuracies = column(f"ours_lr{pick[0]}", m, t)
@@ -330,9 +338,11 @@ def table(results: dict, methods: list[str], tasks: list[str], seeds: list[int],
                   "|---|---|" + "---|" * len(LR_CANDIDATES)]
         for t in tasks:
             for m in by_agreement:
-                scores, pick = lr_agreements(results, m, t, seeds), lr_by_agreement(results, m, t, seeds)
+                scores = lr_agreements(results, args.out, m, t, seeds)
+                pick = lr_by_agreement(results, args.out, m, t, seeds)
                 cells = [f"{summary(column(f'ours_lr{lr}', m, t), len(seeds))}"
-                         + (f" ({scores[lr]:.4f})" if lr in scores else "") for lr in LR_CANDIDATES]
+                         + (f" ({scores[lr]:.4f})" if scores.get(lr) is not None else
+                            " (a seed stopped: not a candidate)" if lr in scores else "") for lr in LR_CANDIDATES]
                 lines.append(f"| {TASKS[t][0]} | {m} | " + " | ".join(
                     f"**{cell}**" if pick and pick[0] == lr else cell for lr, cell in zip(LR_CANDIDATES, cells)) + " |")
     return "\n".join(lines) + "\n"

@@ -221,6 +221,12 @@ def test_lr_by_agreement_runs_every_lr0_and_shows_the_one_whose_seeds_agree_most
     monkeypatch.setattr("sys.argv", [*sys.argv, "--finished"])
     runpy.run_path(str(SCRIPT), run_name="__main__")
     assert "| – (not every lr0 finished) |" in (out / "results.md").read_text()
+    (out / "ours_lr0.03" / "dann_U2M_seed1" / "log.txt").write_text("")  # that seed stopped (the divergence guard):
+    runpy.run_path(str(SCRIPT), run_name="__main__")  # lr0 0.03 is out of the running, the pick the next in agreement
+    rows = [line for line in (out / "results.md").read_text().splitlines() if line.startswith("| ")]
+    assert rows[1].startswith("| usps2mnist | dann | 93.00 ± 0.00 | 93.00 ± 0.00 (lr0 0.01; 0.7500) |")
+    assert rows[-1] == ("| usps2mnist | dann | **93.00 ± 0.00 (0.7500)** | 94.00 ± 0.00 (1 of 2 seeds) (a seed stopped: "
+                        "not a candidate) | 96.00 ± 0.00 (0.2500) |")
 
 
 def script_heading(side: str) -> str:
