@@ -116,9 +116,10 @@ ALL_OURS = {**OUR_SIDES, **LR_SIDES}  # every side whose runs are ours (run_side
 
 @functools.cache
 def run_side(side: str, method: str, task: str) -> str:
-    """The side whose runs `side`'s are: the first of OUR_SIDES whose overrides give the same recipe (TLlib's lr
+    """The side whose runs `side`'s are: the first of ALL_OURS whose overrides give the same recipe (TLlib's lr
     is ours on MNIST→USPS: there the peer-protocol column repeats the peer-optimiser one; TLlib's optimiser being
-    our digit default, the peer-optimiser column repeats ours). Such a column is not run again but shown with =."""
+    our digit default, the peer-optimiser column repeats ours; lr0 0.01 is the recipes', lr0 0.1 TLlib's on
+    USPS→MNIST). Such a column is not run again but shown with =."""
     from da_toolkit.recipe import load_recipe
 
     recipe = ROOT / "recipes" / f"{TASKS[task][0]}_{method}.yaml"
