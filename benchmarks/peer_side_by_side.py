@@ -160,9 +160,9 @@ def agreement_sample(run_dir: Path, metrics: dict) -> dict | None:
 
 def lr_agreements(results: dict, out: Path, method: str, task: str, seeds: list[int]) -> dict[str, float | None]:
     """lr0 of LR_CANDIDATES -> the agreement of its seeds' models on the agreement sample, for each lr0 every seed
-    of which finished with its sample; None for an lr0 a seed of which stopped (its run directory has a log but no
-    metrics.json: the divergence guard, or another error, ended it), which is out of the running. An lr0 with a seed
-    not yet run is absent. Label-free: no target label is read."""
+    of which finished with its sample; None for an lr0 a seed of which stopped (`stopped`: the divergence guard, or
+    another error, ended it), which is out of the running. An lr0 with a seed not yet run, or running, is absent.
+    Label-free: no target label is read."""
     from da_toolkit.benchmark.recommend import agreement
 
     scores = {}
@@ -172,10 +172,16 @@ def lr_agreements(results: dict, out: Path, method: str, task: str, seeds: list[
         lr = side.removeprefix("ours_lr")
         if len(samples) == len(seeds) and len({(x["seed"], x["images"]) for x in samples}) == 1:
             scores[lr] = agreement([x["predictions"] for x in samples])
-        elif any((out / run_side(side, method, task) / f"{method}_{task}_seed{s}" / "log.txt").is_file()
-                 and not run for run, s in zip(runs, seeds)):
+        elif any(not run and stopped(out / run_side(side, method, task) / f"{method}_{task}_seed{s}")
+                 for run, s in zip(runs, seeds)):
             scores[lr] = None
     return scores
+
+
+def stopped(run_dir: Path) -> bool:
+    """Whether the run ended without metrics.json: its log's last word (pipeline.py) is why, e.g. the divergence guard."""
+    log = run_dir / "log.txt"
+    return log.is_file() and "stopped: " in log.read_text()
 
 
 def lr_by_agreement(results: dict, out: Path, method: str, task: str, seeds: list[int]) -> tuple[str, float] | None:

@@ -30,6 +30,7 @@ from da_toolkit.rundir import RunDir, RunDirLock
 from da_toolkit.selection import Selection, file_fingerprint, hold_out_target_labels
 from da_toolkit.training import distributed
 from da_toolkit.training.checkpoint import load_state, one_line
+from da_toolkit.training.loop import Interrupted
 from da_toolkit.training.precision import Precision, resolve_precision
 
 
@@ -169,6 +170,9 @@ def _run_locked(recipe: Recipe, run_dir: Path, resume: bool, overwrite: bool, pr
         rundir.write_metrics(metrics)
         ctx.info(f"target accuracy ({domains.target_test.name}): {100 * metrics['target_accuracy']:.2f}%")
         return metrics
+    except (UserError, Interrupted) as stop:  # the run directory says why it holds no metrics.json (the CLI: stderr)
+        ctx.logger.error(f"stopped: {stop}")
+        raise
     finally:
         ctx.close()
 

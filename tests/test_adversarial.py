@@ -219,6 +219,9 @@ def test_guard_stops_a_broken_dann_run_through_the_cli(write_recipe, tmp_path, c
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line.startswith("error: feature: training diverged at iteration ")
     assert "likely cause" in line
+    run_dir = tmp_path / "runs" / "toy"  # says why it holds no metrics.json, as the terminal did
+    assert not (run_dir / "metrics.json").exists()
+    assert "stopped: feature: training diverged at iteration " in (run_dir / "log.txt").read_text()
 
 
 # ---------------------------------------------------------------------------- DANN with the DTN

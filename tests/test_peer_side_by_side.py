@@ -221,7 +221,11 @@ def test_lr_by_agreement_runs_every_lr0_and_shows_the_one_whose_seeds_agree_most
     monkeypatch.setattr("sys.argv", [*sys.argv, "--finished"])
     runpy.run_path(str(SCRIPT), run_name="__main__")
     assert "| – (not every lr0 finished) |" in (out / "results.md").read_text()
-    (out / "ours_lr0.03" / "dann_U2M_seed1" / "log.txt").write_text("")  # that seed stopped (the divergence guard):
+    (out / "ours_lr0.03" / "dann_U2M_seed1" / "log.txt").write_text("run usps2mnist_dann: ...\n")  # still running:
+    runpy.run_path(str(SCRIPT), run_name="__main__")
+    assert "| – (not every lr0 finished) |" in (out / "results.md").read_text()
+    (out / "ours_lr0.03" / "dann_U2M_seed1" / "log.txt").write_text(  # that seed stopped (the divergence guard):
+        "run usps2mnist_dann: ...\nstopped: feature: training diverged at iteration 859 of 1000\n")
     runpy.run_path(str(SCRIPT), run_name="__main__")  # lr0 0.03 is out of the running, the pick the next in agreement
     rows = [line for line in (out / "results.md").read_text().splitlines() if line.startswith("| ")]
     assert rows[1].startswith("| usps2mnist | dann | 93.00 ± 0.00 | 93.00 ± 0.00 (lr0 0.01; 0.7500) |")
