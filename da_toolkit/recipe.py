@@ -6,6 +6,12 @@ list of them); bases are merged first, the recipe's own keys win. Dotted overrid
 YAML scalars and type-checked like the file's. Every problem is reported as a `UserError`
 naming the key, the value and what is allowed.
 
+A file may hold defaults for one backbone, ``backbone_defaults: {lenet: {train.lr: 0.1}}`` (dotted
+keys): they apply when the recipe's final ``classifier.backbone`` (overrides included) is that name,
+as if the file had set those keys itself, so the files that name it as a base and the overrides
+still win over them. The backbone is found by a first merge without them, then the recipe is merged
+again with them.
+
 A field's bounds are declared with the field, ``Annotated[int, Range(low=1)]`` (here and in the
 adapters' Options dataclasses), and checked by the one validator, `build_dataclass`; the
 recipe's relations to the data it names (labeled images per class, non-empty domains, a batch
@@ -209,10 +215,24 @@ def _plain(value):
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     """Read, merge bases, apply `key=value` overrides, validate. Raises UserError on any problem."""
     path = Path(path)
-    raw = _read_with_bases(path, seen=())
+    overrides = [_path_from_here(override) for override in overrides]
+    backbone = _backbone(_merged(path, overrides, backbone=None))
+    return recipe_from_dict(_merged(path, overrides, backbone), source_path=path)
+
+
+def _merged(path: Path, overrides: list[str], backbone: str | None) -> dict:
+    """The recipe file with its bases merged, each file's `backbone_defaults` for `backbone` applied
+    (none when `backbone` is None), then the overrides."""
+    raw = _read_with_bases(path, seen=(), backbone=backbone)
     for override in overrides:
-        apply_override(raw, _path_from_here(override))
-    return recipe_from_dict(raw, source_path=path)
+        apply_override(raw, override)
+    return raw
+
+
+def _backbone(raw: dict) -> str:
+    classifier = raw.get("classifier")
+    backbone = classifier.get("backbone") if isinstance(classifier, dict) else None
+    return backbone if isinstance(backbone, str) else ClassifierConfig.backbone
 
 
 # keys naming a file or folder: relative to the recipe file in a recipe, to the current directory in an override
@@ -230,7 +250,7 @@ def _path_from_here(override: str) -> str:
     return f"{key}={Path(value.strip()).expanduser().resolve()}"
 
 
-def _read_with_bases(path: Path, seen: tuple[Path, ...]) -> dict:
+def _read_with_bases(path: Path, seen: tuple[Path, ...], backbone: str | None) -> dict:
     resolved = path.resolve()
     if resolved in seen:
         raise UserError(f"{path}: base recipes include each other in a cycle")
@@ -238,10 +258,31 @@ def _read_with_bases(path: Path, seen: tuple[Path, ...]) -> dict:
     bases = data.pop("base", None) or []
     if isinstance(bases, str):
         bases = [bases]
+    defaults = _backbone_defaults(path, data.pop("backbone_defaults", None))
     merged: dict = {}
     for base in bases:
-        merged = deep_merge(merged, _read_with_bases(path.parent / base, seen + (resolved,)))
-    return deep_merge(merged, data)
+        merged = deep_merge(merged, _read_with_bases(path.parent / base, seen + (resolved,), backbone))
+    merged = deep_merge(merged, data)
+    for key, value in defaults.get(backbone, {}).items():
+        set_dotted(merged, key, value)
+    return merged
+
+
+def _backbone_defaults(path: Path, section: Any) -> dict[str, dict[str, Any]]:
+    """A file's `backbone_defaults` section checked: {backbone name: {dotted key: value}}."""
+    if section is None:
+        return {}
+    shape = "backbone_defaults must map a backbone name to {dotted.key: value}, e.g. {lenet: {train.lr: 0.1}}"
+    if not isinstance(section, dict):
+        raise UserError(f"{path}: {shape}, got {_show(section)}")
+    for backbone, values in section.items():
+        if not isinstance(values, dict) or not all(isinstance(key, str) for key in values):
+            raise UserError(f"{path}: backbone_defaults.{backbone}: {shape}")
+        if any(key == "classifier.backbone" or key.startswith("classifier.backbone.") or key == "classifier"
+               for key in values):
+            raise UserError(f"{path}: backbone_defaults.{backbone}: cannot set classifier.backbone "
+                            f"(the backbone chooses these defaults)")
+    return section
 
 
 def deep_merge(base: dict, top: dict) -> dict:
@@ -273,6 +314,11 @@ def apply_override(raw: dict, override: str) -> None:
         value = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError:
         value = text
+    set_dotted(raw, key, value)
+
+
+def set_dotted(raw: dict, key: str, value: Any) -> None:
+    """Set `dotted.key` to `value` in the raw recipe mapping, in place, making sections as needed."""
     parts = key.strip().split(".")
     node = raw
     for depth, part in enumerate(parts[:-1]):

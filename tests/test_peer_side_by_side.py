@@ -64,30 +64,30 @@ def run_launching(monkeypatch, out: Path, side: str, run: str, accuracy: float, 
 def test_the_table_of_finished_runs_with_the_peer_protocol_column_only_where_the_peer_lr_differs(tmp_path, monkeypatch,
                                                                                                   capsys):
     out, tllib, data = peer_kit(tmp_path)
-    # TLlib's optimiser is our digit default, so the peer-optimiser column is ours (marked =, not run); TLlib's DANN lr
+    # TLlib's optimiser is our digit default, so the peer-optimiser column is ours (marked =, not run); TLlib's MCC lr
     # is the recipe's 0.01 on MNIST->USPS (no peer-protocol run there either) and 0.1 on USPS->MNIST (a run of its own)
     for seed, (ours, protocol, peer) in enumerate([(84.0, 92.0, 88.0), (86.0, 94.0, 90.0)]):
         for task in ("M2U", "U2M"):
-            finished(out, "ours", "dann", task, seed, ours, 100 + seed)
-            finished(out, "peer", "dann", task, seed, peer, 200 + 2 * seed)
-        finished(out, "ours_peer_protocol", "dann", "U2M", seed, protocol, 100)
-    (out / "ours" / "dann_U2M_seed1" / "metrics.json").unlink()  # a run that failed: it is run again, and fails
+            finished(out, "ours", "mcc", task, seed, ours, 100 + seed)
+            finished(out, "peer", "mcc", task, seed, peer, 200 + 2 * seed)
+        finished(out, "ours_peer_protocol", "mcc", "U2M", seed, protocol, 100)
+    (out / "ours" / "mcc_U2M_seed1" / "metrics.json").unlink()  # a run that failed: it is run again, and fails
     monkeypatch.setattr("subprocess.run", fail)
-    monkeypatch.setattr("sys.argv", ["peer_side_by_side.py", "--methods", "dann", "--seeds", "0,1", "--out", str(out),
-                                     "--tllib", str(tllib), "--peer-data", str(data), "--peer-optimiser", "dann",
-                                     "--peer-protocol", "dann"])
+    monkeypatch.setattr("sys.argv", ["peer_side_by_side.py", "--methods", "mcc", "--seeds", "0,1", "--out", str(out),
+                                     "--tllib", str(tllib), "--peer-data", str(data), "--peer-optimiser", "mcc",
+                                     "--peer-protocol", "mcc"])
     runpy.run_path(str(SCRIPT), run_name="__main__")  # every run finished: nothing is launched
-    assert not (out / "ours_peer_protocol" / "dann_M2U_seed0").exists()
+    assert not (out / "ours_peer_protocol" / "mcc_M2U_seed0").exists()
     assert not (out / "ours_peer_optimiser").exists()
     rows = [line for line in (out / "results.md").read_text().splitlines() if line.startswith("| ")]
     assert rows[0] == ("| task | method | ours (%) | ours, peer's optimiser (%) | ours, peer's optimiser and lr (%) | "
                        "TLlib (%) | ours − TLlib | ours (s) | TLlib (s) |")
-    assert rows[1] == ("| mnist2usps | dann | 85.00 ± 1.41 | = 85.00 ± 1.41 | = 85.00 ± 1.41 | 89.00 ± 1.41 | -4.00 | "
+    assert rows[1] == ("| mnist2usps | mcc | 85.00 ± 1.41 | = 85.00 ± 1.41 | = 85.00 ± 1.41 | 89.00 ± 1.41 | -4.00 | "
                        "100 | 201 |")
-    assert rows[2] == ("| usps2mnist | dann | 84.00 ± 0.00 (1 of 2 seeds) | = 84.00 ± 0.00 (1 of 2 seeds) | "
+    assert rows[2] == ("| usps2mnist | mcc | 84.00 ± 0.00 (1 of 2 seeds) | = 84.00 ± 0.00 (1 of 2 seeds) | "
                        "93.00 ± 1.41 | 89.00 ± 1.41 | -5.00 | 100 | 201 |")
     printed = capsys.readouterr().out
-    assert "ours dann U2M seed 0: 84.00% in 100 s" in printed and "ours dann U2M seed 1: FAILED (" in printed
+    assert "ours mcc U2M seed 0: 84.00% in 100 s" in printed and "ours mcc U2M seed 1: FAILED (" in printed
 
 
 def test_finished_launches_nothing_and_tables_the_runs_that_finished(tmp_path, monkeypatch, capsys):
@@ -188,10 +188,10 @@ def test_lr_by_agreement_runs_every_lr0_and_shows_the_one_whose_seeds_agree_most
     # USPS->MNIST: lr0 0.01 is the recipe's (the ours column), 0.1 TLlib's (the peer-protocol column's runs, shared);
     # 0.03 is the one to launch. lr0 0.1 is the most accurate, but its seeds disagree on the sample.
     for seed in (0, 1):
-        finished(out, "peer", "dann", "U2M", seed, 95.0, 140)
-        finished(out, "ours", "dann", "U2M", seed, 93.0, 120, [0, 1, 2, 3] if seed else [0, 1, 2, 0])  # 3 of 4
-        finished(out, "ours_peer_protocol", "dann", "U2M", seed, 96.0, 120, [0, 1, 2, 3] if seed else [1, 1, 0, 0])
-    before = out / "ours" / "dann_U2M_seed1"  # a run from before runs stored their sample: rescore's file has it
+        finished(out, "peer", "mcc", "U2M", seed, 95.0, 140)
+        finished(out, "ours", "mcc", "U2M", seed, 93.0, 120, [0, 1, 2, 3] if seed else [0, 1, 2, 0])  # 3 of 4
+        finished(out, "ours_peer_protocol", "mcc", "U2M", seed, 96.0, 120, [0, 1, 2, 3] if seed else [1, 1, 0, 0])
+    before = out / "ours" / "mcc_U2M_seed1"  # a run from before runs stored their sample: rescore's file has it
     metrics = json.loads((before / "metrics.json").read_text())
     (before / "rescored.json").write_text(json.dumps({"agreement_sample": metrics.pop("model_selection")["agreement_sample"]}))
     (before / "metrics.json").write_text(json.dumps(metrics))
@@ -200,36 +200,36 @@ def test_lr_by_agreement_runs_every_lr0_and_shows_the_one_whose_seeds_agree_most
     def run(command, **kwargs):  # lr0 0.03: 94.00 and 95.00, its seeds agree on every image
         launched.append(command)
         seed = int(command[command.index("-o") + 1].rsplit("seed", 1)[1])
-        finished(out, "ours_lr0.03", "dann", "U2M", seed, 94.0 + seed, 110, [0, 1, 2, 3])
+        finished(out, "ours_lr0.03", "mcc", "U2M", seed, 94.0 + seed, 110, [0, 1, 2, 3])
 
     monkeypatch.setattr("subprocess.run", run)
-    monkeypatch.setattr("sys.argv", ["peer_side_by_side.py", "--methods", "dann", "--tasks", "U2M", "--seeds", "0,1",
+    monkeypatch.setattr("sys.argv", ["peer_side_by_side.py", "--methods", "mcc", "--tasks", "U2M", "--seeds", "0,1",
                                      "--out", str(out), "--tllib", str(tllib), "--peer-data", str(data),
-                                     "--lr-by-agreement", "dann"])
+                                     "--lr-by-agreement", "mcc"])
     runpy.run_path(str(SCRIPT), run_name="__main__")
     assert len(launched) == 2 and all("train.lr=0.03" in command for command in launched)
     text = (out / "results.md").read_text()
     rows = [line for line in text.splitlines() if line.startswith("| ")]
     assert rows[0] == ("| task | method | ours (%) | ours, lr0 by seed agreement (%) | TLlib (%) | ours − TLlib | "
                        "lr0 by seed agreement − TLlib | ours (s) | TLlib (s) |")
-    assert rows[1] == ("| usps2mnist | dann | 93.00 ± 0.00 | 94.50 ± 0.71 (lr0 0.03; 1.0000) | 95.00 ± 0.00 | -2.00 | "
+    assert rows[1] == ("| usps2mnist | mcc | 93.00 ± 0.00 | 94.50 ± 0.71 (lr0 0.03; 1.0000) | 95.00 ± 0.00 | -2.00 | "
                        "-0.50 | 120 | 140 |")
-    assert "--lr-by-agreement dann" in text
-    assert rows[-1] == ("| usps2mnist | dann | 93.00 ± 0.00 (0.7500) | **94.50 ± 0.71 (1.0000)** | "
+    assert "--lr-by-agreement mcc" in text
+    assert rows[-1] == ("| usps2mnist | mcc | 93.00 ± 0.00 (0.7500) | **94.50 ± 0.71 (1.0000)** | "
                         "96.00 ± 0.00 (0.2500) |")  # every lr0 with its seeds' agreement, the pick in bold
-    (out / "ours_lr0.03" / "dann_U2M_seed1" / "metrics.json").unlink()  # a candidate short of a seed: no pick
+    (out / "ours_lr0.03" / "mcc_U2M_seed1" / "metrics.json").unlink()  # a candidate short of a seed: no pick
     monkeypatch.setattr("sys.argv", [*sys.argv, "--finished"])
     runpy.run_path(str(SCRIPT), run_name="__main__")
     assert "| – (not every lr0 finished) |" in (out / "results.md").read_text()
-    (out / "ours_lr0.03" / "dann_U2M_seed1" / "log.txt").write_text("run usps2mnist_dann: ...\n")  # still running:
+    (out / "ours_lr0.03" / "mcc_U2M_seed1" / "log.txt").write_text("run usps2mnist_mcc: ...\n")  # still running:
     runpy.run_path(str(SCRIPT), run_name="__main__")
     assert "| – (not every lr0 finished) |" in (out / "results.md").read_text()
-    (out / "ours_lr0.03" / "dann_U2M_seed1" / "log.txt").write_text(  # that seed stopped (the divergence guard):
-        "run usps2mnist_dann: ...\nstopped: feature: training diverged at iteration 859 of 1000\n")
+    (out / "ours_lr0.03" / "mcc_U2M_seed1" / "log.txt").write_text(  # that seed stopped (the divergence guard):
+        "run usps2mnist_mcc: ...\nstopped: feature: training diverged at iteration 859 of 1000\n")
     runpy.run_path(str(SCRIPT), run_name="__main__")  # lr0 0.03 is out of the running, the pick the next in agreement
     rows = [line for line in (out / "results.md").read_text().splitlines() if line.startswith("| ")]
-    assert rows[1].startswith("| usps2mnist | dann | 93.00 ± 0.00 | 93.00 ± 0.00 (lr0 0.01; 0.7500) |")
-    assert rows[-1] == ("| usps2mnist | dann | **93.00 ± 0.00 (0.7500)** | 94.00 ± 0.00 (1 of 2 seeds) (a seed stopped: "
+    assert rows[1].startswith("| usps2mnist | mcc | 93.00 ± 0.00 | 93.00 ± 0.00 (lr0 0.01; 0.7500) |")
+    assert rows[-1] == ("| usps2mnist | mcc | **93.00 ± 0.00 (0.7500)** | 94.00 ± 0.00 (1 of 2 seeds) (a seed stopped: "
                         "not a candidate) | 96.00 ± 0.00 (0.2500) |")
 
 

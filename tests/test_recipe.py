@@ -80,6 +80,53 @@ def test_base_recipe_keys_are_overridden_by_the_recipe(tmp_path):
     assert (recipe.train.iterations, recipe.train.lr, recipe.seed, recipe.name) == (7, 0.5, 3, "top")
 
 
+def _backbone_defaults_recipes(tmp_path, method: dict) -> Path:
+    """base.yaml (lr 0.5, dtn) <- method.yaml (`method`) <- top.yaml (iterations 7, and lr 0.2 for dtn)."""
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({"train": {"lr": 0.5}, "classifier": {"backbone": "dtn"}}))
+    (tmp_path / "method.yaml").write_text(yaml.safe_dump(method))
+    (tmp_path / "top.yaml").write_text(yaml.safe_dump({
+        "base": ["base.yaml", "method.yaml"], "train": {"iterations": 7},
+        "backbone_defaults": {"dtn": {"train.lr": 0.2}},
+        "data": {"source": {"name": "toy_source"}, "target": {"name": "toy_target"},
+                 "target_test": {"name": "toy_target", "split": "test"}}}))
+    return tmp_path / "top.yaml"
+
+
+def test_backbone_defaults_apply_to_their_backbone_and_lose_to_later_files_and_overrides(tmp_path):
+    top = _backbone_defaults_recipes(tmp_path, {"backbone_defaults": {
+        "lenet": {"train.lr": 0.1, "train.momentum": 0.5}, "resnet18": {"train.lr": 0.001}}})
+
+    def lr_and_momentum(*overrides):
+        recipe = load_recipe(top, list(overrides))
+        return recipe.train.lr, recipe.train.momentum, recipe.train.iterations
+
+    assert lr_and_momentum() == (0.2, 0.9, 7)  # dtn: the top file's own dtn default; none of method.yaml's
+    # lenet, chosen by an override: method.yaml's lenet defaults beat base.yaml's lr (a file merged before it)
+    assert lr_and_momentum("classifier.backbone=lenet") == (0.1, 0.5, 7)
+    assert lr_and_momentum("classifier.backbone=lenet", "train.lr=0.03") == (0.03, 0.5, 7)  # the override wins
+    assert lr_and_momentum("classifier.backbone=resnet18") == (0.001, 0.9, 7)
+    assert "backbone_defaults" not in load_recipe(top).to_dict()
+
+
+def test_a_file_below_the_one_with_backbone_defaults_wins_over_them(tmp_path):
+    """A key the recipe (or a base merged after the defaults' file) sets itself is not a default to replace."""
+    top = _backbone_defaults_recipes(tmp_path, {"backbone_defaults": {"lenet": {"train.iterations": 3, "seed": 4}}})
+    recipe = load_recipe(top, ["classifier.backbone=lenet"])
+    assert (recipe.train.iterations, recipe.seed, recipe.train.lr) == (7, 4, 0.5)
+
+
+@pytest.mark.parametrize("section, message", [
+    ([0.1], r"method\.yaml: backbone_defaults must map a backbone name to \{dotted\.key: value\}"),
+    ({"lenet": 0.1}, r"method\.yaml: backbone_defaults\.lenet: backbone_defaults must map"),
+    ({"lenet": {"classifier.backbone": "dtn"}}, r"backbone_defaults\.lenet: cannot set classifier\.backbone"),
+    ({"lenet": {"train.lrr": 0.1}}, r"train\.lrr: unknown key; did you mean 'lr'\?"),
+])
+def test_bad_backbone_defaults_are_one_clear_error(tmp_path, section, message):
+    top = _backbone_defaults_recipes(tmp_path, {"backbone_defaults": section})
+    with pytest.raises(UserError, match=message):
+        load_recipe(top, ["classifier.backbone=lenet"])
+
+
 def test_a_stage_naming_another_adapter_replaces_the_base_stage():
     merged = deep_merge({"feature": {"adapter": "dann", "trade_off": 1.0}}, {"feature": {"adapter": "source_only"}})
     assert merged == {"feature": {"adapter": "source_only"}}
