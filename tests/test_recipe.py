@@ -115,6 +115,19 @@ def test_a_file_below_the_one_with_backbone_defaults_wins_over_them(tmp_path):
     assert (recipe.train.iterations, recipe.seed, recipe.train.lr) == (7, 4, 0.5)
 
 
+def test_the_shipped_lenet_lr0_apply_on_lenet_only_and_to_the_compositions_of_their_method():
+    """README "Defaults per backbone": DANN 0.1, CDAN / BSP / MDD 0.03 on LeNet (BSP's own beats DANN's, its base);
+    DTN tasks and the other methods keep the task base's 0.01, unless the grid's profile makes them LeNet."""
+    def lr(recipe, *overrides):
+        return load_recipe(RECIPES / f"{recipe}.yaml", list(overrides)).train.lr
+
+    assert [lr(f"usps2mnist_{m}") for m in ("dann", "cdan", "bsp", "mdd", "mcc", "source_only")] == [
+        0.1, 0.03, 0.03, 0.03, 0.01, 0.01]
+    assert lr("mnist2usps_dann_mcc") == lr("mnist2usps_cyclegan_dann") == lr("mnist2usps_dann_dirt_t") == 0.1
+    assert lr("syndigits2mnist_dann") == 0.01 and lr("syndigits2mnist_dann", "classifier.backbone=lenet") == 0.1
+    assert lr("mnist2usps_dann", "classifier.backbone=lenet_fc500") == 0.01  # defaults name one backbone
+
+
 @pytest.mark.parametrize("section, message", [
     ([0.1], r"method\.yaml: backbone_defaults must map a backbone name to \{dotted\.key: value\}"),
     ({"lenet": 0.1}, r"method\.yaml: backbone_defaults\.lenet: backbone_defaults must map"),
