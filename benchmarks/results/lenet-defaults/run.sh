@@ -17,8 +17,11 @@ for task_dir in "$grid"/runs/*/; do
   mkdir -p "$out/runs/$task"
   for cell in "$task_dir"*/; do
     method=$(basename "$cell")
-    [[ " $moved " == *" $method "* ]] || [ -e "$out/runs/$task/$method" ] ||
-      ln -s "$(realpath "$cell")" "$out/runs/$task/$method"
+    if [[ " $moved " == *" $method "* ]] || [ -e "$out/runs/$task/$method" ]; then continue; fi
+    # SHOT's cells name their source_only cell's folder: both copied, so that the path still names a cell of OUT
+    # (a link would resolve to GRID's); the others linked
+    if [ "$method" = shot ] || [ "$method" = source_only ]; then cp -r "$cell" "$out/runs/$task/$method"
+    else ln -s "$(realpath "$cell")" "$out/runs/$task/$method"; fi
   done
 done
 for method in $moved; do  # cyclegan_dann reuses the linked cyclegan cells' translators
