@@ -264,7 +264,7 @@ def _read_with_bases(path: Path, seen: tuple[Path, ...], backbone: str | None) -
         merged = deep_merge(merged, _read_with_bases(path.parent / base, seen + (resolved,), backbone))
     merged = deep_merge(merged, data)
     for key, value in defaults.get(backbone, {}).items():
-        set_dotted(merged, key, value)
+        _set_dotted(merged, key, value)
     return merged
 
 
@@ -278,8 +278,7 @@ def _backbone_defaults(path: Path, section: Any) -> dict[str, dict[str, Any]]:
     for backbone, values in section.items():
         if not isinstance(values, dict) or not all(isinstance(key, str) for key in values):
             raise UserError(f"{path}: backbone_defaults.{backbone}: {shape}")
-        if any(key == "classifier.backbone" or key.startswith("classifier.backbone.") or key == "classifier"
-               for key in values):
+        if any(key in ("classifier", "classifier.backbone") for key in values):
             raise UserError(f"{path}: backbone_defaults.{backbone}: cannot set classifier.backbone "
                             f"(the backbone chooses these defaults)")
     return section
@@ -314,10 +313,10 @@ def apply_override(raw: dict, override: str) -> None:
         value = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError:
         value = text
-    set_dotted(raw, key, value)
+    _set_dotted(raw, key, value)
 
 
-def set_dotted(raw: dict, key: str, value: Any) -> None:
+def _set_dotted(raw: dict, key: str, value: Any) -> None:
     """Set `dotted.key` to `value` in the raw recipe mapping, in place, making sections as needed."""
     parts = key.strip().split(".")
     node = raw

@@ -346,7 +346,7 @@ MUTANTS = [
            "a backbone chosen by an override (the cpu grid's classifier.backbone=lenet) misses its backbone_defaults",
            ("tests/test_recipe.py",)),
     Mutant("recipe.backbone-defaults-ignored", "da_toolkit/recipe.py",
-           "    for key, value in defaults.get(backbone, {}).items():\n        set_dotted(merged, key, value)\n    return merged",
+           "    for key, value in defaults.get(backbone, {}).items():\n        _set_dotted(merged, key, value)\n    return merged",
            "    return merged",
            "a method base's backbone_defaults never apply (a LeNet run keeps the task base's lr0)",
            ("tests/test_recipe.py",)),
